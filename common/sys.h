@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// Syscall shims: O_CLOEXEC by default, EINTR retried, Result back, paths in messages.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/fd.h"
+#include "common/result.h"
+#include "common/time.h"
+
+namespace seamless::sys {
+
+Result<UniqueFd> open(const std::string& path, int flags, int mode = 0644);
+// Connects a SOCK_STREAM unix socket to `path` (non-blocking, close-on-exec).
+Result<UniqueFd> connect_unix(const std::string& path);
+// Creates a listening unix socket at `path` (replacing a stale socket file).
+Result<UniqueFd> listen_unix(const std::string& path, int backlog = 8);
+Result<UniqueFd> accept(int listen_fd, Deadline deadline);
+
+// Waits until fd is readable (events=POLLIN) or writable (POLLOUT); Timeout error on expiry.
+Result<void> wait_fd(int fd, short events, Deadline deadline);
+// Reads what is available (at most max bytes), waiting up to the deadline; 0 means EOF.
+Result<size_t> read_some(int fd, char* buf, size_t max, Deadline deadline);
+// Writes all bytes, waiting on a non-blocking fd up to the deadline.
+Result<void> write_all(int fd, std::string_view data, Deadline deadline);
+
+Result<std::string> read_file(const std::string& path, size_t limit = 64 << 20);
+Result<void> write_file(const std::string& path, std::string_view data, int mode = 0644);
+
+Result<void> set_nonblocking(int fd);
+
+}  // namespace seamless::sys

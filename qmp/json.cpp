@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: Apache-2.0
+// RapidJSON helpers.
+#include "qmp/json.h"
+
+#include <rapidjson/error/en.h>
+
+namespace seamless::qmp {
+
+std::string Json::dump() const { return qmp::dump(doc_); }
+
+Result<Json> parse(std::string_view text) {
+  Json j;
+  constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag;
+  j.doc().Parse<kFlags>(text.data(), text.size());
+  if (j.doc().HasParseError())
+    return make_error(ErrorKind::Protocol, "malformed JSON at offset ", j.doc().GetErrorOffset(), ": ",
+                      rapidjson::GetParseError_En(j.doc().GetParseError()));
+  return j;
+}
+
+std::string dump(const Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  v.Accept(w);
+  return {buf.GetString(), buf.GetSize()};
+}
+
+std::string quote(std::string_view s) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  return {buf.GetString(), buf.GetSize()};
+}
+
+Result<const Value*> field(const Value& obj, const char* name) {
+  if (!obj.IsObject()) return make_error(ErrorKind::Protocol, "expected an object, got ", dump(obj).substr(0, 80));
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd()) return make_error(ErrorKind::Protocol, "missing field `", name, "`");
+  return &it->value;
+}
+
+Result<std::string> get_string(const Value& obj, const char* name) {
+  const Value* v = SL_TRY(field(obj, name));
+  if (!v->IsString()) return make_error(ErrorKind::Protocol, "field `", name, "` is not a string");
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+Result<int64_t> get_int(const Value& obj, const char* name) {
+  const Value* v = SL_TRY(field(obj, name));
+  if (v->IsInt64()) return v->GetInt64();
+  if (v->IsUint64()) return make_error(ErrorKind::Protocol, "field `", name, "` is out of range");
+  return make_error(ErrorKind::Protocol, "field `", name, "` is not an integer");
+}
+
+Result<bool> get_bool(const Value& obj, const char* name) {
+  const Value* v = SL_TRY(field(obj, name));
+  if (!v->IsBool()) return make_error(ErrorKind::Protocol, "field `", name, "` is not a boolean");
+  return v->GetBool();
+}
+
+std::optional<std::string> opt_string(const Value& obj, const char* name) {
+  if (!obj.IsObject() || !obj.HasMember(name)) return std::nullopt;
+  auto r = get_string(obj, name);
+  return r.ok() ? std::optional(std::move(r).value()) : std::nullopt;
+}
+
+std::optional<int64_t> opt_int(const Value& obj, const char* name) {
+  if (!obj.IsObject() || !obj.HasMember(name)) return std::nullopt;
+  auto r = get_int(obj, name);
+  return r.ok() ? std::optional(*r) : std::nullopt;
+}
+
+std::optional<bool> opt_bool(const Value& obj, const char* name) {
+  if (!obj.IsObject() || !obj.HasMember(name)) return std::nullopt;
+  auto r = get_bool(obj, name);
+  return r.ok() ? std::optional(*r) : std::nullopt;
+}
+
+ArgWriter& ArgWriter::str(const char* key, std::string_view v) {
+  w_.Key(key);
+  w_.String(v.data(), static_cast<rapidjson::SizeType>(v.size()));
+  return *this;
+}
+ArgWriter& ArgWriter::num(const char* key, int64_t v) {
+  w_.Key(key);
+  w_.Int64(v);
+  return *this;
+}
+ArgWriter& ArgWriter::boolean(const char* key, bool v) {
+  w_.Key(key);
+  w_.Bool(v);
+  return *this;
+}
+ArgWriter& ArgWriter::strings(const char* key, const std::vector<std::string>& v) {
+  w_.Key(key);
+  w_.StartArray();
+  for (const auto& s : v) w_.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  w_.EndArray();
+  return *this;
+}
+ArgWriter& ArgWriter::raw(const char* key, std::string_view json) {
+  w_.Key(key);
+  w_.RawValue(json.data(), json.size(), rapidjson::kObjectType);
+  return *this;
+}
+std::string ArgWriter::finish() {
+  w_.EndObject();
+  return {buf_.GetString(), buf_.GetSize()};
+}
+
+}  // namespace seamless::qmp

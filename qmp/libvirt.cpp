@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+// libvirt connection, domain handles and the pass-through QMP/QGA transports.
+#include "qmp/libvirt.h"
+
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/virterror.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+
+namespace seamless::virt {
+namespace {
+
+void quiet(void*, virErrorPtr) {}  // errors are reported through Result, not libvirt's stderr
+
+void ensure_event_loop() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    virSetErrorFunc(nullptr, quiet);
+    if (virEventRegisterDefaultImpl() < 0) {
+      SL_LOG(Warn, "libvirt", "cannot register the default event loop: monitor events unavailable");
+      return;
+    }
+    std::thread([] {
+      for (;;) {
+        if (virEventRunDefaultImpl() < 0) SL_LOG(Warn, "libvirt", "event loop iteration failed");
+      }
+    }).detach();
+  });
+}
+
+}  // namespace
+
+Error last_error(std::string_view operation) {
+  virErrorPtr e = virGetLastError();
+  Error err;
+  err.kind = ErrorKind::System;
+  err.message = cat(operation, ": ", e && e->message ? e->message : "unknown libvirt error");
+  if (e) {
+    switch (e->code) {
+      case VIR_ERR_NO_DOMAIN: err.kind = ErrorKind::NotFound; break;
+      case VIR_ERR_AGENT_UNRESPONSIVE:
+      case VIR_ERR_OPERATION_TIMEOUT: err.kind = ErrorKind::Timeout; break;
+      case VIR_ERR_OPERATION_INVALID:
+      case VIR_ERR_INVALID_ARG: err.kind = ErrorKind::Invalid; break;
+      default: break;
+    }
+  }
+  virResetLastError();
+  return err;
+}
+
+Result<Connection> Connection::open(const std::string& uri) {
+  ensure_event_loop();
+  virConnectPtr c = virConnectOpen(uri.c_str());
+  if (c == nullptr) return last_error(cat("connecting to libvirt at `", uri, "`"));
+  return Connection(c);
+}
+
+Connection::~Connection() {
+  if (conn_) virConnectClose(conn_);
+}
+
+Result<Domain> Connection::lookup(const std::string& name) const {
+  virDomainPtr d = virDomainLookupByName(conn_, name.c_str());
+  if (d == nullptr) return last_error(cat("looking up domain `", name, "`"));
+  return Domain(d);
+}
+
+Result<Domain> Connection::define_and_start(const std::string& xml) const {
+  virDomainPtr d = virDomainDefineXML(conn_, xml.c_str());
+  if (d == nullptr) return last_error("defining domain");
+  Domain dom(d);
+  if (virDomainCreate(d) < 0) return last_error(cat("starting domain `", dom.name(), "`"));
+  return dom;
+}
+
+Domain::~Domain() {
+  if (dom_) virDomainFree(dom_);
+}
+
+std::string Domain::name() const {
+  const char* n = virDomainGetName(dom_);
+  return n ? n : "?";
+}
+
+Result<bool> Domain::active() const {
+  int r = virDomainIsActive(dom_);
+  if (r < 0) return last_error(cat("querying domain `", name(), "`"));
+  return r == 1;
+}
+
+Result<void> Domain::destroy() {
+  if (virDomainDestroy(dom_) < 0) return last_error(cat("destroying domain `", name(), "`"));
+  return ok();
+}
+
+Result<void> Domain::undefine() {
+  if (virDomainUndefine(dom_) < 0) return last_error(cat("undefining domain `", name(), "`"));
+  return ok();
+}
+
+}  // namespace seamless::virt
+
+namespace seamless::qmp {
+
+LibvirtMonitor::LibvirtMonitor(const virt::Domain& domain, Limits limits)
+    : EventSource(limits.max_events), domain_(domain), peer_(cat("libvirt monitor of domain `", domain.name(), "`")) {}
+
+Result<std::unique_ptr<LibvirtMonitor>> LibvirtMonitor::attach(const virt::Domain& domain, Limits limits) {
+  std::unique_ptr<LibvirtMonitor> m(new LibvirtMonitor(domain, limits));
+  virConnectPtr conn = virDomainGetConnect(domain.get());
+  m->callback_id_ = virConnectDomainQemuMonitorEventRegister(conn, domain.get(), nullptr, on_event, m.get(), nullptr, 0);
+  if (m->callback_id_ < 0) return virt::last_error(cat("subscribing to QMP events of domain `", domain.name(), "`"));
+  return m;
+}
+
+LibvirtMonitor::~LibvirtMonitor() {
+  if (callback_id_ >= 0)
+    virConnectDomainQemuMonitorEventDeregister(virDomainGetConnect(domain_.get()), callback_id_);
+}
+
+void LibvirtMonitor::on_event(virConnectPtr, virDomainPtr, const char* event, long long seconds, unsigned int micros,
+                              const char* details, void* opaque) {
+  auto* self = static_cast<LibvirtMonitor*>(opaque);
+  Event ev;
+  ev.name = event ? event : "";
+  ev.timestamp = static_cast<double>(seconds) + micros / 1e6;
+  if (details != nullptr) {
+    auto data = parse(details);
+    if (data.ok()) ev.data = std::move(data).value();
+  }
+  self->bus_.publish(std::move(ev));
+}
+
+Result<Json> LibvirtMonitor::call(std::string_view command, std::string_view args, Millis) {
+  std::string request = encode_request(command, args, {});
+  char* reply = nullptr;
+  if (virDomainQemuMonitorCommand(domain_.get(), request.c_str(), &reply, 0) < 0)
+    return virt::last_error(cat(peer_, ": `", command, "`"));
+  std::unique_ptr<char, decltype(&std::free)> owned(reply, &std::free);
+  auto message = SL_TRY_CTX(parse(reply ? reply : ""), peer_, ": reply to `", command, "`");
+  return decode_reply(std::move(message), command, peer_);
+}
+
+Result<Event> LibvirtMonitor::wait_event(std::string_view name, Millis timeout) {
+  if (auto ev = bus_.wait(name, Deadline(timeout))) return std::move(*ev);
+  return make_error(ErrorKind::Timeout, "no `", name.empty() ? "any" : name, "` event from ", peer_, " within ",
+                    timeout.count(), " ms");
+}
+
+LibvirtAgent::LibvirtAgent(const virt::Domain& domain)
+    : domain_(domain), peer_(cat("libvirt guest agent of domain `", domain.name(), "`")) {}
+
+Result<Json> LibvirtAgent::call(std::string_view command, std::string_view args, Millis timeout) {
+  std::string request = encode_request(command, args, {});
+  int seconds = static_cast<int>(std::max<long long>(1, (timeout.count() + 999) / 1000));
+  char* reply = virDomainQemuAgentCommand(domain_.get(), request.c_str(), seconds, 0);
+  if (reply == nullptr) return virt::last_error(cat(peer_, ": `", command, "`"));
+  std::unique_ptr<char, decltype(&std::free)> owned(reply, &std::free);
+  auto message = SL_TRY_CTX(parse(reply), peer_, ": reply to `", command, "`");
+  return decode_reply(std::move(message), command, peer_);
+}
+
+}  // namespace seamless::qmp

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test bed environment and template VMs for integration tests.
+#include "tests/support/testbed.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "common/sys.h"
+#include "qmp/commands.h"
+
+namespace seamless::test {
+namespace {
+
+constexpr const char* kStateFile = "/run/seamless-testbed/env";
+
+std::string testbed_dir() {
+  const char* d = std::getenv("SEAMLESS_TESTBED");
+  return d ? d : "tests/testbed";
+}
+
+std::string cmdline(const Testbed& bed, const VmSpec& spec) {
+  return cat("console=ttyS0 root=/dev/vda quiet seamless.ip=", bed.guest_ip(spec.index), "/24 seamless.hostname=",
+             spec.name, " seamless.services=", spec.services);
+}
+
+Result<void> make_overlay(const Testbed& bed, const std::string& disk) {
+  SL_TRY(run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed.image_dir + "/root.ext4", disk}));
+  return ok();
+}
+
+}  // namespace
+
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) != "" && std::string(ci) != "0" && std::string(ci) != "false";
+}
+
+Result<Testbed> Testbed::load() {
+  auto text = sys::read_file(kStateFile);
+  if (!text.ok())
+    return std::move(text).error().wrap("the test bed is not up (run tests/testbed/up as root)");
+  std::map<std::string, std::string> kv;
+  std::istringstream in(*text);
+  for (std::string line; std::getline(in, line);) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  Testbed bed;
+  auto need = [&](const char* key, std::string* out) -> Result<void> {
+    auto it = kv.find(key);
+    if (it == kv.end() || it->second.empty())
+      return make_error(ErrorKind::Invalid, "test bed state `", kStateFile, "` lacks ", key);
+    *out = it->second;
+    return ok();
+  };
+  SL_TRY(need("IMAGE_DIR", &bed.image_dir));
+  SL_TRY(need("BRIDGE", &bed.bridge));
+  SL_TRY(need("NETNS", &bed.netns));
+  SL_TRY(need("SUBNET_PREFIX", &bed.subnet_prefix));
+  SL_TRY(need("CLIENT_IP", &bed.client_ip));
+  SL_TRY(need("RUN_DIR", &bed.run_dir));
+  return bed;
+}
+
+std::string Testbed::guest_mac(int index) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "52:54:00:5e:a0:%02x", (10 + index) & 0xff);
+  return buf;
+}
+
+Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpec& spec) {
+  auto dir = SL_TRY(TempDir::create(bed.run_dir + "/direct-"));
+  std::unique_ptr<DirectVm> vm(new DirectVm(std::move(dir)));
+  vm->qmp_ = vm->dir_ / "qmp.sock";
+  vm->qga_ = vm->dir_ / "qga.sock";
+  vm->console_ = vm->dir_ / "console.log";
+  std::string disk = vm->dir_ / "disk.qcow2";
+  SL_TRY(make_overlay(bed, disk));
+  // Direct VMs use user-mode networking: the OVS bridge belongs to libvirt domains.
+  std::vector<std::string> argv = {
+      "qemu-system-x86_64", "-accel", "tcg", "-name", spec.name, "-m", std::to_string(spec.memory_mib), "-smp", "1",
+      "-nodefaults", "-nographic", "-kernel", bed.image_dir + "/vmlinuz", "-initrd", bed.image_dir + "/initrd.img",
+      "-append", cmdline(bed, spec), "-drive", "file=" + disk + ",if=virtio,format=qcow2",
+      "-serial", "file:" + vm->console_, "-qmp", "unix:" + vm->qmp_ + ",server=on,wait=off",
+      "-chardev", "socket,path=" + vm->qga_ + ",server=on,wait=off,id=qga0", "-device", "virtio-serial",
+      "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+      "-device", "virtio-balloon,id=balloon0", "-netdev", "user,id=n0,restrict=on",
+      "-device", "virtio-net,netdev=n0,mac=" + Testbed::guest_mac(spec.index)};
+  SpawnOptions opts;
+  opts.stdout_path = vm->dir_ / "qemu.log";
+  opts.stderr_path = vm->dir_ / "qemu.log";
+  vm->qemu_ = SL_TRY(ChildProcess::spawn(argv, opts));
+  // QEMU creates its sockets before the guest runs.
+  Deadline deadline(Millis(20000));
+  while (!std::filesystem::exists(vm->qmp_) || !std::filesystem::exists(vm->qga_)) {
+    if (!vm->qemu_.running()) {
+      auto log = sys::read_file(vm->dir_ / "qemu.log");
+      return make_error(ErrorKind::System, "qemu exited at start: ", log.ok() ? *log : "");
+    }
+    if (deadline.expired()) return make_error(ErrorKind::Timeout, "qemu did not create its sockets in 20 s");
+    std::this_thread::sleep_for(Millis(20));
+  }
+  return vm;
+}
+
+DirectVm::~DirectVm() { qemu_.stop(Millis(0)); }
+
+std::string DirectVm::console_log() const {
+  auto log = sys::read_file(console_);
+  return log.ok() ? *log : "(no console log)";
+}
+
+Result<std::unique_ptr<qmp::QgaSocket>> DirectVm::wait_for_agent(Millis timeout) {
+  Deadline deadline(timeout);
+  for (;;) {
+    auto agent = qmp::QgaSocket::connect(qga_, std::min(deadline.left(), Millis(3000)));
+    if (agent.ok()) return agent;
+    if (deadline.expired())
+      return std::move(agent).error().wrap(cat("guest agent not up after ", timeout.count(), " ms"));
+    if (!qemu_.running()) return make_error(ErrorKind::Closed, "qemu exited while booting");
+    std::this_thread::sleep_for(Millis(500));
+  }
+}
+
+Result<std::string> render_domain_xml(const std::string& template_path, const Testbed& bed, const VmSpec& spec,
+                                      const std::string& disk, const std::string& console) {
+  auto xml = SL_TRY(sys::read_file(template_path));
+  const std::map<std::string, std::string> values = {
+      {"@NAME@", spec.name},
+      {"@MEMORY_MIB@", std::to_string(spec.memory_mib)},
+      {"@KERNEL@", bed.image_dir + "/vmlinuz"},
+      {"@INITRD@", bed.image_dir + "/initrd.img"},
+      {"@CMDLINE@", cmdline(bed, spec)},
+      {"@DISK@", disk},
+      {"@CONSOLE_LOG@", console},
+      {"@MAC@", Testbed::guest_mac(spec.index)},
+      {"@BRIDGE@", bed.bridge},
+  };
+  for (const auto& [key, value] : values)
+    for (size_t at; (at = xml.find(key)) != std::string::npos;) xml.replace(at, key.size(), value);
+  if (auto at = xml.find('@'); at != std::string::npos && xml.find('@', at + 1) != std::string::npos) {
+    auto end = xml.find('@', at + 1);
+    auto placeholder = xml.substr(at, end - at + 1);
+    if (placeholder.find_first_of(" <>\"'") == std::string::npos)
+      return make_error(ErrorKind::Invalid, "unfilled placeholder ", placeholder, " in `", template_path, "`");
+  }
+  return xml;
+}
+
+Result<std::unique_ptr<LibvirtVm>> LibvirtVm::boot(const Testbed& bed, const VmSpec& spec) {
+  auto dir = SL_TRY(TempDir::create(bed.run_dir + "/libvirt-"));
+  auto conn = SL_TRY(virt::Connection::open());
+  std::unique_ptr<LibvirtVm> vm(new LibvirtVm(std::move(dir), std::move(conn)));
+  // A domain left over from a crashed run would make the define fail confusingly.
+  if (auto old = vm->conn_.lookup(spec.name); old.ok()) {
+    (void)old->destroy();
+    (void)old->undefine();
+  }
+  std::string disk = vm->dir_ / "disk.qcow2";
+  vm->console_ = vm->dir_ / "console.log";
+  SL_TRY(make_overlay(bed, disk));
+  auto xml = SL_TRY(render_domain_xml(testbed_dir() + "/domain.xml.in", bed, spec, disk, vm->console_));
+  vm->domain_.emplace(SL_TRY(vm->conn_.define_and_start(xml)));
+  return vm;
+}
+
+LibvirtVm::~LibvirtVm() {
+  if (domain_) {
+    (void)domain_->destroy();
+    (void)domain_->undefine();
+  }
+}
+
+std::string LibvirtVm::console_log() const {
+  auto log = sys::read_file(console_);
+  return log.ok() ? *log : "(no console log)";
+}
+
+Result<void> LibvirtVm::wait_for_agent(Millis timeout) {
+  Deadline deadline(timeout);
+  qmp::LibvirtAgent agent(*domain_);
+  for (;;) {
+    auto r = qmp::execute(agent, qmp::GuestPing{}, Millis(2000));
+    if (r.ok()) return ok();
+    if (deadline.expired()) return std::move(r).error().wrap(cat("guest agent not up after ", timeout.count(), " ms"));
+    std::this_thread::sleep_for(Millis(500));
+  }
+}
+
+}  // namespace seamless::test

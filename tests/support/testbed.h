@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test bed access for integration tests: the environment written by tests/testbed/up,
+// and guest VMs from the template, either under plain QEMU (direct sockets) or as
+// libvirt domains. Every VM is torn down by its owner on every path.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/process.h"
+#include "common/tempdir.h"
+#include "qmp/libvirt.h"
+#include "qmp/socket.h"
+
+namespace seamless::test {
+
+// In CI (CI=true) a test that cannot run fails; elsewhere it is skipped. Either way it says why.
+#define SL_REQUIRE(cond, why)                                               \
+  do {                                                                      \
+    if (!(cond)) {                                                          \
+      if (::seamless::test::in_ci()) FAIL() << "cannot run: " << (why);     \
+      GTEST_SKIP() << "cannot run: " << (why);                              \
+    }                                                                       \
+  } while (0)
+
+bool in_ci();
+
+struct Testbed {
+  std::string image_dir;   // vmlinuz, initrd.img, root.ext4
+  std::string bridge;      // OVS bridge for guest NICs
+  std::string netns;       // client network namespace on the bridge
+  std::string subnet_prefix;  // "10.77.0." : guests get prefix + (10 + index)
+  std::string client_ip;
+  std::string run_dir;     // where VM files go
+  // Reads the state file of tests/testbed/up; an error says what is missing.
+  static Result<Testbed> load();
+  std::string guest_ip(int index) const { return subnet_prefix + std::to_string(10 + index); }
+  static std::string guest_mac(int index);
+};
+
+struct VmSpec {
+  std::string name = "sl-test";
+  int index = 0;           // picks MAC/IP
+  int memory_mib = 512;
+  std::string services = "dropbear";
+};
+
+// QEMU started directly with its own QMP and QGA sockets (TCG).
+class DirectVm {
+ public:
+  static Result<std::unique_ptr<DirectVm>> boot(const Testbed& bed, const VmSpec& spec);
+  ~DirectVm();
+  const std::string& qmp_path() const { return qmp_; }
+  const std::string& qga_path() const { return qga_; }
+  std::string console_log() const;
+  // Waits until the guest agent answers a sync (the guest has booted).
+  Result<std::unique_ptr<qmp::QgaSocket>> wait_for_agent(Millis timeout = Millis(120000));
+
+ private:
+  DirectVm(TempDir dir) : dir_(std::move(dir)) {}
+  TempDir dir_;
+  std::string qmp_, qga_, console_;
+  ChildProcess qemu_;
+};
+
+// A libvirt domain defined from tests/testbed/domain.xml.in; destroyed and undefined on exit.
+class LibvirtVm {
+ public:
+  static Result<std::unique_ptr<LibvirtVm>> boot(const Testbed& bed, const VmSpec& spec);
+  ~LibvirtVm();
+  virt::Domain& domain() { return *domain_; }
+  std::string console_log() const;
+  Result<void> wait_for_agent(Millis timeout = Millis(120000));
+
+ private:
+  LibvirtVm(TempDir dir, virt::Connection conn) : dir_(std::move(dir)), conn_(std::move(conn)) {}
+  TempDir dir_;
+  virt::Connection conn_;
+  std::optional<virt::Domain> domain_;
+  std::string console_;
+};
+
+// Renders the domain XML template with the given values (exposed for unit tests).
+Result<std::string> render_domain_xml(const std::string& template_path, const Testbed& bed, const VmSpec& spec,
+                                      const std::string& disk, const std::string& console);
+
+}  // namespace seamless::test
