@@ -31,6 +31,8 @@ class Channel {
   virtual Result<Json> call(std::string_view command, std::string_view args, Millis timeout) = 0;
   // "QMP socket `/run/x.sock`", "libvirt agent of domain `vm1`": used in error messages.
   virtual std::string describe() const = 0;
+  // Largest raw payload per guest-file-write this transport carries reliably.
+  virtual size_t transfer_chunk() const { return 1 << 20; }
 };
 
 struct Event {

@@ -78,9 +78,10 @@ Result<void> write_guest_file(Channel& agent, const std::string& guest_path, std
   auto ctx = cat("writing `", guest_path, "` in the guest");
   auto fh = SL_TRY_CTX(execute(agent, GuestFileOpen{guest_path, "w"}), ctx);
   GuestFile file(agent, fh.handle);
+  const size_t chunk = opts.chunk ? opts.chunk : agent.transfer_chunk();
   size_t done = 0;
   while (done < data.size()) {
-    size_t n = std::min(opts.chunk, data.size() - done);
+    size_t n = std::min(chunk, data.size() - done);
     auto wrote = SL_TRY_CTX(execute(agent, GuestFileWrite{file.handle(), std::string(data.substr(done, n))},
                                     opts.per_chunk_timeout),
                             ctx, " at offset ", done);
@@ -106,9 +107,10 @@ Result<std::string> read_guest_file(Channel& agent, const std::string& guest_pat
   if (opts.verify) expected = SL_TRY_CTX(guest_sha256(agent, guest_path), ctx);
   auto fh = SL_TRY_CTX(execute(agent, GuestFileOpen{guest_path, "r"}), ctx);
   GuestFile file(agent, fh.handle);
+  const auto count = static_cast<int64_t>(opts.chunk ? opts.chunk : agent.transfer_chunk());
   std::string out;
   for (;;) {
-    auto chunk = SL_TRY_CTX(execute(agent, GuestFileRead{file.handle(), static_cast<int64_t>(opts.chunk)},
+    auto chunk = SL_TRY_CTX(execute(agent, GuestFileRead{file.handle(), count},
                                     opts.per_chunk_timeout),
                             ctx, " at offset ", out.size());
     if (out.size() + chunk.data.size() > limit)

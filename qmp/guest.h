@@ -24,9 +24,8 @@ Result<std::string> guest_run_ok(Channel& agent, const std::string& path, const 
                                  const RunOptions& opts = {});
 
 struct TransferOptions {
-  // Raw bytes per guest-file-read/-write. libvirt caps a reply at a few MiB of
-  // base64, so the default stays well below that for both transports.
-  size_t chunk = 1 << 20;
+  // Raw bytes per guest-file-read/-write; 0 takes the transport's transfer_chunk().
+  size_t chunk = 0;
   bool verify = true;  // compare SHA-256 computed in the guest (sha256sum) with ours
   Millis per_chunk_timeout = Millis(30000);
 };

@@ -53,14 +53,19 @@ struct Options {
   std::vector<std::string> args;
 };
 
-// Owns whichever transports the options ask for.
+// Owns whichever transports the options ask for. Not movable: the transports refer
+// to the domain handle it holds.
 struct Session {
+  Session() = default;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
   std::optional<virt::Connection> conn;
   std::optional<virt::Domain> domain;
   std::unique_ptr<qmp::Channel> monitor, agent;
 
-  static Result<Session> open(const Options& o, bool need_monitor, bool need_agent) {
-    Session s;
+  static Result<std::unique_ptr<Session>> open(const Options& o, bool need_monitor, bool need_agent) {
+    auto owned = std::make_unique<Session>();
+    Session& s = *owned;
     bool via_libvirt = (need_monitor && o.qmp_socket.empty()) || (need_agent && o.qga_socket.empty());
     if (via_libvirt) {
       if (o.domain == "-") return make_error(ErrorKind::Invalid, "a socket path or a domain name is needed");
@@ -76,7 +81,7 @@ struct Session {
       if (!o.qga_socket.empty()) s.agent = SL_TRY(qmp::QgaSocket::connect(o.qga_socket, o.timeout));
       else s.agent = std::make_unique<qmp::LibvirtAgent>(*s.domain);
     }
-    return s;
+    return owned;
   }
 };
 
@@ -89,7 +94,7 @@ int run_verb(const Options& o) {
   if (!session.ok()) return fail(session.error());
 
   if (v == "status") {
-    auto st = qmp::execute(*session->monitor, qmp::QueryStatus{}, o.timeout);
+    auto st = qmp::execute(*(*session)->monitor, qmp::QueryStatus{}, o.timeout);
     if (!st.ok()) return fail(st.error());
     std::printf("%s (running: %s)\n", st->status.c_str(), st->running ? "yes" : "no");
     return 0;
@@ -101,7 +106,7 @@ int run_verb(const Options& o) {
       auto parsed = qmp::parse(args);
       if (!parsed.ok() || !parsed->root().IsObject()) return usage_error("ARGS_JSON must be a JSON object");
     }
-    auto& ch = v == "qmp" ? *session->monitor : *session->agent;
+    auto& ch = v == "qmp" ? *(*session)->monitor : *(*session)->agent;
     auto r = ch.call(o.args[0], args, o.timeout);
     if (!r.ok()) return fail(r.error());
     std::printf("%s\n", r->dump().c_str());
@@ -109,10 +114,10 @@ int run_verb(const Options& o) {
   }
   if (v == "ping") {
     auto start = Clock::now();
-    auto p = qmp::execute(*session->agent, qmp::GuestPing{}, o.timeout);
+    auto p = qmp::execute(*(*session)->agent, qmp::GuestPing{}, o.timeout);
     if (!p.ok()) return fail(p.error());
     double rtt = seconds_since(start) * 1000;
-    auto info = qmp::execute(*session->agent, qmp::GuestInfo{}, o.timeout);
+    auto info = qmp::execute(*(*session)->agent, qmp::GuestInfo{}, o.timeout);
     if (!info.ok()) return fail(info.error());
     std::printf("guest agent %s answered in %.1f ms (%zu commands enabled)\n", info->version.c_str(), rtt,
                 info->enabled_commands.size());
@@ -122,7 +127,7 @@ int run_verb(const Options& o) {
     if (o.args.empty()) return usage_error("exec needs a PROGRAM");
     qmp::RunOptions ro;
     ro.timeout = o.timeout;
-    auto st = qmp::guest_run(*session->agent, o.args[0], {o.args.begin() + 1, o.args.end()}, ro);
+    auto st = qmp::guest_run(*(*session)->agent, o.args[0], {o.args.begin() + 1, o.args.end()}, ro);
     if (!st.ok()) return fail(st.error());
     std::fwrite(st->out.data(), 1, st->out.size(), stdout);
     std::fwrite(st->err.data(), 1, st->err.size(), stderr);
@@ -134,12 +139,12 @@ int run_verb(const Options& o) {
     auto data = sys::read_file(o.args[0], size_t(1) << 32);
     if (!data.ok()) return fail(data.error());
     auto start = Clock::now();
-    if (auto r = qmp::write_guest_file(*session->agent, o.args[1], *data); !r.ok()) return fail(r.error());
+    if (auto r = qmp::write_guest_file(*(*session)->agent, o.args[1], *data); !r.ok()) return fail(r.error());
     std::printf("pushed %zu bytes in %.2f s (verified)\n", data->size(), seconds_since(start));
     return 0;
   }
   auto start = Clock::now();
-  auto data = qmp::read_guest_file(*session->agent, o.args[0]);
+  auto data = qmp::read_guest_file(*(*session)->agent, o.args[0]);
   if (!data.ok()) return fail(data.error());
   if (auto r = sys::write_file(o.args[1], *data); !r.ok()) return fail(r.error());
   std::printf("pulled %zu bytes in %.2f s (verified)\n", data->size(), seconds_since(start));

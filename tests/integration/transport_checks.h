@@ -50,11 +50,31 @@ inline void check_status_stop_cont(qmp::Channel& monitor, qmp::EventSource& even
   EXPECT_TRUE(st.running);
 }
 
+// Deflates the balloon back to the full size however the check ends.
+class BalloonRestore {
+ public:
+  BalloonRestore(qmp::Channel& monitor, int64_t bytes) : monitor_(monitor), bytes_(bytes) {}
+  BalloonRestore(const BalloonRestore&) = delete;
+  BalloonRestore& operator=(const BalloonRestore&) = delete;
+  ~BalloonRestore() {
+    (void)qmp::execute(monitor_, qmp::Balloon{bytes_});
+    for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
+      auto b = qmp::execute(monitor_, qmp::QueryBalloon{});
+      if (!b.ok() || b->actual == bytes_) return;
+    }
+  }
+
+ private:
+  qmp::Channel& monitor_;
+  int64_t bytes_;
+};
+
 inline void check_balloon_half(qmp::Channel& monitor, qmp::Channel& agent, int64_t ram_bytes) {
   const int64_t before_kib = guest_memtotal_kib(agent);
   ASSERT_GT(before_kib, 0);
   auto initial = SL_ASSERT_OK(qmp::execute(monitor, qmp::QueryBalloon{}));
   EXPECT_EQ(initial.actual, ram_bytes);
+  BalloonRestore restore(monitor, ram_bytes);
   const int64_t target = ram_bytes / 2;
   SL_ASSERT_OK(qmp::execute(monitor, qmp::Balloon{target}));
   int64_t actual = initial.actual;
@@ -66,20 +86,19 @@ inline void check_balloon_half(qmp::Channel& monitor, qmp::Channel& agent, int64
   EXPECT_NEAR(static_cast<double>(before_kib - after_kib), static_cast<double>((ram_bytes - target) / 1024),
               1024.0);
 
-  // Guest statistics arrive through the balloon's QOM properties.
+  // Guest statistics arrive through the balloon's QOM properties. Only an update
+  // stamped after the balloon settled describes the shrunken guest.
+  const auto settled = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
   SL_ASSERT_OK(qmp::set_balloon_stats_period(monitor, 1));
   qmp::BalloonStats stats;
-  for (Deadline d(Millis(15000)); !d.expired(); std::this_thread::sleep_for(Millis(300))) {
+  for (Deadline d(Millis(20000)); !d.expired(); std::this_thread::sleep_for(Millis(300))) {
     stats = SL_ASSERT_OK(qmp::balloon_stats(monitor));
-    if (stats.last_update > 0 && stats.total) break;
+    if (stats.last_update > settled && stats.total) break;
   }
-  ASSERT_TRUE(stats.total.has_value()) << "no balloon statistics from the guest";
+  ASSERT_GT(stats.last_update, settled) << "no fresh balloon statistics from the guest";
+  ASSERT_TRUE(stats.total.has_value());
   EXPECT_NEAR(static_cast<double>(*stats.total), static_cast<double>(after_kib) * 1024, 4 << 20);
-
-  SL_ASSERT_OK(qmp::execute(monitor, qmp::Balloon{ram_bytes}));
-  for (Deadline d(Millis(60000)); !d.expired() && actual != ram_bytes; std::this_thread::sleep_for(Millis(200)))
-    actual = SL_ASSERT_OK(qmp::execute(monitor, qmp::QueryBalloon{})).actual;
-  EXPECT_EQ(actual, ram_bytes);
 }
 
 inline void check_exec(qmp::Channel& agent) {

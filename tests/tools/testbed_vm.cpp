@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+// testbed-vm: start or stop a libvirt guest from the test bed's template.
+//   testbed-vm start NAME [--index N] [--memory MIB] [--services a,b] [--wait SECONDS]
+//   testbed-vm stop NAME
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "common/process.h"
+#include "qmp/commands.h"
+#include "qmp/libvirt.h"
+#include "tests/support/testbed.h"
+
+using namespace seamless;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: testbed-vm start NAME [--index N] [--memory MIB] [--services a,b,...] [--wait SECONDS]\n"
+    "       testbed-vm stop NAME\n"
+    "Starts a libvirt guest from the test bed template (tests/testbed/up must have run)\n"
+    "and waits for its guest agent; stop destroys and undefines it.\n";
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "testbed-vm: error: %s\n", e.message.c_str());
+  return 1;
+}
+
+int start(const test::VmSpec& spec, int wait_s) {
+  auto bed = test::Testbed::load();
+  if (!bed.ok()) return fail(bed.error());
+  if (spec.name.rfind("sl-", 0) != 0) return fail(make_error(ErrorKind::Invalid, "test bed domains are named sl-*"));
+  auto conn = virt::Connection::open();
+  if (!conn.ok()) return fail(conn.error());
+  if (conn->lookup(spec.name).ok())
+    return fail(make_error(ErrorKind::Invalid, "domain `", spec.name, "` already exists (testbed-vm stop ", spec.name, ")"));
+  std::string dir = bed->run_dir + "/" + spec.name;
+  std::filesystem::create_directories(dir);
+  std::string disk = dir + "/disk.qcow2", console = dir + "/console.log";
+  auto made = run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed->image_dir + "/root.ext4", disk});
+  if (!made.ok()) return fail(made.error());
+  const char* tb = std::getenv("SEAMLESS_TESTBED");
+  auto xml = test::render_domain_xml(std::string(tb ? tb : "tests/testbed") + "/domain.xml.in", *bed, spec, disk, console);
+  if (!xml.ok()) return fail(xml.error());
+  auto dom = conn->define_and_start(*xml);
+  if (!dom.ok()) return fail(dom.error());
+  qmp::LibvirtAgent agent(*dom);
+  auto t0 = Clock::now();
+  for (Deadline d(Millis(wait_s * 1000));; std::this_thread::sleep_for(Millis(500))) {
+    if (qmp::execute(agent, qmp::GuestPing{}, Millis(2000)).ok()) break;
+    if (d.expired()) return fail(make_error(ErrorKind::Timeout, "guest agent of `", spec.name, "` not up after ", wait_s, " s (console: ", console, ")"));
+  }
+  std::printf("%s up at %s (agent answered after %.1f s; console %s)\n", spec.name.c_str(),
+              bed->guest_ip(spec.index).c_str(), seconds_since(t0), console.c_str());
+  return 0;
+}
+
+int stop(const std::string& name) {
+  auto conn = virt::Connection::open();
+  if (!conn.ok()) return fail(conn.error());
+  auto dom = conn->lookup(name);
+  if (!dom.ok()) return fail(dom.error());
+  (void)dom->destroy();
+  if (auto r = dom->undefine(); !r.ok()) return fail(r.error());
+  if (auto bed = test::Testbed::load(); bed.ok()) std::filesystem::remove_all(bed->run_dir + "/" + name);
+  std::printf("%s stopped\n", name.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "-h" || std::string(argv[1]) == "--help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (argc < 3) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::string verb = argv[1];
+  test::VmSpec spec;
+  spec.name = argv[2];
+  int wait_s = 180;
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "testbed-vm: %s needs a value\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+    std::string v = argv[++i];
+    if (a == "--index") spec.index = std::atoi(v.c_str());
+    else if (a == "--memory") spec.memory_mib = std::atoi(v.c_str());
+    else if (a == "--services") spec.services = v;
+    else if (a == "--wait") wait_s = std::atoi(v.c_str());
+    else {
+      std::fprintf(stderr, "testbed-vm: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (verb == "start") return start(spec, wait_s);
+  if (verb == "stop") return stop(spec.name);
+  std::fprintf(stderr, "testbed-vm: unknown verb %s\n%s", verb.c_str(), kUsage);
+  return 2;
+}
