@@ -60,7 +60,7 @@ Result<std::string> base64_decode(std::string_view text) {
         continue;
       }
       if (pad > 0) return make_error(ErrorKind::Protocol, "base64 data after padding at ", i + k);
-      v[k] = kTable[static_cast<unsigned char>(c)];
+      v[k] = static_cast<int>(kTable[static_cast<unsigned char>(c)]);
       if (v[k] < 0) return make_error(ErrorKind::Protocol, "invalid base64 character at offset ", i + k);
     }
     unsigned n = static_cast<unsigned>(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);

@@ -42,17 +42,14 @@ void set_threshold(Level level) { threshold_ref().store(level); }
 void write(Level level, std::string_view module, const std::string& text) {
   static std::mutex mu;
   std::lock_guard lock(mu);
-  std::fprintf(stderr, "%s: %.*s: %s\n", name(level), static_cast<int>(module.size()), module.data(),
-               text.c_str());
+  std::fprintf(stderr, "%s: %.*s: %s\n", name(level), static_cast<int>(module.size()), module.data(), text.c_str());
 }
 
 bool RateLimit::allow(unsigned* suppressed) {
-  auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-                 .count();
+  auto now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   long long next = next_ns_.load();
-  if (now < next || !next_ns_.compare_exchange_strong(
-                        next, now + std::chrono::nanoseconds(interval_).count())) {
+  if (now < next || !next_ns_.compare_exchange_strong(next, now + std::chrono::nanoseconds(interval_).count())) {
     suppressed_.fetch_add(1);
     return false;
   }

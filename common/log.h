@@ -32,9 +32,8 @@ class RateLimit {
 
 }  // namespace seamless::log
 
-#define SL_LOG(level, module, ...)                                                 \
-  do {                                                                             \
-    if (::seamless::log::Level::level >= ::seamless::log::threshold())             \
-      ::seamless::log::write(::seamless::log::Level::level, module,                \
-                             ::seamless::cat(__VA_ARGS__));                        \
+#define SL_LOG(level, module, ...)                                                                 \
+  do {                                                                                             \
+    if (::seamless::log::Level::level >= ::seamless::log::threshold())                             \
+      ::seamless::log::write(::seamless::log::Level::level, module, ::seamless::cat(__VA_ARGS__)); \
   } while (0)

@@ -42,6 +42,7 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
   if (opts.capture && (::pipe2(out_pipe, O_CLOEXEC) < 0 || ::pipe2(err_pipe, O_CLOEXEC) < 0))
     return errno_error("pipe2");
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
@@ -83,8 +84,10 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv, c
 }
 
 ChildProcess::ChildProcess(ChildProcess&& other) noexcept
-    : pid_(std::exchange(other.pid_, -1)), status_(other.status_),
-      out_(std::move(other.out_)), err_(std::move(other.err_)) {}
+    : pid_(std::exchange(other.pid_, -1)),
+      status_(other.status_),
+      out_(std::move(other.out_)),
+      err_(std::move(other.err_)) {}
 
 ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
   if (this != &other) {
@@ -156,8 +159,7 @@ Result<RunResult> run(const std::vector<std::string>& argv, Millis timeout) {
     if (rc < 0 && errno == EINTR) continue;
     if (rc == 0) {
       child.stop(Millis(0));
-      return make_error(ErrorKind::Timeout, "`", join(argv), "` did not finish within ",
-                        timeout.count(), " ms");
+      return make_error(ErrorKind::Timeout, "`", join(argv), "` did not finish within ", timeout.count(), " ms");
     }
     for (int i = 0; i < 2; ++i) {
       if (fds[i].fd < 0 || fds[i].revents == 0) continue;

@@ -15,8 +15,8 @@
 namespace seamless {
 
 struct ExitStatus {
-  int code = -1;    // exit code, or -1 when killed by a signal
-  int signal = 0;   // terminating signal, 0 when it exited
+  int code = -1;   // exit code, or -1 when killed by a signal
+  int signal = 0;  // terminating signal, 0 when it exited
   bool success() const { return code == 0; }
   std::string describe() const;
 };

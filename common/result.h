@@ -54,7 +54,7 @@ Error errno_error(std::string_view operation, int err = errno);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return v_.index() == 0; }
@@ -108,18 +108,17 @@ inline Result<void> ok() { return {}; }
 
 // Unwraps a Result or returns its error from the enclosing function (GNU statement
 // expression, supported by g++ and clang).
-#define SL_TRY(expr)                                               \
-  ({                                                               \
-    auto sl_try_result_ = (expr);                                  \
+#define SL_TRY(expr)                                                    \
+  ({                                                                    \
+    auto sl_try_result_ = (expr);                                       \
     if (!sl_try_result_.ok()) return std::move(sl_try_result_).error(); \
-    std::move(sl_try_result_).value();                             \
+    std::move(sl_try_result_).value();                                  \
   })
 
 // As SL_TRY, adding context to the error.
-#define SL_TRY_CTX(expr, ...)                                           \
-  ({                                                                    \
-    auto sl_try_result_ = (expr);                                       \
-    if (!sl_try_result_.ok())                                           \
-      return std::move(sl_try_result_).error().wrap(::seamless::cat(__VA_ARGS__)); \
-    std::move(sl_try_result_).value();                                  \
+#define SL_TRY_CTX(expr, ...)                                                                              \
+  ({                                                                                                       \
+    auto sl_try_result_ = (expr);                                                                          \
+    if (!sl_try_result_.ok()) return std::move(sl_try_result_).error().wrap(::seamless::cat(__VA_ARGS__)); \
+    std::move(sl_try_result_).value();                                                                     \
   })

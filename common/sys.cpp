@@ -18,8 +18,8 @@ Result<sockaddr_un> unix_address(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path))
-    return make_error(ErrorKind::Invalid, "unix socket path `", path, "` is longer than ",
-                      sizeof(addr.sun_path) - 1, " bytes");
+    return make_error(ErrorKind::Invalid, "unix socket path `", path, "` is longer than ", sizeof(addr.sun_path) - 1,
+                      " bytes");
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;
 }
@@ -98,8 +98,7 @@ Result<void> write_all(int fd, std::string_view data, Deadline deadline) {
       continue;
     }
     if (errno == EINTR) continue;
-    if (errno == EPIPE || errno == ECONNRESET)
-      return make_error(ErrorKind::Closed, "peer closed the connection");
+    if (errno == EPIPE || errno == ECONNRESET) return make_error(ErrorKind::Closed, "peer closed the connection");
     if (errno != EAGAIN) return errno_error("write");
     SL_TRY(wait_fd(fd, POLLOUT, deadline));
   }

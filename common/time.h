@@ -22,9 +22,7 @@ class Deadline {
     auto left = std::chrono::duration_cast<Millis>(at_ - Clock::now()).count();
     return static_cast<int>(std::clamp<long long>(left + 1, 0, 1 << 30));
   }
-  Millis left() const {
-    return std::max(Millis(0), std::chrono::duration_cast<Millis>(at_ - Clock::now()));
-  }
+  Millis left() const { return std::max(Millis(0), std::chrono::duration_cast<Millis>(at_ - Clock::now())); }
 
  private:
   explicit Deadline(Clock::time_point at) : at_(at) {}

@@ -30,8 +30,7 @@ void EventBus::publish(Event ev) {
     std::lock_guard lock(mu_);
     if (backlog_.size() >= max_) {
       backlog_.pop_front();
-      if (dropped_++ % 1000 == 0)
-        SL_LOG(Warn, "qmp", "event backlog full (", max_, "): dropping the oldest events");
+      if (dropped_++ % 1000 == 0) SL_LOG(Warn, "qmp", "event backlog full (", max_, "): dropping the oldest events");
     }
     backlog_.push_back(std::move(ev));
   }
@@ -40,8 +39,8 @@ void EventBus::publish(Event ev) {
 
 std::optional<Event> EventBus::take(std::string_view name) {
   std::lock_guard lock(mu_);
-  auto it = std::find_if(backlog_.begin(), backlog_.end(),
-                         [&](const Event& e) { return name.empty() || e.name == name; });
+  auto it =
+      std::find_if(backlog_.begin(), backlog_.end(), [&](const Event& e) { return name.empty() || e.name == name; });
   if (it == backlog_.end()) return std::nullopt;
   Event ev = std::move(*it);
   backlog_.erase(it);
@@ -75,12 +74,12 @@ Result<Json> decode_reply(Json message, std::string_view command, const std::str
     Error err;
     err.kind = ErrorKind::Remote;
     err.remote_class = opt_string(e, "class").value_or("unknown");
-    err.message = cat(peer, " rejected `", command, "`: ", opt_string(e, "desc").value_or("(no description)"),
-                      " [", err.remote_class, "]");
+    err.message = cat(peer, " rejected `", command, "`: ", opt_string(e, "desc").value_or("(no description)"), " [",
+                      err.remote_class, "]");
     return err;
   }
-  return make_error(ErrorKind::Protocol, peer, " replied to `", command, "` with neither `return` nor `error`: ",
-                    dump(doc).substr(0, 200));
+  return make_error(ErrorKind::Protocol, peer, " replied to `", command,
+                    "` with neither `return` nor `error`: ", dump(doc).substr(0, 200));
 }
 
 std::string encode_request(std::string_view command, std::string_view args, std::optional<int64_t> id) {

@@ -37,7 +37,7 @@ class Channel {
 
 struct Event {
   std::string name;
-  Json data;          // the event's "data" member (null if absent)
+  Json data;             // the event's "data" member (null if absent)
   double timestamp = 0;  // seconds since the epoch, from the event's "timestamp"
 };
 

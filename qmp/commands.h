@@ -21,7 +21,7 @@ template <typename C>
 concept Command = requires(const C& c, const Value& v) {
   { C::kName } -> std::convertible_to<std::string_view>;
   { c.args() } -> std::convertible_to<std::string>;
-  { C::Reply::parse(v) };
+  {C::Reply::parse(v)};
 };
 
 template <Command C>

@@ -19,7 +19,8 @@ void Splitter::feed(std::string_view bytes, std::vector<Frame>* out) {
     if (c == 0xFF) {
       // QGA puts 0xFF before the guest-sync-delimited reply; it is never valid inside
       // UTF-8 JSON, so it always resynchronises: drop whatever was half-read.
-      if (in_object_) out->push_back({Frame::Type::Garbage, cat("message cut off after ", seen_, " bytes by a 0xFF delimiter")});
+      if (in_object_)
+        out->push_back({Frame::Type::Garbage, cat("message cut off after ", seen_, " bytes by a 0xFF delimiter")});
       reset();
       out->push_back({Frame::Type::Delimiter, {}});
       continue;
@@ -33,8 +34,8 @@ void Splitter::feed(std::string_view bytes, std::vector<Frame>* out) {
         buf_.assign(1, '{');
       } else if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
         if (!in_garbage_)
-          out->push_back({Frame::Type::Garbage, cat("unexpected byte 0x", std::hex, static_cast<int>(c),
-                                                    " outside a JSON object")});
+          out->push_back({Frame::Type::Garbage,
+                          cat("unexpected byte 0x", std::hex, static_cast<int>(c), " outside a JSON object")});
         in_garbage_ = true;
       }
       continue;
@@ -50,17 +51,25 @@ void Splitter::feed(std::string_view bytes, std::vector<Frame>* out) {
       }
     }
     if (in_string_) {
-      if (escape_) escape_ = false;
-      else if (c == '\\') escape_ = true;
-      else if (c == '"') in_string_ = false;
+      if (escape_)
+        escape_ = false;
+      else if (c == '\\')
+        escape_ = true;
+      else if (c == '"')
+        in_string_ = false;
       continue;
     }
-    if (c == '"') in_string_ = true;
-    else if (c == '{' || c == '[') ++depth_;
-    else if (c == '}' || c == ']') --depth_;
+    if (c == '"')
+      in_string_ = true;
+    else if (c == '{' || c == '[')
+      ++depth_;
+    else if (c == '}' || c == ']')
+      --depth_;
     if (depth_ == 0) {
-      if (skipping_) out->push_back({Frame::Type::Oversized, cat("message of ", seen_, " bytes exceeds the limit of ", max_)});
-      else out->push_back({Frame::Type::Message, std::move(buf_)});
+      if (skipping_)
+        out->push_back({Frame::Type::Oversized, cat("message of ", seen_, " bytes exceeds the limit of ", max_)});
+      else
+        out->push_back({Frame::Type::Message, std::move(buf_)});
       buf_.clear();
       in_object_ = skipping_ = false;
       seen_ = 0;

@@ -31,7 +31,7 @@ class Splitter {
  private:
   size_t max_;
   std::string buf_;
-  size_t seen_ = 0;       // bytes of the current object, kept or skipped
+  size_t seen_ = 0;  // bytes of the current object, kept or skipped
   int depth_ = 0;
   bool in_object_ = false;
   bool in_string_ = false;

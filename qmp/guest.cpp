@@ -46,7 +46,8 @@ Result<ExecStatus> guest_run(Channel& agent, const std::string& path, const std:
   auto pid = SL_TRY_CTX(execute(agent, cmd), "running `", path, "` in the guest");
   auto pause = Millis(1);
   for (;;) {
-    auto st = SL_TRY_CTX(execute(agent, GuestExecStatus{pid.pid}), "waiting for `", path, "` (guest pid ", pid.pid, ")");
+    auto st =
+        SL_TRY_CTX(execute(agent, GuestExecStatus{pid.pid}), "waiting for `", path, "` (guest pid ", pid.pid, ")");
     if (st.exited) return st;
     if (deadline.expired())
       return make_error(ErrorKind::Timeout, "`", path, "` (guest pid ", pid.pid, ") still running after ",
@@ -82,9 +83,9 @@ Result<void> write_guest_file(Channel& agent, const std::string& guest_path, std
   size_t done = 0;
   while (done < data.size()) {
     size_t n = std::min(chunk, data.size() - done);
-    auto wrote = SL_TRY_CTX(execute(agent, GuestFileWrite{file.handle(), std::string(data.substr(done, n))},
-                                    opts.per_chunk_timeout),
-                            ctx, " at offset ", done);
+    auto wrote = SL_TRY_CTX(
+        execute(agent, GuestFileWrite{file.handle(), std::string(data.substr(done, n))}, opts.per_chunk_timeout), ctx,
+        " at offset ", done);
     if (wrote.count <= 0 || static_cast<size_t>(wrote.count) > n)
       return make_error(ErrorKind::Protocol, ctx, ": guest-file-write reported ", wrote.count, " of ", n, " bytes");
     done += static_cast<size_t>(wrote.count);
@@ -110,9 +111,8 @@ Result<std::string> read_guest_file(Channel& agent, const std::string& guest_pat
   const auto count = static_cast<int64_t>(opts.chunk ? opts.chunk : agent.transfer_chunk());
   std::string out;
   for (;;) {
-    auto chunk = SL_TRY_CTX(execute(agent, GuestFileRead{file.handle(), count},
-                                    opts.per_chunk_timeout),
-                            ctx, " at offset ", out.size());
+    auto chunk = SL_TRY_CTX(execute(agent, GuestFileRead{file.handle(), count}, opts.per_chunk_timeout), ctx,
+                            " at offset ", out.size());
     if (out.size() + chunk.data.size() > limit)
       return make_error(ErrorKind::Invalid, ctx, ": larger than the limit of ", limit, " bytes");
     out += chunk.data;

@@ -32,8 +32,8 @@ struct TransferOptions {
 
 Result<void> write_guest_file(Channel& agent, const std::string& guest_path, std::string_view data,
                               const TransferOptions& opts = {});
-Result<std::string> read_guest_file(Channel& agent, const std::string& guest_path,
-                                    const TransferOptions& opts = {}, size_t limit = size_t(1) << 32);
+Result<std::string> read_guest_file(Channel& agent, const std::string& guest_path, const TransferOptions& opts = {},
+                                    size_t limit = size_t(1) << 32);
 Result<std::string> guest_sha256(Channel& agent, const std::string& guest_path);
 
 }  // namespace seamless::qmp

@@ -113,14 +113,14 @@ LibvirtMonitor::LibvirtMonitor(const virt::Domain& domain, Limits limits)
 Result<std::unique_ptr<LibvirtMonitor>> LibvirtMonitor::attach(const virt::Domain& domain, Limits limits) {
   std::unique_ptr<LibvirtMonitor> m(new LibvirtMonitor(domain, limits));
   virConnectPtr conn = virDomainGetConnect(domain.get());
-  m->callback_id_ = virConnectDomainQemuMonitorEventRegister(conn, domain.get(), nullptr, on_event, m.get(), nullptr, 0);
+  m->callback_id_ =
+      virConnectDomainQemuMonitorEventRegister(conn, domain.get(), nullptr, on_event, m.get(), nullptr, 0);
   if (m->callback_id_ < 0) return virt::last_error(cat("subscribing to QMP events of domain `", domain.name(), "`"));
   return m;
 }
 
 LibvirtMonitor::~LibvirtMonitor() {
-  if (callback_id_ >= 0)
-    virConnectDomainQemuMonitorEventDeregister(virDomainGetConnect(domain_.get()), callback_id_);
+  if (callback_id_ >= 0) virConnectDomainQemuMonitorEventDeregister(virDomainGetConnect(domain_.get()), callback_id_);
 }
 
 void LibvirtMonitor::on_event(virConnectPtr, virDomainPtr, const char* event, long long seconds, unsigned int micros,

@@ -45,8 +45,8 @@ class Domain {
   virDomainPtr get() const { return dom_; }
   std::string name() const;
   Result<bool> active() const;
-  Result<void> destroy();      // hard stop
-  Result<void> undefine();     // removes the persistent definition
+  Result<void> destroy();   // hard stop
+  Result<void> undefine();  // removes the persistent definition
 
  private:
   virDomainPtr dom_;

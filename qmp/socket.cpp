@@ -24,8 +24,8 @@ Result<std::unique_ptr<QmpSocket>> QmpSocket::connect(const std::string& path, M
     const Value& root = item->message.root();
     auto greeting = root.FindMember("QMP");
     if (greeting == root.MemberEnd() || !greeting->value.IsObject())
-      return make_error(ErrorKind::Protocol, q->describe(), " did not greet with a `QMP` object: ",
-                        item->message.dump().substr(0, 120));
+      return make_error(ErrorKind::Protocol, q->describe(),
+                        " did not greet with a `QMP` object: ", item->message.dump().substr(0, 120));
     if (auto v = greeting->value.FindMember("version"); v != greeting->value.MemberEnd() && v->value.IsObject()) {
       if (auto qemu = v->value.FindMember("qemu"); qemu != v->value.MemberEnd() && qemu->value.IsObject())
         q->version_ = cat(opt_int(qemu->value, "major").value_or(0), ".", opt_int(qemu->value, "minor").value_or(0),
@@ -41,8 +41,10 @@ void QmpSocket::dispatch(Json message) {
   const Value& root = message.root();
   if (root.HasMember("event")) {
     auto ev = decode_event(std::move(message));
-    if (ev.ok()) bus_.publish(std::move(ev).value());
-    else SL_LOG(Warn, "qmp", describe(), ": dropping malformed event: ", ev.error().message);
+    if (ev.ok())
+      bus_.publish(std::move(ev).value());
+    else
+      SL_LOG(Warn, "qmp", describe(), ": dropping malformed event: ", ev.error().message);
     return;
   }
   auto id = opt_int(root, "id");
@@ -51,7 +53,8 @@ void QmpSocket::dispatch(Json message) {
     return;
   }
   ++unknown_replies_;
-  SL_LOG(Warn, "qmp", describe(), ": dropping a message that answers nothing we asked: ", message.dump().substr(0, 160));
+  SL_LOG(Warn, "qmp", describe(),
+         ": dropping a message that answers nothing we asked: ", message.dump().substr(0, 160));
 }
 
 Result<Json> QmpSocket::call(std::string_view command, std::string_view args, Millis timeout) {

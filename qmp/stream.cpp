@@ -27,8 +27,8 @@ Result<JsonStream::Item> JsonStream::next(Deadline deadline) {
       size_t partial = splitter_.pending();
       close();
       if (partial > 0)
-        return make_error(ErrorKind::Closed, peer_, " closed the connection in the middle of a message (",
-                          partial, " bytes read)");
+        return make_error(ErrorKind::Closed, peer_, " closed the connection in the middle of a message (", partial,
+                          " bytes read)");
       return make_error(ErrorKind::Closed, peer_, " closed the connection");
     }
     std::vector<Frame> frames;
@@ -45,7 +45,8 @@ Result<JsonStream::Item> JsonStream::next(Deadline deadline) {
   }
   auto json = parse(f.text);
   if (!json.ok()) return std::move(json).error().wrap(cat("message from ", peer_));
-  if (!json->root().IsObject()) return make_error(ErrorKind::Protocol, peer_, " sent a JSON value that is not an object");
+  if (!json->root().IsObject())
+    return make_error(ErrorKind::Protocol, peer_, " sent a JSON value that is not an object");
   return Item{false, std::move(json).value()};
 }
 

@@ -74,12 +74,16 @@ struct Session {
       if (!SL_TRY(s.domain->active())) return make_error(ErrorKind::Invalid, "domain `", o.domain, "` is not running");
     }
     if (need_monitor) {
-      if (!o.qmp_socket.empty()) s.monitor = SL_TRY(qmp::QmpSocket::connect(o.qmp_socket, o.timeout));
-      else s.monitor = SL_TRY(qmp::LibvirtMonitor::attach(*s.domain));
+      if (!o.qmp_socket.empty())
+        s.monitor = SL_TRY(qmp::QmpSocket::connect(o.qmp_socket, o.timeout));
+      else
+        s.monitor = SL_TRY(qmp::LibvirtMonitor::attach(*s.domain));
     }
     if (need_agent) {
-      if (!o.qga_socket.empty()) s.agent = SL_TRY(qmp::QgaSocket::connect(o.qga_socket, o.timeout));
-      else s.agent = std::make_unique<qmp::LibvirtAgent>(*s.domain);
+      if (!o.qga_socket.empty())
+        s.agent = SL_TRY(qmp::QgaSocket::connect(o.qga_socket, o.timeout));
+      else
+        s.agent = std::make_unique<qmp::LibvirtAgent>(*s.domain);
     }
     return owned;
   }
@@ -153,7 +157,7 @@ int run_verb(const Options& o) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int main_impl(int argc, char** argv) {
   Options o;
   std::vector<std::string> positional;
   for (int i = 1; i < argc; ++i) {
@@ -175,9 +179,12 @@ int main(int argc, char** argv) {
     if (a == "-c" || a == "--connect" || a == "--qmp-socket" || a == "--qga-socket" || a == "--timeout") {
       auto v = value(a.c_str());
       if (!v) return usage_error("option " + a + " needs a value");
-      if (a == "-c" || a == "--connect") o.uri = *v;
-      else if (a == "--qmp-socket") o.qmp_socket = *v;
-      else if (a == "--qga-socket") o.qga_socket = *v;
+      if (a == "-c" || a == "--connect")
+        o.uri = *v;
+      else if (a == "--qmp-socket")
+        o.qmp_socket = *v;
+      else if (a == "--qga-socket")
+        o.qga_socket = *v;
       else {
         char* end = nullptr;
         double s = std::strtod(v->c_str(), &end);
@@ -193,4 +200,13 @@ int main(int argc, char** argv) {
   o.domain = positional[0];
   o.verb = positional[1];
   return run_verb(o);
+}
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const std::exception& e) {  // only allocation failures and the like reach here
+    std::fprintf(stderr, "seamless-qmp: fatal: %s\n", e.what());
+    return 1;
+  }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Benchmark: QMP round-trip latency, QGA round-trip latency and QGA file transfer
 // throughput, direct sockets vs libvirt pass-through, side by side in one run.
-//   bench_qmp [--json] [--runs N] [--mib M]
+//   bench_qmp [--json] [--json-out FILE] [--runs N] [--mib M]
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/sys.h"
 #include "qmp/guest.h"
 #include "tests/support/testbed.h"
 
@@ -72,15 +73,21 @@ int die(const Error& e) {
 
 int main(int argc, char** argv) {
   bool json = false;
+  std::string json_out;
   int runs = 5;
   size_t mib = 8;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--json") json = true;
-    else if (a == "--runs" && i + 1 < argc) runs = std::max(1, std::atoi(argv[++i]));
-    else if (a == "--mib" && i + 1 < argc) mib = std::max(1, std::atoi(argv[++i]));
+    if (a == "--json")
+      json = true;
+    else if (a == "--json-out" && i + 1 < argc)
+      json_out = argv[++i];
+    else if (a == "--runs" && i + 1 < argc)
+      runs = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--mib" && i + 1 < argc)
+      mib = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: bench_qmp [--json] [--runs N] [--mib M]\n");
+      std::fprintf(stderr, "usage: bench_qmp [--json] [--json-out FILE] [--runs N] [--mib M]\n");
       return a == "-h" || a == "--help" ? 0 : 2;
     }
   }
@@ -114,19 +121,24 @@ int main(int argc, char** argv) {
   if (!l.ok()) return die(l.error());
   rows.push_back(*l);
 
+  std::string lines;
+  for (const auto& r : rows)
+    lines +=
+        cat("{\"transport\": \"", r.transport, "\", \"qmp_rtt_ms\": ", r.qmp_rtt_ms, ", \"qga_rtt_ms\": ", r.qga_rtt_ms,
+            ", \"write_mb_s\": ", r.write_mb_s, ", \"read_mb_s\": ", r.read_mb_s, "}\n");
+  if (!json_out.empty()) {
+    if (auto w = sys::write_file(json_out, lines); !w.ok()) return die(w.error());
+  }
   if (json) {
-    for (const auto& r : rows)
-      std::printf("{\"transport\": \"%s\", \"qmp_rtt_ms\": %.3f, \"qga_rtt_ms\": %.3f, \"write_mb_s\": %.2f, "
-                  "\"read_mb_s\": %.2f}\n",
-                  r.transport.c_str(), r.qmp_rtt_ms, r.qga_rtt_ms, r.write_mb_s, r.read_mb_s);
+    std::fputs(lines.c_str(), stdout);
     return 0;
   }
-  std::printf("QMP/QGA transports, TCG guest 512 MiB, %zu MiB file, median of %d runs (RTT: %d / %d calls)\n\n",
-              mib, runs, runs * 20, runs * 5);
+  std::printf("QMP/QGA transports, TCG guest 512 MiB, %zu MiB file, median of %d runs (RTT: %d / %d calls)\n\n", mib,
+              runs, runs * 20, runs * 5);
   std::printf("| transport | QMP RTT ms | QGA RTT ms | write MB/s | read MB/s |\n|---|---|---|---|---|\n");
   for (const auto& r : rows)
-    std::printf("| %s | %.3f | %.3f | %.2f | %.2f |\n", r.transport.c_str(), r.qmp_rtt_ms, r.qga_rtt_ms,
-                r.write_mb_s, r.read_mb_s);
+    std::printf("| %s | %.3f | %.3f | %.2f | %.2f |\n", r.transport.c_str(), r.qmp_rtt_ms, r.qga_rtt_ms, r.write_mb_s,
+                r.read_mb_s);
   const Row& a = rows[0];
   const Row& b = rows[1];
   std::printf("| ratio libvirt/direct | %.2f | %.2f | %.2f | %.2f |\n", b.qmp_rtt_ms / a.qmp_rtt_ms,

@@ -32,8 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)FileHandle::parse(root);
     (void)ExecPid::parse(root);
     auto copy = parse(f.text);
-    if (root.IsObject() && root.HasMember("event")) (void)decode_event(std::move(copy).value());
-    else (void)decode_reply(std::move(copy).value(), "fuzz", "fuzzer");
+    if (root.IsObject() && root.HasMember("event"))
+      (void)decode_event(std::move(copy).value());
+    else
+      (void)decode_reply(std::move(copy).value(), "fuzz", "fuzzer");
   }
   return 0;
 }

@@ -15,11 +15,11 @@
 
 namespace seamless::test {
 
-#define SL_ASSERT_OK(expr)                                              \
-  ({                                                                    \
-    auto sl_r_ = (expr);                                                \
-    ASSERT_TRUE(sl_r_.ok()) << #expr << ": " << sl_r_.error().message;  \
-    std::move(sl_r_).value();                                           \
+#define SL_ASSERT_OK(expr)                                             \
+  ({                                                                   \
+    auto sl_r_ = (expr);                                               \
+    ASSERT_TRUE(sl_r_.ok()) << #expr << ": " << sl_r_.error().message; \
+    std::move(sl_r_).value();                                          \
   })
 
 inline int64_t guest_memtotal_kib(qmp::Channel& agent) {
@@ -83,13 +83,12 @@ inline void check_balloon_half(qmp::Channel& monitor, qmp::Channel& agent, int64
   EXPECT_EQ(actual, target) << "balloon did not converge within 60 s";
   const int64_t after_kib = guest_memtotal_kib(agent);
   // The guest loses exactly what the balloon took (MemTotal shrinks with the balloon).
-  EXPECT_NEAR(static_cast<double>(before_kib - after_kib), static_cast<double>((ram_bytes - target) / 1024),
-              1024.0);
+  EXPECT_NEAR(static_cast<double>(before_kib - after_kib), static_cast<double>((ram_bytes - target) / 1024), 1024.0);
 
   // Guest statistics arrive through the balloon's QOM properties. Only an update
   // stamped after the balloon settled describes the shrunken guest.
-  const auto settled = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto settled =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   SL_ASSERT_OK(qmp::set_balloon_stats_period(monitor, 1));
   qmp::BalloonStats stats;
   for (Deadline d(Millis(20000)); !d.expired(); std::this_thread::sleep_for(Millis(300))) {

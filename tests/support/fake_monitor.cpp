@@ -12,7 +12,9 @@
 namespace seamless::test {
 
 FakeMonitor::FakeMonitor(Kind kind, std::string greeting)
-    : kind_(kind), greeting_(std::move(greeting)), dir_(TempDir::create("/tmp/seamless-fake-").value()),
+    : kind_(kind),
+      greeting_(std::move(greeting)),
+      dir_(TempDir::create("/tmp/seamless-fake-").value()),
       auto_sync_(kind == Kind::Qga) {
   path_ = dir_ / "monitor.sock";
   listen_ = sys::listen_unix(path_).value();
@@ -21,7 +23,8 @@ FakeMonitor::FakeMonitor(Kind kind, std::string greeting)
   wake_r_.reset(p[0]);
   wake_w_.reset(p[1]);
   if (kind_ == Kind::Qmp && greeting_.empty())
-    greeting_ = R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}})";
+    greeting_ =
+        R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}})";
   thread_ = std::thread([this] { serve(); });
 }
 

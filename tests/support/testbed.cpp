@@ -22,8 +22,8 @@ std::string testbed_dir() {
 }
 
 std::string cmdline(const Testbed& bed, const VmSpec& spec) {
-  return cat("console=ttyS0 root=/dev/vda quiet seamless.ip=", bed.guest_ip(spec.index), "/24 seamless.hostname=",
-             spec.name, " seamless.services=", spec.services);
+  return cat("console=ttyS0 root=/dev/vda quiet seamless.ip=", bed.guest_ip(spec.index),
+             "/24 seamless.hostname=", spec.name, " seamless.services=", spec.services);
 }
 
 Result<void> make_overlay(const Testbed& bed, const std::string& disk) {
@@ -40,8 +40,7 @@ bool in_ci() {
 
 Result<Testbed> Testbed::load() {
   auto text = sys::read_file(kStateFile);
-  if (!text.ok())
-    return std::move(text).error().wrap("the test bed is not up (run tests/testbed/up as root)");
+  if (!text.ok()) return std::move(text).error().wrap("the test bed is not up (run tests/testbed/up as root)");
   std::map<std::string, std::string> kv;
   std::istringstream in(*text);
   for (std::string line; std::getline(in, line);) {
@@ -80,15 +79,41 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
   std::string disk = vm->dir_ / "disk.qcow2";
   SL_TRY(make_overlay(bed, disk));
   // Direct VMs use user-mode networking: the OVS bridge belongs to libvirt domains.
-  std::vector<std::string> argv = {
-      "qemu-system-x86_64", "-accel", "tcg", "-name", spec.name, "-m", std::to_string(spec.memory_mib), "-smp", "1",
-      "-nodefaults", "-nographic", "-kernel", bed.image_dir + "/vmlinuz", "-initrd", bed.image_dir + "/initrd.img",
-      "-append", cmdline(bed, spec), "-drive", "file=" + disk + ",if=virtio,format=qcow2",
-      "-serial", "file:" + vm->console_, "-qmp", "unix:" + vm->qmp_ + ",server=on,wait=off",
-      "-chardev", "socket,path=" + vm->qga_ + ",server=on,wait=off,id=qga0", "-device", "virtio-serial",
-      "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-      "-device", "virtio-balloon,id=balloon0", "-netdev", "user,id=n0,restrict=on",
-      "-device", "virtio-net,netdev=n0,mac=" + Testbed::guest_mac(spec.index)};
+  std::vector<std::string> argv = {"qemu-system-x86_64",
+                                   "-accel",
+                                   "tcg",
+                                   "-name",
+                                   spec.name,
+                                   "-m",
+                                   std::to_string(spec.memory_mib),
+                                   "-smp",
+                                   "1",
+                                   "-nodefaults",
+                                   "-nographic",
+                                   "-kernel",
+                                   bed.image_dir + "/vmlinuz",
+                                   "-initrd",
+                                   bed.image_dir + "/initrd.img",
+                                   "-append",
+                                   cmdline(bed, spec),
+                                   "-drive",
+                                   "file=" + disk + ",if=virtio,format=qcow2",
+                                   "-serial",
+                                   "file:" + vm->console_,
+                                   "-qmp",
+                                   "unix:" + vm->qmp_ + ",server=on,wait=off",
+                                   "-chardev",
+                                   "socket,path=" + vm->qga_ + ",server=on,wait=off,id=qga0",
+                                   "-device",
+                                   "virtio-serial",
+                                   "-device",
+                                   "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+                                   "-device",
+                                   "virtio-balloon,id=balloon0",
+                                   "-netdev",
+                                   "user,id=n0,restrict=on",
+                                   "-device",
+                                   "virtio-net,netdev=n0,mac=" + Testbed::guest_mac(spec.index)};
   SpawnOptions opts;
   opts.stdout_path = vm->dir_ / "qemu.log";
   opts.stderr_path = vm->dir_ / "qemu.log";

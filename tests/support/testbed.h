@@ -18,23 +18,23 @@
 namespace seamless::test {
 
 // In CI (CI=true) a test that cannot run fails; elsewhere it is skipped. Either way it says why.
-#define SL_REQUIRE(cond, why)                                               \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      if (::seamless::test::in_ci()) FAIL() << "cannot run: " << (why);     \
-      GTEST_SKIP() << "cannot run: " << (why);                              \
-    }                                                                       \
+#define SL_REQUIRE(cond, why)                                           \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      if (::seamless::test::in_ci()) FAIL() << "cannot run: " << (why); \
+      GTEST_SKIP() << "cannot run: " << (why);                          \
+    }                                                                   \
   } while (0)
 
 bool in_ci();
 
 struct Testbed {
-  std::string image_dir;   // vmlinuz, initrd.img, root.ext4
-  std::string bridge;      // OVS bridge for guest NICs
-  std::string netns;       // client network namespace on the bridge
+  std::string image_dir;      // vmlinuz, initrd.img, root.ext4
+  std::string bridge;         // OVS bridge for guest NICs
+  std::string netns;          // client network namespace on the bridge
   std::string subnet_prefix;  // "10.77.0." : guests get prefix + (10 + index)
   std::string client_ip;
-  std::string run_dir;     // where VM files go
+  std::string run_dir;  // where VM files go
   // Reads the state file of tests/testbed/up; an error says what is missing.
   static Result<Testbed> load();
   std::string guest_ip(int index) const { return subnet_prefix + std::to_string(10 + index); }
@@ -43,7 +43,7 @@ struct Testbed {
 
 struct VmSpec {
   std::string name = "sl-test";
-  int index = 0;           // picks MAC/IP
+  int index = 0;  // picks MAC/IP
   int memory_mib = 512;
   std::string services = "dropbear";
 };

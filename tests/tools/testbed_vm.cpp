@@ -35,14 +35,17 @@ int start(const test::VmSpec& spec, int wait_s) {
   auto conn = virt::Connection::open();
   if (!conn.ok()) return fail(conn.error());
   if (conn->lookup(spec.name).ok())
-    return fail(make_error(ErrorKind::Invalid, "domain `", spec.name, "` already exists (testbed-vm stop ", spec.name, ")"));
+    return fail(
+        make_error(ErrorKind::Invalid, "domain `", spec.name, "` already exists (testbed-vm stop ", spec.name, ")"));
   std::string dir = bed->run_dir + "/" + spec.name;
   std::filesystem::create_directories(dir);
   std::string disk = dir + "/disk.qcow2", console = dir + "/console.log";
-  auto made = run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed->image_dir + "/root.ext4", disk});
+  auto made =
+      run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed->image_dir + "/root.ext4", disk});
   if (!made.ok()) return fail(made.error());
   const char* tb = std::getenv("SEAMLESS_TESTBED");
-  auto xml = test::render_domain_xml(std::string(tb ? tb : "tests/testbed") + "/domain.xml.in", *bed, spec, disk, console);
+  auto xml =
+      test::render_domain_xml(std::string(tb ? tb : "tests/testbed") + "/domain.xml.in", *bed, spec, disk, console);
   if (!xml.ok()) return fail(xml.error());
   auto dom = conn->define_and_start(*xml);
   if (!dom.ok()) return fail(dom.error());
@@ -50,7 +53,9 @@ int start(const test::VmSpec& spec, int wait_s) {
   auto t0 = Clock::now();
   for (Deadline d(Millis(wait_s * 1000));; std::this_thread::sleep_for(Millis(500))) {
     if (qmp::execute(agent, qmp::GuestPing{}, Millis(2000)).ok()) break;
-    if (d.expired()) return fail(make_error(ErrorKind::Timeout, "guest agent of `", spec.name, "` not up after ", wait_s, " s (console: ", console, ")"));
+    if (d.expired())
+      return fail(make_error(ErrorKind::Timeout, "guest agent of `", spec.name, "` not up after ", wait_s,
+                             " s (console: ", console, ")"));
   }
   std::printf("%s up at %s (agent answered after %.1f s; console %s)\n", spec.name.c_str(),
               bed->guest_ip(spec.index).c_str(), seconds_since(t0), console.c_str());
@@ -91,10 +96,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::string v = argv[++i];
-    if (a == "--index") spec.index = std::atoi(v.c_str());
-    else if (a == "--memory") spec.memory_mib = std::atoi(v.c_str());
-    else if (a == "--services") spec.services = v;
-    else if (a == "--wait") wait_s = std::atoi(v.c_str());
+    if (a == "--index")
+      spec.index = std::atoi(v.c_str());
+    else if (a == "--memory")
+      spec.memory_mib = std::atoi(v.c_str());
+    else if (a == "--services")
+      spec.services = v;
+    else if (a == "--wait")
+      wait_s = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "testbed-vm: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;

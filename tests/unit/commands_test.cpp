@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Typed commands: argument encoding and reply parsing, without a peer.
+#include "qmp/commands.h"
+
 #include <gtest/gtest.h>
 
-#include "qmp/commands.h"
 #include "tests/support/testbed.h"
 
 namespace seamless::qmp {
@@ -85,12 +86,13 @@ TEST(DomainXml, TemplateIsFilledCompletely) {
   spec.name = "sl-x";
   spec.index = 3;
   spec.memory_mib = 768;
-  auto xml = test::render_domain_xml(SEAMLESS_SOURCE_DIR "/tests/testbed/domain.xml.in", bed, spec, "/d.qcow2", "/c.log");
+  auto xml =
+      test::render_domain_xml(SEAMLESS_SOURCE_DIR "/tests/testbed/domain.xml.in", bed, spec, "/d.qcow2", "/c.log");
   ASSERT_TRUE(xml.ok()) << xml.error().message;
-  for (const char* want : {"<name>sl-x</name>", "<memory unit='MiB'>768</memory>", "/img/vmlinuz",
-                           "seamless.ip=10.77.0.13/24", "<mac address='52:54:00:5e:a0:0d'/>", "<source bridge='slbr0'/>",
-                           "<virtualport type='openvswitch'/>", "<stats period='1'/>", "org.qemu.guest_agent.0",
-                           "<domain type='qemu'>"})
+  for (const char* want :
+       {"<name>sl-x</name>", "<memory unit='MiB'>768</memory>", "/img/vmlinuz", "seamless.ip=10.77.0.13/24",
+        "<mac address='52:54:00:5e:a0:0d'/>", "<source bridge='slbr0'/>", "<virtualport type='openvswitch'/>",
+        "<stats period='1'/>", "org.qemu.guest_agent.0", "<domain type='qemu'>"})
     EXPECT_NE(xml->find(want), std::string::npos) << want;
   EXPECT_EQ(xml->find("@"), std::string::npos);
 }

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // Base64 (RFC 4648 vectors, strictness) and SHA-256.
+#include "common/encoding.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
-
-#include "common/encoding.h"
 
 namespace seamless {
 namespace {
 
 TEST(Base64, Rfc4648Vectors) {
-  const std::pair<const char*, const char*> vectors[] = {
-      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
-      {"foobar", "Zm9vYmFy"}};
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
   for (auto [plain, coded] : vectors) {
     EXPECT_EQ(base64_encode(plain), coded);
     auto back = base64_decode(coded);
@@ -33,11 +37,11 @@ TEST(Base64, RoundTripBinary) {
 }
 
 TEST(Base64, RejectsBadInput) {
-  EXPECT_FALSE(base64_decode("Zm9").ok());        // length
-  EXPECT_FALSE(base64_decode("Zm9*").ok());       // alphabet
-  EXPECT_FALSE(base64_decode("Zg==Zm9v").ok());   // padding in the middle
-  EXPECT_FALSE(base64_decode("Z===").ok());       // too much padding
-  EXPECT_FALSE(base64_decode("Zm=v").ok());       // data after padding
+  EXPECT_FALSE(base64_decode("Zm9").ok());       // length
+  EXPECT_FALSE(base64_decode("Zm9*").ok());      // alphabet
+  EXPECT_FALSE(base64_decode("Zg==Zm9v").ok());  // padding in the middle
+  EXPECT_FALSE(base64_decode("Z===").ok());      // too much padding
+  EXPECT_FALSE(base64_decode("Zm=v").ok());      // data after padding
 }
 
 TEST(Sha256, KnownDigests) {

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The byte-level JSON object splitter.
-#include <gtest/gtest.h>
-
 #include "qmp/framing.h"
+
+#include <gtest/gtest.h>
 
 namespace seamless::qmp {
 namespace {

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Child processes: output capture, exit codes, deadlines, kill on drop.
+#include "common/process.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
-
-#include "common/process.h"
 
 namespace seamless {
 namespace {

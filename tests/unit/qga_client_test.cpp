@@ -28,7 +28,8 @@ struct FakeGuest {
     agent.on("guest-file-open", [this](const Value& a) {
       int h = next_handle++;
       std::string path = a["path"].GetString();
-      if (std::string(a["mode"].GetString()) == "w") files[path].clear();
+      if (std::string(a["mode"].GetString()) == "w")
+        files[path].clear();
       else if (!files.count(path))
         return std::vector<std::string>{R"({"error": {"class": "GenericError", "desc": "failed to open file"}})"};
       handles[h] = {path, 0};
@@ -112,9 +113,9 @@ TEST(QgaClient, ExecPollsUntilExitAndDecodesOutput) {
   fake.expect("guest-exec", {R"({"return": {"pid": 77}})"});
   fake.expect("guest-exec-status", {R"({"return": {"exited": false}})"});
   fake.expect("guest-exec-status", {R"({"return": {"exited": false}})"});
-  fake.expect("guest-exec-status", {R"({"return": {"exited": true, "exitcode": 3, "out-data": ")" +
-                                    base64_encode("hello\n") + R"(", "err-data": ")" + base64_encode("oops\n") +
-                                    R"("}})"});
+  fake.expect("guest-exec-status",
+              {R"({"return": {"exited": true, "exitcode": 3, "out-data": ")" + base64_encode("hello\n") +
+               R"(", "err-data": ")" + base64_encode("oops\n") + R"("}})"});
   auto agent = QgaSocket::connect(fake.path(), Millis(2000)).value();
   auto st = guest_run(*agent, "/bin/echo", {"hello"});
   ASSERT_TRUE(st.ok()) << st.error().message;
@@ -128,8 +129,8 @@ TEST(QgaClient, ExecPollsUntilExitAndDecodesOutput) {
 TEST(QgaClient, RunOkReportsFailureWithStderr) {
   FakeMonitor fake(FakeMonitor::Kind::Qga);
   fake.expect("guest-exec", {R"({"return": {"pid": 5}})"});
-  fake.expect("guest-exec-status",
-              {R"({"return": {"exited": true, "exitcode": 1, "err-data": ")" + base64_encode("no such file\n") + "\"}}"});
+  fake.expect("guest-exec-status", {R"({"return": {"exited": true, "exitcode": 1, "err-data": ")" +
+                                    base64_encode("no such file\n") + "\"}}"});
   auto agent = QgaSocket::connect(fake.path(), Millis(2000)).value();
   auto out = guest_run_ok(*agent, "cat", {"/nope"});
   ASSERT_FALSE(out.ok());

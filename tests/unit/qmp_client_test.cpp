@@ -12,12 +12,13 @@ namespace {
 
 using test::FakeMonitor;
 
-constexpr const char* kRunning = R"({"return": {"status": "running", "singlestep": false, "running": true}, "id": %ID%})";
+constexpr const char* kRunning =
+    R"({"return": {"status": "running", "singlestep": false, "running": true}, "id": %ID%})";
 constexpr const char* kEmpty = R"({"return": {}, "id": %ID%})";
 
 std::string event(const std::string& name, int n = 0) {
-  return R"({"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": ")" + name +
-         R"(", "data": {"n": )" + std::to_string(n) + "}}\r\n";
+  return R"({"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": ")" + name + R"(", "data": {"n": )" +
+         std::to_string(n) + "}}\r\n";
 }
 
 struct Connected {
@@ -107,7 +108,8 @@ TEST(QmpClient, TimeoutThenLateReplyIsDroppedAndClientStaysUsable) {
 
 TEST(QmpClient, ReplyWithUnknownIdIsIgnored) {
   Connected c;
-  c.fake.expect("query-balloon", {R"({"return": {"actual": 1}, "id": 99999})", R"({"return": {"actual": 2}, "id": %ID%})"});
+  c.fake.expect("query-balloon",
+                {R"({"return": {"actual": 1}, "id": 99999})", R"({"return": {"actual": 2}, "id": %ID%})"});
   auto b = execute(*c.qmp, QueryBalloon{});
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->actual, 2);

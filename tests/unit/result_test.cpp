@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Result, Error wrapping and SL_TRY.
-#include <gtest/gtest.h>
-
 #include "common/result.h"
+
+#include <gtest/gtest.h>
 
 namespace seamless {
 namespace {
