@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "common/sys.h"
-#include "qmp/commands.h"
+#include "qmp/guest.h"
 
 namespace seamless::test {
 namespace {
@@ -138,11 +138,25 @@ std::string DirectVm::console_log() const {
   return log.ok() ? *log : "(no console log)";
 }
 
+Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline) {
+  for (;;) {
+    auto st = qmp::guest_run(agent, "/bin/test", {"-e", "/run/seamless-ready"});
+    if (st.ok() && st->exitcode == 0) return ok();
+    if (deadline.expired())
+      return make_error(ErrorKind::Timeout, "guest services not ready (no /run/seamless-ready)",
+                        st.ok() ? std::string() : ": " + st.error().message);
+    std::this_thread::sleep_for(Millis(250));
+  }
+}
+
 Result<std::unique_ptr<qmp::QgaSocket>> DirectVm::wait_for_agent(Millis timeout) {
   Deadline deadline(timeout);
   for (;;) {
     auto agent = qmp::QgaSocket::connect(qga_, std::min(deadline.left(), Millis(3000)));
-    if (agent.ok()) return agent;
+    if (agent.ok()) {
+      SL_TRY(wait_guest_ready(**agent, deadline));
+      return agent;
+    }
     if (deadline.expired())
       return std::move(agent).error().wrap(cat("guest agent not up after ", timeout.count(), " ms"));
     if (!qemu_.running()) return make_error(ErrorKind::Closed, "qemu exited while booting");
@@ -209,7 +223,7 @@ Result<void> LibvirtVm::wait_for_agent(Millis timeout) {
   qmp::LibvirtAgent agent(*domain_);
   for (;;) {
     auto r = qmp::execute(agent, qmp::GuestPing{}, Millis(2000));
-    if (r.ok()) return ok();
+    if (r.ok()) return wait_guest_ready(agent, deadline);
     if (deadline.expired()) return std::move(r).error().wrap(cat("guest agent not up after ", timeout.count(), " ms"));
     std::this_thread::sleep_for(Millis(500));
   }

@@ -83,6 +83,10 @@ class LibvirtVm {
   std::string console_;
 };
 
+// Waits until the guest's boot script has started its services (/run/seamless-ready);
+// the guest agent answers a few seconds before they listen.
+Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline);
+
 // Renders the domain XML template with the given values (exposed for unit tests).
 Result<std::string> render_domain_xml(const std::string& template_path, const Testbed& bed, const VmSpec& spec,
                                       const std::string& disk, const std::string& console);

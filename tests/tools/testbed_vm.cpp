@@ -51,13 +51,15 @@ int start(const test::VmSpec& spec, int wait_s) {
   if (!dom.ok()) return fail(dom.error());
   qmp::LibvirtAgent agent(*dom);
   auto t0 = Clock::now();
-  for (Deadline d(Millis(wait_s * 1000));; std::this_thread::sleep_for(Millis(500))) {
-    if (qmp::execute(agent, qmp::GuestPing{}, Millis(2000)).ok()) break;
-    if (d.expired())
+  Deadline deadline(Millis(wait_s * 1000));
+  while (!qmp::execute(agent, qmp::GuestPing{}, Millis(2000)).ok()) {
+    if (deadline.expired())
       return fail(make_error(ErrorKind::Timeout, "guest agent of `", spec.name, "` not up after ", wait_s,
                              " s (console: ", console, ")"));
+    std::this_thread::sleep_for(Millis(500));
   }
-  std::printf("%s up at %s (agent answered after %.1f s; console %s)\n", spec.name.c_str(),
+  if (auto ready = test::wait_guest_ready(agent, deadline); !ready.ok()) return fail(ready.error());
+  std::printf("%s up at %s (services ready after %.1f s; console %s)\n", spec.name.c_str(),
               bed->guest_ip(spec.index).c_str(), seconds_since(t0), console.c_str());
   return 0;
 }

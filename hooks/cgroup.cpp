@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: Apache-2.0
+// Memory cgroup discovery, knobs (libcgroup and files) and the limit guard.
+#include "hooks/cgroup.h"
+
+#include <fcntl.h>
+#include <libcgroup.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <sstream>
+
+#include "common/log.h"
+#include "common/sys.h"
+
+namespace seamless::cgroup {
+namespace {
+
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == sep) {
+      out.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+bool has_word(std::string_view list, std::string_view word) {
+  for (auto w : split(list, ',')) {
+    if (w == word) return true;
+  }
+  return false;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+struct Mount {
+  std::string root, point;
+};
+
+// libvirt puts QEMU's threads in leaf groups (".../emulator", ".../vcpu0") on v2 and for
+// some v1 controllers; memory is accounted for the domain as a whole one level up.
+std::string domain_level(std::string rel) {
+  auto slash = rel.rfind('/');
+  if (slash == std::string::npos) return rel;
+  std::string_view leaf = std::string_view(rel).substr(slash + 1);
+  if (leaf == "emulator" || (leaf.size() > 4 && leaf.substr(0, 4) == "vcpu") || leaf == "iothread")
+    rel.erase(slash == 0 ? 1 : slash);
+  return rel;
+}
+
+std::string under_mount(const Mount& m, const std::string& rel) {
+  // Inside a cgroup namespace the mount's root is a prefix of what /proc/PID/cgroup shows.
+  if (m.root != "/" && rel.rfind(m.root, 0) == 0) return rel.substr(m.root.size());
+  return rel;
+}
+
+}  // namespace
+
+Result<MemoryGroup> locate(std::string_view mountinfo, std::string_view proc_cgroup) {
+  std::optional<Mount> v1, v2;
+  for (auto line : split(mountinfo, '\n')) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+    auto dash = line.find(" - ");
+    if (dash == std::string_view::npos) continue;
+    auto left = split(line.substr(0, dash), ' ');
+    auto right = split(line.substr(dash + 3), ' ');
+    if (left.size() < 5 || right.size() < 3) continue;
+    Mount m{std::string(left[3]), std::string(left[4])};
+    if (right[0] == "cgroup" && has_word(right[2], "memory") && !v1) v1 = m;
+    if (right[0] == "cgroup2" && !v2) v2 = m;
+  }
+  std::optional<std::string> rel_v1, rel_v2;
+  for (auto line : split(proc_cgroup, '\n')) {
+    auto parts = split(line, ':');
+    if (parts.size() < 3) continue;
+    std::string path(line.substr(parts[0].size() + parts[1].size() + 2));
+    if (parts[0] == "0" && parts[1].empty())
+      rel_v2 = path;
+    else if (has_word(parts[1], "memory"))
+      rel_v1 = path;
+  }
+  if (v1 && rel_v1) return MemoryGroup{Version::V1, v1->point, domain_level(under_mount(*v1, *rel_v1))};
+  if (v2 && rel_v2) return MemoryGroup{Version::V2, v2->point, domain_level(under_mount(*v2, *rel_v2))};
+  if (!v1 && !v2) return make_error(ErrorKind::NotFound, "no cgroup file system is mounted");
+  return make_error(ErrorKind::NotFound, "the process is in no memory cgroup (memory controller ",
+                    v1 ? "mounted on v1 but not listed" : "not on any hierarchy", ")");
+}
+
+Result<MemoryGroup> for_pid(pid_t pid, const std::string& proc_root) {
+  auto mountinfo = SL_TRY(sys::read_file(proc_root + "/self/mountinfo"));
+  auto pc = SL_TRY_CTX(sys::read_file(cat(proc_root, "/", pid, "/cgroup")), "process ", pid);
+  auto group = SL_TRY_CTX(locate(mountinfo, pc), "memory cgroup of process ", pid);
+  const char* probe = group.version == Version::V1 ? "memory.limit_in_bytes" : "memory.max";
+  if (!std::filesystem::exists(group.dir() + "/" + probe))
+    return make_error(ErrorKind::NotFound, "memory cgroup `", group.dir(), "` of process ", pid, " has no ", probe,
+                      group.version == Version::V2 ? " (memory controller not enabled for it)" : "");
+  return group;
+}
+
+Result<pid_t> qemu_pid(const std::string& domain, const std::string& run_dir) {
+  std::string path = run_dir + "/" + domain + ".pid";
+  auto text = sys::read_file(path);
+  if (!text.ok()) return std::move(text).error().wrap(cat("QEMU of domain `", domain, "` (is it running?)"));
+  pid_t pid = 0;
+  auto t = trim(*text);
+  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), pid);
+  if (ec != std::errc() || end != t.data() + t.size() || pid <= 0)
+    return make_error(ErrorKind::Protocol, "pid file `", path, "` holds `", t, "`");
+  return pid;
+}
+
+namespace {
+
+class FileKnobs final : public Knobs {
+ public:
+  explicit FileKnobs(std::string dir) : dir_(std::move(dir)) {}
+  Result<std::string> read(const std::string& knob) override {
+    return trim(SL_TRY_CTX(sys::read_file(dir_ + "/" + knob), "cgroup knob"));
+  }
+  Result<void> write(const std::string& knob, const std::string& value) override {
+    auto fd = SL_TRY_CTX(sys::open(dir_ + "/" + knob, O_WRONLY | O_TRUNC), "cgroup knob");
+    SL_TRY_CTX(sys::write_all(fd.get(), value, Deadline(Millis(5000))), "writing `", value, "` to `", dir_, "/", knob,
+               "`");
+    return ok();
+  }
+  bool has(const std::string& knob) override { return std::filesystem::exists(dir_ + "/" + knob); }
+  std::string describe() const override { return cat("cgroup `", dir_, "`"); }
+
+ private:
+  std::string dir_;
+};
+
+Result<void> libcgroup_init() {
+  static std::once_flag once;
+  static int rc = 0;
+  std::call_once(once, [] { rc = cgroup_init(); });
+  if (rc != 0) return make_error(ErrorKind::System, "libcgroup initialisation: ", cgroup_strerror(rc));
+  return ok();
+}
+
+// One libcgroup handle per call: cgroup_modify_cgroup writes every value the handle
+// holds, so a write builds a handle with exactly one value in it.
+class LibcgroupKnobs final : public Knobs {
+ public:
+  explicit LibcgroupKnobs(MemoryGroup group)
+      : group_(std::move(group)), name_(group_.relative == "/" ? "/" : group_.relative.substr(1)) {}
+
+  Result<std::string> read(const std::string& knob) override {
+    Handle cg(cgroup_new_cgroup(name_.c_str()));
+    if (!cg.get()) return make_error(ErrorKind::System, "libcgroup: cannot allocate a handle");
+    if (int rc = cgroup_get_cgroup(cg.get()); rc != 0)
+      return make_error(ErrorKind::System, "reading ", describe(), ": ", cgroup_strerror(rc));
+    ::cgroup_controller* ctrl = cgroup_get_controller(cg.get(), "memory");
+    if (!ctrl) return make_error(ErrorKind::NotFound, describe(), " has no memory controller");
+    char* value = nullptr;
+    if (int rc = cgroup_get_value_string(ctrl, knob.c_str(), &value); rc != 0 || value == nullptr)
+      return make_error(ErrorKind::NotFound, "reading `", knob, "` of ", describe(), ": ", cgroup_strerror(rc));
+    std::string out = trim(value);
+    std::free(value);
+    return out;
+  }
+
+  Result<void> write(const std::string& knob, const std::string& value) override {
+    Handle cg(cgroup_new_cgroup(name_.c_str()));
+    if (!cg.get()) return make_error(ErrorKind::System, "libcgroup: cannot allocate a handle");
+    ::cgroup_controller* ctrl = cgroup_add_controller(cg.get(), "memory");
+    if (!ctrl || cgroup_add_value_string(ctrl, knob.c_str(), value.c_str()) != 0)
+      return make_error(ErrorKind::System, "libcgroup: cannot stage `", knob, "`");
+    if (int rc = cgroup_modify_cgroup(cg.get()); rc != 0) {
+      int err = rc == ECGOTHER ? cgroup_get_last_errno() : 0;
+      Error e = make_error(ErrorKind::System, "writing `", value, "` to `", knob, "` of ", describe(), ": ",
+                           cgroup_strerror(rc));
+      e.code = err;
+      return e;
+    }
+    return ok();
+  }
+
+  bool has(const std::string& knob) override { return std::filesystem::exists(group_.dir() + "/" + knob); }
+  std::string describe() const override { return cat("cgroup `", group_.dir(), "`"); }
+
+ private:
+  struct Handle {
+    explicit Handle(::cgroup* c) : c_(c) {}
+    ~Handle() {
+      if (c_) cgroup_free(&c_);
+    }
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    ::cgroup* get() const { return c_; }
+    ::cgroup* c_;
+  };
+  MemoryGroup group_;
+  std::string name_;
+};
+
+Result<int64_t> to_int(std::string_view text, std::string_view what) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size())
+    return make_error(ErrorKind::Protocol, what, " is `", text, "`, not a number");
+  return v;
+}
+
+}  // namespace
+
+std::unique_ptr<Knobs> file_knobs(const MemoryGroup& group) { return std::make_unique<FileKnobs>(group.dir()); }
+
+Result<std::unique_ptr<Knobs>> libcgroup_knobs(const MemoryGroup& group) {
+  SL_TRY(libcgroup_init());
+  return std::unique_ptr<Knobs>(std::make_unique<LibcgroupKnobs>(group));
+}
+
+Result<std::optional<int64_t>> parse_limit(std::string_view text) {
+  if (text == "max" || text == "-1") return std::optional<int64_t>();
+  // v1 reports "unlimited" as PAGE_COUNTER_MAX pages in bytes (9223372036854771712).
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size())
+    return make_error(ErrorKind::Protocol, "memory limit `", text, "` is not a number");
+  if (v >= (uint64_t(1) << 62)) return std::optional<int64_t>();
+  return std::optional<int64_t>(static_cast<int64_t>(v));
+}
+
+std::string format_limit(Version v, std::optional<int64_t> bytes) {
+  if (!bytes) return v == Version::V1 ? "-1" : "max";
+  return std::to_string(*bytes);
+}
+
+Result<int64_t> Memory::usage() {
+  const char* knob = group_.version == Version::V1 ? "memory.usage_in_bytes" : "memory.current";
+  return to_int(SL_TRY(knobs_->read(knob)), knob);
+}
+
+Result<std::optional<int64_t>> Memory::limit() {
+  const char* knob = group_.version == Version::V1 ? "memory.limit_in_bytes" : "memory.max";
+  return SL_TRY_CTX(parse_limit(SL_TRY(knobs_->read(knob))), knobs_->describe());
+}
+
+Result<void> Memory::set_limit(std::optional<int64_t> bytes) {
+  const char* knob = group_.version == Version::V1 ? "memory.limit_in_bytes" : "memory.max";
+  return knobs_->write(knob, format_limit(group_.version, bytes));
+}
+
+Result<std::optional<int64_t>> Memory::swap_usage() {
+  if (group_.version == Version::V2) {
+    if (!knobs_->has("memory.swap.current")) return std::optional<int64_t>();
+    return std::optional(SL_TRY(to_int(SL_TRY(knobs_->read("memory.swap.current")), "memory.swap.current")));
+  }
+  if (!knobs_->has("memory.memsw.usage_in_bytes")) return std::optional<int64_t>();
+  auto memsw = SL_TRY(to_int(SL_TRY(knobs_->read("memory.memsw.usage_in_bytes")), "memory.memsw.usage_in_bytes"));
+  return std::optional(std::max<int64_t>(0, memsw - SL_TRY(usage())));
+}
+
+LimitGuard::~LimitGuard() {
+  if (active()) (void)restore();
+}
+
+Result<void> LimitGuard::set(const std::string& knob, const std::string& value) {
+  bool saved = false;
+  for (const auto& [k, v] : saved_) saved = saved || k == knob;
+  if (!saved) saved_.emplace_back(knob, SL_TRY(knobs_->read(knob)));
+  return knobs_->write(knob, value);
+}
+
+Result<void> LimitGuard::restore() {
+  std::optional<Error> first;
+  for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+    auto r = knobs_->write(it->first, it->second);
+    if (!r.ok()) r = knobs_->write(it->first, it->second);  // a racing reclaim can make one write fail
+    if (!r.ok()) {
+      SL_LOG(Error, "cgroup", "could not restore `", it->first, "` of ", knobs_->describe(), " to ", it->second, ": ",
+             r.error().message);
+      if (!first) first = std::move(r).error();
+    }
+  }
+  saved_.clear();
+  if (first) return std::move(*first).wrap("restoring memory limits");
+  return ok();
+}
+
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes) {
+  LimitGuard guard(memory.knobs());
+  Knobs& k = memory.knobs();
+  if (memory.group().version == Version::V1) {
+    // Swap must be allowed while throttled: a memsw limit below the VM's size would
+    // make the kernel OOM-kill QEMU instead of swapping it out.
+    if (k.has("memory.memsw.limit_in_bytes")) SL_TRY(guard.set("memory.memsw.limit_in_bytes", "-1"));
+    if (k.has("memory.swappiness")) {
+      auto sw = SL_TRY(k.read("memory.swappiness"));
+      if (sw == "0") SL_TRY(guard.set("memory.swappiness", "60"));
+    }
+    SL_TRY(guard.set("memory.limit_in_bytes", std::to_string(bytes)));
+  } else {
+    if (k.has("memory.swap.max")) {
+      auto sw = SL_TRY(k.read("memory.swap.max"));
+      if (sw != "max") SL_TRY(guard.set("memory.swap.max", "max"));
+    }
+    SL_TRY(guard.set("memory.max", std::to_string(bytes)));
+  }
+  return guard;
+}
+
+}  // namespace seamless::cgroup

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+// Memory cgroups of QEMU processes, v1 and v2: where a process's group is, its memory
+// knobs behind a seam (libcgroup on real hosts, plain files on fake trees in tests),
+// and LimitGuard, which restores every value it changed on every path.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace seamless::cgroup {
+
+enum class Version { V1, V2 };
+
+struct MemoryGroup {
+  Version version = Version::V1;
+  std::string mount;     // "/sys/fs/cgroup/memory" (v1) or "/sys/fs/cgroup/unified" (v2)
+  std::string relative;  // "/machine/qemu-1-vm.libvirt-qemu", as in /proc/PID/cgroup
+  std::string dir() const { return mount + relative; }
+};
+
+// Finds the memory cgroup from the texts of /proc/self/mountinfo and /proc/PID/cgroup.
+// v1 wins when the memory controller is mounted there (hybrid hosts); otherwise v2.
+Result<MemoryGroup> locate(std::string_view mountinfo, std::string_view proc_cgroup);
+// As locate(), reading `proc_root`/self/mountinfo and `proc_root`/PID/cgroup.
+Result<MemoryGroup> for_pid(pid_t pid, const std::string& proc_root = "/proc");
+// QEMU's pid for a libvirt domain, from libvirt's pid file.
+Result<pid_t> qemu_pid(const std::string& domain, const std::string& run_dir = "/run/libvirt/qemu");
+
+// The seam: read and write one knob ("memory.max") of one group.
+class Knobs {
+ public:
+  virtual ~Knobs() = default;
+  virtual Result<std::string> read(const std::string& knob) = 0;
+  virtual Result<void> write(const std::string& knob, const std::string& value) = 0;
+  virtual bool has(const std::string& knob) = 0;
+  virtual std::string describe() const = 0;
+};
+
+// Files under group.dir(): for fake trees in unit tests.
+std::unique_ptr<Knobs> file_knobs(const MemoryGroup& group);
+// libcgroup (cgroup_get_cgroup / cgroup_modify_cgroup): for real hosts.
+Result<std::unique_ptr<Knobs>> libcgroup_knobs(const MemoryGroup& group);
+
+// Version-neutral memory operations. Limits are bytes; nullopt means unlimited.
+class Memory {
+ public:
+  Memory(MemoryGroup group, std::unique_ptr<Knobs> knobs) : group_(std::move(group)), knobs_(std::move(knobs)) {}
+  const MemoryGroup& group() const { return group_; }
+  Knobs& knobs() { return *knobs_; }
+  Result<int64_t> usage();                 // memory.usage_in_bytes | memory.current
+  Result<std::optional<int64_t>> limit();  // memory.limit_in_bytes | memory.max
+  Result<void> set_limit(std::optional<int64_t> bytes);
+  Result<std::optional<int64_t>> swap_usage();  // v1: memsw - usage (if accounted); v2: memory.swap.current
+
+ private:
+  MemoryGroup group_;
+  std::unique_ptr<Knobs> knobs_;
+};
+
+// Parses "max" / a v1 "unlimited" value (>= 2^62) / a byte count.
+Result<std::optional<int64_t>> parse_limit(std::string_view text);
+std::string format_limit(Version v, std::optional<int64_t> bytes);
+
+// Records knobs before changing them and writes the old values back, in reverse order,
+// on restore() or destruction. A failed restore is retried once and logged loudly.
+class LimitGuard {
+ public:
+  explicit LimitGuard(Knobs& knobs) : knobs_(&knobs) {}
+  LimitGuard(LimitGuard&& other) noexcept : knobs_(other.knobs_), saved_(std::move(other.saved_)) {
+    other.saved_.clear();
+  }
+  LimitGuard& operator=(LimitGuard&&) = delete;
+  LimitGuard(const LimitGuard&) = delete;
+  ~LimitGuard();
+  // Saves the knob's current value (first time only), then writes `value`.
+  Result<void> set(const std::string& knob, const std::string& value);
+  Result<void> restore();
+  bool active() const { return !saved_.empty(); }
+
+ private:
+  Knobs* knobs_;
+  std::vector<std::pair<std::string, std::string>> saved_;
+};
+
+// Lowers the group's memory limit to `bytes` (v1: memory.limit_in_bytes; v2: memory.max),
+// returning the guard that lifts it again.
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes);
+
+}  // namespace seamless::cgroup

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+// Integration: the memory cgroup code against this host's real cgroups through
+// libcgroup. A child holding random data in a fresh memory cgroup is throttled to
+// 10 MiB: its memory must go to swap, the limit must come back, the data must survive.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "common/sys.h"
+#include "hooks/cgroup.h"
+#include "tests/support/testbed.h"
+
+namespace seamless::cgroup {
+namespace {
+
+constexpr size_t kHogBytes = 192 << 20;
+
+// A child that waits for "go" (so the parent can move it into the test group before it
+// allocates: pages are charged to the group that first touches them), fills kHogBytes
+// with a seeded random pattern, says "ready", and on the next byte re-reads everything
+// and exits 0 only if the pattern is intact.
+struct Hog {
+  pid_t pid = -1;
+  int to_child = -1, from_child = -1;
+  ~Hog() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (to_child >= 0) ::close(to_child);
+    if (from_child >= 0) ::close(from_child);
+  }
+};
+
+void hog_main(int in, int out) {
+  char go;
+  if (::read(in, &go, 1) != 1) ::_exit(2);
+  std::vector<uint64_t> data(kHogBytes / 8);
+  std::mt19937_64 rng(99);
+  for (auto& v : data) v = rng();
+  (void)!::write(out, "r", 1);
+  char c;
+  (void)!::read(in, &c, 1);
+  std::mt19937_64 check(99);
+  for (auto v : data) {
+    if (v != check()) ::_exit(3);
+  }
+  ::_exit(0);
+}
+
+bool start_hog(Hog& hog, const std::string& group_dir) {
+  int a[2], b[2];
+  if (::pipe(a) != 0 || ::pipe(b) != 0) return false;
+  hog.pid = ::fork();
+  if (hog.pid == 0) {
+    ::close(a[1]);
+    ::close(b[0]);
+    hog_main(a[0], b[1]);
+  }
+  ::close(a[0]);
+  ::close(b[1]);
+  hog.to_child = a[1];
+  hog.from_child = b[0];
+  if (!sys::write_file(group_dir + "/cgroup.procs", std::to_string(hog.pid)).ok()) return false;
+  if (::write(hog.to_child, "g", 1) != 1) return false;
+  char c = 0;
+  return ::read(hog.from_child, &c, 1) == 1 && c == 'r';
+}
+
+class CgroupHost : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto bed = test::Testbed::load();
+    SL_REQUIRE(bed.ok(), bed.ok() ? "" : bed.error().message);
+    SL_REQUIRE(::geteuid() == 0, "needs root to create cgroups");
+    auto self = for_pid(::getpid());
+    SL_REQUIRE(self.ok(), self.ok() ? "" : self.error().message);
+    // A sibling of the v1 root or a child of the v2 root, named for this test.
+    dir_ = self->mount + "/seamless-test-" + std::to_string(::getpid());
+    std::filesystem::create_directory(dir_);
+    if (self->version == Version::V2) {
+      ASSERT_TRUE(sys::write_file(self->mount + "/cgroup.subtree_control", "+memory").ok());
+    }
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    // Move anything left back to the root, then remove the group.
+    auto procs = sys::read_file(dir_ + "/cgroup.procs");
+    if (procs.ok() && !procs->empty())
+      (void)sys::write_file(std::filesystem::path(dir_).parent_path() / "cgroup.procs", *procs);
+    ::rmdir(dir_.c_str());
+  }
+  std::string dir_;
+};
+
+TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
+  Hog hog;
+  ASSERT_TRUE(start_hog(hog, dir_));
+
+  auto group = for_pid(hog.pid);
+  ASSERT_TRUE(group.ok()) << group.error().message;
+  EXPECT_EQ(group->dir(), dir_);
+  auto knobs = libcgroup_knobs(*group);
+  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
+  Memory mem(*group, std::move(knobs).value());
+
+  auto before = mem.usage();
+  ASSERT_TRUE(before.ok()) << before.error().message;
+  EXPECT_GE(*before, static_cast<int64_t>(kHogBytes)) << "the child's memory is charged to the test group";
+  auto old_limit = mem.limit();
+  ASSERT_TRUE(old_limit.ok()) << old_limit.error().message;
+  EXPECT_EQ(*old_limit, std::nullopt) << "a fresh group is unlimited";
+
+  {
+    auto guard = throttle(mem, 10 << 20);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    auto limit = mem.limit();
+    ASSERT_TRUE(limit.ok());
+    EXPECT_EQ(*limit, std::optional<int64_t>(10 << 20));
+    auto during = mem.usage();
+    ASSERT_TRUE(during.ok());
+    EXPECT_LE(*during, 10 << 20) << "usage must fit the limit: the rest went to swap";
+    auto swapped = mem.swap_usage();
+    ASSERT_TRUE(swapped.ok()) << swapped.error().message;
+    if (swapped->has_value()) EXPECT_GE(**swapped, static_cast<int64_t>(kHogBytes) - (20 << 20));
+    ASSERT_TRUE(guard->restore().ok());
+  }
+  auto limit = mem.limit();
+  ASSERT_TRUE(limit.ok());
+  EXPECT_EQ(*limit, std::nullopt) << "limit restored";
+
+  ASSERT_EQ(::write(hog.to_child, "v", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(hog.pid, &status, 0), hog.pid);
+  hog.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's data came back intact from swap";
+}
+
+}  // namespace
+}  // namespace seamless::cgroup

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+// Memory cgroup discovery for libvirt's layouts (v1/v2, with and without systemd), and
+// the limit guard on fake v1 and v2 trees, including failures half-way.
+#include "hooks/cgroup.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+
+namespace seamless::cgroup {
+namespace {
+
+// This host's shape: v1 controllers plus an empty v2 mount (hybrid).
+constexpr const char* kHybridMounts =
+    "25 30 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+    "26 25 0:23 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    "29 25 0:26 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+    "32 25 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n";
+constexpr const char* kUnifiedMounts =
+    "25 30 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+
+TEST(CgroupLocate, V1WithoutSystemd) {
+  auto g = locate(kHybridMounts,
+                  "12:memory:/machine/qemu-1-vm1.libvirt-qemu\n"
+                  "4:cpu:/machine/qemu-1-vm1.libvirt-qemu/emulator\n"
+                  "0::/\n");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g->version, Version::V1);
+  EXPECT_EQ(g->dir(), "/sys/fs/cgroup/memory/machine/qemu-1-vm1.libvirt-qemu");
+}
+
+TEST(CgroupLocate, V1WithSystemd) {
+  auto g = locate(kHybridMounts, "9:memory:/machine.slice/machine-qemu\\x2d3\\x2dweb.scope\n1:name=systemd:/x\n");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->dir(), "/sys/fs/cgroup/memory/machine.slice/machine-qemu\\x2d3\\x2dweb.scope");
+}
+
+TEST(CgroupLocate, V2WithSystemdGoesToTheDomainLevel) {
+  auto g = locate(kUnifiedMounts, "0::/machine.slice/machine-qemu\\x2d3\\x2dweb.scope/libvirt/emulator\n");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->version, Version::V2);
+  EXPECT_EQ(g->dir(), "/sys/fs/cgroup/machine.slice/machine-qemu\\x2d3\\x2dweb.scope/libvirt");
+}
+
+TEST(CgroupLocate, V2WithoutSystemd) {
+  auto g = locate(kUnifiedMounts, "0::/machine/qemu-2-db.libvirt-qemu/vcpu0\n");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->dir(), "/sys/fs/cgroup/machine/qemu-2-db.libvirt-qemu");
+}
+
+TEST(CgroupLocate, CgroupNamespaceRootIsStripped) {
+  auto g =
+      locate("40 30 0:30 /machine /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/machine/qemu-1-a.libvirt-qemu\n");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->dir(), "/sys/fs/cgroup/qemu-1-a.libvirt-qemu");
+}
+
+TEST(CgroupLocate, ClearErrors) {
+  auto none = locate("", "0::/\n");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.error().message.find("no cgroup file system"), std::string::npos);
+  // Memory not listed for v1: the v2 entry is the answer (for_pid then checks memory.max).
+  auto unlisted = locate(kHybridMounts, "4:cpu:/x\n0::/user.slice\n");
+  ASSERT_TRUE(unlisted.ok());
+  EXPECT_EQ(unlisted->version, Version::V2);
+  EXPECT_EQ(unlisted->dir(), "/sys/fs/cgroup/unified/user.slice");
+  auto neither = locate(kHybridMounts, "4:cpu:/x\n");
+  ASSERT_FALSE(neither.ok());
+  EXPECT_EQ(neither.error().kind, ErrorKind::NotFound);
+}
+
+TEST(CgroupLimits, ParseAndFormat) {
+  EXPECT_EQ(parse_limit("max").value(), std::nullopt);
+  EXPECT_EQ(parse_limit("9223372036854771712").value(), std::nullopt);
+  EXPECT_EQ(parse_limit("10485760").value(), std::optional<int64_t>(10485760));
+  EXPECT_FALSE(parse_limit("lots").ok());
+  EXPECT_EQ(format_limit(Version::V1, std::nullopt), "-1");
+  EXPECT_EQ(format_limit(Version::V2, std::nullopt), "max");
+}
+
+// A fake cgroup directory with the knobs of one version.
+struct FakeGroup {
+  TempDir dir = TempDir::create("/tmp/seamless-cg-").value();
+  MemoryGroup group;
+  explicit FakeGroup(Version v) {
+    group = {v, dir.path(), "/machine/qemu-1-vm.libvirt-qemu"};
+    std::filesystem::create_directories(group.dir());
+    if (v == Version::V1) {
+      put("memory.limit_in_bytes", "9223372036854771712\n");
+      put("memory.memsw.limit_in_bytes", "1073741824\n");
+      put("memory.swappiness", "0\n");
+      put("memory.usage_in_bytes", "536870912\n");
+      put("memory.memsw.usage_in_bytes", "600000000\n");
+    } else {
+      put("memory.max", "max\n");
+      put("memory.swap.max", "0\n");
+      put("memory.current", "536870912\n");
+      put("memory.swap.current", "1000\n");
+    }
+  }
+  void put(const std::string& knob, const std::string& value) {
+    ASSERT_TRUE(sys::write_file(group.dir() + "/" + knob, value).ok());
+  }
+  std::string get(const std::string& knob) {
+    auto v = sys::read_file(group.dir() + "/" + knob).value();
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  }
+  // Makes writes to a knob fail: a directory cannot be opened for writing.
+  void break_knob(const std::string& knob) {
+    std::filesystem::remove(group.dir() + "/" + knob);
+    std::filesystem::create_directory(group.dir() + "/" + knob);
+  }
+};
+
+TEST(CgroupThrottle, V1LowersLimitAllowsSwapAndRestoresEverything) {
+  FakeGroup fake(Version::V1);
+  Memory mem(fake.group, file_knobs(fake.group));
+  EXPECT_EQ(mem.usage().value(), 536870912);
+  EXPECT_EQ(mem.limit().value(), std::nullopt);
+  EXPECT_EQ(mem.swap_usage().value(), std::optional<int64_t>(600000000 - 536870912));
+  {
+    auto guard = throttle(mem, 10 << 20);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    EXPECT_EQ(fake.get("memory.limit_in_bytes"), "10485760");
+    EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "-1");
+    EXPECT_EQ(fake.get("memory.swappiness"), "60");
+    ASSERT_TRUE(guard->restore().ok());
+    EXPECT_FALSE(guard->active());
+  }
+  EXPECT_EQ(fake.get("memory.limit_in_bytes"), "9223372036854771712");
+  EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "1073741824");
+  EXPECT_EQ(fake.get("memory.swappiness"), "0");
+}
+
+TEST(CgroupThrottle, V2LowersMaxAllowsSwapAndRestoresOnDestruction) {
+  FakeGroup fake(Version::V2);
+  Memory mem(fake.group, file_knobs(fake.group));
+  EXPECT_EQ(mem.swap_usage().value(), std::optional<int64_t>(1000));
+  {
+    auto guard = throttle(mem, 10 << 20);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    EXPECT_EQ(fake.get("memory.max"), "10485760");
+    EXPECT_EQ(fake.get("memory.swap.max"), "max");
+  }  // no explicit restore: the destructor does it
+  EXPECT_EQ(fake.get("memory.max"), "max");
+  EXPECT_EQ(fake.get("memory.swap.max"), "0");
+}
+
+TEST(CgroupThrottle, FailureHalfWayRestoresWhatWasChanged) {
+  FakeGroup fake(Version::V1);
+  fake.break_knob("memory.limit_in_bytes");
+  // Reading the broken knob fails before anything is written to it.
+  Memory mem(fake.group, file_knobs(fake.group));
+  auto guard = throttle(mem, 10 << 20);
+  ASSERT_FALSE(guard.ok());
+  EXPECT_NE(guard.error().message.find("memory.limit_in_bytes"), std::string::npos) << guard.error().message;
+  EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "1073741824") << "memsw restored";
+  EXPECT_EQ(fake.get("memory.swappiness"), "0") << "swappiness restored";
+}
+
+TEST(CgroupThrottle, RestoreFailureIsReported) {
+  FakeGroup fake(Version::V2);
+  Memory mem(fake.group, file_knobs(fake.group));
+  auto guard = throttle(mem, 10 << 20);
+  ASSERT_TRUE(guard.ok());
+  fake.break_knob("memory.swap.max");
+  auto r = guard->restore();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("restoring memory limits"), std::string::npos);
+  EXPECT_EQ(fake.get("memory.max"), "max") << "the other knob is still restored";
+}
+
+TEST(CgroupPid, PidFileErrorsNameTheDomain) {
+  auto dir = TempDir::create().value();
+  auto missing = qemu_pid("vm9", dir.path());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("`vm9`"), std::string::npos);
+  ASSERT_TRUE(sys::write_file(dir / "bad.pid", "12x\n").ok());
+  EXPECT_FALSE(qemu_pid("bad", dir.path()).ok());
+  ASSERT_TRUE(sys::write_file(dir / "good.pid", "4242\n").ok());
+  EXPECT_EQ(qemu_pid("good", dir.path()).value(), 4242);
+}
+
+}  // namespace
+}  // namespace seamless::cgroup
