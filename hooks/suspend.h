@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// The suspend engine: suspend-to-RAM, -disk and -swap of one VM and their resume paths.
+// Everything external (monitor, agent, memory cgroup, save/restore) is reached through
+// the Domain seam; every failure half-way rolls back to a running, unthrottled VM.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hooks/cgroup.h"
+#include "qmp/commands.h"
+
+namespace seamless::suspend {
+
+enum class Mode { Ram, Disk, Swap };
+Result<Mode> parse_mode(std::string_view text);
+std::string_view to_string(Mode mode);
+
+// The guest's memory as the balloon driver reports it, reduced to what the plan needs.
+// Target = what the guest keeps: what it uses plus a margin, never below a floor and
+// never above what it has now.
+Result<int64_t> balloon_target(const qmp::BalloonStats& stats, int64_t current_bytes, int64_t margin_bytes,
+                               int64_t floor_bytes);
+
+struct HostMemory {
+  int64_t swap_total = 0, swap_free = 0;  // bytes
+};
+Result<HostMemory> parse_meminfo(std::string_view text);
+Result<HostMemory> host_memory(const std::string& path = "/proc/meminfo");
+
+// What the engine drives. LibvirtDomain (suspend_libvirt.h) is the real one.
+class Domain {
+ public:
+  virtual ~Domain() = default;
+  virtual std::string name() const = 0;
+  virtual qmp::Channel& monitor() = 0;
+  virtual qmp::Channel* agent() = 0;                  // null when the domain has none
+  virtual Result<cgroup::Memory*> memory() = 0;       // QEMU's memory cgroup
+  virtual Result<void> save_to_disk() = 0;            // disk mode: QEMU exits, memory freed
+  virtual Result<void> restore_from_disk() = 0;
+};
+
+struct Options {
+  Mode mode = Mode::Swap;
+  int64_t throttle_bytes = 10 << 20;   // cgroup limit while swapping out
+  int64_t margin_bytes = 48 << 20;     // balloon leaves used + margin to the guest
+  int64_t floor_bytes = 96 << 20;      // never balloon the guest below this
+  Millis balloon_timeout = Millis(20000);
+  Millis stats_timeout = Millis(5000);  // first balloon statistics after enabling them
+  Millis settle_timeout = Millis(30000);
+  std::vector<std::string> prefetch;   // program + args run in the guest (step 4); empty: none
+  Millis prefetch_timeout = Millis(60000);
+};
+
+// What resume needs, kept by the caller (the CLI stores it as JSON).
+struct Parked {
+  Mode mode = Mode::Ram;
+  int64_t balloon_before = 0;  // bytes the guest had before parking
+  std::string to_json() const;
+  static Result<Parked> from_json(std::string_view text);
+};
+
+struct StepTime {
+  std::string step;
+  double seconds;
+};
+
+struct Report {
+  std::vector<StepTime> steps;
+  int64_t balloon_target = 0;
+  int64_t usage_before = 0, usage_after = 0;  // cgroup usage (swap mode)
+};
+
+// Every pre-check for the mode, each failing with a clear error; touches nothing.
+Result<void> precheck(Domain& domain, const Options& opts, const HostMemory& host);
+Result<Parked> suspend(Domain& domain, const Options& opts, Report* report = nullptr);
+Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr);
+
+}  // namespace seamless::suspend

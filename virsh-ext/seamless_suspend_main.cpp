@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: Apache-2.0
+// seamless-suspend: suspend a libvirt domain to RAM, disk or swap, and resume it.
+// The parked state lives in /run/seamless/suspend/DOMAIN.json until resume.
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/sys.h"
+#include "hooks/libvirt_domain.h"
+
+using namespace seamless;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: seamless-suspend suspend [--mode ram|disk|swap] [--prefetch 'PROGRAM ARGS...'] DOMAIN
+       seamless-suspend resume DOMAIN
+       seamless-suspend status DOMAIN
+
+  suspend   pre-checks, then parks DOMAIN (default mode: swap). swap inflates the balloon
+            to the guest's used memory plus a margin, squeezes QEMU's memory cgroup so the
+            host swaps the rest out, lifts the limit, runs the prefetch command in the
+            guest, and pauses. Any failure rolls back: the VM keeps running, unthrottled.
+  resume    undoes suspend (cont + balloon back, or restore from disk).
+  status    prints the parked state, if any.
+
+Options:
+  -c, --connect URI   libvirt URI (default qemu:///system)
+  --margin MIB        memory left to the guest above its use (default 48)
+  --throttle MIB      cgroup limit while swapping out (default 10)
+  --json              print the report as one JSON object
+  -h, --help          this text
+Environment: SEAMLESS_STATE_DIR (default /run/seamless/suspend).
+)";
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "seamless-suspend: error: %s\n", e.message.c_str());
+  return 1;
+}
+
+int usage_error(const std::string& why) {
+  std::fprintf(stderr, "seamless-suspend: %s\n%s", why.c_str(), kUsage);
+  return 2;
+}
+
+std::string state_path(const std::string& domain) {
+  const char* dir = std::getenv("SEAMLESS_STATE_DIR");
+  return std::string(dir ? dir : "/run/seamless/suspend") + "/" + domain + ".json";
+}
+
+// While a VM may be throttled or half-parked, termination signals wait: the guard and
+// the rollback must finish. They are delivered when the scope ends.
+class DeferSignals {
+ public:
+  DeferSignals() {
+    sigset_t s;
+    sigemptyset(&s);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&s, sig);
+    sigprocmask(SIG_BLOCK, &s, &old_);
+  }
+  ~DeferSignals() { sigprocmask(SIG_SETMASK, &old_, nullptr); }
+  DeferSignals(const DeferSignals&) = delete;
+  DeferSignals& operator=(const DeferSignals&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+void print_report(const std::string& verb, const std::string& domain, const suspend::Report& r, bool json) {
+  double total = 0;
+  for (const auto& s : r.steps) total += s.seconds;
+  if (json) {
+    std::string steps;
+    for (const auto& s : r.steps) steps += cat(steps.empty() ? "" : ",", "\"", s.step, "\":", s.seconds);
+    std::printf("{\"verb\":\"%s\",\"domain\":\"%s\",\"seconds\":%.3f,\"steps\":{%s},\"balloon_target\":%lld,"
+                "\"usage_before\":%lld,\"usage_after\":%lld}\n",
+                verb.c_str(), domain.c_str(), total, steps.c_str(), static_cast<long long>(r.balloon_target),
+                static_cast<long long>(r.usage_before), static_cast<long long>(r.usage_after));
+    return;
+  }
+  std::printf("%s %s in %.2f s:", verb.c_str(), domain.c_str(), total);
+  for (const auto& s : r.steps) std::printf(" %s %.2f s;", s.step.c_str(), s.seconds);
+  std::printf("\n");
+  if (r.balloon_target > 0)
+    std::printf("  balloon target %lld MiB; cgroup usage %lld -> %lld MiB\n",
+                static_cast<long long>(r.balloon_target >> 20), static_cast<long long>(r.usage_before >> 20),
+                static_cast<long long>(r.usage_after >> 20));
+}
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ' ') {
+      if (!cur.empty()) out.push_back(std::move(cur)), cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+int main_impl(int argc, char** argv) {
+  std::string uri = "qemu:///system";
+  suspend::Options opts;
+  bool json = false;
+  std::vector<std::string> pos;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto need = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "-c" || a == "--connect" || a == "--mode" || a == "--prefetch" || a == "--margin" ||
+               a == "--throttle") {
+      const char* v = need();
+      if (!v) return usage_error(a + " needs a value");
+      if (a == "-c" || a == "--connect") uri = v;
+      else if (a == "--mode") {
+        auto m = suspend::parse_mode(v);
+        if (!m.ok()) return usage_error(m.error().message);
+        opts.mode = *m;
+      } else if (a == "--prefetch") opts.prefetch = split_words(v);
+      else {
+        char* end = nullptr;
+        long n = std::strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || n < 1) return usage_error(a + " needs a positive number of MiB");
+        (a == "--margin" ? opts.margin_bytes : opts.throttle_bytes) = int64_t(n) << 20;
+      }
+    } else if (!a.empty() && a[0] == '-') {
+      return usage_error("unknown option " + a);
+    } else {
+      pos.push_back(a);
+    }
+  }
+  if (pos.size() != 2) return usage_error("a verb and a DOMAIN are needed");
+  const std::string& verb = pos[0];
+  const std::string& name = pos[1];
+  if (verb != "suspend" && verb != "resume" && verb != "status") return usage_error("unknown verb `" + verb + "`");
+  const std::string state = state_path(name);
+
+  if (verb == "status") {
+    auto text = sys::read_file(state);
+    if (!text.ok()) {
+      std::printf("%s: not parked by seamless\n", name.c_str());
+      return 0;
+    }
+    auto parked = suspend::Parked::from_json(*text);
+    if (!parked.ok()) return fail(parked.error().wrap(cat("state file `", state, "`")));
+    std::printf("%s: parked (%s), balloon before %lld MiB\n", name.c_str(), std::string(to_string(parked->mode)).c_str(),
+                static_cast<long long>(parked->balloon_before >> 20));
+    return 0;
+  }
+
+  auto conn = virt::Connection::open(uri);
+  if (!conn.ok()) return fail(conn.error());
+  auto dom = conn->lookup(name);
+  if (!dom.ok()) return fail(dom.error());
+  auto domain = suspend::LibvirtDomain::open(*dom);
+  if (!domain.ok()) return fail(domain.error());
+  suspend::Report report;
+  DeferSignals defer;
+
+  if (verb == "suspend") {
+    if (std::filesystem::exists(state))
+      return fail(make_error(ErrorKind::Invalid, "`", name, "` is already parked (state `", state, "`); resume it first"));
+    auto host = suspend::host_memory();
+    if (!host.ok()) return fail(host.error());
+    if (auto pre = suspend::precheck(**domain, opts, *host); !pre.ok()) return fail(pre.error());
+    std::filesystem::create_directories(std::filesystem::path(state).parent_path());
+    auto parked = suspend::suspend(**domain, opts, &report);
+    if (!parked.ok()) return fail(parked.error());
+    if (auto w = sys::write_file(state, parked->to_json()); !w.ok()) {
+      // Without the record resume would not know the balloon size: undo rather than strand the VM.
+      (void)suspend::resume(**domain, *parked);
+      return fail(w.error().wrap("recording the parked state (the VM was resumed)"));
+    }
+    print_report("suspended", name, report, json);
+    return 0;
+  }
+  auto text = sys::read_file(state);
+  if (!text.ok()) return fail(make_error(ErrorKind::NotFound, "`", name, "` is not parked by seamless (no `", state, "`)"));
+  auto parked = suspend::Parked::from_json(*text);
+  if (!parked.ok()) return fail(parked.error().wrap(cat("state file `", state, "`")));
+  if (auto r = suspend::resume(**domain, *parked, &report); !r.ok()) return fail(r.error());
+  std::filesystem::remove(state);
+  print_report("resumed", name, report, json);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "seamless-suspend: fatal: %s\n", e.what());
+    return 1;
+  }
+}
