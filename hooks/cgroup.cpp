@@ -268,7 +268,10 @@ Result<void> LimitGuard::set(const std::string& knob, const std::string& value) 
   bool saved = false;
   for (const auto& [k, v] : saved_) saved = saved || k == knob;
   if (!saved) saved_.emplace_back(knob, SL_TRY(knobs_->read(knob)));
-  return knobs_->write(knob, value);
+  auto r = knobs_->write(knob, value);
+  // A rejected write changed nothing (the kernel checks before it stores): nothing to undo.
+  if (!r.ok() && !saved) saved_.pop_back();
+  return r;
 }
 
 Result<void> LimitGuard::restore() {
