@@ -93,8 +93,9 @@ Result<qmp::BalloonStats> fresh_stats(qmp::Channel& monitor, Millis timeout) {
     stats = SL_TRY(qmp::balloon_stats(monitor));
     if (stats.last_update > 0 && stats.total) return stats;
   }
-  return make_error(ErrorKind::Timeout, "the balloon driver in the guest reports no memory statistics (is "
-                                        "virtio_balloon loaded in the guest?)");
+  return make_error(ErrorKind::Timeout,
+                    "the balloon driver in the guest reports no memory statistics (is "
+                    "virtio_balloon loaded in the guest?)");
 }
 
 Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report) {
@@ -176,9 +177,12 @@ Result<int64_t> balloon_target(const qmp::BalloonStats& stats, int64_t current_b
                                int64_t floor_bytes) {
   if (!stats.total) return make_error(ErrorKind::Protocol, "balloon statistics lack the guest's total memory");
   int64_t free_ish;
-  if (stats.available) free_ish = *stats.available;
-  else if (stats.free) free_ish = *stats.free + stats.caches.value_or(0);
-  else return make_error(ErrorKind::Protocol, "balloon statistics lack free and available memory");
+  if (stats.available)
+    free_ish = *stats.available;
+  else if (stats.free)
+    free_ish = *stats.free + stats.caches.value_or(0);
+  else
+    return make_error(ErrorKind::Protocol, "balloon statistics lack free and available memory");
   // total is what the guest has now (after any earlier inflation), not its RAM size.
   int64_t used = std::max<int64_t>(0, *stats.total - free_ish);
   int64_t target = std::max(used + margin_bytes, floor_bytes);
@@ -221,8 +225,7 @@ Result<void> precheck(Domain& domain, const Options& opts, const HostMemory& hos
   auto ctx = cat("cannot suspend `", domain.name(), "` to ", to_string(opts.mode));
   auto& monitor = domain.monitor();
   auto st = SL_TRY_CTX(qmp::execute(monitor, qmp::QueryStatus{}), ctx);
-  if (!st.running)
-    return make_error(ErrorKind::Invalid, ctx, ": it is not running (status `", st.status, "`)");
+  if (!st.running) return make_error(ErrorKind::Invalid, ctx, ": it is not running (status `", st.status, "`)");
   if (opts.mode != Mode::Swap) return ok();
 
   if (host.swap_total <= 0) return make_error(ErrorKind::Invalid, ctx, ": the host has no active swap");
@@ -282,8 +285,8 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
   SL_TRY_CTX(qmp::execute(monitor, qmp::Cont{}), "resuming `", domain.name(), "`");
   steps.done("cont");
   if (parked.mode == Mode::Swap && parked.balloon_before > 0) {
-    SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{parked.balloon_before}), "deflating the balloon of `",
-               domain.name(), "`");
+    SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{parked.balloon_before}), "deflating the balloon of `", domain.name(),
+               "`");
     steps.done("deflate");
   }
   return ok();

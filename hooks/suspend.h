@@ -35,21 +35,21 @@ class Domain {
   virtual ~Domain() = default;
   virtual std::string name() const = 0;
   virtual qmp::Channel& monitor() = 0;
-  virtual qmp::Channel* agent() = 0;                  // null when the domain has none
-  virtual Result<cgroup::Memory*> memory() = 0;       // QEMU's memory cgroup
-  virtual Result<void> save_to_disk() = 0;            // disk mode: QEMU exits, memory freed
+  virtual qmp::Channel* agent() = 0;             // null when the domain has none
+  virtual Result<cgroup::Memory*> memory() = 0;  // QEMU's memory cgroup
+  virtual Result<void> save_to_disk() = 0;       // disk mode: QEMU exits, memory freed
   virtual Result<void> restore_from_disk() = 0;
 };
 
 struct Options {
   Mode mode = Mode::Swap;
-  int64_t throttle_bytes = 10 << 20;   // cgroup limit while swapping out
-  int64_t margin_bytes = 48 << 20;     // balloon leaves used + margin to the guest
-  int64_t floor_bytes = 96 << 20;      // never balloon the guest below this
+  int64_t throttle_bytes = 10 << 20;  // cgroup limit while swapping out
+  int64_t margin_bytes = 48 << 20;    // balloon leaves used + margin to the guest
+  int64_t floor_bytes = 96 << 20;     // never balloon the guest below this
   Millis balloon_timeout = Millis(20000);
   Millis stats_timeout = Millis(5000);  // first balloon statistics after enabling them
   Millis settle_timeout = Millis(30000);
-  std::vector<std::string> prefetch;   // program + args run in the guest (step 4); empty: none
+  std::vector<std::string> prefetch;  // program + args run in the guest (step 4); empty: none
   Millis prefetch_timeout = Millis(60000);
 };
 

@@ -15,7 +15,8 @@ using namespace seamless;
 
 namespace {
 
-constexpr const char* kUsage = R"(usage: seamless-suspend suspend [--mode ram|disk|swap] [--prefetch 'PROGRAM ARGS...'] DOMAIN
+constexpr const char* kUsage =
+    R"(usage: seamless-suspend suspend [--mode ram|disk|swap] [--prefetch 'PROGRAM ARGS...'] DOMAIN
        seamless-suspend resume DOMAIN
        seamless-suspend status DOMAIN
 
@@ -74,10 +75,11 @@ void print_report(const std::string& verb, const std::string& domain, const susp
   if (json) {
     std::string steps;
     for (const auto& s : r.steps) steps += cat(steps.empty() ? "" : ",", "\"", s.step, "\":", s.seconds);
-    std::printf("{\"verb\":\"%s\",\"domain\":\"%s\",\"seconds\":%.3f,\"steps\":{%s},\"balloon_target\":%lld,"
-                "\"usage_before\":%lld,\"usage_after\":%lld}\n",
-                verb.c_str(), domain.c_str(), total, steps.c_str(), static_cast<long long>(r.balloon_target),
-                static_cast<long long>(r.usage_before), static_cast<long long>(r.usage_after));
+    std::printf(
+        "{\"verb\":\"%s\",\"domain\":\"%s\",\"seconds\":%.3f,\"steps\":{%s},\"balloon_target\":%lld,"
+        "\"usage_before\":%lld,\"usage_after\":%lld}\n",
+        verb.c_str(), domain.c_str(), total, steps.c_str(), static_cast<long long>(r.balloon_target),
+        static_cast<long long>(r.usage_before), static_cast<long long>(r.usage_after));
     return;
   }
   std::printf("%s %s in %.2f s:", verb.c_str(), domain.c_str(), total);
@@ -120,12 +122,14 @@ int main_impl(int argc, char** argv) {
                a == "--throttle") {
       const char* v = need();
       if (!v) return usage_error(a + " needs a value");
-      if (a == "-c" || a == "--connect") uri = v;
+      if (a == "-c" || a == "--connect")
+        uri = v;
       else if (a == "--mode") {
         auto m = suspend::parse_mode(v);
         if (!m.ok()) return usage_error(m.error().message);
         opts.mode = *m;
-      } else if (a == "--prefetch") opts.prefetch = split_words(v);
+      } else if (a == "--prefetch")
+        opts.prefetch = split_words(v);
       else {
         char* end = nullptr;
         long n = std::strtol(v, &end, 10);
@@ -152,8 +156,8 @@ int main_impl(int argc, char** argv) {
     }
     auto parked = suspend::Parked::from_json(*text);
     if (!parked.ok()) return fail(parked.error().wrap(cat("state file `", state, "`")));
-    std::printf("%s: parked (%s), balloon before %lld MiB\n", name.c_str(), std::string(to_string(parked->mode)).c_str(),
-                static_cast<long long>(parked->balloon_before >> 20));
+    std::printf("%s: parked (%s), balloon before %lld MiB\n", name.c_str(),
+                std::string(to_string(parked->mode)).c_str(), static_cast<long long>(parked->balloon_before >> 20));
     return 0;
   }
 
@@ -168,7 +172,8 @@ int main_impl(int argc, char** argv) {
 
   if (verb == "suspend") {
     if (std::filesystem::exists(state))
-      return fail(make_error(ErrorKind::Invalid, "`", name, "` is already parked (state `", state, "`); resume it first"));
+      return fail(
+          make_error(ErrorKind::Invalid, "`", name, "` is already parked (state `", state, "`); resume it first"));
     auto host = suspend::host_memory();
     if (!host.ok()) return fail(host.error());
     if (auto pre = suspend::precheck(**domain, opts, *host); !pre.ok()) return fail(pre.error());
@@ -184,7 +189,8 @@ int main_impl(int argc, char** argv) {
     return 0;
   }
   auto text = sys::read_file(state);
-  if (!text.ok()) return fail(make_error(ErrorKind::NotFound, "`", name, "` is not parked by seamless (no `", state, "`)"));
+  if (!text.ok())
+    return fail(make_error(ErrorKind::NotFound, "`", name, "` is not parked by seamless (no `", state, "`)"));
   auto parked = suspend::Parked::from_json(*text);
   if (!parked.ok()) return fail(parked.error().wrap(cat("state file `", state, "`")));
   if (auto r = suspend::resume(**domain, *parked, &report); !r.ok()) return fail(r.error());

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The suspend engine against a fake QEMU (balloon model on the fake monitor), a fake
 // guest agent and a fake cgroup tree: plans, pre-checks, step order, rollback.
+#include "hooks/suspend.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -9,7 +11,6 @@
 #include "common/encoding.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
-#include "hooks/suspend.h"
 #include "qmp/socket.h"
 #include "tests/support/fake_monitor.h"
 

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+// The libvirt hook on a fake /proc, libvirt run dir and cgroup tree; and the binary's
+// promise to exit 0 whatever happens.
+#include "hooks/hook.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/process.h"
+#include "common/sys.h"
+#include "common/tempdir.h"
+
+namespace seamless::hook {
+namespace {
+
+struct FakeHost {
+  TempDir root = TempDir::create("/tmp/seamless-hook-").value();
+  Env env;
+  std::string group;
+  explicit FakeHost(bool v2) {
+    env.proc = root / "proc";
+    env.libvirt_run_dir = root / "run";
+    env.state_dir = root / "state";
+    env.file_knobs = true;
+    std::string mount = root / "cg";
+    for (const auto& d : {env.proc + "/self", env.proc + "/4242", env.libvirt_run_dir, env.state_dir})
+      std::filesystem::create_directories(d);
+    put(env.libvirt_run_dir + "/vm1.pid", "4242\n");
+    if (v2) {
+      put(env.proc + "/self/mountinfo", "25 30 0:22 / " + mount + " rw - cgroup2 cgroup2 rw\n");
+      put(env.proc + "/4242/cgroup", "0::/machine/qemu-1-vm1.libvirt-qemu/emulator\n");
+      group = mount + "/machine/qemu-1-vm1.libvirt-qemu";
+      std::filesystem::create_directories(group);
+      put(group + "/memory.max", "max\n");
+      put(group + "/memory.swap.max", "0\n");
+    } else {
+      put(env.proc + "/self/mountinfo", "32 25 0:29 / " + mount + " rw - cgroup cgroup rw,memory\n");
+      put(env.proc + "/4242/cgroup", "9:memory:/machine/qemu-1-vm1.libvirt-qemu\n");
+      group = mount + "/machine/qemu-1-vm1.libvirt-qemu";
+      std::filesystem::create_directories(group);
+      put(group + "/memory.limit_in_bytes", "9223372036854771712\n");
+      put(group + "/memory.memsw.limit_in_bytes", "1073741824\n");
+      put(group + "/memory.swappiness", "0\n");
+    }
+  }
+  static void put(const std::string& path, const std::string& text) { ASSERT_TRUE(sys::write_file(path, text).ok()); }
+  std::string knob(const std::string& k) {
+    auto v = sys::read_file(group + "/" + k).value();
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  }
+};
+
+TEST(Hook, StartedAllowsSwapOnV1) {
+  FakeHost host(false);
+  auto r = handle({"vm1", "started", "begin", "-"}, host.env);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(host.knob("memory.swappiness"), "100");
+  EXPECT_EQ(host.knob("memory.memsw.limit_in_bytes"), "-1");
+  EXPECT_EQ(host.knob("memory.limit_in_bytes"), "9223372036854771712") << "the limit itself is untouched";
+}
+
+TEST(Hook, StartedAllowsSwapOnV2) {
+  FakeHost host(true);
+  ASSERT_TRUE(handle({"vm1", "started", "begin", "-"}, host.env).ok());
+  EXPECT_EQ(host.knob("memory.swap.max"), "max");
+  EXPECT_EQ(host.knob("memory.max"), "max");
+}
+
+TEST(Hook, ReleaseForgetsParkedState) {
+  FakeHost host(false);
+  FakeHost::put(host.env.state_dir + "/vm1.json", "{}");
+  ASSERT_TRUE(handle({"vm1", "release", "end", "-"}, host.env).ok());
+  EXPECT_FALSE(std::filesystem::exists(host.env.state_dir + "/vm1.json"));
+  EXPECT_TRUE(handle({"vm1", "release", "end", "-"}, host.env).ok()) << "nothing to forget is fine";
+}
+
+TEST(Hook, UnknownOperationsChangeNothing) {
+  FakeHost host(false);
+  for (const char* op : {"prepare", "start", "stopped", "migrate", "reconnect", "attach", "something-new"})
+    EXPECT_TRUE(handle({"vm1", op, "begin", "-"}, host.env).ok()) << op;
+  EXPECT_EQ(host.knob("memory.swappiness"), "0");
+}
+
+TEST(Hook, BadInputIsNamed) {
+  FakeHost host(false);
+  auto bad = handle({"../etc", "release"}, host.env);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("invalid domain name"), std::string::npos);
+  auto missing = handle({"vm2", "started"}, host.env);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("`vm2`"), std::string::npos) << missing.error().message;
+  EXPECT_FALSE(handle({"vm1"}, host.env).ok());
+}
+
+TEST(Hook, BinaryAlwaysExitsZero) {
+  auto r = run({SEAMLESS_BINARY_DIR "/hooks/seamless-hook", "no-such-domain-xyz", "started", "begin", "-"});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status.code, 0);
+  EXPECT_NE(r->err.find("`no-such-domain-xyz`"), std::string::npos) << r->err;
+}
+
+}  // namespace
+}  // namespace seamless::hook
