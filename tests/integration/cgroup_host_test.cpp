@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Integration: the memory cgroup code against this host's real cgroups through
-// libcgroup. A child holding random data in a fresh memory cgroup is throttled to
-// 10 MiB: its memory must go to swap, the limit must come back, the data must survive.
+// Integration: the memory cgroup code against a real kernel's cgroups through libcgroup.
+// A child holding random data in a fresh memory cgroup is throttled to 10 MiB: its
+// memory must go to swap, the limit must come back, the data must survive. Runs on the
+// host (cgroup v1 here) and, linked statically, inside a test guest with cgroup2
+// mounted (cgroup_v2_guest_test), so both versions are exercised for real.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -13,7 +15,8 @@
 
 #include "common/sys.h"
 #include "hooks/cgroup.h"
-#include "tests/support/testbed.h"
+#include "hooks/suspend.h"
+#include "tests/support/require.h"
 
 namespace seamless::cgroup {
 namespace {
@@ -75,12 +78,17 @@ bool start_hog(Hog& hog, const std::string& group_dir) {
 class CgroupHost : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto bed = test::Testbed::load();
-    SL_REQUIRE(bed.ok(), bed.ok() ? "" : bed.error().message);
     SL_REQUIRE(::geteuid() == 0, "needs root to create cgroups");
-    auto self = for_pid(::getpid());
+    auto host = suspend::host_memory();
+    SL_REQUIRE(host.ok() && host->swap_free > int64_t(kHogBytes), "needs active swap (tests/testbed/up adds it)");
+    // The test's own group may be a root without memory knobs (v2): only its mount matters.
+    auto mountinfo = sys::read_file("/proc/self/mountinfo");
+    auto own = sys::read_file("/proc/self/cgroup");
+    ASSERT_TRUE(mountinfo.ok() && own.ok());
+    auto self = locate(*mountinfo, *own);
     SL_REQUIRE(self.ok(), self.ok() ? "" : self.error().message);
     // A sibling of the v1 root or a child of the v2 root, named for this test.
+    self_version_ = self->version;
     dir_ = self->mount + "/seamless-test-" + std::to_string(::getpid());
     std::filesystem::create_directory(dir_);
     if (self->version == Version::V2) {
@@ -96,9 +104,12 @@ class CgroupHost : public ::testing::Test {
     ::rmdir(dir_.c_str());
   }
   std::string dir_;
+  Version self_version_ = Version::V1;
 };
 
 TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
+  RecordProperty("cgroup_version", self_version_ == Version::V1 ? "v1" : "v2");
+  std::printf("cgroup version under test: %s\n", self_version_ == Version::V1 ? "v1" : "v2");
   Hog hog;
   ASSERT_TRUE(start_hog(hog, dir_));
 

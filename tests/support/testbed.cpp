@@ -33,11 +33,6 @@ Result<void> make_overlay(const Testbed& bed, const std::string& disk) {
 
 }  // namespace
 
-bool in_ci() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) != "" && std::string(ci) != "0" && std::string(ci) != "false";
-}
-
 Result<Testbed> Testbed::load() {
   auto text = sys::read_file(kStateFile);
   if (!text.ok()) return std::move(text).error().wrap("the test bed is not up (run tests/testbed/up as root)");

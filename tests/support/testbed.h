@@ -14,19 +14,9 @@
 #include "common/tempdir.h"
 #include "qmp/libvirt.h"
 #include "qmp/socket.h"
+#include "tests/support/require.h"
 
 namespace seamless::test {
-
-// In CI (CI=true) a test that cannot run fails; elsewhere it is skipped. Either way it says why.
-#define SL_REQUIRE(cond, why)                                           \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      if (::seamless::test::in_ci()) FAIL() << "cannot run: " << (why); \
-      GTEST_SKIP() << "cannot run: " << (why);                          \
-    }                                                                   \
-  } while (0)
-
-bool in_ci();
 
 struct Testbed {
   std::string image_dir;      // vmlinuz, initrd.img, root.ext4
