@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 #include <sstream>
 
 #include "common/log.h"
@@ -290,10 +291,12 @@ Result<void> LimitGuard::restore() {
   return ok();
 }
 
-Result<LimitGuard> throttle(Memory& memory, int64_t bytes) {
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
+  Deadline deadline(timeout);
   LimitGuard guard(memory.knobs());
   Knobs& k = memory.knobs();
-  if (memory.group().version == Version::V1) {
+  const bool v1 = memory.group().version == Version::V1;
+  if (v1) {
     // Swap must be allowed while throttled: a memsw limit below the VM's size would
     // make the kernel OOM-kill QEMU instead of swapping it out.
     if (k.has("memory.memsw.limit_in_bytes")) SL_TRY(guard.set("memory.memsw.limit_in_bytes", "-1"));
@@ -301,15 +304,22 @@ Result<LimitGuard> throttle(Memory& memory, int64_t bytes) {
       auto sw = SL_TRY(k.read("memory.swappiness"));
       if (sw == "0") SL_TRY(guard.set("memory.swappiness", "60"));
     }
-    SL_TRY(guard.set("memory.limit_in_bytes", std::to_string(bytes)));
-  } else {
-    if (k.has("memory.swap.max")) {
-      auto sw = SL_TRY(k.read("memory.swap.max"));
-      if (sw != "max") SL_TRY(guard.set("memory.swap.max", "max"));
-    }
-    SL_TRY(guard.set("memory.max", std::to_string(bytes)));
+  } else if (k.has("memory.swap.max")) {
+    auto sw = SL_TRY(k.read("memory.swap.max"));
+    if (sw != "max") SL_TRY(guard.set("memory.swap.max", "max"));
   }
-  return guard;
+  const char* knob = v1 ? "memory.limit_in_bytes" : "memory.max";
+  int64_t step = std::max(bytes, SL_TRY(memory.usage()) / 2);
+  for (;;) {
+    auto r = guard.set(knob, std::to_string(step));
+    if (!r.ok()) {
+      if (r.error().code != EBUSY || deadline.expired()) return std::move(r).error();
+      std::this_thread::sleep_for(Millis(50));
+      continue;
+    }
+    if (step == bytes) return guard;
+    step = std::max(bytes, step / 2);
+  }
 }
 
 }  // namespace seamless::cgroup

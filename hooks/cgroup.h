@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/time.h"
 
 namespace seamless::cgroup {
 
@@ -90,7 +91,9 @@ class LimitGuard {
 };
 
 // Lowers the group's memory limit to `bytes` (v1: memory.limit_in_bytes; v2: memory.max),
-// returning the guard that lifts it again.
-Result<LimitGuard> throttle(Memory& memory, int64_t bytes);
+// returning the guard that lifts it again. The limit steps down by halves, and a write
+// the kernel refuses with EBUSY (a reclaim pass that freed nothing while swap write-back
+// is in flight) is retried until `timeout`.
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000));
 
 }  // namespace seamless::cgroup
