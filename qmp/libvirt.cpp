@@ -5,9 +5,12 @@
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/log.h"
 
@@ -107,33 +110,87 @@ Result<void> Domain::undefine() {
 
 namespace seamless::qmp {
 
+// libvirt accepts one QMP event registration per domain and connection at a time, so
+// every LibvirtMonitor of a domain shares one, and events fan out to each monitor's bus.
+struct EventRegistry {
+  struct Entry {
+    virConnectPtr conn = nullptr;
+    int callback_id = -1;
+    std::vector<LibvirtMonitor*> monitors;
+  };
+  std::mutex mu;
+  std::map<std::string, Entry> entries;
+
+  static EventRegistry& get() {
+    static EventRegistry r;
+    return r;
+  }
+
+  static void on_event(virConnectPtr, virDomainPtr dom, const char* event, long long seconds, unsigned int micros,
+                       const char* details, void*) {
+    char uuid[VIR_UUID_STRING_BUFLEN] = {};
+    if (virDomainGetUUIDString(dom, uuid) < 0) return;
+    auto& r = get();
+    std::lock_guard lock(r.mu);
+    auto it = r.entries.find(uuid);
+    if (it == r.entries.end()) return;
+    for (LibvirtMonitor* m : it->second.monitors) {
+      Event ev;
+      ev.name = event ? event : "";
+      ev.timestamp = static_cast<double>(seconds) + micros / 1e6;
+      if (details != nullptr) {
+        if (auto data = parse(details); data.ok()) ev.data = std::move(data).value();
+      }
+      m->bus_.publish(std::move(ev));
+    }
+  }
+
+  Result<void> add(LibvirtMonitor* m) {
+    std::lock_guard lock(mu);
+    Entry& e = entries[m->uuid_];
+    if (e.monitors.empty()) {
+      e.conn = virDomainGetConnect(m->domain_.get());
+      e.callback_id =
+          virConnectDomainQemuMonitorEventRegister(e.conn, m->domain_.get(), nullptr, on_event, nullptr, nullptr, 0);
+      if (e.callback_id < 0) {
+        entries.erase(m->uuid_);
+        return virt::last_error(cat("subscribing to QMP events of domain `", m->domain_.name(), "`"));
+      }
+    }
+    e.monitors.push_back(m);
+    return ok();
+  }
+
+  void remove(LibvirtMonitor* m) {
+    std::lock_guard lock(mu);
+    auto it = entries.find(m->uuid_);
+    if (it == entries.end()) return;
+    std::erase(it->second.monitors, m);
+    if (it->second.monitors.empty()) {
+      virConnectDomainQemuMonitorEventDeregister(it->second.conn, it->second.callback_id);
+      entries.erase(it);
+    }
+  }
+};
+
 LibvirtMonitor::LibvirtMonitor(const virt::Domain& domain, Limits limits)
-    : EventSource(limits.max_events), domain_(domain), peer_(cat("libvirt monitor of domain `", domain.name(), "`")) {}
+    : EventSource(limits.max_events), domain_(domain), peer_(cat("libvirt monitor of domain `", domain.name(), "`")) {
+  char uuid[VIR_UUID_STRING_BUFLEN] = {};
+  if (virDomainGetUUIDString(domain.get(), uuid) == 0) uuid_ = uuid;
+}
 
 Result<std::unique_ptr<LibvirtMonitor>> LibvirtMonitor::attach(const virt::Domain& domain, Limits limits) {
   std::unique_ptr<LibvirtMonitor> m(new LibvirtMonitor(domain, limits));
-  virConnectPtr conn = virDomainGetConnect(domain.get());
-  m->callback_id_ =
-      virConnectDomainQemuMonitorEventRegister(conn, domain.get(), nullptr, on_event, m.get(), nullptr, 0);
-  if (m->callback_id_ < 0) return virt::last_error(cat("subscribing to QMP events of domain `", domain.name(), "`"));
+  if (m->uuid_.empty()) return virt::last_error(cat("reading the UUID of domain `", domain.name(), "`"));
+  if (auto r = EventRegistry::get().add(m.get()); !r.ok()) {
+    m->uuid_.clear();  // not registered: the destructor has nothing to remove
+    return std::move(r).error();
+  }
   return m;
 }
 
 LibvirtMonitor::~LibvirtMonitor() {
-  if (callback_id_ >= 0) virConnectDomainQemuMonitorEventDeregister(virDomainGetConnect(domain_.get()), callback_id_);
-}
-
-void LibvirtMonitor::on_event(virConnectPtr, virDomainPtr, const char* event, long long seconds, unsigned int micros,
-                              const char* details, void* opaque) {
-  auto* self = static_cast<LibvirtMonitor*>(opaque);
-  Event ev;
-  ev.name = event ? event : "";
-  ev.timestamp = static_cast<double>(seconds) + micros / 1e6;
-  if (details != nullptr) {
-    auto data = parse(details);
-    if (data.ok()) ev.data = std::move(data).value();
-  }
-  self->bus_.publish(std::move(ev));
+  if (!uuid_.empty()) EventRegistry::get().remove(this);
 }
 
 Result<Json> LibvirtMonitor::call(std::string_view command, std::string_view args, Millis) {

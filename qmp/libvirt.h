@@ -68,11 +68,10 @@ class LibvirtMonitor final : public Channel, public EventSource {
 
  private:
   LibvirtMonitor(const virt::Domain& domain, Limits limits);
-  static void on_event(virConnectPtr, virDomainPtr, const char* event, long long seconds, unsigned int micros,
-                       const char* details, void* opaque);
+  friend struct EventRegistry;
   const virt::Domain& domain_;
   std::string peer_;
-  int callback_id_ = -1;
+  std::string uuid_;  // key of the shared event registration
 };
 
 class LibvirtAgent final : public Channel {

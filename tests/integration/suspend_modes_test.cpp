@@ -60,28 +60,23 @@ class FaultyDomain final : public Domain {
 class SuspendModes : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto bed = test::Testbed::load();
-    if (!bed.ok()) return fail(bed.error().message);
-    bed_ = new test::Testbed(*bed);
     test::VmSpec spec;
     spec.name = "sl-suspend";
     spec.index = kIndex;
     spec.memory_mib = kRamMib;
-    auto vm = test::LibvirtVm::boot(*bed, spec);
-    if (!vm.ok()) return fail(vm.error().message);
-    vm_ = std::move(vm).value().release();
-    if (auto up = vm_->wait_for_agent(); !up.ok()) return fail(up.error().message);
-    auto d = LibvirtDomain::open(vm_->domain());
+    auto g = test::LibvirtGuest::boot(spec);
+    if (!g.ok()) return fail(g.error().message);
+    guest_ = std::move(g).value();
+    auto d = LibvirtDomain::open(guest_->vm->domain());
     if (!d.ok()) return fail(d.error().message);
-    domain_ = std::move(d).value().release();
+    domain_ = std::move(d).value();
   }
   static void TearDownTestSuite() {
-    delete domain_;
-    delete vm_;
-    delete bed_;
+    domain_.reset();
+    guest_.reset();
   }
   static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(setup_error_.empty(), setup_error_); }
+  void SetUp() override { SL_REQUIRE(domain_ != nullptr, setup_error_); }
 
   static double uptime() {
     auto out = qmp::guest_run_ok(*domain_->agent(), "cat", {"/proc/uptime"});
@@ -89,8 +84,8 @@ class SuspendModes : public ::testing::Test {
   }
   // The guest's SSH server answers a new connection from the client namespace.
   static bool ssh_answers() {
-    auto r = run({"ip", "netns", "exec", bed_->netns, "timeout", "20", "bash", "-c",
-                  "exec 3<>/dev/tcp/" + bed_->guest_ip(kIndex) + "/2222; head -c 4 <&3"},
+    auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",
+                  "exec 3<>/dev/tcp/" + guest_->bed.guest_ip(kIndex) + "/2222; head -c 4 <&3"},
                  Millis(30000));
     return r.ok() && r->out == "SSH-";
   }
@@ -130,7 +125,7 @@ class SuspendModes : public ::testing::Test {
     }
     auto resumed = resume(*domain_, *parked);
     ASSERT_TRUE(resumed.ok()) << resumed.error().message;
-    EXPECT_TRUE(vm_->wait_for_agent(Millis(60000)).ok());
+    EXPECT_TRUE(guest_->vm->wait_for_agent(Millis(60000)).ok());
     EXPECT_GT(uptime(), before) << "the guest kept its state (no reboot)";
     EXPECT_TRUE(ssh_answers());
   }
@@ -148,9 +143,8 @@ class SuspendModes : public ::testing::Test {
   }
 
   static inline std::string setup_error_;
-  static inline test::Testbed* bed_ = nullptr;
-  static inline test::LibvirtVm* vm_ = nullptr;
-  static inline LibvirtDomain* domain_ = nullptr;
+  static inline std::unique_ptr<test::LibvirtGuest> guest_;
+  static inline std::unique_ptr<LibvirtDomain> domain_;
 };
 
 TEST_F(SuspendModes, HookPreparedTheCgroupAtStart) {

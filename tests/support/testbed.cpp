@@ -224,4 +224,26 @@ Result<void> LibvirtVm::wait_for_agent(Millis timeout) {
   }
 }
 
+Result<std::unique_ptr<DirectGuest>> DirectGuest::boot(const VmSpec& spec) {
+  auto bed = SL_TRY(Testbed::load());
+  auto g = std::make_unique<DirectGuest>();
+  g->vm = SL_TRY(DirectVm::boot(bed, spec));
+  auto agent = g->vm->wait_for_agent();
+  if (!agent.ok()) return std::move(agent).error().wrap(cat("console of `", spec.name, "`:\n", g->vm->console_log()));
+  g->agent = std::move(agent).value();
+  g->monitor = SL_TRY(qmp::QmpSocket::connect(g->vm->qmp_path()));
+  return g;
+}
+
+Result<std::unique_ptr<LibvirtGuest>> LibvirtGuest::boot(const VmSpec& spec) {
+  auto g = std::make_unique<LibvirtGuest>();
+  g->bed = SL_TRY(Testbed::load());
+  g->vm = SL_TRY(LibvirtVm::boot(g->bed, spec));
+  if (auto up = g->vm->wait_for_agent(); !up.ok())
+    return std::move(up).error().wrap(cat("console of `", spec.name, "`:\n", g->vm->console_log()));
+  g->monitor = SL_TRY(qmp::LibvirtMonitor::attach(g->vm->domain()));
+  g->agent = std::make_unique<qmp::LibvirtAgent>(g->vm->domain());
+  return g;
+}
+
 }  // namespace seamless::test

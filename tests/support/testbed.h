@@ -73,6 +73,22 @@ class LibvirtVm {
   std::string console_;
 };
 
+// A booted guest with its services ready, as integration fixtures use them. Errors
+// carry the guest's console log.
+struct DirectGuest {
+  std::unique_ptr<DirectVm> vm;
+  std::unique_ptr<qmp::QmpSocket> monitor;
+  std::unique_ptr<qmp::QgaSocket> agent;
+  static Result<std::unique_ptr<DirectGuest>> boot(const VmSpec& spec);
+};
+struct LibvirtGuest {
+  Testbed bed;
+  std::unique_ptr<LibvirtVm> vm;
+  std::unique_ptr<qmp::LibvirtMonitor> monitor;
+  std::unique_ptr<qmp::LibvirtAgent> agent;
+  static Result<std::unique_ptr<LibvirtGuest>> boot(const VmSpec& spec);
+};
+
 // Waits until the guest's boot script has started its services (/run/seamless-ready);
 // the guest agent answers a few seconds before they listen.
 Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline);
