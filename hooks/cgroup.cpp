@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
-#include <thread>
 #include <sstream>
+#include <thread>
 
 #include "common/log.h"
 #include "common/sys.h"

@@ -92,10 +92,11 @@ int64_t rss_bytes(pid_t pid) {
 Result<void> fill_guest(qmp::Channel& agent, int mib) {
   qmp::RunOptions o;
   o.timeout = Millis(600000);
-  SL_TRY(qmp::guest_run_ok(agent, "/bin/sh",
-                           {"-c", "mount -o remount,size=95% /dev/shm && head -c " + std::to_string((mib * 3 / 4) << 20) +
-                                      " /dev/urandom > /dev/shm/fill; rm -f /dev/shm/fill; sync"},
-                           o));
+  SL_TRY(
+      qmp::guest_run_ok(agent, "/bin/sh",
+                        {"-c", "mount -o remount,size=95% /dev/shm && head -c " + std::to_string((mib * 3 / 4) << 20) +
+                                   " /dev/urandom > /dev/shm/fill; rm -f /dev/shm/fill; sync"},
+                        o));
   return ok();
 }
 
@@ -108,8 +109,9 @@ Result<Row> measure(const test::Testbed& bed, int index, virt::Domain& vdom, sus
   suspend::Options opts;
   opts.mode = mode;
   if (prefetch)
-    opts.prefetch = {"/bin/bash", "-c",
-                     "exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET /info.php HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3 >/dev/null"};
+    opts.prefetch = {
+        "/bin/bash", "-c",
+        "exec 3<>/dev/tcp/127.0.0.1/80; printf 'GET /info.php HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3 >/dev/null"};
   auto host = SL_TRY(suspend::host_memory());
   SL_TRY(suspend::precheck(dom, opts, host));
   auto t0 = Clock::now();
@@ -147,8 +149,10 @@ int main(int argc, char** argv) {
   std::vector<int> sizes = {512, 1024, 2048};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--json") json = true;
-    else if (a == "--json-out" && i + 1 < argc) json_out = argv[++i];
+    if (a == "--json")
+      json = true;
+    else if (a == "--json-out" && i + 1 < argc)
+      json_out = argv[++i];
     else if (a == "--sizes" && i + 1 < argc) {
       sizes.clear();
       std::stringstream ss(argv[++i]);
@@ -201,7 +205,9 @@ int main(int argc, char** argv) {
   for (const auto& r : rows)
     std::printf("| %d | %s | %.2f | %.1f | %.1f | %.1f | %.3f |\n", r.guest_mib, r.mode.c_str(), r.park_s,
                 r.held_cgroup_mib, r.held_rss_mib, r.held_pct, r.resume_to_answer_s);
-  std::printf("\nRatios per guest size (resume→answer):\n\n| guest MiB | swap+prefetch / ram | swap+prefetch / disk | swap / ram |\n|---|---|---|---|\n");
+  std::printf(
+      "\nRatios per guest size (resume→answer):\n\n| guest MiB | swap+prefetch / ram | swap+prefetch / disk | swap / "
+      "ram |\n|---|---|---|---|\n");
   for (size_t i = 0; i + 3 < rows.size(); i += 4) {
     const Row &ram = rows[i], &disk = rows[i + 1], &swap = rows[i + 2], &pre = rows[i + 3];
     std::printf("| %d | %.2f | %.3f | %.2f |\n", ram.guest_mib, pre.resume_to_answer_s / ram.resume_to_answer_s,
