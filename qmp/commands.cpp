@@ -58,6 +58,13 @@ std::string AnnounceSelf::args() const {
   return ArgWriter().num("initial", initial_ms).num("max", max_ms).num("rounds", rounds).num("step", step_ms).finish();
 }
 
+std::string Migrate::args() const { return ArgWriter().str("uri", uri).finish(); }
+
+Result<MigrationInfo> MigrationInfo::parse(const Value& v) {
+  if (!v.IsObject()) return make_error(ErrorKind::Protocol, "expected an object");
+  return MigrationInfo{opt_string(v, "status").value_or("none"), opt_string(v, "error-desc")};
+}
+
 Result<NameInfo> NameInfo::parse(const Value& v) {
   if (!v.IsObject()) return make_error(ErrorKind::Protocol, "expected an object");
   return NameInfo{opt_string(v, "name")};

@@ -109,6 +109,29 @@ struct QueryName {
   std::string args() const { return {}; }
 };
 
+// Outgoing migration (used to save a plain QEMU's state to a file: "exec:cat > FILE").
+struct Migrate {
+  static constexpr const char* kName = "migrate";
+  using Reply = NoReply;
+  std::string uri;
+  std::string args() const;
+};
+struct MigrationInfo {
+  std::string status;  // "active", "completed", "failed", ... ("none" when absent)
+  std::optional<std::string> error;
+  static Result<MigrationInfo> parse(const Value& v);
+};
+struct QueryMigrate {
+  static constexpr const char* kName = "query-migrate";
+  using Reply = MigrationInfo;
+  std::string args() const { return {}; }
+};
+struct Quit {
+  static constexpr const char* kName = "quit";
+  using Reply = NoReply;
+  std::string args() const { return {}; }
+};
+
 // Balloon guest statistics: enable polling, then read them.
 Result<void> set_balloon_stats_period(Channel& monitor, int seconds,
                                       const std::string& path = "/machine/peripheral/balloon0");

@@ -2,6 +2,8 @@
 // QMP and QGA over unix sockets.
 #include "qmp/socket.h"
 
+#include <sys/socket.h>
+
 #include <random>
 
 #include "common/log.h"
@@ -35,6 +37,14 @@ Result<std::unique_ptr<QmpSocket>> QmpSocket::connect(const std::string& path, M
   }
   SL_TRY_CTX(q->call("qmp_capabilities", "", deadline.left()), "negotiating capabilities");
   return q;
+}
+
+Result<pid_t> QmpSocket::peer_pid() const {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(stream_.fd(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    return errno_error(cat("SO_PEERCRED on ", describe()));
+  return cred.pid;
 }
 
 void QmpSocket::dispatch(Json message) {

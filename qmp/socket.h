@@ -23,6 +23,8 @@ class QmpSocket final : public Channel, public EventSource {
   Result<void> pump(Millis timeout);
   std::string describe() const override { return stream_.peer(); }
   const std::string& greeting_version() const { return version_; }
+  // The pid of the QEMU process at the other end (SO_PEERCRED).
+  Result<pid_t> peer_pid() const;
   size_t unknown_replies() const { return unknown_replies_; }
 
  private:

@@ -5,10 +5,12 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/sys.h"
+#include "hooks/direct_domain.h"
 #include "hooks/libvirt_domain.h"
 
 using namespace seamless;
@@ -19,6 +21,7 @@ constexpr const char* kUsage =
     R"(usage: seamless-suspend suspend [--mode ram|disk|swap] [--prefetch 'PROGRAM ARGS...'] DOMAIN
        seamless-suspend resume DOMAIN
        seamless-suspend status DOMAIN
+       seamless-suspend --qmp-socket PATH [--qga-socket PATH] VERB NAME   (plain QEMU)
 
   suspend   pre-checks, then parks DOMAIN (default mode: swap). swap inflates the balloon
             to the guest's used memory plus a margin, squeezes QEMU's memory cgroup so the
@@ -29,6 +32,10 @@ constexpr const char* kUsage =
 
 Options:
   -c, --connect URI   libvirt URI (default qemu:///system)
+  --qmp-socket PATH   a plain QEMU's own QMP socket instead of a libvirt domain (QEMU must
+                      run in a memory cgroup of its own; disk mode quits it and resume
+                      relaunches its command line with -incoming)
+  --qga-socket PATH   that QEMU's guest agent socket (needed for --prefetch)
   --margin MIB        memory left to the guest above its use (default 48)
   --throttle MIB      cgroup limit while swapping out (default 10)
   --json              print the report as one JSON object
@@ -42,7 +49,7 @@ int fail(const Error& e) {
 }
 
 int usage_error(const std::string& why) {
-  std::fprintf(stderr, "seamless-suspend: %s\n%s", why.c_str(), kUsage);
+  std::fprintf(stderr, "seamless-suspend: %s (see --help)\n", why.c_str());
   return 2;
 }
 
@@ -106,7 +113,7 @@ std::vector<std::string> split_words(const std::string& s) {
 }
 
 int main_impl(int argc, char** argv) {
-  std::string uri = "qemu:///system";
+  std::string uri = "qemu:///system", qmp_socket, qga_socket;
   suspend::Options opts;
   bool json = false;
   std::vector<std::string> pos;
@@ -119,11 +126,15 @@ int main_impl(int argc, char** argv) {
     } else if (a == "--json") {
       json = true;
     } else if (a == "-c" || a == "--connect" || a == "--mode" || a == "--prefetch" || a == "--margin" ||
-               a == "--throttle") {
+               a == "--throttle" || a == "--qmp-socket" || a == "--qga-socket") {
       const char* v = need();
       if (!v) return usage_error(a + " needs a value");
       if (a == "-c" || a == "--connect")
         uri = v;
+      else if (a == "--qmp-socket")
+        qmp_socket = v;
+      else if (a == "--qga-socket")
+        qga_socket = v;
       else if (a == "--mode") {
         auto m = suspend::parse_mode(v);
         if (!m.ok()) return usage_error(m.error().message);
@@ -146,6 +157,7 @@ int main_impl(int argc, char** argv) {
   const std::string& verb = pos[0];
   const std::string& name = pos[1];
   if (verb != "suspend" && verb != "resume" && verb != "status") return usage_error("unknown verb `" + verb + "`");
+  if (!qga_socket.empty() && qmp_socket.empty()) return usage_error("--qga-socket goes with --qmp-socket");
   const std::string state = state_path(name);
 
   if (verb == "status") {
@@ -161,12 +173,25 @@ int main_impl(int argc, char** argv) {
     return 0;
   }
 
-  auto conn = virt::Connection::open(uri);
-  if (!conn.ok()) return fail(conn.error());
-  auto dom = conn->lookup(name);
-  if (!dom.ok()) return fail(dom.error());
-  auto domain = suspend::LibvirtDomain::open(*dom);
-  if (!domain.ok()) return fail(domain.error());
+  // Exactly one of the two kinds of domain; both stay alive until the end of main.
+  std::optional<virt::Connection> conn;
+  std::optional<virt::Domain> vdom;
+  std::unique_ptr<suspend::Domain> domain;
+  if (!qmp_socket.empty()) {
+    auto d = suspend::DirectDomain::open(qmp_socket, qga_socket, std::filesystem::path(state).parent_path(), name);
+    if (!d.ok()) return fail(d.error());
+    domain = std::move(d).value();
+  } else {
+    auto c = virt::Connection::open(uri);
+    if (!c.ok()) return fail(c.error());
+    conn.emplace(std::move(c).value());
+    auto found = conn->lookup(name);
+    if (!found.ok()) return fail(found.error());
+    vdom.emplace(std::move(found).value());
+    auto d = suspend::LibvirtDomain::open(*vdom);
+    if (!d.ok()) return fail(d.error());
+    domain = std::move(d).value();
+  }
   suspend::Report report;
   DeferSignals defer;
 
@@ -176,13 +201,13 @@ int main_impl(int argc, char** argv) {
           make_error(ErrorKind::Invalid, "`", name, "` is already parked (state `", state, "`); resume it first"));
     auto host = suspend::host_memory();
     if (!host.ok()) return fail(host.error());
-    if (auto pre = suspend::precheck(**domain, opts, *host); !pre.ok()) return fail(pre.error());
+    if (auto pre = suspend::precheck(*domain, opts, *host); !pre.ok()) return fail(pre.error());
     std::filesystem::create_directories(std::filesystem::path(state).parent_path());
-    auto parked = suspend::suspend(**domain, opts, &report);
+    auto parked = suspend::suspend(*domain, opts, &report);
     if (!parked.ok()) return fail(parked.error());
     if (auto w = sys::write_file(state, parked->to_json()); !w.ok()) {
       // Without the record resume would not know the balloon size: undo rather than strand the VM.
-      (void)suspend::resume(**domain, *parked);
+      (void)suspend::resume(*domain, *parked);
       return fail(w.error().wrap("recording the parked state (the VM was resumed)"));
     }
     print_report("suspended", name, report, json);
@@ -193,7 +218,7 @@ int main_impl(int argc, char** argv) {
     return fail(make_error(ErrorKind::NotFound, "`", name, "` is not parked by seamless (no `", state, "`)"));
   auto parked = suspend::Parked::from_json(*text);
   if (!parked.ok()) return fail(parked.error().wrap(cat("state file `", state, "`")));
-  if (auto r = suspend::resume(**domain, *parked, &report); !r.ok()) return fail(r.error());
+  if (auto r = suspend::resume(*domain, *parked, &report); !r.ok()) return fail(r.error());
   std::filesystem::remove(state);
   print_report("resumed", name, report, json);
   return 0;

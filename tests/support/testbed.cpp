@@ -2,6 +2,10 @@
 // Test bed environment and template VMs for integration tests.
 #include "tests/support/testbed.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -9,6 +13,7 @@
 #include <thread>
 
 #include "common/sys.h"
+#include "hooks/cgroup.h"
 #include "qmp/guest.h"
 
 namespace seamless::test {
@@ -72,9 +77,21 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
   vm->qga_ = vm->dir_ / "qga.sock";
   vm->console_ = vm->dir_ / "console.log";
   std::string disk = vm->dir_ / "disk.qcow2";
+  vm->pidfile_ = vm->dir_ / "qemu.pid";
   SL_TRY(make_overlay(bed, disk));
+  // A memory cgroup of its own, joined before QEMU runs (sh writes its pid, then execs).
+  auto self = SL_TRY(
+      cgroup::locate(SL_TRY(sys::read_file("/proc/self/mountinfo")), SL_TRY(sys::read_file("/proc/self/cgroup"))));
+  vm->cgroup_ = cat(self.mount, "/seamless-", spec.name, "-", ::getpid());
+  std::filesystem::create_directories(vm->cgroup_);
   // Direct VMs use user-mode networking: the OVS bridge belongs to libvirt domains.
-  std::vector<std::string> argv = {"qemu-system-x86_64",
+  std::vector<std::string> argv = {"/bin/sh",
+                                   "-c",
+                                   "echo $$ > \"$0\" && exec \"$@\"",
+                                   vm->cgroup_ + "/cgroup.procs",
+                                   "qemu-system-x86_64",
+                                   "-pidfile",
+                                   vm->pidfile_,
                                    "-accel",
                                    "tcg",
                                    "-name",
@@ -126,7 +143,20 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
   return vm;
 }
 
-DirectVm::~DirectVm() { qemu_.stop(Millis(0)); }
+DirectVm::~DirectVm() {
+  // The QEMU running now may be a relaunch (suspend-to-disk) rather than our child.
+  if (auto pid = sys::read_file(pidfile_); pid.ok()) {
+    pid_t p = std::atoi(pid->c_str());
+    if (p > 0 && ::kill(p, SIGKILL) == 0) {
+      // A relaunched QEMU is our (released) child too: reap it, or wait for its exit.
+      for (Deadline d(Millis(5000)); ::waitpid(p, nullptr, WNOHANG) == 0 && !d.expired();)
+        std::this_thread::sleep_for(Millis(10));
+    }
+  }
+  qemu_.stop(Millis(0));
+  for (Deadline d(Millis(5000)); !cgroup_.empty() && ::rmdir(cgroup_.c_str()) != 0 && errno == EBUSY && !d.expired();)
+    std::this_thread::sleep_for(Millis(20));
+}
 
 std::string DirectVm::console_log() const {
   auto log = sys::read_file(console_);

@@ -38,13 +38,15 @@ struct VmSpec {
   std::string services = "dropbear";
 };
 
-// QEMU started directly with its own QMP and QGA sockets (TCG).
+// QEMU started directly with its own QMP and QGA sockets (TCG), in a memory cgroup of
+// its own (as the suspend engine needs for plain QEMU).
 class DirectVm {
  public:
   static Result<std::unique_ptr<DirectVm>> boot(const Testbed& bed, const VmSpec& spec);
   ~DirectVm();
   const std::string& qmp_path() const { return qmp_; }
   const std::string& qga_path() const { return qga_; }
+  const std::string& dir() const { return dir_.path(); }
   std::string console_log() const;
   // Waits until the guest agent answers a sync (the guest has booted).
   Result<std::unique_ptr<qmp::QgaSocket>> wait_for_agent(Millis timeout = Millis(120000));
@@ -52,7 +54,7 @@ class DirectVm {
  private:
   DirectVm(TempDir dir) : dir_(std::move(dir)) {}
   TempDir dir_;
-  std::string qmp_, qga_, console_;
+  std::string qmp_, qga_, console_, pidfile_, cgroup_;
   ChildProcess qemu_;
 };
 
