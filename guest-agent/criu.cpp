@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+// CRIU through its command line.
+#include "guest-agent/criu.h"
+
+#include <sstream>
+
+#include "common/process.h"
+#include "common/sys.h"
+
+namespace seamless::guest {
+namespace {
+
+Result<void> run_criu(const std::vector<std::string>& argv, const std::string& log, const std::string& what) {
+  auto r = SL_TRY(run(argv, Millis(300000)));
+  if (r.status.success()) return ok();
+  auto text = sys::read_file(log);
+  std::string why = text.ok() ? criu_log_summary(*text) : r.err;
+  return make_error(ErrorKind::Remote, what, " failed (", r.status.describe(), "): ", why, " [log `", log, "`]");
+}
+
+}  // namespace
+
+std::string criu_log_summary(std::string_view log) {
+  std::vector<std::string> errors, tail;
+  std::istringstream in{std::string(log)};
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("Error") != std::string::npos) errors.push_back(line);
+    tail.push_back(line);
+    if (tail.size() > 3) tail.erase(tail.begin());
+  }
+  const auto& pick = errors.empty() ? tail : errors;
+  std::string out;
+  for (size_t i = 0; i < pick.size() && i < 4; ++i) out += (i ? " | " : "") + pick[i];
+  return out.empty() ? "no log" : out;
+}
+
+Result<void> CriuBinary::dump(const DumpRequest& req) {
+  std::vector<std::string> argv = {path_, "dump",     "-t",  std::to_string(req.root), "-D",          req.images,
+                                   "-o",  "dump.log", "-v4", "--tcp-established",      "--file-locks"};
+  if (req.shell_job) argv.push_back("--shell-job");
+  return run_criu(argv, req.images + "/dump.log", cat("criu dump of pid ", req.root));
+}
+
+Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
+  std::vector<std::string> argv = req.wrapper;
+  const std::string pidfile = req.images + "/restore.pid";
+  ::unlink(pidfile.c_str());
+  argv.insert(argv.end(), {path_, "restore", "-D", req.images, "-o", req.log_name, "-v4", "--tcp-established",
+                           "--file-locks", "-d", "--pidfile", pidfile});
+  if (req.shell_job) argv.push_back("--shell-job");
+  SL_TRY(run_criu(argv, req.images + "/" + req.log_name, cat("criu restore from `", req.images, "`")));
+  auto text = sys::read_file(pidfile);
+  if (!text.ok()) return 0;  // restored inside another pid namespace: no pid of ours to report
+  return pid_t(std::atoi(text->c_str()));
+}
+
+Result<std::string> CriuBinary::version() {
+  auto out = SL_TRY(run_ok({path_, "--version"}));
+  // "Version: 3.17.1\n"
+  auto colon = out.find(':');
+  std::string v = colon == std::string::npos ? out : out.substr(colon + 1);
+  while (!v.empty() && (v.front() == ' ')) v.erase(v.begin());
+  if (auto nl = v.find('\n'); nl != std::string::npos) v.resize(nl);
+  return v;
+}
+
+}  // namespace seamless::guest

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CRIU seam: dump and restore of one process tree. The real runner executes the
+// `criu` binary; unit tests put a fake here.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace seamless::guest {
+
+struct DumpRequest {
+  pid_t root = 0;
+  std::string images;  // directory, created by the caller
+  bool shell_job = false;
+};
+
+struct RestoreRequest {
+  std::string images;
+  bool shell_job = false;
+  // Commands to run CRIU under (e.g. `unshare ...` for a throw-away restore); empty: none.
+  std::vector<std::string> wrapper;
+  std::string log_name = "restore.log";
+};
+
+class Criu {
+ public:
+  virtual ~Criu() = default;
+  // Checkpoints the tree and kills it, leaving its TCP connections locked (no RST).
+  virtual Result<void> dump(const DumpRequest& req) = 0;
+  // Restores detached; returns the restored root pid (as seen by the caller).
+  virtual Result<pid_t> restore(const RestoreRequest& req) = 0;
+  virtual Result<std::string> version() = 0;
+};
+
+class CriuBinary final : public Criu {
+ public:
+  explicit CriuBinary(std::string path = "criu") : path_(std::move(path)) {}
+  Result<void> dump(const DumpRequest& req) override;
+  Result<pid_t> restore(const RestoreRequest& req) override;
+  Result<std::string> version() override;
+
+ private:
+  std::string path_;
+};
+
+// The lines of a CRIU log that say what went wrong (the "Error" lines, else its tail).
+std::string criu_log_summary(std::string_view log);
+
+}  // namespace seamless::guest

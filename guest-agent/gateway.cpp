@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: Apache-2.0
+// dump / restore / prewarm of gateways inside the guest.
+#include "guest-agent/gateway.h"
+
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "common/log.h"
+#include "common/sys.h"
+#include "common/time.h"
+#include "guest-agent/pack.h"
+#include "qmp/json.h"
+
+namespace seamless::guest {
+namespace {
+
+constexpr std::string_view kModule = "guest";
+
+bool special(const std::string& path) {
+  for (const char* p : {"/dev/", "/proc/", "/sys/", "/memfd:", "/SYSV"})
+    if (path.rfind(p, 0) == 0) return true;
+  return path.find(" (deleted)") != std::string::npos;
+}
+
+std::string endpoint_text(const NetSocket& s, bool remote) {
+  const auto& addr = remote ? s.remote_addr : s.local_addr;
+  uint16_t port = remote ? s.remote_port : s.local_port;
+  return s.family == Family::V6 ? cat("[", addr, "]:", port) : cat(addr, ":", port);
+}
+
+// Every file a gateway maps or holds open, identified. Read before the dump: afterwards
+// the processes are gone.
+Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std::vector<Gateway>& gateways,
+                                                const std::string& proc_root = "/proc") {
+  std::map<std::string, std::string> roles;  // path -> strongest role
+  auto add = [&](const std::string& path, const char* role) {
+    if (path.empty() || path[0] != '/' || special(path)) return;
+    auto& r = roles[path];
+    if (r.empty() || r == "open" || (r == "map" && std::string(role) == "exe")) r = role;
+  };
+  for (const auto& g : gateways) {
+    for (pid_t pid : g.pids) {
+      const Process& p = snap.processes.at(pid);
+      add(p.exe, "exe");
+      auto maps = sys::read_file(cat(proc_root, "/", pid, "/maps"));
+      if (maps.ok())
+        for (const auto& path : parse_maps(*maps)) add(path, "map");
+      for (const auto& path : p.open_files) add(path, "open");
+    }
+  }
+  std::vector<FileIdentity> out;
+  for (const auto& [path, role] : roles) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    auto id = SL_TRY_CTX(identify(path), "identifying files of the gateways");
+    id.role = role;
+    out.push_back(std::move(id));
+  }
+  return out;
+}
+
+std::vector<std::string> list_files(const std::string& root) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root))
+    if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), root).string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Puts dumped gateways back where they were (after a failure or user activity).
+Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
+  if (dumped.empty()) return ok();
+  SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
+  for (const auto& g : dumped) {
+    RestoreRequest req;
+    req.images = images_root + "/" + g.dir;
+    req.shell_job = g.shell_job;
+    SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
+  }
+  return ok();
+}
+
+std::string unique_dir(const std::string& parent, const char* what) {
+  return cat(parent, "/", what, "-", ::getpid(), "-", Clock::now().time_since_epoch().count());
+}
+
+}  // namespace
+
+Result<void> check_files(const Manifest& m, const std::string& root) {
+  for (const auto& f : m.files) {
+    if (f.role == "open") continue;  // data files may differ; only code must match
+    auto here = identify(root + f.path);
+    if (!here.ok()) return here.error().wrap(cat("`", f.path, "` recorded in the pack"));
+    here->path = f.path;
+    SL_TRY(same_file(f, *here));
+  }
+  return ok();
+}
+
+Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
+                        const std::string& pack_path) {
+  if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");
+  auto t0 = Clock::now();
+  DumpResult result;
+  Manifest& m = result.manifest;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  m.hostname = host;
+  struct utsname uts {};
+  ::uname(&uts);
+  m.kernel = uts.release;
+  m.criu_version = SL_TRY_CTX(env.criu->version(), "criu --version");
+  SL_TRY_CTX(read_network(&m), "reading the network configuration");
+  m.files = SL_TRY(gateway_files(snap, gateways));
+
+  std::vector<uint16_t> tcp_ports, udp_ports;
+  for (const auto& g : gateways) {
+    PackedGateway pg;
+    pg.root = g.root;
+    pg.name = g.name;
+    pg.exe = g.exe;
+    pg.dir = cat("gw/", g.root);
+    pg.pids = g.pids;
+    const ProcStat& st = snap.processes.at(g.root).stat;
+    // CRIU wants the session and process group inside the tree unless told otherwise.
+    pg.shell_job = st.session != g.root || st.pgrp != g.root;
+    for (const auto& s : g.listening) {
+      pg.listening.push_back({s.proto == Proto::Tcp ? "tcp" : "udp", s.local_addr, s.local_port});
+      (s.proto == Proto::Tcp ? tcp_ports : udp_ports).push_back(s.local_port);
+    }
+    for (size_t i = 0; i < g.established.size(); ++i)
+      pg.established.push_back(
+          {g.established_owner[i], endpoint_text(g.established[i], false), endpoint_text(g.established[i], true)});
+    m.gateways.push_back(std::move(pg));
+  }
+  for (auto* v : {&tcp_ports, &udp_ports}) {
+    std::sort(v->begin(), v->end());
+    v->erase(std::unique(v->begin(), v->end()), v->end());
+    if (v->size() > 15) v->resize(15);  // multiport's limit; the rest go unwatched
+  }
+
+  std::filesystem::create_directories(env.work_dir);
+  const std::string images = unique_dir(env.work_dir, "dump");
+  std::filesystem::create_directories(images + "/gw");
+  auto cleanup = [&] {
+    std::error_code ec;
+    std::filesystem::remove_all(images, ec);
+  };
+
+  SL_TRY_CTX(env.netfilter->watch(tcp_ports, udp_ports), "watching the gateways' ports");
+  std::vector<PackedGateway> dumped;
+  for (const auto& g : m.gateways) {
+    DumpRequest req;
+    req.root = g.root;
+    req.images = images + "/" + g.dir;
+    req.shell_job = g.shell_job;
+    std::filesystem::create_directories(req.images);
+    if (auto d = env.criu->dump(req); !d.ok()) {
+      env.netfilter->unwatch();
+      auto back = restore_in_place(env, images, dumped);
+      Error e = std::move(d).error().wrap(cat("dumping gateway `", g.name, "` (pid ", g.root, ")"));
+      if (!back.ok()) e = e.wrap(cat("and putting the others back failed too: ", back.error().message, ";"));
+      if (back.ok()) cleanup();  // on a double failure the images are all that is left
+      return e;
+    }
+    dumped.push_back(g);
+  }
+  auto activity = env.netfilter->read_watch();
+  env.netfilter->unwatch();
+  if (!activity.ok() || activity->any()) {
+    // Someone is using the gateways (or we cannot tell): they go back, nothing is lost.
+    result.aborted = true;
+    result.abort_reason = activity.ok() ? cat("user activity during the dump: ", activity->describe())
+                                        : cat("cannot read the activity counters: ", activity.error().message);
+    SL_TRY_CTX(restore_in_place(env, images, dumped), result.abort_reason, "; restoring the gateways in place");
+    cleanup();
+    result.dump_seconds = seconds_since(t0);
+    return result;
+  }
+  result.dump_seconds = seconds_since(t0);
+  if (auto w = write_pack(pack_path, m.to_json(), images, list_files(images)); !w.ok()) {
+    auto back = restore_in_place(env, images, dumped);
+    Error e = std::move(w).error().wrap("writing the pack");
+    if (!back.ok()) return e.wrap(cat("and putting the gateways back failed too: ", back.error().message, ";"));
+    cleanup();
+    return e;
+  }
+  cleanup();
+  result.pack = pack_path;
+  struct stat st {};
+  if (::stat(pack_path.c_str(), &st) == 0) result.pack_bytes = uint64_t(st.st_size);
+  return result;
+}
+
+Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits) {
+  std::filesystem::create_directories(env.work_dir);
+  const std::string dir = unique_dir(env.work_dir, "restore");
+  auto text = SL_TRY(unpack(pack_path, dir, limits));
+  auto cleanup = [&] {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  };
+  auto body = [&]() -> Result<RestoreResult> {
+    RestoreResult r;
+    r.manifest = SL_TRY(Manifest::parse(text));
+    SL_TRY_CTX(check_files(r.manifest), "this machine does not match the pack");
+    for (const auto& g : r.manifest.gateways)
+      if (!std::filesystem::is_directory(dir + "/" + g.dir))
+        return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
+    r.locks_cleared = SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
+    for (const auto& g : r.manifest.gateways) {
+      RestoreRequest req;
+      req.images = dir + "/" + g.dir;
+      req.shell_job = g.shell_job;
+      pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
+      r.restored.emplace_back(g.name, pid);
+    }
+    return r;
+  };
+  auto r = body();
+  if (r.ok())
+    cleanup();  // on failure the logs stay for the operator (named in the error)
+  else if (r.error().kind != ErrorKind::Remote)
+    cleanup();
+  return r;
+}
+
+Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimits& limits) {
+  std::filesystem::create_directories(env.work_dir);
+  const std::string dir = unique_dir(env.work_dir, "prewarm");
+  auto text = SL_TRY(unpack(pack_path, dir, limits));
+  auto body = [&]() -> Result<Manifest> {
+    auto m = SL_TRY(Manifest::parse(text));
+    SL_TRY_CTX(check_files(m), "this machine does not match the pack");
+    // The addresses the sockets were bound to, on a dummy link in the throw-away netns.
+    std::string script = "ip link set lo up && ip link add sl0 type dummy && ip link set sl0 up";
+    for (const auto& i : m.interfaces)
+      for (const auto& a : i.addresses) script += cat(" && ip addr add ", a, " dev sl0 nodad 2>/dev/null || true");
+    script += "; \"$@\"; rc=$?; kill -9 -1 2>/dev/null; exit $rc";
+    for (const auto& g : m.gateways) {
+      RestoreRequest req;
+      req.images = dir + "/" + g.dir;
+      req.shell_job = g.shell_job;
+      req.log_name = "prewarm.log";
+      req.wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",
+                     "--fork",  "--mount-proc", "/bin/sh", "-c",      script,  "prewarm"};
+      SL_TRY_CTX(env.criu->restore(req), "dummy restore of gateway `", g.name, "`");
+    }
+    return m;
+  };
+  auto m = body();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return m;
+}
+
+std::string to_json(const DumpResult& r) {
+  qmp::ArgWriter w;
+  w.boolean("ok", !r.aborted);
+  if (r.aborted) w.str("aborted", r.abort_reason);
+  if (!r.pack.empty()) w.str("pack", r.pack).num("pack_bytes", int64_t(r.pack_bytes));
+  w.str("dump_seconds", cat(r.dump_seconds));
+  std::string gws = "[";
+  for (size_t i = 0; i < r.manifest.gateways.size(); ++i) {
+    const auto& g = r.manifest.gateways[i];
+    qmp::ArgWriter x;
+    x.str("name", g.name).num("root", g.root).num("connections", int64_t(g.established.size()));
+    gws += (i ? "," : "") + x.finish();
+  }
+  w.raw("gateways", gws + "]").num("files", int64_t(r.manifest.files.size()));
+  return w.finish();
+}
+
+std::string to_json(const RestoreResult& r) {
+  std::string gws = "[";
+  for (size_t i = 0; i < r.restored.size(); ++i) {
+    qmp::ArgWriter x;
+    x.str("name", r.restored[i].first).num("root", r.restored[i].second);
+    gws += (i ? "," : "") + x.finish();
+  }
+  qmp::ArgWriter w;
+  w.boolean("ok", true).raw("restored", gws + "]").num("locks_cleared", r.locks_cleared);
+  return w.finish();
+}
+
+}  // namespace seamless::guest

@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+// File identities: what a pack records about every executable, library and file a
+// gateway maps or holds open, so that the other side can tell whether its own copy is
+// the same file (CRIU restores mappings of the file found at the same path).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace seamless::guest {
+
+struct FileIdentity {
+  std::string path;
+  uint64_t size = 0;
+  std::string build_id;  // hex, for ELF files that carry NT_GNU_BUILD_ID
+  std::string sha256;    // hex, for everything else
+  // How the gateway uses it: "exe" or "map" (code and data mapped into memory: must be
+  // the same file on the other side) or "open" (held open: may be stood in for).
+  std::string role;
+};
+
+// The GNU build-id note of an ELF file's contents, hex; empty when it has none or is
+// not ELF. Malformed ELF is not an error: it just has no build-id.
+std::string elf_build_id(std::string_view contents);
+
+// Reads the file at path (regular files only; up to 1 GiB).
+Result<FileIdentity> identify(const std::string& path);
+
+// Ok when `local` is the same file as `recorded`; otherwise an error saying how they differ.
+Result<void> same_file(const FileIdentity& recorded, const FileIdentity& local);
+
+}  // namespace seamless::guest

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+// seamless-guest: the in-guest helper, run through qemu-guest-agent's guest-exec.
+// Prints exactly one JSON object on stdout (errors too); exit code 0 only on success.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "guest-agent/discover.h"
+#include "guest-agent/gateway.h"
+#include "qmp/json.h"
+
+using namespace seamless;
+using namespace seamless::guest;
+
+namespace {
+
+constexpr const char* kUsage =
+    R"(usage: seamless-guest discover
+       seamless-guest dump [--out PACK] [--port N]...
+       seamless-guest restore PACK
+       seamless-guest prewarm PACK
+
+Runs inside a VM (normally through qemu-guest-agent's guest-exec) and prints one JSON
+object on stdout; exit code 0 only on success.
+
+  discover  gateways: process trees owning listening TCP/UDP sockets (IPv4 and IPv6),
+            their ports, executables and established connections; the guest agent and
+            whatever /etc/seamless/guest.conf excludes are left out
+  dump      checkpoints the gateways with CRIU (established TCP connections kept) into a
+            pack (default /run/seamless-guest/gateways.pack); --port limits it to the
+            gateways listening on those ports. User activity during the dump aborts it
+            and restores the gateways in place ("ok": false, "aborted": why; exit 3)
+  restore   restores a pack here (the wake path)
+  prewarm   dummy-restores a pack in throw-away namespaces and kills it, so the pages a
+            real restore needs are in memory
+
+Environment: SEAMLESS_GUEST_CONF (default /etc/seamless/guest.conf),
+             SEAMLESS_GUEST_WORK (default /run/seamless-guest).
+)";
+
+int emit_error(const Error& e, int code = 1) {
+  qmp::ArgWriter w;
+  w.boolean("ok", false).str("error", e.message).str("kind", std::string(to_string(e.kind)));
+  std::printf("%s\n", w.finish().c_str());
+  return code;
+}
+
+int usage_error(const std::string& why) {
+  std::fprintf(stderr, "seamless-guest: %s (see --help)\n", why.c_str());
+  return emit_error(make_error(ErrorKind::Invalid, why), 2);
+}
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+// This process and its ancestors (qemu-ga runs us): never gateways.
+std::set<pid_t> keep_out(const Snapshot& snap) {
+  std::set<pid_t> out;
+  for (pid_t p = ::getpid(); p > 1;) {
+    out.insert(p);
+    auto it = snap.processes.find(p);
+    if (it == snap.processes.end()) break;
+    p = it->second.stat.ppid;
+  }
+  for (const auto& [pid, proc] : snap.processes)
+    if (proc.stat.comm == "qemu-ga") out.insert(pid);
+  return out;
+}
+
+Result<Discovery> find_gateways() {
+  auto config = SL_TRY(load_config(env_or("SEAMLESS_GUEST_CONF", "/etc/seamless/guest.conf")));
+  auto snap = SL_TRY(snapshot());
+  return discover(snap, config, keep_out(snap));
+}
+
+int main_impl(int argc, char** argv) {
+  std::vector<std::string> pos;
+  std::string out = env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest") + "/gateways.pack";
+  std::set<uint16_t> ports;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a == "--out" || a == "--port") {
+      if (i + 1 >= argc) return usage_error(a + " needs a value");
+      std::string v = argv[++i];
+      if (a == "--out") {
+        out = v;
+      } else {
+        char* end = nullptr;
+        long p = std::strtol(v.c_str(), &end, 10);
+        if (*end != '\0' || p < 1 || p > 65535) return usage_error("`" + v + "` is not a port");
+        ports.insert(uint16_t(p));
+      }
+    } else if (!a.empty() && a[0] == '-') {
+      return usage_error("unknown option " + a);
+    } else {
+      pos.push_back(a);
+    }
+  }
+  if (pos.empty()) return usage_error("a verb is needed");
+  const std::string verb = pos[0];
+  CriuBinary criu;
+  Iptables iptables;
+  Env env{&criu, &iptables, env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest")};
+
+  if (verb == "discover") {
+    if (pos.size() != 1) return usage_error("discover takes no arguments");
+    auto d = find_gateways();
+    if (!d.ok()) return emit_error(d.error());
+    std::string json = to_json(*d);
+    std::printf("{\"ok\":true,%s\n", json.c_str() + 1);
+    return 0;
+  }
+  if (verb == "dump") {
+    if (pos.size() != 1) return usage_error("dump takes options only");
+    auto config = load_config(env_or("SEAMLESS_GUEST_CONF", "/etc/seamless/guest.conf"));
+    if (!config.ok()) return emit_error(config.error());
+    auto snap = snapshot();
+    if (!snap.ok()) return emit_error(snap.error());
+    auto d = discover(*snap, *config, keep_out(*snap));
+    std::vector<Gateway> chosen;
+    for (auto& g : d.gateways) {
+      auto gp = g.ports();
+      if (ports.empty() || std::any_of(gp.begin(), gp.end(), [&](uint16_t p) { return ports.count(p) > 0; }))
+        chosen.push_back(std::move(g));
+    }
+    if (chosen.empty())
+      return emit_error(make_error(ErrorKind::NotFound,
+                                   ports.empty() ? "no gateways found" : "no gateway listens on the given ports"));
+    auto r = dump(env, *snap, chosen, out);
+    if (!r.ok()) return emit_error(r.error());
+    std::printf("%s\n", to_json(*r).c_str());
+    return r->aborted ? 3 : 0;
+  }
+  if (verb == "restore" || verb == "prewarm") {
+    if (pos.size() != 2) return usage_error(verb + " needs a PACK");
+    if (verb == "restore") {
+      auto r = restore(env, pos[1]);
+      if (!r.ok()) return emit_error(r.error());
+      std::printf("%s\n", to_json(*r).c_str());
+    } else {
+      auto m = prewarm(env, pos[1]);
+      if (!m.ok()) return emit_error(m.error());
+      std::printf("{\"ok\":true,\"gateways\":%zu}\n", m->gateways.size());
+    }
+    return 0;
+  }
+  return usage_error("unknown verb `" + verb + "`");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const std::exception& e) {
+    return emit_error(make_error(ErrorKind::System, "internal error: ", e.what()));
+  }
+}

@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: Apache-2.0
+// Manifest JSON in and out.
+#include "guest-agent/manifest.h"
+
+#include "common/process.h"
+#include "guest-agent/pack.h"
+#include "qmp/json.h"
+
+namespace seamless::guest {
+namespace {
+
+using qmp::Value;
+
+std::string strings_json(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += cat(i ? "," : "", qmp::quote(v[i]));
+  return out + "]";
+}
+
+template <typename T, typename F>
+std::string array_json(const std::vector<T>& v, F&& one) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + one(v[i]);
+  return out + "]";
+}
+
+Result<const Value*> array_field(const Value& obj, const char* name) {
+  const Value* v = SL_TRY(qmp::field(obj, name));
+  if (!v->IsArray()) return make_error(ErrorKind::Protocol, "field `", name, "` is not an array");
+  return v;
+}
+
+Result<std::vector<std::string>> string_array(const Value& obj, const char* name) {
+  const Value* v = SL_TRY(array_field(obj, name));
+  std::vector<std::string> out;
+  for (const auto& e : v->GetArray()) {
+    if (!e.IsString()) return make_error(ErrorKind::Protocol, "field `", name, "` holds a non-string");
+    out.emplace_back(e.GetString(), e.GetStringLength());
+  }
+  return out;
+}
+
+Result<int64_t> bounded_int(const Value& obj, const char* name, int64_t lo, int64_t hi) {
+  int64_t v = SL_TRY(qmp::get_int(obj, name));
+  if (v < lo || v > hi) return make_error(ErrorKind::Protocol, "field `", name, "` is out of range (", v, ")");
+  return v;
+}
+
+Result<void> check_object(const Value& v, const char* what) {
+  if (!v.IsObject()) return make_error(ErrorKind::Protocol, what, " is not an object");
+  return ok();
+}
+
+Result<PackedGateway> parse_gateway(const Value& g) {
+  SL_TRY(check_object(g, "gateway"));
+  PackedGateway out;
+  out.root = pid_t(SL_TRY(bounded_int(g, "root", 2, 4194304)));
+  out.name = SL_TRY(qmp::get_string(g, "name"));
+  out.exe = SL_TRY(qmp::get_string(g, "exe"));
+  out.dir = SL_TRY(qmp::get_string(g, "dir"));
+  SL_TRY_CTX(check_entry_name(out.dir), "gateway `", out.name, "` image directory");
+  out.shell_job = SL_TRY(qmp::get_bool(g, "shell_job"));
+  for (const auto& p : SL_TRY(array_field(g, "pids"))->GetArray()) {
+    if (!p.IsInt() || p.GetInt() < 1) return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: bad pid");
+    out.pids.push_back(p.GetInt());
+  }
+  for (const auto& l : SL_TRY(array_field(g, "listening"))->GetArray()) {
+    SL_TRY(check_object(l, "listening socket"));
+    Endpoint e;
+    e.proto = SL_TRY(qmp::get_string(l, "proto"));
+    if (e.proto != "tcp" && e.proto != "udp")
+      return make_error(ErrorKind::Protocol, "unknown protocol `", e.proto, "`");
+    e.addr = SL_TRY(qmp::get_string(l, "addr"));
+    e.port = uint16_t(SL_TRY(bounded_int(l, "port", 0, 65535)));
+    out.listening.push_back(std::move(e));
+  }
+  for (const auto& c : SL_TRY(array_field(g, "established"))->GetArray()) {
+    SL_TRY(check_object(c, "connection"));
+    Connection conn;
+    conn.pid = pid_t(SL_TRY(bounded_int(c, "pid", 1, 4194304)));
+    conn.local = SL_TRY(qmp::get_string(c, "local"));
+    conn.remote = SL_TRY(qmp::get_string(c, "remote"));
+    out.established.push_back(std::move(conn));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Manifest::to_json() const {
+  auto iface = [](const Interface& i) {
+    qmp::ArgWriter w;
+    w.str("name", i.name).str("mac", i.mac).raw("addresses", strings_json(i.addresses));
+    return w.finish();
+  };
+  auto route = [](const Route& r) {
+    qmp::ArgWriter w;
+    w.str("dst", r.dst).str("via", r.via).str("dev", r.dev).boolean("ipv6", r.ipv6);
+    return w.finish();
+  };
+  auto gateway = [](const PackedGateway& g) {
+    qmp::ArgWriter w;
+    w.num("root", g.root).str("name", g.name).str("exe", g.exe).str("dir", g.dir).boolean("shell_job", g.shell_job);
+    std::string pids = "[";
+    for (size_t i = 0; i < g.pids.size(); ++i) pids += cat(i ? "," : "", g.pids[i]);
+    w.raw("pids", pids + "]");
+    w.raw("listening", array_json(g.listening, [](const Endpoint& e) {
+            qmp::ArgWriter x;
+            x.str("proto", e.proto).str("addr", e.addr).num("port", e.port);
+            return x.finish();
+          }));
+    w.raw("established", array_json(g.established, [](const Connection& c) {
+            qmp::ArgWriter x;
+            x.num("pid", c.pid).str("local", c.local).str("remote", c.remote);
+            return x.finish();
+          }));
+    return w.finish();
+  };
+  auto file = [](const FileIdentity& f) {
+    qmp::ArgWriter w;
+    w.str("path", f.path).str("role", f.role).num("size", int64_t(f.size));
+    if (!f.build_id.empty()) w.str("build_id", f.build_id);
+    if (!f.sha256.empty()) w.str("sha256", f.sha256);
+    return w.finish();
+  };
+  qmp::ArgWriter w;
+  w.num("format", format).str("hostname", hostname).str("kernel", kernel).str("criu", criu_version);
+  w.raw("interfaces", array_json(interfaces, iface)).raw("routes", array_json(routes, route));
+  w.raw("gateways", array_json(gateways, gateway)).raw("files", array_json(files, file));
+  return w.finish();
+}
+
+Result<Manifest> Manifest::parse(std::string_view text) {
+  auto doc = SL_TRY_CTX(qmp::parse(text), "manifest");
+  const Value& root = doc.root();
+  SL_TRY(check_object(root, "manifest"));
+  Manifest m;
+  m.format = int(SL_TRY_CTX(qmp::get_int(root, "format"), "manifest"));
+  if (m.format != kPackFormat)
+    return make_error(ErrorKind::Invalid, "pack format ", m.format, " is not supported (this build reads format ",
+                      kPackFormat, ")");
+  auto body = [&]() -> Result<void> {
+    m.hostname = SL_TRY(qmp::get_string(root, "hostname"));
+    m.kernel = SL_TRY(qmp::get_string(root, "kernel"));
+    m.criu_version = SL_TRY(qmp::get_string(root, "criu"));
+    for (const auto& i : SL_TRY(array_field(root, "interfaces"))->GetArray()) {
+      SL_TRY(check_object(i, "interface"));
+      m.interfaces.push_back(Interface{SL_TRY(qmp::get_string(i, "name")), SL_TRY(qmp::get_string(i, "mac")),
+                                       SL_TRY(string_array(i, "addresses"))});
+    }
+    for (const auto& r : SL_TRY(array_field(root, "routes"))->GetArray()) {
+      SL_TRY(check_object(r, "route"));
+      m.routes.push_back(Route{SL_TRY(qmp::get_string(r, "dst")), SL_TRY(qmp::get_string(r, "via")),
+                               SL_TRY(qmp::get_string(r, "dev")), SL_TRY(qmp::get_bool(r, "ipv6"))});
+    }
+    for (const auto& g : SL_TRY(array_field(root, "gateways"))->GetArray())
+      m.gateways.push_back(SL_TRY(parse_gateway(g)));
+    for (const auto& f : SL_TRY(array_field(root, "files"))->GetArray()) {
+      SL_TRY(check_object(f, "file"));
+      FileIdentity id;
+      id.path = SL_TRY(qmp::get_string(f, "path"));
+      if (id.path.empty() || id.path[0] != '/' || id.path.find("/../") != std::string::npos ||
+          id.path.find('\0') != std::string::npos)
+        return make_error(ErrorKind::Protocol, "file identity with a bad path `", id.path, "`");
+      id.role = SL_TRY(qmp::get_string(f, "role"));
+      if (id.role != "exe" && id.role != "map" && id.role != "open")
+        return make_error(ErrorKind::Protocol, "file `", id.path, "` has unknown role `", id.role, "`");
+      id.size = uint64_t(SL_TRY(bounded_int(f, "size", 0, int64_t(1) << 40)));
+      id.build_id = qmp::opt_string(f, "build_id").value_or("");
+      id.sha256 = qmp::opt_string(f, "sha256").value_or("");
+      m.files.push_back(std::move(id));
+    }
+    return ok();
+  };
+  SL_TRY_CTX(body(), "manifest");
+  return m;
+}
+
+Result<void> read_network(Manifest* m) {
+  auto addr_text = SL_TRY(run_ok({"ip", "-j", "addr", "show"}));
+  auto addrs = SL_TRY_CTX(qmp::parse(addr_text), "`ip -j addr show`");
+  if (!addrs.root().IsArray()) return make_error(ErrorKind::Protocol, "`ip -j addr show` did not print an array");
+  for (const auto& link : addrs.root().GetArray()) {
+    if (!link.IsObject()) continue;
+    auto name = qmp::opt_string(link, "ifname").value_or("");
+    if (name.empty() || name == "lo") continue;
+    Interface i;
+    i.name = name;
+    i.mac = qmp::opt_string(link, "address").value_or("");
+    if (auto info = qmp::field(link, "addr_info"); info.ok() && (*info)->IsArray()) {
+      for (const auto& a : (*info)->GetArray()) {
+        if (!a.IsObject()) continue;
+        auto local = qmp::opt_string(a, "local");
+        auto len = qmp::opt_int(a, "prefixlen");
+        if (local && len) i.addresses.push_back(cat(*local, "/", *len));
+      }
+    }
+    m->interfaces.push_back(std::move(i));
+  }
+  for (bool v6 : {false, true}) {
+    std::vector<std::string> argv = {"ip", "-j"};
+    if (v6) argv.push_back("-6");
+    argv.insert(argv.end(), {"route", "show"});
+    auto text = SL_TRY(run_ok(argv));
+    auto routes = SL_TRY_CTX(qmp::parse(text), "`ip -j route show`");
+    if (!routes.root().IsArray()) continue;
+    for (const auto& r : routes.root().GetArray()) {
+      if (!r.IsObject()) continue;
+      Route route{qmp::opt_string(r, "dst").value_or(""), qmp::opt_string(r, "gateway").value_or(""),
+                  qmp::opt_string(r, "dev").value_or(""), v6};
+      if (!route.dst.empty() && route.dev != "lo") m->routes.push_back(std::move(route));
+    }
+  }
+  return ok();
+}
+
+}  // namespace seamless::guest

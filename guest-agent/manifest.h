@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+// A pack's manifest: format version, the gateways and their CRIU image directories,
+// the VM's network identity (interfaces, addresses, routes, hostname) and the identity
+// of every file the gateways map or hold open. Parsing is strict: a pack comes from
+// another machine.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "guest-agent/identity.h"
+
+namespace seamless::guest {
+
+inline constexpr int kPackFormat = 1;
+
+struct Interface {
+  std::string name, mac;
+  std::vector<std::string> addresses;  // "10.77.0.12/24", "fe80::1/64"
+};
+
+struct Route {
+  std::string dst;  // "default" or a prefix
+  std::string via;  // gateway address, may be empty
+  std::string dev;  // interface name
+  bool ipv6 = false;
+};
+
+struct Endpoint {
+  std::string proto;  // tcp | udp
+  std::string addr;
+  uint16_t port = 0;
+};
+
+struct Connection {
+  pid_t pid = 0;
+  std::string local, remote;  // "addr:port" / "[addr]:port"
+};
+
+struct PackedGateway {
+  pid_t root = 0;
+  std::string name, exe;
+  std::string dir;  // the CRIU images inside the pack, e.g. "gw/123"
+  bool shell_job = false;
+  std::vector<pid_t> pids;
+  std::vector<Endpoint> listening;
+  std::vector<Connection> established;
+};
+
+struct Manifest {
+  int format = kPackFormat;
+  std::string hostname, kernel, criu_version;
+  std::vector<Interface> interfaces;
+  std::vector<Route> routes;
+  std::vector<PackedGateway> gateways;
+  std::vector<FileIdentity> files;
+  std::string to_json() const;
+  static Result<Manifest> parse(std::string_view text);
+};
+
+// Reads this machine's interfaces (not lo) and routes with `ip -j`.
+Result<void> read_network(Manifest* m);
+
+}  // namespace seamless::guest

@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: Apache-2.0
+// Pack writer and strict reader (ustar inside gzip, through zlib).
+#include "guest-agent/pack.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+
+#include "common/fd.h"
+#include "common/sys.h"
+
+namespace seamless::guest {
+namespace {
+
+constexpr size_t kBlock = 512;
+
+struct GzCloser {
+  void operator()(gzFile f) const {
+    if (f) gzclose(f);
+  }
+};
+using Gz = std::unique_ptr<gzFile_s, GzCloser>;
+
+void put_octal(char* field, size_t width, uint64_t value) {
+  // width-1 digits, NUL terminated, zero padded.
+  std::snprintf(field, width, "%0*llo", int(width - 1), static_cast<unsigned long long>(value));
+}
+
+Result<uint64_t> get_octal(const char* field, size_t width, std::string_view what) {
+  uint64_t v = 0;
+  size_t i = 0;
+  while (i < width && field[i] == ' ') ++i;
+  size_t digits = 0;
+  for (; i < width && field[i] >= '0' && field[i] <= '7'; ++i, ++digits) {
+    if (v >> 60) return make_error(ErrorKind::Protocol, "pack: ", what, " field overflows");
+    v = v * 8 + uint64_t(field[i] - '0');
+  }
+  for (; i < width; ++i)
+    if (field[i] != '\0' && field[i] != ' ') return make_error(ErrorKind::Protocol, "pack: bad ", what, " field");
+  if (digits == 0) return make_error(ErrorKind::Protocol, "pack: empty ", what, " field");
+  return v;
+}
+
+std::string field_string(const char* field, size_t width) { return std::string(field, strnlen(field, width)); }
+
+uint64_t header_checksum(const unsigned char* h) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < kBlock; ++i) sum += (i >= 148 && i < 156) ? ' ' : h[i];
+  return sum;
+}
+
+Result<void> gz_write(gzFile f, const void* data, size_t n, const std::string& path) {
+  if (n == 0) return ok();
+  if (gzwrite(f, data, unsigned(n)) != int(n)) {
+    int errnum = 0;
+    const char* msg = gzerror(f, &errnum);
+    return make_error(ErrorKind::System, "writing pack `", path, "`: ", errnum == Z_ERRNO ? std::strerror(errno) : msg);
+  }
+  return ok();
+}
+
+Result<void> write_header(gzFile f, const std::string& name, uint64_t size, const std::string& path) {
+  unsigned char h[kBlock] = {};
+  char* hc = reinterpret_cast<char*>(h);
+  std::string prefix, base = name;
+  if (name.size() > 99) {
+    auto slash = name.rfind('/', 154);
+    if (slash == std::string::npos || name.size() - slash - 1 > 99)
+      return make_error(ErrorKind::Invalid, "pack entry name `", name, "` is too long for ustar");
+    prefix = name.substr(0, slash);
+    base = name.substr(slash + 1);
+  }
+  std::memcpy(hc, base.data(), base.size());
+  put_octal(hc + 100, 8, 0644);
+  put_octal(hc + 108, 8, 0);
+  put_octal(hc + 116, 8, 0);
+  put_octal(hc + 124, 12, size);
+  put_octal(hc + 136, 12, 0);
+  hc[156] = '0';
+  std::memcpy(hc + 257, "ustar", 6);
+  std::memcpy(hc + 263, "00", 2);
+  std::memcpy(hc + 345, prefix.data(), prefix.size());
+  std::snprintf(hc + 148, 8, "%06llo", static_cast<unsigned long long>(header_checksum(h)));
+  hc[155] = ' ';
+  return gz_write(f, h, kBlock, path);
+}
+
+Result<void> write_entry(gzFile f, const std::string& name, std::string_view data, const std::string& path) {
+  SL_TRY(write_header(f, name, data.size(), path));
+  SL_TRY(gz_write(f, data.data(), data.size(), path));
+  static const char zeros[kBlock] = {};
+  return gz_write(f, zeros, (kBlock - data.size() % kBlock) % kBlock, path);
+}
+
+// Reads exactly n bytes; a short read is a truncated pack.
+Result<void> gz_read(gzFile f, void* buf, size_t n, const std::string& pack) {
+  size_t got = 0;
+  while (got < n) {
+    int r = gzread(f, static_cast<char*>(buf) + got, unsigned(std::min<size_t>(n - got, 1 << 20)));
+    if (r < 0) {
+      int errnum = 0;
+      const char* msg = gzerror(f, &errnum);
+      return make_error(ErrorKind::Protocol, "pack `", pack,
+                        "` is corrupt: ", errnum == Z_ERRNO ? std::strerror(errno) : msg);
+    }
+    if (r == 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is truncated");
+    got += size_t(r);
+  }
+  return ok();
+}
+
+// Creates the directories of `name` below dirfd (never following links) and returns
+// an fd of the innermost one.
+Result<UniqueFd> open_parent(int root, const std::string& name, std::string* leaf) {
+  UniqueFd cur(::dup(root));
+  if (!cur.valid()) return errno_error("dup");
+  size_t start = 0;
+  for (;;) {
+    auto slash = name.find('/', start);
+    if (slash == std::string::npos) {
+      *leaf = name.substr(start);
+      return cur;
+    }
+    std::string comp = name.substr(start, slash - start);
+    if (::mkdirat(cur.get(), comp.c_str(), 0700) != 0 && errno != EEXIST)
+      return errno_error(cat("mkdir `", comp, "` in the pack directory"));
+    int next = ::openat(cur.get(), comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) return errno_error(cat("open `", name.substr(0, slash), "` in the pack directory"));
+    cur = UniqueFd(next);
+    start = slash + 1;
+  }
+}
+
+}  // namespace
+
+Result<void> check_entry_name(std::string_view name) {
+  if (name.empty()) return make_error(ErrorKind::Protocol, "empty entry name");
+  if (name.size() > 255) return make_error(ErrorKind::Protocol, "entry name longer than 255 bytes");
+  if (name[0] == '/') return make_error(ErrorKind::Protocol, "absolute path `", name, "`");
+  int depth = 0;
+  size_t start = 0;
+  while (start <= name.size()) {
+    auto slash = name.find('/', start);
+    std::string_view comp =
+        name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (comp.empty()) return make_error(ErrorKind::Protocol, "empty path component in `", name, "`");
+    if (comp == "..") return make_error(ErrorKind::Protocol, "`..` in `", name, "`");
+    if (comp == ".") return make_error(ErrorKind::Protocol, "`.` in `", name, "`");
+    for (char c : comp)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == '+'))
+        return make_error(ErrorKind::Protocol, "unexpected character (code ", int(static_cast<unsigned char>(c)),
+                          ") in entry name");
+    if (++depth > 8) return make_error(ErrorKind::Protocol, "`", name, "` is nested too deeply");
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return ok();
+}
+
+Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
+                        const std::vector<std::string>& rel_paths) {
+  const std::string tmp = path + ".part";
+  UniqueFd fd = SL_TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+  Gz f(gzdopen(fd.get(), "wb1"));
+  if (!f) return make_error(ErrorKind::System, "gzdopen `", tmp, "`");
+  fd.release();  // gzclose closes it
+  auto body = [&]() -> Result<void> {
+    SL_TRY(write_entry(f.get(), kManifestName, manifest_json, tmp));
+    for (const auto& rel : rel_paths) {
+      SL_TRY_CTX(check_entry_name(rel), "adding `", rel, "` to a pack");
+      auto data = SL_TRY(sys::read_file(root + "/" + rel, uint64_t(1) << 31));
+      SL_TRY(write_entry(f.get(), rel, data, tmp));
+    }
+    static const char zeros[2 * kBlock] = {};
+    SL_TRY(gz_write(f.get(), zeros, sizeof zeros, tmp));
+    int rc = gzclose(f.release());
+    if (rc != Z_OK) return make_error(ErrorKind::System, "closing pack `", tmp, "` (zlib error ", rc, ")");
+    if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(cat("rename `", tmp, "` to `", path, "`"));
+    return ok();
+  };
+  auto done = body();
+  if (!done.ok()) ::unlink(tmp.c_str());
+  return done;
+}
+
+Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits) {
+  UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
+  if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "pack `", pack, "` is not a regular file");
+  Gz f(gzdopen(in.get(), "rb"));
+  if (!f) return make_error(ErrorKind::System, "gzdopen `", pack, "`");
+  in.release();
+  gzbuffer(f.get(), 1 << 17);
+
+  if (::mkdir(dest.c_str(), 0700) != 0) return errno_error(cat("mkdir `", dest, "`"));
+  auto cleanup = [&] {
+    std::error_code ec;
+    std::filesystem::remove_all(dest, ec);
+  };
+  UniqueFd root(::open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root.valid()) {
+    cleanup();
+    return errno_error(cat("open `", dest, "`"));
+  }
+
+  auto body = [&]() -> Result<std::string> {
+    std::string manifest;
+    std::set<std::string> seen;
+    uint64_t total = 0;
+    std::vector<char> buf(1 << 16);
+    for (size_t entries = 0;; ++entries) {
+      unsigned char h[kBlock];
+      SL_TRY(gz_read(f.get(), h, kBlock, pack));
+      if (entries == 0 && gzdirect(f.get()))
+        return make_error(ErrorKind::Protocol, "`", pack, "` is not gzip-compressed");
+      if (std::all_of(h, h + kBlock, [](unsigned char c) { return c == 0; })) {
+        if (entries == 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is empty");
+        // End of archive. Drain the rest (zero padding) so zlib checks the gzip trailer.
+        for (size_t pad = 0; pad < 64; ++pad) {
+          int r = gzread(f.get(), h, kBlock);
+          if (r == 0) return manifest;
+          if (r < 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is corrupt at its end");
+          if (!std::all_of(h, h + r, [](unsigned char c) { return c == 0; }))
+            return make_error(ErrorKind::Protocol, "pack `", pack, "` has data after its end");
+        }
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` has too much padding after its end");
+      }
+      if (entries >= limits.max_entries)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` has more than ", limits.max_entries, " entries");
+      const char* hc = reinterpret_cast<const char*>(h);
+      if (std::memcmp(hc + 257, "ustar", 5) != 0)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", entries + 1, " is not a ustar header");
+      uint64_t sum = SL_TRY(get_octal(hc + 148, 8, "checksum"));
+      if (sum != header_checksum(h))
+        return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", entries + 1, " has a bad header checksum");
+      std::string name = field_string(hc, 100);
+      std::string prefix = field_string(hc + 345, 155);
+      if (!prefix.empty()) name = prefix + "/" + name;
+      const char type = hc[156];
+      bool is_dir = type == '5';
+      if (is_dir && !name.empty() && name.back() == '/') name.pop_back();
+      if (auto named = check_entry_name(name); !named.ok())
+        return named.error().wrap(cat("pack `", pack, "`: entry ", entries + 1));
+      switch (type) {
+        case '0':
+        case '\0':
+        case '5': break;
+        case '1':
+          return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is a hard link (not allowed)");
+        case '2': return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is a symlink (not allowed)");
+        default:
+          return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` has entry type `", type,
+                            "` (only files and directories are allowed)");
+      }
+      uint64_t size = SL_TRY(get_octal(hc + 124, 12, "size"));
+      if (is_dir && size != 0)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "`: directory `", name, "` has a size");
+      if (entries == 0 && (is_dir || name != kManifestName))
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` does not start with ", kManifestName);
+      if (entries > 0 && name == kManifestName)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` holds a second ", kManifestName);
+      if (size > (entries == 0 ? limits.max_manifest : limits.max_file))
+        return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is too large (", size, " bytes)");
+      total += size;
+      if (total > limits.max_total)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` unpacks to more than ", limits.max_total, " bytes");
+      if (!seen.insert(name).second)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` holds `", name, "` twice");
+
+      std::string leaf;
+      UniqueFd parent = SL_TRY(open_parent(root.get(), name, &leaf));
+      if (is_dir) {
+        if (::mkdirat(parent.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST)
+          return errno_error(cat("mkdir `", name, "` in `", dest, "`"));
+        continue;
+      }
+      UniqueFd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!out.valid()) return errno_error(cat("create `", name, "` in `", dest, "`"));
+      uint64_t left = size;
+      while (left > 0) {
+        size_t n = size_t(std::min<uint64_t>(left, buf.size()));
+        SL_TRY(gz_read(f.get(), buf.data(), n, pack));
+        if (entries == 0) manifest.append(buf.data(), n);
+        SL_TRY(sys::write_all(out.get(), std::string_view(buf.data(), n), Deadline(Millis(60000))));
+        left -= n;
+      }
+      if (size % kBlock) SL_TRY(gz_read(f.get(), buf.data(), kBlock - size % kBlock, pack));
+    }
+  };
+  auto result = body();
+  if (!result.ok()) cleanup();
+  return result;
+}
+
+}  // namespace seamless::guest

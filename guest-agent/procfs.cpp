@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+// /proc parsers and snapshot.
+#include "guest-agent/procfs.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "common/sys.h"
+
+namespace seamless::guest {
+namespace {
+
+Result<uint64_t> parse_hex(std::string_view s, std::string_view what) {
+  if (s.empty() || s.size() > 16) return make_error(ErrorKind::Protocol, "bad ", what, " `", s, "`");
+  uint64_t v = 0;
+  for (char c : s) {
+    int d = (c >= '0' && c <= '9')   ? c - '0'
+            : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+            : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                                     : -1;
+    if (d < 0) return make_error(ErrorKind::Protocol, "bad ", what, " `", s, "`");
+    v = v * 16 + uint64_t(d);
+  }
+  return v;
+}
+
+Result<uint64_t> parse_dec(std::string_view s, std::string_view what) {
+  if (s.empty() || s.size() > 19) return make_error(ErrorKind::Protocol, "bad ", what, " `", s, "`");
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return make_error(ErrorKind::Protocol, "bad ", what, " `", s, "`");
+    v = v * 10 + uint64_t(c - '0');
+  }
+  return v;
+}
+
+// "0100007F:0016": the address as the kernel stores it (32-bit words in host order).
+Result<std::pair<std::string, uint16_t>> parse_endpoint(std::string_view s, Family family) {
+  auto colon = s.find(':');
+  if (colon == std::string_view::npos) return make_error(ErrorKind::Protocol, "bad endpoint `", s, "`");
+  std::string_view hex = s.substr(0, colon);
+  uint64_t port = SL_TRY(parse_hex(s.substr(colon + 1), "port"));
+  if (port > 0xffff) return make_error(ErrorKind::Protocol, "bad port in `", s, "`");
+  size_t words = family == Family::V4 ? 1 : 4;
+  if (hex.size() != words * 8) return make_error(ErrorKind::Protocol, "bad address `", hex, "`");
+  uint32_t raw[4] = {};
+  for (size_t i = 0; i < words; ++i) raw[i] = uint32_t(SL_TRY(parse_hex(hex.substr(i * 8, 8), "address")));
+  char text[INET6_ADDRSTRLEN] = {};
+  ::inet_ntop(family == Family::V4 ? AF_INET : AF_INET6, raw, text, sizeof text);
+  return std::make_pair(std::string(text), uint16_t(port));
+}
+
+std::vector<std::string_view> fields(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+std::vector<std::string> split_nul(const std::string& raw) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\0') {
+      out.push_back(raw.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (start < raw.size()) out.push_back(raw.substr(start));
+  return out;
+}
+
+Result<std::string> read_link(const std::string& path) {
+  char buf[4096];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+  if (n < 0) return errno_error(cat("readlink `", path, "`"));
+  return std::string(buf, size_t(n));
+}
+
+}  // namespace
+
+bool NetSocket::listening() const {
+  if (proto == Proto::Tcp) return state == kTcpListen;
+  return state == kUdpUnconnected && remote_port == 0;
+}
+
+bool NetSocket::established() const { return proto == Proto::Tcp && state == kTcpEstablished; }
+
+Result<std::vector<NetSocket>> parse_net_table(std::string_view text, Proto proto, Family family) {
+  std::vector<NetSocket> out;
+  size_t lineno = 0;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (++lineno == 1) continue;  // header
+    auto f = fields(line);
+    if (f.empty()) continue;
+    auto bad = [&](const Error& e) { return e.wrap(cat("socket table line ", lineno)); };
+    // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+    if (f.size() < 10) return make_error(ErrorKind::Protocol, "socket table line ", lineno, ": too few fields");
+    NetSocket s;
+    s.proto = proto;
+    s.family = family;
+    auto local = parse_endpoint(f[1], family);
+    if (!local.ok()) return bad(local.error());
+    auto remote = parse_endpoint(f[2], family);
+    if (!remote.ok()) return bad(remote.error());
+    auto state = parse_hex(f[3], "state");
+    if (!state.ok()) return bad(state.error());
+    auto inode = parse_dec(f[9], "inode");
+    if (!inode.ok()) return bad(inode.error());
+    std::tie(s.local_addr, s.local_port) = *local;
+    std::tie(s.remote_addr, s.remote_port) = *remote;
+    s.state = int(*state);
+    s.inode = *inode;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<ProcStat> parse_stat(std::string_view text) {
+  auto open = text.find('(');
+  auto close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open)
+    return make_error(ErrorKind::Protocol, "bad stat line");
+  ProcStat st;
+  auto head = fields(text.substr(0, open));
+  if (head.size() != 1) return make_error(ErrorKind::Protocol, "bad stat line");
+  st.pid = pid_t(SL_TRY(parse_dec(head[0], "pid")));
+  st.comm = std::string(text.substr(open + 1, close - open - 1));
+  auto rest = fields(text.substr(close + 1));
+  // state ppid pgrp session ...
+  if (rest.size() < 4 || rest[0].size() != 1) return make_error(ErrorKind::Protocol, "bad stat line of pid ", st.pid);
+  st.state = rest[0][0];
+  st.ppid = pid_t(SL_TRY(parse_dec(rest[1], "ppid")));
+  st.pgrp = pid_t(SL_TRY(parse_dec(rest[2], "pgrp")));
+  st.session = pid_t(SL_TRY(parse_dec(rest[3], "session")));
+  return st;
+}
+
+std::vector<std::string> parse_maps(std::string_view text) {
+  std::vector<std::string> out;
+  std::set<std::string, std::less<>> seen;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    // address perms offset dev inode pathname; the path is the rest after five fields.
+    size_t i = 0;
+    for (int field = 0; field < 5 && i < line.size(); ++field) {
+      while (i < line.size() && line[i] == ' ') ++i;
+      while (i < line.size() && line[i] != ' ') ++i;
+    }
+    while (i < line.size() && line[i] == ' ') ++i;
+    std::string_view path = line.substr(std::min(i, line.size()));
+    if (path.empty() || path[0] != '/') continue;  // anonymous, [heap], [vdso], ...
+    if (seen.insert(std::string(path)).second) out.emplace_back(path);
+  }
+  return out;
+}
+
+std::vector<pid_t> Snapshot::children_of(pid_t pid) const {
+  std::vector<pid_t> out;
+  for (const auto& [p, proc] : processes)
+    if (proc.stat.ppid == pid) out.push_back(p);
+  return out;
+}
+
+std::vector<pid_t> Snapshot::tree(pid_t root) const {
+  std::vector<pid_t> out;
+  if (!processes.count(root)) return out;
+  out.push_back(root);
+  for (size_t i = 0; i < out.size(); ++i)
+    for (pid_t c : children_of(out[i])) out.push_back(c);
+  return out;
+}
+
+Result<Snapshot> snapshot(const std::string& proc_root) {
+  Snapshot snap;
+  struct Table {
+    const char* name;
+    Proto proto;
+    Family family;
+  };
+  for (const Table& t : {Table{"tcp", Proto::Tcp, Family::V4}, Table{"tcp6", Proto::Tcp, Family::V6},
+                         Table{"udp", Proto::Udp, Family::V4}, Table{"udp6", Proto::Udp, Family::V6}}) {
+    const std::string path = proc_root + "/net/" + t.name;
+    auto text = sys::read_file(path);
+    if (!text.ok()) {
+      if (text.error().code == ENOENT) continue;  // no IPv6 in this kernel
+      return std::move(text).error();
+    }
+    auto socks = SL_TRY_CTX(parse_net_table(*text, t.proto, t.family), "`", path, "`");
+    snap.sockets.insert(snap.sockets.end(), socks.begin(), socks.end());
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(proc_root, ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    const std::string dir = entry.path();
+    auto stat_text = sys::read_file(dir + "/stat");
+    if (!stat_text.ok()) continue;  // gone
+    auto st = parse_stat(*stat_text);
+    if (!st.ok()) return st.error().wrap(cat("`", dir, "/stat`"));
+    Process p;
+    p.stat = *st;
+    if (auto exe = read_link(dir + "/exe"); exe.ok()) p.exe = *exe;
+    if (auto cmd = sys::read_file(dir + "/cmdline"); cmd.ok()) p.cmdline = split_nul(*cmd);
+    for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
+      auto target = read_link(fd.path());
+      if (!target.ok()) continue;
+      if (target->rfind("socket:[", 0) == 0 && target->back() == ']') {
+        auto inode = parse_dec(std::string_view(*target).substr(8, target->size() - 9), "socket inode");
+        if (inode.ok()) {
+          p.socket_inodes.push_back(*inode);
+          snap.inode_owner.emplace(*inode, p.stat.pid);
+        }
+      } else if (!target->empty() && (*target)[0] == '/') {
+        p.open_files.push_back(*target);
+      }
+    }
+    ec.clear();
+    for (const auto& task : std::filesystem::directory_iterator(dir + "/task", ec)) {
+      auto tid = parse_dec(task.path().filename().string(), "tid");
+      if (tid.ok()) p.threads.push_back(pid_t(*tid));
+    }
+    ec.clear();
+    std::sort(p.threads.begin(), p.threads.end());
+    snap.processes.emplace(p.stat.pid, std::move(p));
+  }
+  if (ec) return make_error(ErrorKind::System, "listing `", proc_root, "`: ", ec.message());
+  return snap;
+}
+
+}  // namespace seamless::guest

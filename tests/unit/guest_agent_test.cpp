@@ -1,0 +1,450 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unit tests of the in-guest helper's library: /proc parsing, gateway discovery, the
+// configuration, file identities, manifests, and dump/restore against a fake CRIU and
+// a fake netfilter. The pack reader's hostile-input tests are in pack_test.cpp.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "guest-agent/discover.h"
+#include "guest-agent/gateway.h"
+#include "guest-agent/identity.h"
+#include "guest-agent/manifest.h"
+#include "guest-agent/pack.h"
+#include "guest-agent/procfs.h"
+#include "qmp/json.h"
+
+namespace seamless::guest {
+namespace {
+
+constexpr const char* kTcpHeader =
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+TEST(NetTable, ParsesListeningAndEstablishedV4) {
+  std::string text =
+      std::string(kTcpHeader) +
+      "   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 "
+      "0000000000000000 100 0 0 10 0\n"
+      "   1: 0C004D0A:08AE 01004D0A:C350 01 00000000:00000000 02:000A7E5B 00000000     0        0 2222 4 "
+      "0000000000000000 20 4 30 10 -1\n";
+  auto socks = parse_net_table(text, Proto::Tcp, Family::V4);
+  ASSERT_TRUE(socks.ok()) << socks.error().message;
+  ASSERT_EQ(socks->size(), 2u);
+  EXPECT_TRUE((*socks)[0].listening());
+  EXPECT_EQ((*socks)[0].local_addr, "0.0.0.0");
+  EXPECT_EQ((*socks)[0].local_port, 2222);
+  EXPECT_EQ((*socks)[0].inode, 1111u);
+  EXPECT_TRUE((*socks)[1].established());
+  EXPECT_EQ((*socks)[1].local_addr, "10.77.0.12");
+  EXPECT_EQ((*socks)[1].remote_addr, "10.77.0.1");
+  EXPECT_EQ((*socks)[1].remote_port, 50000);
+}
+
+TEST(NetTable, ParsesV6AndUdp) {
+  std::string text = std::string(kTcpHeader) +
+                     "  0: 00000000000000000000000001000000:0035 00000000000000000000000000000000:0000 07 "
+                     "00000000:00000000 00:00000000 00000000     0        0 3333 2 0000000000000000 0\n";
+  auto socks = parse_net_table(text, Proto::Udp, Family::V6);
+  ASSERT_TRUE(socks.ok()) << socks.error().message;
+  ASSERT_EQ(socks->size(), 1u);
+  EXPECT_EQ((*socks)[0].local_addr, "::1");
+  EXPECT_EQ((*socks)[0].local_port, 53);
+  EXPECT_TRUE((*socks)[0].listening());
+}
+
+TEST(NetTable, MalformedLinesNameTheLine) {
+  auto r =
+      parse_net_table(std::string(kTcpHeader) + "   0: XYZ 00000000:0000 0A a b c d e 7\n", Proto::Tcp, Family::V4);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("line 2"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(parse_net_table(std::string(kTcpHeader) + "   0: 00000000:0016\n", Proto::Tcp, Family::V4).ok());
+}
+
+TEST(Stat, CommWithSpacesAndParentheses) {
+  auto st = parse_stat("42 (my (odd) daemon) S 1 42 42 0 -1 4194560 ...");
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(st->pid, 42);
+  EXPECT_EQ(st->comm, "my (odd) daemon");
+  EXPECT_EQ(st->state, 'S');
+  EXPECT_EQ(st->ppid, 1);
+  EXPECT_EQ(st->session, 42);
+  EXPECT_FALSE(parse_stat("garbage").ok());
+  EXPECT_FALSE(parse_stat("42 (x) S one 2 3").ok());
+}
+
+TEST(Maps, FileBackedPathsOnceEach) {
+  auto paths = parse_maps(
+      "55d0-55d1 r--p 00000000 fe:00 131 /usr/sbin/dropbear\n"
+      "55d1-55d2 r-xp 00001000 fe:00 131 /usr/sbin/dropbear\n"
+      "7f00-7f01 rw-p 00000000 00:00 0 \n"
+      "7f01-7f02 r--p 00000000 fe:00 77 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+      "7f02-7f03 rw-s 00000000 00:05 9 /dev/zero (deleted)\n"
+      "7ffd-7ffe r-xp 00000000 00:00 0 [vdso]\n");
+  ASSERT_EQ(paths.size(), 3u);
+  EXPECT_EQ(paths[0], "/usr/sbin/dropbear");
+  EXPECT_EQ(paths[1], "/usr/lib/x86_64-linux-gnu/libc.so.6");
+  EXPECT_EQ(paths[2], "/dev/zero (deleted)");
+}
+
+// A fake /proc: processes with stat, exe, cmdline, fds and tasks, and the socket tables.
+class FakeProc {
+ public:
+  FakeProc() : dir_(TempDir::create().value()) { std::filesystem::create_directories(dir_ / "net"); }
+  void process(pid_t pid, pid_t ppid, const std::string& comm, const std::string& exe,
+               std::vector<uint64_t> sockets = {}) {
+    std::string p = dir_ / std::to_string(pid);
+    std::filesystem::create_directories(p + "/fd");
+    std::filesystem::create_directories(p + "/task/" + std::to_string(pid));
+    write(p + "/stat", cat(pid, " (", comm, ") S ", ppid, " ", pid, " ", pid, " 0 -1 0"));
+    write(p + "/cmdline", exe + std::string(1, '\0'));
+    std::filesystem::create_symlink(exe, p + "/exe");
+    int fd = 3;
+    for (uint64_t inode : sockets) std::filesystem::create_symlink(cat("socket:[", inode, "]"), cat(p, "/fd/", fd++));
+    std::filesystem::create_symlink("/var/log/daemon.log", cat(p, "/fd/", fd++));
+  }
+  void tcp(const std::string& lines) { write(dir_ / "net/tcp", std::string(kTcpHeader) + lines); }
+  std::string path() const { return dir_.path(); }
+
+ private:
+  static void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+  TempDir dir_;
+};
+
+std::string tcp_line(const char* local, const char* remote, const char* state, uint64_t inode) {
+  return cat("   0: ", local, " ", remote, " ", state, " 00000000:00000000 00:00000000 00000000     0        0 ", inode,
+             " 1 0000000000000000 100 0 0 10 0\n");
+}
+
+class Discovery_ : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    proc_.process(1, 0, "init", "/bin/busybox");
+    proc_.process(100, 1, "dropbear", "/usr/sbin/dropbear", {5001});
+    proc_.process(120, 100, "dropbear", "/usr/sbin/dropbear", {5002});
+    proc_.process(121, 120, "bash", "/usr/bin/bash");
+    proc_.process(200, 1, "lighttpd", "/usr/sbin/lighttpd", {6001});
+    proc_.process(300, 1, "qemu-ga", "/usr/sbin/qemu-ga");
+    proc_.process(301, 300, "sh", "/bin/sh", {7001});
+    proc_.tcp(tcp_line("00000000:08AE", "00000000:0000", "0A", 5001) +
+              tcp_line("0C004D0A:08AE", "01004D0A:C350", "01", 5002) +
+              tcp_line("00000000:0050", "00000000:0000", "0A", 6001) +
+              tcp_line("0100007F:1F90", "00000000:0000", "0A", 7001));
+    auto snap = snapshot(proc_.path());
+    ASSERT_TRUE(snap.ok()) << snap.error().message;
+    snap_ = std::move(snap).value();
+  }
+  FakeProc proc_;
+  Snapshot snap_;
+};
+
+TEST_F(Discovery_, SnapshotReadsProcessesAndSockets) {
+  ASSERT_EQ(snap_.processes.size(), 7u);
+  EXPECT_EQ(snap_.processes.at(120).stat.ppid, 100);
+  EXPECT_EQ(snap_.processes.at(120).exe, "/usr/sbin/dropbear");
+  EXPECT_EQ(snap_.processes.at(100).open_files, std::vector<std::string>{"/var/log/daemon.log"});
+  EXPECT_EQ(snap_.inode_owner.at(5002), 120);
+  EXPECT_EQ(snap_.tree(100), (std::vector<pid_t>{100, 120, 121}));
+  EXPECT_EQ(snap_.sockets.size(), 4u);
+}
+
+TEST_F(Discovery_, GatewaysAreTreesOwningListeningSockets) {
+  auto d = discover(snap_, Config{}, {300});
+  ASSERT_EQ(d.gateways.size(), 2u);
+  const Gateway& db = d.gateways[0];
+  EXPECT_EQ(db.root, 100);
+  EXPECT_EQ(db.name, "dropbear");
+  EXPECT_EQ(db.pids, (std::vector<pid_t>{100, 120, 121}));
+  EXPECT_EQ(db.ports(), std::vector<uint16_t>{2222});
+  ASSERT_EQ(db.established.size(), 1u);
+  EXPECT_EQ(db.established_owner[0], 120);
+  EXPECT_EQ(db.established[0].remote_port, 50000);
+  EXPECT_EQ(d.gateways[1].name, "lighttpd");
+  ASSERT_EQ(d.excluded.size(), 1u);
+  EXPECT_EQ(d.excluded[0].root, 300);
+  EXPECT_NE(d.excluded[0].reason.find("guest agent"), std::string::npos);
+  auto json = qmp::parse(to_json(d));
+  ASSERT_TRUE(json.ok()) << json.error().message;
+}
+
+TEST_F(Discovery_, ConfigIncludesAndExcludes) {
+  auto only_ssh = parse_config("# just ssh\ninclude port 2222\n");
+  ASSERT_TRUE(only_ssh.ok());
+  auto d = discover(snap_, *only_ssh, {300});
+  ASSERT_EQ(d.gateways.size(), 1u);
+  EXPECT_EQ(d.gateways[0].name, "dropbear");
+
+  auto no_web = parse_config("exclude exe /usr/sbin/lighttpd\n");
+  ASSERT_TRUE(no_web.ok());
+  d = discover(snap_, *no_web, {300});
+  ASSERT_EQ(d.gateways.size(), 1u);
+  EXPECT_EQ(d.gateways[0].name, "dropbear");
+  bool reported = false;
+  for (const auto& e : d.excluded) reported |= e.name == "lighttpd" && e.reason.find("excluded") != std::string::npos;
+  EXPECT_TRUE(reported);
+}
+
+TEST(Config, BadLinesAreRefused) {
+  for (const char* bad : {"include port 0", "exclude port 70000", "include port http", "exclude exe relative/path",
+                          "allow port 22", "include socket 22", "include port 22 23"}) {
+    auto c = parse_config(cat("# ok\n", bad, "\n"));
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(c.error().message.find("line 2"), std::string::npos) << c.error().message;
+  }
+  auto missing = load_config("/nonexistent/guest.conf");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_includes());
+}
+
+TEST(Identity, ElfBuildIdAndHash) {
+  auto self = identify("/proc/self/exe");
+  ASSERT_TRUE(self.ok()) << self.error().message;
+  EXPECT_EQ(self->build_id.size(), 40u) << "Debian's toolchain links with --build-id (SHA-1)";
+  EXPECT_TRUE(self->sha256.empty());
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(sys::write_file(*dir / "conf", "hello").ok());
+  auto conf = identify(*dir / "conf");
+  ASSERT_TRUE(conf.ok());
+  EXPECT_TRUE(conf->build_id.empty());
+  EXPECT_EQ(conf->sha256, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+  EXPECT_EQ(conf->size, 5u);
+  EXPECT_FALSE(identify(dir->path()).ok()) << "directories are not files";
+  EXPECT_EQ(elf_build_id("\x7f"
+                         "ELF garbage"),
+            "");
+  EXPECT_EQ(elf_build_id(""), "");
+}
+
+TEST(Identity, DifferencesAreNamed) {
+  FileIdentity a{"/usr/lib/libx.so", 100, "abcd", "", "map"};
+  FileIdentity b = a;
+  EXPECT_TRUE(same_file(a, b).ok());
+  b.size = 101;
+  auto e = same_file(a, b);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message.find("101 bytes here, 100 in the pack"), std::string::npos) << e.error().message;
+  b = a;
+  b.build_id = "ffff";
+  e = same_file(a, b);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.error().message.find("build-id ffff here, abcd in the pack"), std::string::npos);
+}
+
+Manifest sample_manifest() {
+  Manifest m;
+  m.hostname = "sl-guest";
+  m.kernel = "6.1.0-test";
+  m.criu_version = "3.17.1";
+  m.interfaces.push_back({"eth0", "52:54:00:5e:a0:0c", {"10.77.0.12/24"}});
+  m.routes.push_back({"default", "10.77.0.1", "eth0", false});
+  PackedGateway g;
+  g.root = 100;
+  g.name = "dropbear";
+  g.exe = "/usr/sbin/dropbear";
+  g.dir = "gw/100";
+  g.pids = {100, 120};
+  g.listening.push_back({"tcp", "0.0.0.0", 2222});
+  g.established.push_back({120, "10.77.0.12:2222", "10.77.0.1:50000"});
+  m.gateways.push_back(g);
+  m.files.push_back({"/usr/sbin/dropbear", 1234, "ab12", "", "exe"});
+  return m;
+}
+
+TEST(ManifestJson, RoundTrips) {
+  Manifest m = sample_manifest();
+  auto back = Manifest::parse(m.to_json());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->to_json(), m.to_json());
+  EXPECT_EQ(back->gateways[0].established[0].remote, "10.77.0.1:50000");
+  EXPECT_EQ(back->files[0].role, "exe");
+}
+
+TEST(ManifestJson, RefusesWhatItCannotTrust) {
+  auto refused = [](std::string json, const char* expect) {
+    auto m = Manifest::parse(json);
+    ASSERT_FALSE(m.ok()) << json;
+    EXPECT_NE(m.error().message.find(expect), std::string::npos) << m.error().message;
+  };
+  std::string good = sample_manifest().to_json();
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = good;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  refused(replace("\"format\":1", "\"format\":2"), "format 2 is not supported");
+  refused(replace("\"gw/100\"", "\"../../etc\""), "`..`");
+  refused(replace("\"gw/100\"", "\"/etc\""), "absolute path");
+  refused(replace("\"role\":\"exe\"", "\"role\":\"x\""), "unknown role");
+  refused(replace("\"path\":\"/usr/sbin/dropbear\"", "\"path\":\"usr/sbin/dropbear\""), "bad path");
+  refused(replace("\"root\":100", "\"root\":1"), "out of range");
+  refused(replace("\"hostname\":\"sl-guest\",", ""), "missing field `hostname`");
+  refused("[1,2]", "not an object");
+  refused("{\"format\":", "manifest");
+}
+
+// Fakes at the CRIU and netfilter boundaries.
+struct FakeCriu : Criu {
+  std::vector<pid_t> dumped;
+  std::vector<std::string> restored;  // image dirs
+  pid_t fail_dump_of = 0;
+  Result<void> dump(const DumpRequest& req) override {
+    if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, "criu dump failed: Error (test)");
+    dumped.push_back(req.root);
+    return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
+                           "image of " + std::to_string(req.root));
+  }
+  Result<pid_t> restore(const RestoreRequest& req) override {
+    auto img = std::filesystem::directory_iterator(req.images);
+    if (img == std::filesystem::directory_iterator())
+      return make_error(ErrorKind::Remote, "no images in `", req.images, "`");
+    restored.push_back(req.images);
+    return 4242;
+  }
+  Result<std::string> version() override { return std::string("3.17.1"); }
+};
+
+struct FakeNetfilter : Netfilter {
+  Activity activity;
+  bool watching = false;
+  int cleared = 0;
+  Result<void> watch(const std::vector<uint16_t>&, const std::vector<uint16_t>&) override {
+    watching = true;
+    return ok();
+  }
+  Result<Activity> read_watch() override { return activity; }
+  void unwatch() override { watching = false; }
+  Result<int> clear_criu_locks() override { return ++cleared; }
+};
+
+class GatewayOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Two "gateways" made of this very process, so that its maps and exe are real files.
+    pid_t self = ::getpid();
+    Process p;
+    p.stat.pid = self;
+    p.stat.ppid = 1;
+    p.stat.session = self;
+    p.stat.pgrp = self;
+    p.exe = std::filesystem::read_symlink("/proc/self/exe");
+    snap_.processes.emplace(self, p);
+    Gateway g;
+    g.root = self;
+    g.name = "first";
+    g.exe = p.exe;
+    g.pids = {self};
+    g.listening.push_back(NetSocket{Proto::Tcp, Family::V4, "0.0.0.0", "", 2222, 0, kTcpListen, 1});
+    gateways_.push_back(g);
+    env_.criu = &criu_;
+    env_.netfilter = &nf_;
+    env_.work_dir = work_.path();
+  }
+  void add_second(pid_t pid) {
+    Process p = snap_.processes.begin()->second;
+    p.stat.pid = pid;
+    snap_.processes.emplace(pid, p);
+    Gateway g = gateways_[0];
+    g.root = pid;
+    g.name = "second";
+    g.pids = {pid};
+    gateways_.push_back(g);
+  }
+  TempDir work_ = TempDir::create().value();
+  FakeCriu criu_;
+  FakeNetfilter nf_;
+  Env env_;
+  Snapshot snap_;
+  std::vector<Gateway> gateways_;
+};
+
+TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_FALSE(r->aborted);
+  EXPECT_FALSE(nf_.watching) << "the watch is removed";
+  EXPECT_GT(r->pack_bytes, 0u);
+  ASSERT_EQ(r->manifest.gateways.size(), 1u);
+  bool exe_recorded = false;
+  for (const auto& f : r->manifest.files) exe_recorded |= f.role == "exe" && !f.build_id.empty();
+  EXPECT_TRUE(exe_recorded);
+
+  auto back = restore(env_, pack);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_EQ(criu_.restored.size(), 1u);
+  EXPECT_EQ(back->restored[0].first, "first");
+  EXPECT_EQ(nf_.cleared, 1) << "CRIU's locks are cleared before the restore";
+}
+
+TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
+  nf_.activity.new_connections = 1;
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->aborted);
+  EXPECT_NE(r->abort_reason.find("1 new connection"), std::string::npos) << r->abort_reason;
+  EXPECT_EQ(criu_.restored.size(), 1u) << "restored in place";
+  EXPECT_FALSE(std::filesystem::exists(work_ / "out.pack"));
+}
+
+TEST_F(GatewayOps, AFailedDumpRestoresTheOnesBefore) {
+  add_second(::getpid() + 100000);
+  criu_.fail_dump_of = ::getpid() + 100000;
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("dumping gateway `second`"), std::string::npos) << r.error().message;
+  EXPECT_EQ(criu_.dumped.size(), 1u);
+  EXPECT_EQ(criu_.restored.size(), 1u) << "the first gateway went back";
+  EXPECT_FALSE(nf_.watching);
+}
+
+TEST_F(GatewayOps, RestoreRefusesAPackForOtherFiles) {
+  Manifest m = sample_manifest();
+  m.files = {FileIdentity{"/proc/self/exe", 1, "00", "", "exe"}};
+  auto dir = work_ / "src";
+  std::filesystem::create_directories(dir + "/gw/100");
+  ASSERT_TRUE(sys::write_file(dir + "/gw/100/core-100.img", "x").ok());
+  ASSERT_TRUE(write_pack(work_ / "bad.pack", m.to_json(), dir, {"gw/100/core-100.img"}).ok());
+  auto r = restore(env_, work_ / "bad.pack");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("does not match the pack"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(criu_.restored.empty());
+  EXPECT_EQ(nf_.cleared, 0) << "nothing touched";
+}
+
+TEST(NetfilterText, WatchCountersAndCriuLocks) {
+  auto a = parse_watch_counters(
+      "Chain SEAMLESS-WATCH (1 references)\n"
+      "    pkts      bytes target     prot opt in     out     source               destination\n"
+      "       2      120 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0  tcp flags:0x17/0x02 "
+      "multiport dports 2222\n"
+      "       0        0 RETURN     6    --  *      *       0.0.0.0/0            0.0.0.0/0  tcp flags:!0x17/0x02 tcp "
+      "flags:0x08/0x08 multiport dports 2222\n"
+      "       5      500 RETURN     17   --  *      *       0.0.0.0/0            0.0.0.0/0  multiport dports 0\n");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->new_connections, 2u);
+  EXPECT_EQ(a->data_packets, 0u);
+  EXPECT_EQ(a->datagrams, 5u);
+  EXPECT_TRUE(a->any());
+  EXPECT_FALSE(parse_watch_counters("Chain X\n").ok());
+
+  auto dels = criu_lock_deletions(
+      "*raw\n-A PREROUTING -j SEAMLESS-WATCH\nCOMMIT\n*filter\n:INPUT ACCEPT [0:0]\n"
+      "-A INPUT -s 10.77.0.1/32 -d 10.77.0.12/32 -p tcp -m tcp --sport 50000 --dport 2222 -m mark ! --mark 0xc114 -j "
+      "DROP\n"
+      "-A INPUT -p tcp --dport 22 -j ACCEPT\n"
+      "-A OUTPUT -s 10.77.0.12/32 -d 10.77.0.1/32 -p tcp -m tcp --sport 2222 --dport 50000 -m mark ! --mark 0xc114 -j "
+      "DROP\n"
+      "COMMIT\n");
+  ASSERT_EQ(dels.size(), 2u);
+  EXPECT_EQ(dels[0][0], "-D");
+  EXPECT_EQ(dels[0][1], "INPUT");
+  EXPECT_EQ(dels[1][1], "OUTPUT");
+  EXPECT_EQ(dels[1].back(), "DROP");
+}
+
+}  // namespace
+}  // namespace seamless::guest
