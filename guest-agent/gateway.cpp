@@ -152,7 +152,11 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     std::filesystem::remove_all(images, ec);
   };
 
-  SL_TRY_CTX(env.netfilter->watch(tcp_ports, udp_ports), "watching the gateways' ports");
+  if (auto w = env.netfilter->watch(tcp_ports, udp_ports); !w.ok()) {
+    env.netfilter->unwatch();
+    cleanup();
+    return std::move(w).error().wrap("watching the gateways' ports");
+  }
   std::vector<PackedGateway> dumped;
   for (const auto& g : m.gateways) {
     DumpRequest req;
@@ -161,11 +165,23 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     req.shell_job = g.shell_job;
     std::filesystem::create_directories(req.images);
     if (auto d = env.criu->dump(req); !d.ok()) {
+      // CRIU leaves a tree it failed to dump running. A connection waiting in the accept
+      // queue makes it fail, and so is user activity like the watched packets.
+      auto seen = env.netfilter->read_watch();
       env.netfilter->unwatch();
+      bool in_flight = d.error().message.find("In-flight connection") != std::string::npos;
       auto back = restore_in_place(env, images, dumped);
+      if (back.ok() && (in_flight || (seen.ok() && seen->any()))) {
+        result.aborted = true;
+        result.abort_reason = cat("user activity during the dump: ",
+                                  seen.ok() && seen->any() ? seen->describe() : "a connection waiting to be accepted");
+        result.dump_seconds = seconds_since(t0);
+        cleanup();
+        return result;
+      }
       Error e = std::move(d).error().wrap(cat("dumping gateway `", g.name, "` (pid ", g.root, ")"));
       if (!back.ok()) e = e.wrap(cat("and putting the others back failed too: ", back.error().message, ";"));
-      if (back.ok()) cleanup();  // on a double failure the images are all that is left
+      // The images directory stays: it holds the CRIU log the message names.
       return e;
     }
     dumped.push_back(g);

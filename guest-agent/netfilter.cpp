@@ -82,8 +82,8 @@ Result<void> Iptables::watch(const std::vector<uint16_t>& tcp, const std::vector
     // multiport takes up to 15 ports; an empty list still needs a rule (it never matches).
     const std::string tp = tcp.empty() ? "0" : port_list(tcp), up = udp.empty() ? "0" : port_list(udp);
     SL_TRY(t({"-A", kChain, "-p", "tcp", "--syn", "-m", "multiport", "--dports", tp, "-j", "RETURN"}));
-    SL_TRY(t({"-A", kChain, "-p", "tcp", "!", "--syn", "--tcp-flags", "PSH", "PSH", "-m", "multiport", "--dports", tp,
-              "-j", "RETURN"}));
+    SL_TRY(t({"-A", kChain, "-p", "tcp", "--tcp-flags", "SYN,PSH", "PSH", "-m", "multiport", "--dports", tp, "-j",
+              "RETURN"}));
     SL_TRY(t({"-A", kChain, "-p", "udp", "-m", "multiport", "--dports", up, "-j", "RETURN"}));
     SL_TRY(t({"-I", "PREROUTING", "1", "-j", kChain}));
   }

@@ -126,6 +126,8 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
                                    "user,id=n0,restrict=on",
                                    "-device",
                                    "virtio-net,netdev=n0,mac=" + Testbed::guest_mac(spec.index)};
+  auto tools = SL_TRY(make_tools_disk(spec, vm->dir_.path()));
+  if (!tools.empty()) argv.insert(argv.end(), {"-drive", "file=" + tools + ",if=virtio,format=raw,readonly=on"});
   SpawnOptions opts;
   opts.stdout_path = vm->dir_ / "qemu.log";
   opts.stderr_path = vm->dir_ / "qemu.log";
@@ -189,9 +191,32 @@ Result<std::unique_ptr<qmp::QgaSocket>> DirectVm::wait_for_agent(Millis timeout)
   }
 }
 
+Result<std::string> make_tools_disk(const VmSpec& spec, const std::string& dir) {
+  if (spec.tools.empty()) return std::string();
+  const std::string staging = dir + "/tools", image = dir + "/tools.img";
+  std::filesystem::create_directories(staging + "/bin");
+  uintmax_t bytes = 0;
+  for (const auto& tool : spec.tools) {
+    const auto name = std::filesystem::path(tool).filename();
+    std::error_code ec;
+    std::filesystem::copy_file(tool, staging + "/bin/" + name.string(),
+                               std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec) return make_error(ErrorKind::System, "copying `", tool, "` onto the tools disk: ", ec.message());
+    bytes += std::filesystem::file_size(tool);
+  }
+  const auto mib = std::to_string(bytes / (1 << 20) * 2 + 16) + "M";
+  SL_TRY(run_ok({"mke2fs", "-q", "-F", "-t", "ext4", "-d", staging, image, mib}));
+  return image;
+}
+
 Result<std::string> render_domain_xml(const std::string& template_path, const Testbed& bed, const VmSpec& spec,
-                                      const std::string& disk, const std::string& console) {
+                                      const std::string& disk, const std::string& console,
+                                      const std::string& tools_disk) {
   auto xml = SL_TRY(sys::read_file(template_path));
+  const std::string tools_xml =
+      tools_disk.empty() ? ""
+                         : cat("<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='",
+                               tools_disk, "'/><target dev='vdb' bus='virtio'/><readonly/></disk>");
   const std::map<std::string, std::string> values = {
       {"@NAME@", spec.name},
       {"@MEMORY_MIB@", std::to_string(spec.memory_mib)},
@@ -202,6 +227,7 @@ Result<std::string> render_domain_xml(const std::string& template_path, const Te
       {"@CONSOLE_LOG@", console},
       {"@MAC@", Testbed::guest_mac(spec.index)},
       {"@BRIDGE@", bed.bridge},
+      {"@TOOLS_DISK@", tools_xml},
   };
   for (const auto& [key, value] : values)
     for (size_t at; (at = xml.find(key)) != std::string::npos;) xml.replace(at, key.size(), value);
@@ -226,7 +252,8 @@ Result<std::unique_ptr<LibvirtVm>> LibvirtVm::boot(const Testbed& bed, const VmS
   std::string disk = vm->dir_ / "disk.qcow2";
   vm->console_ = vm->dir_ / "console.log";
   SL_TRY(make_overlay(bed, disk));
-  auto xml = SL_TRY(render_domain_xml(testbed_dir() + "/domain.xml.in", bed, spec, disk, vm->console_));
+  auto tools = SL_TRY(make_tools_disk(spec, vm->dir_.path()));
+  auto xml = SL_TRY(render_domain_xml(testbed_dir() + "/domain.xml.in", bed, spec, disk, vm->console_, tools));
   vm->domain_.emplace(SL_TRY(vm->conn_.define_and_start(xml)));
   return vm;
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/process.h"
 #include "common/tempdir.h"
@@ -36,6 +37,9 @@ struct VmSpec {
   int index = 0;  // picks MAC/IP
   int memory_mib = 512;
   std::string services = "dropbear";
+  // Host files (built binaries) the guest finds in /opt/seamless/bin and on its PATH:
+  // they ride on a small read-only second disk, so the cached image stays unchanged.
+  std::vector<std::string> tools;
 };
 
 // QEMU started directly with its own QMP and QGA sockets (TCG), in a memory cgroup of
@@ -95,8 +99,12 @@ struct LibvirtGuest {
 // the guest agent answers a few seconds before they listen.
 Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline);
 
+// Builds DIR/tools.img from spec.tools; "" when there are none.
+Result<std::string> make_tools_disk(const VmSpec& spec, const std::string& dir);
+
 // Renders the domain XML template with the given values (exposed for unit tests).
 Result<std::string> render_domain_xml(const std::string& template_path, const Testbed& bed, const VmSpec& spec,
-                                      const std::string& disk, const std::string& console);
+                                      const std::string& disk, const std::string& console,
+                                      const std::string& tools_disk = "");
 
 }  // namespace seamless::test

@@ -291,8 +291,9 @@ struct FakeCriu : Criu {
   std::vector<pid_t> dumped;
   std::vector<std::string> restored;  // image dirs
   pid_t fail_dump_of = 0;
+  std::string failure = "criu dump failed: Error (test)";
   Result<void> dump(const DumpRequest& req) override {
-    if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, "criu dump failed: Error (test)");
+    if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, failure);
     dumped.push_back(req.root);
     return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
                            "image of " + std::to_string(req.root));
@@ -399,6 +400,17 @@ TEST_F(GatewayOps, AFailedDumpRestoresTheOnesBefore) {
   EXPECT_EQ(criu_.dumped.size(), 1u);
   EXPECT_EQ(criu_.restored.size(), 1u) << "the first gateway went back";
   EXPECT_FALSE(nf_.watching);
+}
+
+TEST_F(GatewayOps, AConnectionWaitingToBeAcceptedIsActivity) {
+  add_second(::getpid() + 100000);
+  criu_.fail_dump_of = ::getpid() + 100000;
+  criu_.failure = "Error (criu/sk-inet.c:174): inet: In-flight connection (l) for 31e0";
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->aborted);
+  EXPECT_NE(r->abort_reason.find("waiting to be accepted"), std::string::npos) << r->abort_reason;
+  EXPECT_EQ(criu_.restored.size(), 1u) << "the first gateway went back";
 }
 
 TEST_F(GatewayOps, RestoreRefusesAPackForOtherFiles) {

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+// Integration: seamless-guest inside a real TCG guest on the OVS bridge, run through
+// qemu-guest-agent as the host will run it. An SSH session opened from the client
+// namespace survives dump + restore in place (typed into before and after); the pack's
+// manifest names the gateway, its connection and its files; user activity during a dump
+// aborts it and leaves the gateway answering; prewarm works; a damaged pack is refused.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/process.h"
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "guest-agent/manifest.h"
+#include "guest-agent/pack.h"
+#include "qmp/guest.h"
+#include "qmp/json.h"
+#include "tests/support/testbed.h"
+
+namespace seamless::guest {
+namespace {
+
+constexpr int kIndex = 14;
+constexpr const char* kName = "sl-guest-agent";
+
+// An interactive SSH session from the client namespace: typed into through a FIFO,
+// its output collected in a file.
+class SshSession {
+ public:
+  static Result<std::unique_ptr<SshSession>> open(const test::Testbed& bed, const std::string& key,
+                                                  const std::string& dir) {
+    std::unique_ptr<SshSession> s(new SshSession());
+    s->fifo_ = dir + "/ssh.in";
+    s->out_ = dir + "/ssh.out";
+    ::unlink(s->fifo_.c_str());
+    if (::mkfifo(s->fifo_.c_str(), 0600) != 0) return errno_error("mkfifo");
+    // O_RDWR: opening does not wait for the reader, and the FIFO never sees EOF.
+    s->in_ = UniqueFd(::open(s->fifo_.c_str(), O_RDWR | O_CLOEXEC));
+    if (!s->in_.valid()) return errno_error("open fifo");
+    const std::string cmd =
+        cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
+            " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p 2222 root@",
+            bed.guest_ip(kIndex), " < ", s->fifo_, " > ", s->out_, " 2>&1");
+    s->ssh_ = SL_TRY(ChildProcess::spawn({"/bin/sh", "-c", cmd}));
+    return s;
+  }
+  // Types a line and waits for `expect` in the output.
+  Result<void> type(const std::string& line, const std::string& expect, Millis timeout = Millis(60000)) {
+    SL_TRY(sys::write_all(in_.get(), line + "\n", Deadline(Millis(5000))));
+    for (Deadline d(timeout); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
+      auto out = sys::read_file(out_);
+      if (out.ok() && out->find(expect) != std::string::npos) return ok();
+      if (!ssh_.running()) break;
+    }
+    auto out = sys::read_file(out_);
+    return make_error(ErrorKind::Timeout, "`", expect, "` did not appear in the SSH session (ssh ",
+                      ssh_.running() ? "running" : "exited", "); it printed: ", out.ok() ? *out : "nothing");
+  }
+  bool alive() { return ssh_.running(); }
+
+ private:
+  std::string fifo_, out_;
+  UniqueFd in_;
+  ChildProcess ssh_;
+};
+
+class GuestAgent : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    test::VmSpec spec;
+    spec.name = kName;
+    spec.index = kIndex;
+    spec.services = "dropbear";
+    spec.tools = {SEAMLESS_GUEST_BIN};
+    auto g = test::LibvirtGuest::boot(spec);
+    if (!g.ok()) return fail(g.error().message);
+    guest_ = std::move(g).value();
+    auto dir = TempDir::create();
+    if (!dir.ok()) return fail(dir.error().message);
+    dir_ = std::make_unique<TempDir>(std::move(dir).value());
+    key_ = *dir_ / "id";
+    if (auto k = run_ok({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key_}); !k.ok())
+      return fail(k.error().message);
+    auto pub = sys::read_file(key_ + ".pub");
+    if (!pub.ok()) return fail(pub.error().message);
+    if (auto w = qmp::guest_run_ok(*guest_->agent, "/bin/mkdir", {"-p", "-m", "700", "/root/.ssh"}); !w.ok())
+      return fail(w.error().message);
+    if (auto w = qmp::write_guest_file(*guest_->agent, "/root/.ssh/authorized_keys", *pub); !w.ok())
+      return fail(w.error().message);
+    // The agent creates files world-writable; dropbear ignores such key files.
+    if (auto w = qmp::guest_run_ok(*guest_->agent, "/bin/chmod", {"600", "/root/.ssh/authorized_keys"}); !w.ok())
+      return fail(w.error().message);
+  }
+  static void TearDownTestSuite() {
+    guest_.reset();
+    dir_.reset();
+  }
+  static void fail(const std::string& why) { setup_error_ = why; }
+  void SetUp() override { SL_REQUIRE(guest_ != nullptr, setup_error_); }
+
+  // Runs seamless-guest in the guest; returns its exit code and parsed JSON output.
+  struct Out {
+    int64_t code = -1;
+    qmp::Json json;
+    std::string text;
+  };
+  static Out helper(std::vector<std::string> args, Millis timeout = Millis(180000)) {
+    qmp::RunOptions ro;
+    ro.timeout = timeout;
+    auto st = qmp::guest_run(*guest_->agent, "/usr/sbin/seamless-guest", args, ro);
+    Out o;
+    if (!st.ok()) {
+      o.text = st.error().message;
+      return o;
+    }
+    o.code = st->exitcode.value_or(-1);
+    o.text = st->out + st->err;
+    if (auto j = qmp::parse(st->out); j.ok()) o.json = std::move(j).value();
+    return o;
+  }
+  static bool ssh_answers() {
+    auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",
+                  cat("exec 3<>/dev/tcp/", guest_->bed.guest_ip(kIndex), "/2222; head -c 4 <&3")});
+    return r.ok() && r->out == "SSH-";
+  }
+
+  static inline std::string setup_error_, key_;
+  static inline std::unique_ptr<test::LibvirtGuest> guest_;
+  static inline std::unique_ptr<TempDir> dir_;
+};
+
+TEST_F(GuestAgent, DiscoverFindsDropbearAndLeavesTheAgentOut) {
+  auto o = helper({"discover"});
+  ASSERT_EQ(o.code, 0) << o.text;
+  const auto& gws = o.json.root()["gateways"];
+  ASSERT_TRUE(gws.IsArray()) << o.text;
+  bool dropbear = false;
+  for (const auto& g : gws.GetArray()) {
+    std::string exe = g["exe"].GetString();
+    EXPECT_EQ(exe.find("qemu-ga"), std::string::npos) << "the guest agent is never a gateway";
+    if (exe == "/usr/sbin/dropbear") {
+      dropbear = true;
+      bool port = false;
+      for (const auto& l : g["listening"].GetArray()) port |= l["port"].GetInt() == 2222;
+      EXPECT_TRUE(port) << o.text;
+    }
+  }
+  EXPECT_TRUE(dropbear) << o.text;
+}
+
+TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
+  auto ssh = SshSession::open(guest_->bed, key_, dir_->path());
+  ASSERT_TRUE(ssh.ok()) << ssh.error().message;
+  auto typed = (*ssh)->type("echo before-$((20+22))", "before-42");
+  ASSERT_TRUE(typed.ok()) << typed.error().message;
+
+  auto dumped = helper({"dump", "--port", "2222", "--out", "/run/test.pack"});
+  ASSERT_EQ(dumped.code, 0) << dumped.text;
+  ASSERT_TRUE(dumped.json.root()["ok"].GetBool()) << dumped.text;
+  EXPECT_FALSE(ssh_answers()) << "the gateway is gone from the guest while dumped";
+
+  // The pack, read out as the host will: its manifest names the gateway, the open
+  // session and the files.
+  auto bytes = qmp::read_guest_file(*guest_->agent, "/run/test.pack");
+  ASSERT_TRUE(bytes.ok()) << bytes.error().message;
+  ASSERT_TRUE(sys::write_file(*dir_ / "test.pack", *bytes).ok());
+  auto text = unpack(*dir_ / "test.pack", *dir_ / "unpacked");
+  ASSERT_TRUE(text.ok()) << text.error().message;
+  auto m = Manifest::parse(*text);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(m->hostname, kName);
+  ASSERT_EQ(m->gateways.size(), 1u);
+  EXPECT_EQ(m->gateways[0].exe, "/usr/sbin/dropbear");
+  ASSERT_EQ(m->gateways[0].established.size(), 1u) << "the SSH session";
+  EXPECT_NE(m->gateways[0].established[0].remote.find(guest_->bed.client_ip), std::string::npos);
+  bool mac = false;
+  for (const auto& i : m->interfaces) mac |= i.mac == test::Testbed::guest_mac(kIndex);
+  EXPECT_TRUE(mac);
+  bool libc = false;
+  for (const auto& f : m->files) libc |= f.path.find("libc.so") != std::string::npos && !f.build_id.empty();
+  EXPECT_TRUE(libc) << "mapped libraries are identified by build-id";
+  EXPECT_TRUE(std::filesystem::exists(*dir_ / ("unpacked/" + m->gateways[0].dir)));
+
+  auto warm = helper({"prewarm", "/run/test.pack"});
+  EXPECT_EQ(warm.code, 0) << warm.text;
+
+  auto restored = helper({"restore", "/run/test.pack"});
+  ASSERT_EQ(restored.code, 0) << restored.text;
+  typed = (*ssh)->type("echo after-$((50+5))", "after-55");
+  EXPECT_TRUE(typed.ok()) << typed.error().message;
+  EXPECT_TRUE(ssh_answers()) << "new connections are accepted again";
+  EXPECT_TRUE((*ssh)->alive());
+}
+
+TEST_F(GuestAgent, ActivityDuringTheDumpAbortsIt) {
+  // A client keeps opening connections while the dump runs.
+  auto client = ChildProcess::spawn({"ip", "netns", "exec", guest_->bed.netns, "bash", "-c",
+                                     cat("while :; do timeout 2 bash -c 'exec 3<>/dev/tcp/",
+                                         guest_->bed.guest_ip(kIndex), "/2222' 2>/dev/null; sleep 0.05; done")});
+  ASSERT_TRUE(client.ok());
+  std::this_thread::sleep_for(Millis(500));
+  auto dumped = helper({"dump", "--port", "2222", "--out", "/run/busy.pack"});
+  client->stop(Millis(0));
+  EXPECT_EQ(dumped.code, 3) << dumped.text;
+  EXPECT_FALSE(dumped.json.root()["ok"].GetBool()) << dumped.text;
+  EXPECT_NE(dumped.text.find("new connection"), std::string::npos) << dumped.text;
+  EXPECT_TRUE(ssh_answers()) << "the gateway was put back in place";
+  auto gone = qmp::guest_run(*guest_->agent, "/bin/test", {"-e", "/run/busy.pack"});
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(gone->exitcode.value_or(0), 1) << "no pack is left behind";
+}
+
+TEST_F(GuestAgent, DamagedPacksAreRefused) {
+  auto dumped = helper({"dump", "--port", "2222", "--out", "/run/good.pack"});
+  ASSERT_EQ(dumped.code, 0) << dumped.text;
+  auto cut =
+      qmp::guest_run_ok(*guest_->agent, "/bin/sh",
+                        {"-c", "head -c $(( $(stat -c %s /run/good.pack) / 2 )) /run/good.pack > /run/cut.pack"});
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  auto refused = helper({"restore", "/run/cut.pack"});
+  EXPECT_EQ(refused.code, 1) << refused.text;
+  EXPECT_NE(refused.text.find("truncated"), std::string::npos) << refused.text;
+  auto missing = helper({"restore", "/run/nonexistent.pack"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.text.find("/run/nonexistent.pack"), std::string::npos) << missing.text;
+  auto restored = helper({"restore", "/run/good.pack"});
+  ASSERT_EQ(restored.code, 0) << restored.text;
+  EXPECT_TRUE(ssh_answers());
+}
+
+}  // namespace
+}  // namespace seamless::guest
