@@ -2,10 +2,12 @@
 // dump / restore / prewarm of gateways inside the guest.
 #include "guest-agent/gateway.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -72,6 +74,31 @@ std::vector<std::string> list_files(const std::string& root) {
   return out;
 }
 
+// CRIU injects code that needs a few free descriptors in each process.
+constexpr uint64_t kFdsForCriu = 64;
+
+// Raises the open-files limit of the gateway's processes that sandbox themselves below
+// what CRIU needs; returns what they had.
+std::vector<FdLimit> raise_fd_limits(const std::vector<pid_t>& pids) {
+  std::vector<FdLimit> out;
+  for (pid_t pid : pids) {
+    rlimit old{};
+    if (::prlimit(pid, RLIMIT_NOFILE, nullptr, &old) != 0 || old.rlim_cur >= kFdsForCriu) continue;
+    rlimit raised{kFdsForCriu, std::max<rlim_t>(old.rlim_max, kFdsForCriu)};
+    if (::prlimit(pid, RLIMIT_NOFILE, &raised, nullptr) == 0) out.push_back({pid, old.rlim_cur, old.rlim_max});
+  }
+  return out;
+}
+
+// Sets the limits back once the processes run again (CRIU keeps their pids).
+void lower_fd_limits(const std::vector<FdLimit>& limits) {
+  for (const auto& l : limits) {
+    rlimit old{rlim_t(l.soft), rlim_t(l.hard)};
+    if (::prlimit(l.pid, RLIMIT_NOFILE, &old, nullptr) != 0)
+      SL_LOG(Warn, kModule, "setting the open-files limit of pid ", l.pid, " back: ", std::strerror(errno));
+  }
+}
+
 // Puts dumped gateways back where they were (after a failure or user activity).
 Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
   if (dumped.empty()) return ok();
@@ -81,6 +108,7 @@ Result<void> restore_in_place(Env& env, const std::string& images_root, const st
     req.images = images_root + "/" + g.dir;
     req.shell_job = g.shell_job;
     SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
+    lower_fd_limits(g.fd_limits);
   }
   return ok();
 }
@@ -158,13 +186,15 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     return std::move(w).error().wrap("watching the gateways' ports");
   }
   std::vector<PackedGateway> dumped;
-  for (const auto& g : m.gateways) {
+  for (auto& g : m.gateways) {
     DumpRequest req;
     req.root = g.root;
     req.images = images + "/" + g.dir;
     req.shell_job = g.shell_job;
     std::filesystem::create_directories(req.images);
+    g.fd_limits = raise_fd_limits(g.pids);
     if (auto d = env.criu->dump(req); !d.ok()) {
+      lower_fd_limits(g.fd_limits);
       // CRIU leaves a tree it failed to dump running. A connection waiting in the accept
       // queue makes it fail, and so is user activity like the watched packets.
       auto seen = env.netfilter->read_watch();
@@ -179,7 +209,12 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
         cleanup();
         return result;
       }
-      Error e = std::move(d).error().wrap(cat("dumping gateway `", g.name, "` (pid ", g.root, ")"));
+      Error e = std::move(d).error();
+      if (e.message.find("Can't dump nested") != std::string::npos)
+        e =
+            e.wrap(cat("it runs processes in namespaces of their own, which CRIU cannot checkpoint (for vsftpd set "
+                       "isolate=NO and isolate_network=NO)"));
+      e = e.wrap(cat("dumping gateway `", g.name, "` (pid ", g.root, ")"));
       if (!back.ok()) e = e.wrap(cat("and putting the others back failed too: ", back.error().message, ";"));
       // The images directory stays: it holds the CRIU log the message names.
       return e;
@@ -234,6 +269,7 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
       req.images = dir + "/" + g.dir;
       req.shell_job = g.shell_job;
       pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
+      lower_fd_limits(g.fd_limits);
       r.restored.emplace_back(g.name, pid);
     }
     return r;

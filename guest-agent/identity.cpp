@@ -3,11 +3,14 @@
 #include "guest-agent/identity.h"
 
 #include <elf.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 
 #include "common/encoding.h"
+#include "common/fd.h"
 #include "common/sys.h"
 
 namespace seamless::guest {
@@ -70,12 +73,25 @@ Result<FileIdentity> identify(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return errno_error(cat("stat `", path, "`"));
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "`", path, "` is not a regular file");
-  auto data = SL_TRY(sys::read_file(path, size_t(1) << 30));
   FileIdentity id;
   id.path = path;
-  id.size = data.size();
-  id.build_id = elf_build_id(data);
-  if (id.build_id.empty()) id.sha256 = sha256_hex(data);
+  id.size = uint64_t(st.st_size);
+  {
+    // The ELF and program headers and the build-id note sit at the start of the file:
+    // libraries are identified without reading them whole (slow under TCG).
+    UniqueFd fd = SL_TRY(sys::open(path, O_RDONLY));
+    std::string head(64 << 10, '\0');
+    ssize_t n = ::pread(fd.get(), head.data(), head.size(), 0);
+    if (n < 0) return errno_error(cat("read `", path, "`"));
+    head.resize(size_t(n));
+    id.build_id = elf_build_id(head);
+  }
+  if (id.build_id.empty()) {
+    auto data = SL_TRY(sys::read_file(path, size_t(1) << 30));
+    id.size = data.size();
+    id.build_id = elf_build_id(data);
+    if (id.build_id.empty()) id.sha256 = sha256_hex(data);
+  }
   return id;
 }
 

@@ -82,6 +82,12 @@ Result<PackedGateway> parse_gateway(const Value& g) {
     conn.remote = SL_TRY(qmp::get_string(c, "remote"));
     out.established.push_back(std::move(conn));
   }
+  for (const auto& l : SL_TRY(array_field(g, "fd_limits"))->GetArray()) {
+    SL_TRY(check_object(l, "fd limit"));
+    out.fd_limits.push_back(FdLimit{pid_t(SL_TRY(bounded_int(l, "pid", 1, 4194304))),
+                                    uint64_t(SL_TRY(bounded_int(l, "soft", 0, int64_t(1) << 30))),
+                                    uint64_t(SL_TRY(bounded_int(l, "hard", 0, int64_t(1) << 30)))});
+  }
   return out;
 }
 
@@ -112,6 +118,11 @@ std::string Manifest::to_json() const {
     w.raw("established", array_json(g.established, [](const Connection& c) {
             qmp::ArgWriter x;
             x.num("pid", c.pid).str("local", c.local).str("remote", c.remote);
+            return x.finish();
+          }));
+    w.raw("fd_limits", array_json(g.fd_limits, [](const FdLimit& l) {
+            qmp::ArgWriter x;
+            x.num("pid", l.pid).num("soft", int64_t(l.soft)).num("hard", int64_t(l.hard));
             return x.finish();
           }));
     return w.finish();

@@ -39,6 +39,13 @@ struct Connection {
   std::string local, remote;  // "addr:port" / "[addr]:port"
 };
 
+// A process's own open-files limit, lowered below what CRIU needs to inject its parasite
+// (vsftpd sandboxes sessions that way): raised for the dump, set back after a restore.
+struct FdLimit {
+  pid_t pid = 0;
+  uint64_t soft = 0, hard = 0;
+};
+
 struct PackedGateway {
   pid_t root = 0;
   std::string name, exe;
@@ -47,6 +54,7 @@ struct PackedGateway {
   std::vector<pid_t> pids;
   std::vector<Endpoint> listening;
   std::vector<Connection> established;
+  std::vector<FdLimit> fd_limits;
 };
 
 struct Manifest {

@@ -31,19 +31,18 @@ constexpr const char* kName = "sl-guest-agent";
 class SshSession {
  public:
   static Result<std::unique_ptr<SshSession>> open(const test::Testbed& bed, const std::string& key,
-                                                  const std::string& dir) {
+                                                  const std::string& dir, int port = 2222) {
     std::unique_ptr<SshSession> s(new SshSession());
-    s->fifo_ = dir + "/ssh.in";
-    s->out_ = dir + "/ssh.out";
+    s->fifo_ = cat(dir, "/ssh-", port, ".in");
+    s->out_ = cat(dir, "/ssh-", port, ".out");
     ::unlink(s->fifo_.c_str());
     if (::mkfifo(s->fifo_.c_str(), 0600) != 0) return errno_error("mkfifo");
     // O_RDWR: opening does not wait for the reader, and the FIFO never sees EOF.
     s->in_ = UniqueFd(::open(s->fifo_.c_str(), O_RDWR | O_CLOEXEC));
     if (!s->in_.valid()) return errno_error("open fifo");
-    const std::string cmd =
-        cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
-            " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p 2222 root@",
-            bed.guest_ip(kIndex), " < ", s->fifo_, " > ", s->out_, " 2>&1");
+    const std::string cmd = cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
+                                " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p ",
+                                port, " root@", bed.guest_ip(kIndex), " < ", s->fifo_, " > ", s->out_, " 2>&1");
     s->ssh_ = SL_TRY(ChildProcess::spawn({"/bin/sh", "-c", cmd}));
     return s;
   }
@@ -73,7 +72,7 @@ class GuestAgent : public ::testing::Test {
     test::VmSpec spec;
     spec.name = kName;
     spec.index = kIndex;
-    spec.services = "dropbear";
+    spec.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
     spec.tools = {SEAMLESS_GUEST_BIN};
     auto g = test::LibvirtGuest::boot(spec);
     if (!g.ok()) return fail(g.error().message);
@@ -193,6 +192,83 @@ TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
   EXPECT_TRUE(typed.ok()) << typed.error().message;
   EXPECT_TRUE(ssh_answers()) << "new connections are accepted again";
   EXPECT_TRUE((*ssh)->alive());
+}
+
+// Reads from fd until `expect` shows up; returns everything read.
+Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000)) {
+  std::string got;
+  char buf[4096];
+  for (Deadline d(timeout); got.find(expect) == std::string::npos;) {
+    auto n = sys::read_some(fd, buf, sizeof buf, d);
+    if (!n.ok()) return n.error().wrap(cat("waiting for `", expect, "` (got `", got, "`)"));
+    if (*n == 0) return make_error(ErrorKind::Closed, "connection closed before `", expect, "` (got `", got, "`)");
+    got.append(buf, *n);
+  }
+  return got;
+}
+
+// Each gateway of the template, ZDTM style: a connection opened before the move is used
+// again after it, and new connections are accepted. The pack holds just that gateway.
+TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
+  const std::string ip = guest_->bed.guest_ip(kIndex);
+  const std::string http_get = "GET /info.php HTTP/1.1\r\nHost: guest\r\nConnection: keep-alive\r\n\r\n";
+  struct Case {
+    const char* exe;
+    uint16_t port;
+  };
+  for (const Case& c : {Case{"/usr/sbin/sshd", 22}, Case{"/usr/sbin/lighttpd", 80}, Case{"/usr/sbin/apache2", 8080},
+                        Case{"/usr/sbin/vsftpd", 21}}) {
+    SCOPED_TRACE(c.exe);
+    const bool http = c.port == 80 || c.port == 8080;
+    std::unique_ptr<SshSession> ssh;
+    UniqueFd conn;
+    if (c.port == 22) {
+      auto s = SshSession::open(guest_->bed, key_, dir_->path(), 22);
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      ssh = std::move(s).value();
+      auto typed = ssh->type("echo sshd-$((40+2))", "sshd-42");
+      ASSERT_TRUE(typed.ok()) << typed.error().message;
+    } else {
+      auto fd = guest_->bed.connect_from_client(ip, c.port);
+      ASSERT_TRUE(fd.ok()) << fd.error().message;
+      conn = std::move(fd).value();
+      if (http) {
+        ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
+        auto got = read_until(conn.get(), "php ok");
+        ASSERT_TRUE(got.ok()) << got.error().message;
+      } else {
+        auto got = read_until(conn.get(), "220");
+        ASSERT_TRUE(got.ok()) << got.error().message;
+      }
+    }
+    const std::string pack = cat("/run/gw-", c.port, ".pack");
+    auto t0 = Clock::now();
+    auto dumped = helper({"dump", "--port", std::to_string(c.port), "--out", pack});
+    std::printf("%s: dump %.1f s\n", c.exe, seconds_since(t0));
+    ASSERT_EQ(dumped.code, 0) << dumped.text;
+    const auto& gws = dumped.json.root()["gateways"];
+    ASSERT_EQ(gws.Size(), 1u) << dumped.text;
+    EXPECT_GE(gws[0]["connections"].GetInt(), 1) << dumped.text;
+    t0 = Clock::now();
+    auto restored = helper({"restore", pack});
+    std::printf("%s: restore %.1f s\n", c.exe, seconds_since(t0));
+    ASSERT_EQ(restored.code, 0) << restored.text;
+    if (ssh) {
+      auto typed = ssh->type("echo sshd-again-$((50+5))", "sshd-again-55");
+      EXPECT_TRUE(typed.ok()) << typed.error().message;
+    } else if (http) {
+      ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
+      auto got = read_until(conn.get(), "php ok");
+      EXPECT_TRUE(got.ok()) << "the keep-alive connection stays open: " << got.error().message;
+    } else {
+      // Before login vsftpd answers USER with 331 (a password is wanted).
+      ASSERT_TRUE(sys::write_all(conn.get(), "USER ftp\r\n", Deadline(Millis(5000))).ok());
+      auto got = read_until(conn.get(), "331");
+      EXPECT_TRUE(got.ok()) << "the FTP control connection stays open: " << got.error().message;
+    }
+    auto fresh = guest_->bed.connect_from_client(ip, c.port);
+    EXPECT_TRUE(fresh.ok()) << "new connections are accepted again: " << fresh.error().message;
+  }
 }
 
 TEST_F(GuestAgent, ActivityDuringTheDumpAbortsIt) {

@@ -2,7 +2,12 @@
 // Test bed environment and template VMs for integration tests.
 #include "tests/support/testbed.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,6 +67,35 @@ Result<Testbed> Testbed::load() {
   SL_TRY(need("CLIENT_IP", &bed.client_ip));
   SL_TRY(need("RUN_DIR", &bed.run_dir));
   return bed;
+}
+
+Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t port, Millis timeout) const {
+  // setns() moves only the calling thread, so a short-lived thread makes the socket.
+  Result<UniqueFd> out = make_error(ErrorKind::System, "not run");
+  std::thread([&] {
+    UniqueFd ns(::open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid()) {
+      out = errno_error(cat("open netns `", netns, "`"));
+      return;
+    }
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      out = errno_error(cat("setns to `", netns, "`"));
+      return;
+    }
+    UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    ::inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+    timeval tv{timeout.count() / 1000, (timeout.count() % 1000) * 1000};
+    ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      out = errno_error(cat("connect to ", ip, ":", port, " from `", netns, "`"));
+      return;
+    }
+    out = std::move(s);
+  }).join();
+  return out;
 }
 
 std::string Testbed::guest_mac(int index) {

@@ -30,6 +30,8 @@ struct Testbed {
   static Result<Testbed> load();
   std::string guest_ip(int index) const { return subnet_prefix + std::to_string(10 + index); }
   static std::string guest_mac(int index);
+  // A TCP connection made from the client namespace (the socket lives there; the fd is ours).
+  Result<UniqueFd> connect_from_client(const std::string& ip, uint16_t port, Millis timeout = Millis(10000)) const;
 };
 
 struct VmSpec {
