@@ -2,9 +2,15 @@
 // iptables/ip6tables behind the Netfilter seam.
 #include "guest-agent/netfilter.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <sstream>
 
+#include "common/fd.h"
+#include "common/log.h"
 #include "common/process.h"
+#include "common/sys.h"
 
 namespace seamless::guest {
 namespace {
@@ -24,6 +30,12 @@ std::vector<std::string> words(const std::string& line) {
   std::vector<std::string> out;
   for (std::string w; in >> w;) out.push_back(w);
   return out;
+}
+
+int count_jumps(const std::string& save_output) {
+  int n = 0;
+  for (size_t at = 0; (at = save_output.find(cat("-A PREROUTING -j ", kChain), at)) != std::string::npos; ++at) ++n;
+  return n;
 }
 
 }  // namespace
@@ -71,22 +83,34 @@ std::vector<std::vector<std::string>> criu_lock_deletions(std::string_view save_
   return out;
 }
 
+namespace {
+
+// iptables-restore --noflush with a batch of rules: one exec instead of one per rule
+// (each exec costs a lot under TCG).
+Result<void> apply(const std::string& tool, const std::string& batch) {
+  char path[] = "/tmp/seamless-iptables-XXXXXX";
+  UniqueFd fd(::mkstemp(path));
+  if (!fd.valid()) return errno_error("mkstemp for an iptables batch");
+  auto written = sys::write_all(fd.get(), batch, Deadline(Millis(5000)));
+  auto r = written.ok() ? run_ok({tool + "-restore", "-w", "--noflush", path}) : Result<std::string>(written.error());
+  ::unlink(path);
+  if (!r.ok()) return r.error().wrap(cat("applying `", batch, "`"));
+  return ok();
+}
+
+}  // namespace
+
 Result<void> Iptables::watch(const std::vector<uint16_t>& tcp, const std::vector<uint16_t>& udp) {
   unwatch();
-  for (const char* tool : {"iptables", "ip6tables"}) {
-    auto t = [&](std::vector<std::string> args) {
-      args.insert(args.begin(), {tool, "-w", "-t", "raw"});
-      return run_ok(args);
-    };
-    SL_TRY(t({"-N", kChain}));
-    // multiport takes up to 15 ports; an empty list still needs a rule (it never matches).
-    const std::string tp = tcp.empty() ? "0" : port_list(tcp), up = udp.empty() ? "0" : port_list(udp);
-    SL_TRY(t({"-A", kChain, "-p", "tcp", "--syn", "-m", "multiport", "--dports", tp, "-j", "RETURN"}));
-    SL_TRY(t({"-A", kChain, "-p", "tcp", "--tcp-flags", "SYN,PSH", "PSH", "-m", "multiport", "--dports", tp, "-j",
-              "RETURN"}));
-    SL_TRY(t({"-A", kChain, "-p", "udp", "-m", "multiport", "--dports", up, "-j", "RETURN"}));
-    SL_TRY(t({"-I", "PREROUTING", "1", "-j", kChain}));
-  }
+  // multiport takes up to 15 ports; an empty list still needs a rule (it never matches).
+  const std::string tp = tcp.empty() ? "0" : port_list(tcp), up = udp.empty() ? "0" : port_list(udp);
+  const std::string batch = cat("*raw\n:", kChain, " - [0:0]\n",                                            //
+                                "-A ", kChain, " -p tcp --syn -m multiport --dports ", tp, " -j RETURN\n",  //
+                                "-A ", kChain, " -p tcp --tcp-flags SYN,PSH PSH -m multiport --dports ", tp,
+                                " -j RETURN\n",                                                       //
+                                "-A ", kChain, " -p udp -m multiport --dports ", up, " -j RETURN\n",  //
+                                "-I PREROUTING 1 -j ", kChain, "\nCOMMIT\n");
+  for (const char* tool : {"iptables", "ip6tables"}) SL_TRY(apply(tool, batch));
   return ok();
 }
 
@@ -103,22 +127,29 @@ Result<Activity> Iptables::read_watch() {
 }
 
 void Iptables::unwatch() {
-  for (const char* tool : {"iptables", "ip6tables"}) {
-    (void)run({tool, "-w", "-t", "raw", "-D", "PREROUTING", "-j", kChain});
-    (void)run({tool, "-w", "-t", "raw", "-F", kChain});
-    (void)run({tool, "-w", "-t", "raw", "-X", kChain});
+  for (const std::string tool : {"iptables", "ip6tables"}) {
+    auto saved = run_ok({tool + "-save", "-t", "raw"});
+    if (!saved.ok() || saved->find(kChain) == std::string::npos) continue;
+    std::string batch = "*raw\n";
+    for (int i = 0, n = count_jumps(*saved); i < n; ++i) batch += cat("-D PREROUTING -j ", kChain, "\n");
+    batch += cat("-F ", kChain, "\n-X ", kChain, "\nCOMMIT\n");
+    if (auto r = apply(tool, batch); !r.ok()) SL_LOG(Warn, "guest", "removing the activity watch: ", r.error().message);
   }
 }
 
 Result<int> Iptables::clear_criu_locks() {
   int removed = 0;
-  for (const char* tool : {"iptables", "ip6tables"}) {
-    auto saved = SL_TRY(run_ok({std::string(tool) + "-save", "-t", "filter"}));
-    for (auto& del : criu_lock_deletions(saved)) {
-      del.insert(del.begin(), {tool, "-w", "-t", "filter"});
-      SL_TRY(run_ok(del));
-      ++removed;
+  for (const std::string tool : {"iptables", "ip6tables"}) {
+    auto saved = SL_TRY(run_ok({tool + "-save", "-t", "filter"}));
+    auto dels = criu_lock_deletions(saved);
+    if (dels.empty()) continue;
+    std::string batch = "*filter\n";
+    for (const auto& del : dels) {
+      for (size_t i = 0; i < del.size(); ++i) batch += (i ? " " : "") + del[i];
+      batch += "\n";
     }
+    SL_TRY(apply(tool, batch + "COMMIT\n"));
+    removed += int(dels.size());
   }
   return removed;
 }
