@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+// The QMP-style control server.
+#include "sinkd/control.h"
+
+#include <chrono>
+
+#include "common/log.h"
+
+namespace seamless::sink {
+namespace {
+
+constexpr size_t kMaxMessage = 1 << 20;
+
+std::string error_reply(const std::string& cls, const std::string& desc, const std::string& id_json) {
+  qmp::ArgWriter err;
+  err.str("class", cls).str("desc", desc);
+  qmp::ArgWriter w;
+  w.raw("error", err.finish());
+  if (!id_json.empty()) w.raw("id", id_json);
+  return w.finish();
+}
+
+std::string timestamp_json() {
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+  return cat("{\"seconds\":", us / 1000000, ",\"microseconds\":", us % 1000000, "}");
+}
+
+}  // namespace
+
+std::string ControlServer::handle(const qmp::Json& message, bool* negotiated) {
+  const qmp::Value& root = message.root();
+  if (!root.IsObject()) return error_reply("GenericError", "a request must be a JSON object", "");
+  std::string id;
+  if (auto it = root.FindMember("id"); it != root.MemberEnd()) id = qmp::dump(it->value);
+  auto exec = root.FindMember("execute");
+  if (exec == root.MemberEnd() || !exec->value.IsString())
+    return error_reply("GenericError", "a request needs `execute` naming a command", id);
+  const std::string command(exec->value.GetString(), exec->value.GetStringLength());
+  static const qmp::Value kEmpty(rapidjson::kObjectType);
+  const qmp::Value* args = &kEmpty;
+  if (auto a = root.FindMember("arguments"); a != root.MemberEnd()) {
+    if (!a->value.IsObject()) return error_reply("GenericError", "`arguments` must be an object", id);
+    args = &a->value;
+  }
+  if (command == "qmp_capabilities") {
+    *negotiated = true;
+    return cat("{\"return\":{}", id.empty() ? "" : ",\"id\":" + id, "}");
+  }
+  if (!*negotiated)
+    return error_reply("CommandNotFound", "expecting capabilities negotiation with `qmp_capabilities`", id);
+  auto h = handlers_.find(command);
+  if (h == handlers_.end()) return error_reply("CommandNotFound", cat("the command `", command, "` is unknown"), id);
+  auto r = h->second(*args);
+  if (!r.ok())
+    return error_reply(r.error().remote_class.empty() ? "GenericError" : r.error().remote_class, r.error().message, id);
+  return cat("{\"return\":", r->empty() ? "{}" : *r, id.empty() ? "" : ",\"id\":" + id, "}");
+}
+
+Result<void> ControlServer::send(const std::string& text) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (!stream_) return make_error(ErrorKind::Closed, "no control peer");
+  return stream_->write(text + "\r\n", Deadline(Millis(10000)));
+}
+
+Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
+  qmp::JsonStream stream(std::move(fd), kMaxMessage, peer);
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    stream_ = &stream;
+  }
+  struct Detach {
+    ControlServer* s;
+    ~Detach() {
+      std::lock_guard<std::mutex> lock(s->write_mu_);
+      s->stream_ = nullptr;
+    }
+  } detach{this};
+  SL_TRY(send(cat("{\"QMP\":{\"version\":{\"seamless\":", qmp::quote(version_), "},\"capabilities\":[]}}")));
+  bool negotiated = false;
+  while (!stopping_) {
+    auto item = stream.next(Deadline(Millis(500)));
+    if (!item.ok()) {
+      const Error& e = item.error();
+      if (e.kind == ErrorKind::Timeout) continue;
+      if (e.kind == ErrorKind::Protocol) {
+        // Malformed, oversized or non-UTF-8: say so and keep serving.
+        SL_TRY(send(error_reply("GenericError", "malformed request: " + e.message, "")));
+        continue;
+      }
+      if (e.kind == ErrorKind::Closed) return ok();
+      return std::move(item).error();
+    }
+    if (item->delimiter) continue;
+    SL_TRY(send(handle(item->message, &negotiated)));
+  }
+  return ok();
+}
+
+void ControlServer::emit(const std::string& event, const std::string& data_json) {
+  auto sent = send(cat("{\"event\":", qmp::quote(event), ",\"data\":", data_json.empty() ? "{}" : data_json,
+                       ",\"timestamp\":", timestamp_json(), "}"));
+  if (!sent.ok()) SL_LOG(Debug, "sinkd", "event ", event, " not delivered: ", sent.error().message);
+}
+
+void ControlServer::stop() { stopping_ = true; }
+
+}  // namespace seamless::sink

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+// seamless-sinkd: the sink daemon. Serves its QMP-style control channel.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "common/log.h"
+#include "common/sys.h"
+#include "common/time.h"
+#include "qmp/json.h"
+#include "sinkd/control.h"
+#include "sinkd/pack_check.h"
+
+using namespace seamless;
+using seamless::sink::ControlServer;
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+constexpr const char* kUsage =
+    R"(usage: seamless-sinkd --socket PATH [--state-dir DIR]
+
+The sink daemon. Serves a QMP-style control channel on a unix socket (one client at a
+time, like a QEMU monitor): greeting, qmp_capabilities, then commands:
+  query-status              version, uptime, number of gateways
+  check-pack {"pack":PATH}  would this sink host the pack? (template check; the held-open
+                            files that would get dummies)
+Options:
+  --socket PATH     listen here (replaced if it exists)
+  --state-dir DIR   working files (default /run/seamless-sinkd)
+  -h, --help        this text
+)";
+
+ControlServer* g_server = nullptr;
+volatile sig_atomic_t g_stop = 0;
+
+void on_signal(int) {
+  g_stop = 1;
+  if (g_server) g_server->stop();
+}
+
+int main_impl(int argc, char** argv) {
+  std::string socket_path, state_dir = "/run/seamless-sinkd";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if ((a == "--socket" || a == "--state-dir") && i + 1 < argc) {
+      (a == "--socket" ? socket_path : state_dir) = argv[++i];
+    } else {
+      std::fprintf(stderr, "seamless-sinkd: %s (see --help)\n",
+                   a.rfind("--", 0) == 0 ? ("bad option " + a).c_str() : ("unexpected argument " + a).c_str());
+      return 2;
+    }
+  }
+  if (socket_path.empty()) {
+    std::fprintf(stderr, "seamless-sinkd: --socket PATH is needed (see --help)\n");
+    return 2;
+  }
+  const auto started = Clock::now();
+  sink::ControlServer server(kVersion);
+  server.on("query-status", [&](const qmp::Value&) -> Result<std::string> {
+    qmp::ArgWriter w;
+    w.str("version", kVersion).num("uptime_seconds", int64_t(seconds_since(started))).num("gateways", 0);
+    return w.finish();
+  });
+  server.on("check-pack", [&](const qmp::Value& args) -> Result<std::string> {
+    auto pack = SL_TRY(qmp::get_string(args, "pack"));
+    auto checked = SL_TRY(sink::check_pack(pack, state_dir + "/work"));
+    return to_json(checked);
+  });
+
+  ::unlink(socket_path.c_str());
+  auto listener = sys::listen_unix(socket_path);
+  if (!listener.ok()) {
+    std::fprintf(stderr, "seamless-sinkd: error: %s\n", listener.error().message.c_str());
+    return 1;
+  }
+  g_server = &server;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  SL_LOG(Info, "sinkd", "listening on `", socket_path, "`");
+  while (!g_stop) {
+    auto peer = sys::accept(listener->get(), Deadline(Millis(500)));
+    if (!peer.ok()) {
+      if (peer.error().kind == ErrorKind::Timeout) continue;
+      SL_LOG(Warn, "sinkd", "accept: ", peer.error().message);
+      continue;
+    }
+    if (auto served = server.serve(std::move(peer).value(), socket_path); !served.ok())
+      SL_LOG(Warn, "sinkd", "control session ended: ", served.error().message);
+  }
+  ::unlink(socket_path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return main_impl(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "seamless-sinkd: internal error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: Apache-2.0
+// sinkd's control channel against the project's own QMP client and a raw socket, on a
+// real unix socket: greeting, negotiation, replies with ids, error classes, bad input
+// answered with errors while the session goes on, events; and the template check of packs.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "qmp/commands.h"
+#include "qmp/socket.h"
+#include "qmp/stream.h"
+#include "sinkd/control.h"
+#include "sinkd/pack_check.h"
+
+namespace seamless::sink {
+namespace {
+
+class Control : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_.on("echo", [](const qmp::Value& args) -> Result<std::string> {
+      return cat("{\"text\":", qmp::quote(SL_TRY(qmp::get_string(args, "text"))), "}");
+    });
+    server_.on("fail", [](const qmp::Value&) -> Result<std::string> {
+      return make_error(ErrorKind::Invalid, "it failed as asked");
+    });
+    auto l = sys::listen_unix(path_);
+    ASSERT_TRUE(l.ok()) << l.error().message;
+    listener_ = std::move(l).value();
+    thread_ = std::thread([this] {
+      for (int i = 0; i < 4 && !done_; ++i) {
+        auto peer = sys::accept(listener_.get(), Deadline(Millis(10000)));
+        if (!peer.ok()) return;
+        (void)server_.serve(std::move(peer).value(), "test");
+      }
+    });
+  }
+  void TearDown() override {
+    done_ = true;
+    server_.stop();
+    thread_.join();
+  }
+  // A raw client: reads the greeting, then sends whatever the test wants.
+  std::unique_ptr<qmp::JsonStream> raw() {
+    auto fd = sys::connect_unix(path_);
+    EXPECT_TRUE(fd.ok());
+    auto s = std::make_unique<qmp::JsonStream>(std::move(fd).value(), 1 << 20, "sinkd");
+    auto greeting = s->next(Deadline(Millis(5000)));
+    EXPECT_TRUE(greeting.ok());
+    return s;
+  }
+  static std::string reply(qmp::JsonStream& s, const std::string& request) {
+    EXPECT_TRUE(s.write(request, Deadline(Millis(5000))).ok());
+    auto item = s.next(Deadline(Millis(5000)));
+    return item.ok() ? item->message.dump() : item.error().message;
+  }
+
+  TempDir dir_ = TempDir::create().value();
+  std::string path_ = dir_ / "sinkd.sock";
+  ControlServer server_{"9.9.9"};
+  UniqueFd listener_;
+  std::thread thread_;
+  std::atomic<bool> done_{false};
+};
+
+TEST_F(Control, TheProjectsQmpClientTalksToIt) {
+  auto client = qmp::QmpSocket::connect(path_);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  auto r = (*client)->call("echo", "{\"text\":\"hi\"}", Millis(5000));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->dump(), "{\"text\":\"hi\"}");
+  auto failed = (*client)->call("fail", "", Millis(5000));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().kind, ErrorKind::Remote);
+  EXPECT_EQ(failed.error().remote_class, "GenericError");
+  EXPECT_NE(failed.error().message.find("it failed as asked"), std::string::npos);
+  auto unknown = (*client)->call("nope", "", Millis(5000));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().remote_class, "CommandNotFound");
+  auto missing = (*client)->call("echo", "{}", Millis(5000));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("missing field `text`"), std::string::npos) << missing.error().message;
+}
+
+TEST_F(Control, EventsReachTheClient) {
+  auto client = qmp::QmpSocket::connect(path_);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  server_.emit("activity", "{\"gateway\":\"sl-a\",\"reason\":\"accept\"}");
+  auto ev = (*client)->wait_event("activity", Millis(5000));
+  ASSERT_TRUE(ev.ok()) << ev.error().message;
+  EXPECT_EQ(qmp::get_string(ev->data.root(), "reason").value(), "accept");
+  EXPECT_GT(ev->timestamp, 1e9);
+}
+
+TEST_F(Control, NegotiationComesFirst) {
+  auto s = raw();
+  auto r = reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"x\"},\"id\":1}");
+  EXPECT_NE(r.find("CommandNotFound"), std::string::npos) << r;
+  EXPECT_NE(r.find("qmp_capabilities"), std::string::npos) << r;
+  EXPECT_NE(r.find("\"id\":1"), std::string::npos) << r;
+  r = reply(*s, "{\"execute\":\"qmp_capabilities\",\"id\":\"n\"}");
+  EXPECT_EQ(r, "{\"return\":{},\"id\":\"n\"}");
+}
+
+TEST_F(Control, BadInputGetsErrorsAndTheSessionGoesOn) {
+  auto s = raw();
+  reply(*s, "{\"execute\":\"qmp_capabilities\"}");
+  for (const char* bad : {"{\"execute\": tru}", "{\"execute\":\"\xff\xfe\"}", "[1,2]", "{\"arguments\":{}}",
+                          "{\"execute\":42}", "{\"execute\":\"echo\",\"arguments\":[1]}"}) {
+    auto r = reply(*s, bad);
+    EXPECT_NE(r.find("\"error\""), std::string::npos) << bad << " -> " << r;
+  }
+  auto big = reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"" + std::string(2 << 20, 'a') + "\"}}");
+  EXPECT_NE(big.find("error"), std::string::npos) << big.substr(0, 200);
+  EXPECT_EQ(reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"still here\"},\"id\":7}"),
+            "{\"return\":{\"text\":\"still here\"},\"id\":7}");
+}
+
+guest::Manifest manifest_of(std::vector<guest::FileIdentity> files) {
+  guest::Manifest m;
+  m.hostname = "vm";
+  m.files = std::move(files);
+  return m;
+}
+
+TEST(PackCheck, SameTemplateIsAcceptedWithDummiesForHeldOpenFiles) {
+  auto self = guest::identify("/proc/self/exe");
+  ASSERT_TRUE(self.ok());
+  self->role = "exe";
+  guest::FileIdentity log{"/var/log/nonexistent-seamless.log", 10, "", std::string(64, '0'), "open"};
+  auto c = check_manifest(manifest_of({*self, log}));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_EQ(c->dummies.size(), 1u);
+  EXPECT_EQ(c->dummies[0].path, log.path);
+  EXPECT_NE(to_json(*c).find("nonexistent-seamless.log"), std::string::npos);
+}
+
+TEST(PackCheck, OtherCodeIsATemplateMismatch) {
+  auto self = guest::identify("/proc/self/exe");
+  ASSERT_TRUE(self.ok());
+  self->role = "map";
+  self->build_id = std::string(40, 'f');
+  guest::FileIdentity gone{"/usr/lib/libnot-here.so", 10, "abcd", "", "map"};
+  auto c = check_manifest(manifest_of({*self, gone}));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("template mismatch"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("2 code file(s) differ"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("libnot-here.so"), std::string::npos) << c.error().message;
+}
+
+TEST(PackCheck, WholePacksThroughTheReader) {
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  guest::FileIdentity other{"/proc/self/exe", 1, std::string(40, 'e'), "", "exe"};
+  ASSERT_TRUE(guest::write_pack(*dir / "p.pack", manifest_of({other}).to_json(), dir->path(), {}).ok());
+  auto c = check_pack(*dir / "p.pack", *dir / "work");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("template mismatch"), std::string::npos) << c.error().message;
+  ASSERT_TRUE(sys::write_file(*dir / "junk.pack", "not a pack").ok());
+  auto junk = check_pack(*dir / "junk.pack", *dir / "work");
+  ASSERT_FALSE(junk.ok());
+  EXPECT_NE(junk.error().message.find("junk.pack"), std::string::npos) << junk.error().message;
+  EXPECT_TRUE(std::filesystem::is_empty(*dir / "work")) << "nothing left behind";
+}
+
+}  // namespace
+}  // namespace seamless::sink
