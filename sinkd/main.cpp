@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // seamless-sinkd: the sink daemon. Serves its QMP-style control channel.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,15 +23,18 @@ namespace {
 
 constexpr const char* kVersion = "0.1.0";
 constexpr const char* kUsage =
-    R"(usage: seamless-sinkd --socket PATH [--state-dir DIR]
+    R"(usage: seamless-sinkd (--socket PATH | --port DEVICE) [--state-dir DIR]
 
-The sink daemon. Serves a QMP-style control channel on a unix socket (one client at a
-time, like a QEMU monitor): greeting, qmp_capabilities, then commands:
+The sink daemon. Serves a QMP-style control channel on a unix socket or on a
+virtio-serial port (in a sink VM: /dev/virtio-ports/org.seamless.sinkd.0), one client
+at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
   query-status              version, uptime, number of gateways
   check-pack {"pack":PATH}  would this sink host the pack? (template check; the held-open
                             files that would get dummies)
 Options:
   --socket PATH     listen here (replaced if it exists)
+  --port DEVICE     serve the virtio-serial port DEVICE; a greeting goes out each time
+                    the host side connects
   --state-dir DIR   working files (default /run/seamless-sinkd)
   -h, --help        this text
 )";
@@ -42,23 +47,49 @@ void on_signal(int) {
   if (g_server) g_server->stop();
 }
 
+// A virtio-serial port reports POLLHUP while no host process has its chardev open.
+bool host_connected(int fd) {
+  pollfd p{fd, POLLOUT, 0};
+  return ::poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP);
+}
+
+// Serves the port, one session per host connection. The port reads EOF when the host
+// end closes; a host that reconnects within moments shows no EOF, so its first attempt
+// may see no greeting (it retries, as QmpSocket users do).
+int serve_port(ControlServer& server, const std::string& device) {
+  SL_LOG(Info, "sinkd", "serving `", device, "`");
+  while (!g_stop) {
+    UniqueFd fd(::open(device.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+    if (!fd.valid()) {
+      std::fprintf(stderr, "seamless-sinkd: error: open `%s`: %s\n", device.c_str(), std::strerror(errno));
+      return 1;
+    }
+    while (!g_stop && !host_connected(fd.get())) ::usleep(100 * 1000);
+    if (g_stop) break;
+    if (auto served = server.serve(std::move(fd), device); !served.ok())
+      SL_LOG(Warn, "sinkd", "control session ended: ", served.error().message);
+    ::usleep(100 * 1000);
+  }
+  return 0;
+}
+
 int main_impl(int argc, char** argv) {
-  std::string socket_path, state_dir = "/run/seamless-sinkd";
+  std::string socket_path, port_path, state_dir = "/run/seamless-sinkd";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if ((a == "--socket" || a == "--state-dir") && i + 1 < argc) {
-      (a == "--socket" ? socket_path : state_dir) = argv[++i];
+    } else if ((a == "--socket" || a == "--port" || a == "--state-dir") && i + 1 < argc) {
+      (a == "--socket" ? socket_path : a == "--port" ? port_path : state_dir) = argv[++i];
     } else {
       std::fprintf(stderr, "seamless-sinkd: %s (see --help)\n",
                    a.rfind("--", 0) == 0 ? ("bad option " + a).c_str() : ("unexpected argument " + a).c_str());
       return 2;
     }
   }
-  if (socket_path.empty()) {
-    std::fprintf(stderr, "seamless-sinkd: --socket PATH is needed (see --help)\n");
+  if (socket_path.empty() == port_path.empty()) {
+    std::fprintf(stderr, "seamless-sinkd: one of --socket PATH or --port DEVICE is needed (see --help)\n");
     return 2;
   }
   const auto started = Clock::now();
@@ -74,18 +105,20 @@ int main_impl(int argc, char** argv) {
     return to_json(checked);
   });
 
-  ::unlink(socket_path.c_str());
-  auto listener = sys::listen_unix(socket_path);
-  if (!listener.ok()) {
-    std::fprintf(stderr, "seamless-sinkd: error: %s\n", listener.error().message.c_str());
-    return 1;
-  }
   g_server = &server;
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  if (!port_path.empty()) return serve_port(server, port_path);
+
+  ::unlink(socket_path.c_str());
+  auto listener = sys::listen_unix(socket_path);
+  if (!listener.ok()) {
+    std::fprintf(stderr, "seamless-sinkd: error: %s\n", listener.error().message.c_str());
+    return 1;
+  }
   SL_LOG(Info, "sinkd", "listening on `", socket_path, "`");
   while (!g_stop) {
     auto peer = sys::accept(listener->get(), Deadline(Millis(500)));

@@ -247,6 +247,11 @@ Result<std::string> render_domain_xml(const std::string& template_path, const Te
                                       const std::string& disk, const std::string& console,
                                       const std::string& tools_disk) {
   auto xml = SL_TRY(sys::read_file(template_path));
+  const std::string sink_xml =
+      spec.sink_channel
+          ? cat("<channel type='unix'><source mode='bind' path='", std::filesystem::path(disk).parent_path().string(),
+                "/sinkd.sock'/><target type='virtio' name='org.seamless.sinkd.0'/></channel>")
+          : "";
   const std::string tools_xml =
       tools_disk.empty() ? ""
                          : cat("<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='",
@@ -262,6 +267,7 @@ Result<std::string> render_domain_xml(const std::string& template_path, const Te
       {"@MAC@", Testbed::guest_mac(spec.index)},
       {"@BRIDGE@", bed.bridge},
       {"@TOOLS_DISK@", tools_xml},
+      {"@SINK_CHANNEL@", sink_xml},
   };
   for (const auto& [key, value] : values)
     for (size_t at; (at = xml.find(key)) != std::string::npos;) xml.replace(at, key.size(), value);

@@ -42,6 +42,8 @@ struct VmSpec {
   // Host files (built binaries) the guest finds in /opt/seamless/bin and on its PATH:
   // they ride on a small read-only second disk, so the cached image stays unchanged.
   std::vector<std::string> tools;
+  // A virtio-serial port org.seamless.sinkd.0 whose host end is a unix socket (sink VMs).
+  bool sink_channel = false;
 };
 
 // QEMU started directly with its own QMP and QGA sockets (TCG), in a memory cgroup of
@@ -71,6 +73,8 @@ class LibvirtVm {
   ~LibvirtVm();
   virt::Domain& domain() { return *domain_; }
   std::string console_log() const;
+  // The host end of the sinkd channel (VmSpec::sink_channel).
+  std::string sink_socket() const { return dir_ / "sinkd.sock"; }
   Result<void> wait_for_agent(Millis timeout = Millis(120000));
 
  private:
