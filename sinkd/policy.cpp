@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// Activity policy: parser and the built-in lists.
+#include "sinkd/policy.h"
+
+#include <sys/syscall.h>
+
+#include <sstream>
+#include <vector>
+
+namespace seamless::sink {
+namespace {
+
+#define SL_SYSCALL(name) \
+  { #name, SYS_##name }
+const std::vector<std::pair<const char*, long>> kSyscalls = {
+    SL_SYSCALL(read),          SL_SYSCALL(write),       SL_SYSCALL(open),       SL_SYSCALL(openat),
+    SL_SYSCALL(openat2),       SL_SYSCALL(creat),       SL_SYSCALL(stat),       SL_SYSCALL(lstat),
+    SL_SYSCALL(newfstatat),    SL_SYSCALL(statx),       SL_SYSCALL(access),     SL_SYSCALL(faccessat),
+    SL_SYSCALL(faccessat2),    SL_SYSCALL(readlink),    SL_SYSCALL(readlinkat), SL_SYSCALL(execve),
+    SL_SYSCALL(execveat),      SL_SYSCALL(fork),        SL_SYSCALL(vfork),      SL_SYSCALL(clone),
+    SL_SYSCALL(clone3),        SL_SYSCALL(kill),        SL_SYSCALL(tkill),      SL_SYSCALL(tgkill),
+    SL_SYSCALL(socket),        SL_SYSCALL(connect),     SL_SYSCALL(mount),      SL_SYSCALL(umount2),
+    SL_SYSCALL(unlink),        SL_SYSCALL(unlinkat),    SL_SYSCALL(rename),     SL_SYSCALL(renameat),
+    SL_SYSCALL(renameat2),     SL_SYSCALL(mkdir),       SL_SYSCALL(mkdirat),    SL_SYSCALL(truncate),
+    SL_SYSCALL(chdir),         SL_SYSCALL(accept),      SL_SYSCALL(accept4),    SL_SYSCALL(wait4),
+    SL_SYSCALL(poll),          SL_SYSCALL(ppoll),       SL_SYSCALL(select),     SL_SYSCALL(pselect6),
+    SL_SYSCALL(epoll_wait),    SL_SYSCALL(epoll_pwait), SL_SYSCALL(nanosleep),  SL_SYSCALL(clock_nanosleep),
+    SL_SYSCALL(futex),         SL_SYSCALL(recvfrom),    SL_SYSCALL(sendto),     SL_SYSCALL(recvmsg),
+    SL_SYSCALL(sendmsg),       SL_SYSCALL(close),       SL_SYSCALL(getpid),     SL_SYSCALL(rt_sigreturn),
+    SL_SYSCALL(clock_gettime),
+};
+#undef SL_SYSCALL
+
+}  // namespace
+
+const char* const kBuiltinPolicy = R"(# seamless activity policy (x86-64)
+# Files: only dummies exist in the sink.
+before open openat openat2 creat stat lstat newfstatat statx access faccessat faccessat2
+before readlink readlinkat truncate chdir mkdir mkdirat unlink unlinkat rename renameat renameat2
+# New processes and threads, signals to others, new outgoing sockets, mounts.
+before execve execveat fork vfork clone clone3 kill tkill tgkill socket connect mount umount2
+# A new connection: it exists once accept returns, and moves with the gateway.
+after accept accept4
+)";
+
+long syscall_number(std::string_view name) {
+  for (const auto& [n, nr] : kSyscalls)
+    if (name == n) return nr;
+  return -1;
+}
+
+std::string syscall_name(long nr) {
+  for (const auto& [n, number] : kSyscalls)
+    if (number == nr) return n;
+  return cat("syscall ", nr);
+}
+
+Result<Policy> Policy::parse(std::string_view text, const std::string& daemon) {
+  Policy p;
+  std::istringstream in{std::string(text)};
+  std::string line, section;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::istringstream words(line);
+    std::string verb;
+    if (!(words >> verb)) continue;
+    if (verb.front() == '[') {
+      if (verb.back() != ']' || verb.size() < 3)
+        return make_error(ErrorKind::Invalid, "policy line ", lineno, ": bad section `", verb, "`");
+      section = verb.substr(1, verb.size() - 2);
+      continue;
+    }
+    Verdict v;
+    if (verb == "before")
+      v = Verdict::WakeBefore;
+    else if (verb == "after")
+      v = Verdict::WakeAfterSuccess;
+    else if (verb == "serve")
+      v = Verdict::Serve;
+    else
+      return make_error(ErrorKind::Invalid, "policy line ", lineno, ": `", verb, "` is not before, after or serve");
+    bool applies = section.empty() || section == daemon;
+    for (std::string name; words >> name;) {
+      long nr = syscall_number(name);
+      if (nr < 0) return make_error(ErrorKind::Invalid, "policy line ", lineno, ": unknown system call `", name, "`");
+      if (applies) p.rules_[nr] = v;
+    }
+  }
+  return p;
+}
+
+Result<Policy> Policy::builtin(const std::string& daemon) { return parse(kBuiltinPolicy, daemon); }
+
+Verdict Policy::verdict(long nr) const {
+  auto it = rules_.find(nr);
+  return it == rules_.end() ? Verdict::Serve : it->second;
+}
+
+}  // namespace seamless::sink

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+// Which system calls of a transplanted gateway need the real VM. The lists are data
+// (a small text format, one section per daemon over a default section), not code.
+//
+//   # comment
+//   before openat execve clone ...   activity: stop at entry, cancel, rewind (re-run in the VM)
+//   after accept accept4              activity once it succeeded (its result moves with the gateway)
+//   serve wait4                       served in the sink (overrides the lists above)
+//   [apache2]                         what follows applies to that daemon only
+//
+// Anything not listed is served: reads, writes and polls on descriptors the gateway
+// already has, timers, clocks, futexes, housekeeping.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace seamless::sink {
+
+enum class Verdict { Serve, WakeBefore, WakeAfterSuccess };
+
+class Policy {
+ public:
+  // The sections that apply to `daemon` (the default section always does).
+  static Result<Policy> parse(std::string_view text, const std::string& daemon);
+  static Result<Policy> builtin(const std::string& daemon);
+  Verdict verdict(long nr) const;
+
+ private:
+  std::map<long, Verdict> rules_;
+};
+
+// x86-64 system call numbers and names, for the policy's text and for reasons.
+long syscall_number(std::string_view name);  // -1 when unknown
+std::string syscall_name(long nr);           // "syscall N" when unknown
+
+extern const char* const kBuiltinPolicy;
+
+}  // namespace seamless::sink

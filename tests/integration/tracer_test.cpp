@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// Integration: activity detection with real ptrace on a real process (the ZDTM-style
+// zdtm_listener). Its housekeeping (poll, clock) is served without a wake; a new
+// connection is caught after accept4 returned it; a file open is caught before it takes
+// effect. Each time the process is left stopped and detached, and when continued (as
+// after the restore in the VM) the triggering call completes: the client is greeted,
+// the file is created by the re-executed openat.
+#include "sinkd/tracer.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "common/process.h"
+#include "common/sys.h"
+#include "common/tempdir.h"
+
+namespace seamless::sink {
+namespace {
+
+constexpr uint16_t kPort = 47311;
+
+char state_of(pid_t pid) {
+  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return '?';
+  auto paren = stat->rfind(')');
+  return (*stat)[paren + 2];
+}
+
+UniqueFd connect_local() {
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(kPort);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0) << std::strerror(errno);
+  return s;
+}
+
+std::string recv_for(int fd, Millis timeout) {
+  timeval tv{0, long(timeout.count()) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[64];
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+  return n > 0 ? std::string(buf, size_t(n)) : "";
+}
+
+class TracerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::mkfifo(fifo_.c_str(), 0600), 0);
+    auto p = ChildProcess::spawn({ZDTM_LISTENER, std::to_string(kPort), fifo_, created_});
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    proc_ = std::move(p).value();
+    for (Deadline d(Millis(10000)); !std::filesystem::exists(created_ + ".ready");)
+      ASSERT_FALSE(d.expired()) << "zdtm_listener did not start";
+    auto pol = Policy::builtin("zdtm_listener");
+    ASSERT_TRUE(pol.ok()) << pol.error().message;
+    policy_ = *pol;
+  }
+  void TearDown() override {
+    ::kill(proc_.pid(), SIGCONT);
+    proc_.stop(Millis(0));
+  }
+  TempDir dir_ = TempDir::create().value();
+  std::string fifo_ = dir_ / "trigger", created_ = dir_ / "created";
+  ChildProcess proc_;
+  Policy policy_;
+};
+
+TEST_F(TracerTest, HousekeepingIsServedAndANewConnectionWakes) {
+  auto t = Tracer::attach(proc_.pid(), policy_);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  auto idle = (*t)->run(Deadline(Millis(1500)));
+  ASSERT_TRUE(idle.ok()) << idle.error().message;
+  EXPECT_FALSE(idle->has_value()) << "polls and clock reads are no activity: " << (*idle)->reason;
+  EXPECT_GT((*t)->served(), 5u);
+
+  UniqueFd client = connect_local();
+  auto woke = (*t)->run(Deadline(Millis(10000)));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ASSERT_TRUE(woke->has_value());
+  EXPECT_EQ((*woke)->reason, "accept4: new connection");
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ(state_of(proc_.pid()), 'T') << "left stopped for CRIU";
+  EXPECT_EQ(recv_for(client.get(), Millis(300)), "") << "not served in the sink";
+  ::kill(proc_.pid(), SIGCONT);
+  EXPECT_EQ(recv_for(client.get(), Millis(5000)), "hello\n") << "the accepted connection is answered after wake";
+}
+
+TEST_F(TracerTest, AFileOpenIsStoppedBeforeItHappensAndReRuns) {
+  auto t = Tracer::attach(proc_.pid(), policy_);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  UniqueFd trigger(::open(fifo_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(trigger.valid());
+  ASSERT_EQ(::write(trigger.get(), "x", 1), 1);
+  auto woke = (*t)->run(Deadline(Millis(10000)));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ASSERT_TRUE(woke->has_value());
+  EXPECT_EQ((*woke)->reason, "openat `" + created_ + "`");
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ(state_of(proc_.pid()), 'T');
+  EXPECT_FALSE(std::filesystem::exists(created_)) << "cancelled before it took effect";
+  ::kill(proc_.pid(), SIGCONT);
+  bool created = false;
+  for (Deadline d(Millis(5000)); !created && !d.expired(); std::this_thread::sleep_for(Millis(20)))
+    created = std::filesystem::exists(created_);
+  EXPECT_TRUE(created) << "the rewound openat ran again";
+  // And the process carries on normally afterwards.
+  UniqueFd client = connect_local();
+  EXPECT_EQ(recv_for(client.get(), Millis(5000)), "hello\n");
+}
+
+TEST_F(TracerTest, DetachingWithoutActivityLeavesItRunning) {
+  {
+    auto t = Tracer::attach(proc_.pid(), policy_);
+    ASSERT_TRUE(t.ok()) << t.error().message;
+    ASSERT_TRUE((*t)->run(Deadline(Millis(300))).ok());
+  }
+  UniqueFd client = connect_local();
+  EXPECT_EQ(recv_for(client.get(), Millis(5000)), "hello\n");
+}
+
+TEST(PolicyText, SectionsAndErrors) {
+  auto apache = Policy::parse("before openat clone\n[apache2]\nserve clone\n[other]\nserve openat\n", "apache2");
+  ASSERT_TRUE(apache.ok()) << apache.error().message;
+  EXPECT_EQ(apache->verdict(syscall_number("clone")), Verdict::Serve);
+  EXPECT_EQ(apache->verdict(syscall_number("openat")), Verdict::WakeBefore);
+  EXPECT_EQ(apache->verdict(syscall_number("read")), Verdict::Serve);
+  auto bad = Policy::parse("wake openat\n", "x");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("line 1"), std::string::npos);
+  auto unknown = Policy::parse("before frobnicate\n", "x");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("frobnicate"), std::string::npos);
+  auto builtin = Policy::builtin("dropbear");
+  ASSERT_TRUE(builtin.ok());
+  EXPECT_EQ(builtin->verdict(syscall_number("accept4")), Verdict::WakeAfterSuccess);
+  EXPECT_EQ(builtin->verdict(syscall_number("execve")), Verdict::WakeBefore);
+  EXPECT_EQ(builtin->verdict(syscall_number("epoll_wait")), Verdict::Serve);
+}
+
+}  // namespace
+}  // namespace seamless::sink
