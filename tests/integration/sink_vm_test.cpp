@@ -52,7 +52,7 @@ class SinkVm : public ::testing::Test {
   // sinkd answers once it has started in the sink VM; the socket takes one client.
   static Result<std::unique_ptr<qmp::QmpSocket>> control() {
     Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
-    for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(500))) {
+    for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(1000))) {
       c = qmp::QmpSocket::connect(sink_->vm->sink_socket(), Millis(3000));
       if (c.ok()) return c;
     }
@@ -88,10 +88,12 @@ TEST_F(SinkVm, AnswersOnItsVirtioSerialChannel) {
 TEST_F(SinkVm, MalformedMessagesGetErrorReplies) {
   {
     // A raw client on the real channel: garbage, then a proper command still works.
-    // Right after another client the port may not have shown the hang-up yet (see
-    // sinkd/main.cpp): like QmpSocket users, retry until the greeting comes.
+    // A virtio-serial port shows the guest no hang-up when the host reconnects at once
+    // (see sinkd/main.cpp): wait a moment before each attempt, and retry.
     std::unique_ptr<qmp::JsonStream> stream;
     for (int attempt = 0; attempt < 20 && !stream; ++attempt) {
+      // The port must stay closed long enough for the guest to see the hang-up.
+      std::this_thread::sleep_for(Millis(1000));
       auto fd = sys::connect_unix(sink_->vm->sink_socket());
       ASSERT_TRUE(fd.ok()) << fd.error().message;
       auto candidate = std::make_unique<qmp::JsonStream>(std::move(fd).value(), 1 << 20, "sinkd");
