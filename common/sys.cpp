@@ -132,4 +132,17 @@ Result<void> set_nonblocking(int fd) {
   return ok();
 }
 
+std::vector<std::string> split_nul(std::string_view raw) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\0') {
+      out.emplace_back(raw.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (start < raw.size()) out.emplace_back(raw.substr(start));
+  return out;
+}
+
 }  // namespace seamless::sys

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/fd.h"
 #include "common/result.h"
@@ -29,5 +30,7 @@ Result<std::string> read_file(const std::string& path, size_t limit = 64 << 20);
 Result<void> write_file(const std::string& path, std::string_view data, int mode = 0644);
 
 Result<void> set_nonblocking(int fd);
+// Splits NUL-terminated strings (/proc/PID/cmdline, environ); a last unterminated one counts.
+std::vector<std::string> split_nul(std::string_view raw);
 
 }  // namespace seamless::sys

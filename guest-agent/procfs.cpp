@@ -68,19 +68,6 @@ std::vector<std::string_view> fields(std::string_view line) {
   return out;
 }
 
-std::vector<std::string> split_nul(const std::string& raw) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] == '\0') {
-      out.push_back(raw.substr(start, i - start));
-      start = i + 1;
-    }
-  }
-  if (start < raw.size()) out.push_back(raw.substr(start));
-  return out;
-}
-
 Result<std::string> read_link(const std::string& path) {
   char buf[4096];
   ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
@@ -217,7 +204,7 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
     Process p;
     p.stat = *st;
     if (auto exe = read_link(dir + "/exe"); exe.ok()) p.exe = *exe;
-    if (auto cmd = sys::read_file(dir + "/cmdline"); cmd.ok()) p.cmdline = split_nul(*cmd);
+    if (auto cmd = sys::read_file(dir + "/cmdline"); cmd.ok()) p.cmdline = sys::split_nul(*cmd);
     for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
       auto target = read_link(fd.path());
       if (!target.ok()) continue;

@@ -18,15 +18,7 @@ std::string state_file(const std::string& dir, const std::string& name) { return
 std::string launch_file(const std::string& dir, const std::string& name) { return dir + "/" + name + ".launch.json"; }
 
 Result<std::vector<std::string>> cmdline_of(pid_t pid) {
-  auto raw = SL_TRY(sys::read_file(cat("/proc/", pid, "/cmdline")));
-  std::vector<std::string> argv;
-  size_t start = 0;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] == '\0') {
-      argv.push_back(raw.substr(start, i - start));
-      start = i + 1;
-    }
-  }
+  auto argv = sys::split_nul(SL_TRY(sys::read_file(cat("/proc/", pid, "/cmdline"))));
   if (argv.empty()) return make_error(ErrorKind::Protocol, "empty command line of process ", pid);
   return argv;
 }

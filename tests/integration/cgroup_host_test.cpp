@@ -138,7 +138,9 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
     EXPECT_LE(*during, 10 << 20) << "usage must fit the limit: the rest went to swap";
     auto swapped = mem.swap_usage();
     ASSERT_TRUE(swapped.ok()) << swapped.error().message;
-    if (swapped->has_value()) EXPECT_GE(**swapped, static_cast<int64_t>(kHogBytes) - (20 << 20));
+    if (swapped->has_value()) {
+      EXPECT_GE(**swapped, static_cast<int64_t>(kHogBytes) - (20 << 20));
+    }
     ASSERT_TRUE(guard->restore().ok());
   }
   auto limit = mem.limit();

@@ -18,10 +18,12 @@ using namespace seamless;
 namespace {
 
 constexpr const char* kUsage =
-    "usage: testbed-vm start NAME [--index N] [--memory MIB] [--services a,b,...] [--wait SECONDS]\n"
+    "usage: testbed-vm start NAME [--index N] [--memory MIB] [--services a,b,...] [--tools FILE,...]\n"
+    "                            [--wait SECONDS]\n"
     "       testbed-vm stop NAME\n"
     "Starts a libvirt guest from the test bed template (tests/testbed/up must have run)\n"
-    "and waits for its guest agent; stop destroys and undefines it.\n";
+    "and waits for its guest agent; stop destroys and undefines it. --tools puts built binaries\n"
+    "(e.g. build/guest-agent/seamless-guest) in the guest's /usr/sbin via a read-only disk.\n";
 
 int fail(const Error& e) {
   std::fprintf(stderr, "testbed-vm: error: %s\n", e.message.c_str());
@@ -44,8 +46,10 @@ int start(const test::VmSpec& spec, int wait_s) {
       run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed->image_dir + "/root.ext4", disk});
   if (!made.ok()) return fail(made.error());
   const char* tb = std::getenv("SEAMLESS_TESTBED");
-  auto xml =
-      test::render_domain_xml(std::string(tb ? tb : "tests/testbed") + "/domain.xml.in", *bed, spec, disk, console);
+  auto tools = test::make_tools_disk(spec, dir);
+  if (!tools.ok()) return fail(tools.error());
+  auto xml = test::render_domain_xml(std::string(tb ? tb : "tests/testbed") + "/domain.xml.in", *bed, spec, disk,
+                                     console, *tools);
   if (!xml.ok()) return fail(xml.error());
   auto dom = conn->define_and_start(*xml);
   if (!dom.ok()) return fail(dom.error());
@@ -104,7 +108,15 @@ int main(int argc, char** argv) {
       spec.memory_mib = std::atoi(v.c_str());
     else if (a == "--services")
       spec.services = v;
-    else if (a == "--wait")
+    else if (a == "--tools") {
+      for (size_t start = 0; start <= v.size();) {
+        size_t comma = v.find(',', start);
+        std::string path = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!path.empty()) spec.tools.push_back(std::filesystem::absolute(path).string());
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else if (a == "--wait")
       wait_s = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "testbed-vm: unknown option %s\n%s", a.c_str(), kUsage);

@@ -76,6 +76,13 @@ TEST(Stat, CommWithSpacesAndParentheses) {
   EXPECT_FALSE(parse_stat("42 (x) S one 2 3").ok());
 }
 
+TEST(Cmdline, SplitNul) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(sys::split_nul(std::string("qemu\0-name\0sl-x\0", 16)), (V{"qemu", "-name", "sl-x"}));
+  EXPECT_EQ(sys::split_nul(std::string("a\0\0b", 4)), (V{"a", "", "b"})) << "empty arguments kept";
+  EXPECT_EQ(sys::split_nul(""), V{});
+}
+
 TEST(Maps, FileBackedPathsOnceEach) {
   auto paths = parse_maps(
       "55d0-55d1 r--p 00000000 fe:00 131 /usr/sbin/dropbear\n"
