@@ -275,10 +275,8 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
     return r;
   };
   auto r = body();
-  if (r.ok())
-    cleanup();  // on failure the logs stay for the operator (named in the error)
-  else if (r.error().kind != ErrorKind::Remote)
-    cleanup();
+  // A CRIU failure keeps the directory: it holds the log the error names.
+  if (r.ok() || r.error().kind != ErrorKind::Remote) cleanup();
   return r;
 }
 

@@ -136,7 +136,6 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
       if (::ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof info, &info) <= 0)
         return errno_error(cat("PTRACE_GET_SYSCALL_INFO of ", tid));
       if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
-        th.in_syscall = true;
         th.nr = long(info.entry.nr);
         if (policy_.verdict(th.nr) == Verdict::WakeBefore) {
           Activity a{tid, th.nr, describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args))};
@@ -158,7 +157,6 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
           return std::optional<Activity>(std::move(a));
         }
       } else if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
-        th.in_syscall = false;
         if (policy_.verdict(th.nr) == Verdict::WakeAfterSuccess && !info.exit.is_error && info.exit.rval >= 0) {
           Activity a{tid, th.nr, cat(syscall_name(th.nr), ": new connection")};
           stop_and_detach();

@@ -46,9 +46,7 @@ class Tracer {
   pid_t pid_;
   Policy policy_;
   struct Thread {
-    bool in_syscall = false;
-    long nr = -1;
-    bool cancelled = false;
+    long nr = -1;  // the system call it entered last (its exit stop carries no number)
   };
   std::map<pid_t, Thread> threads_;
   uint64_t served_ = 0;
