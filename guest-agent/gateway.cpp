@@ -2,6 +2,7 @@
 // dump / restore / prewarm of gateways inside the guest.
 #include "guest-agent/gateway.h"
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -66,13 +67,25 @@ Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std:
   return out;
 }
 
-std::vector<std::string> list_files(const std::string& root) {
-  std::vector<std::string> out;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(root))
-    if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), root).string());
-  std::sort(out.begin(), out.end());
-  return out;
+// Puts dumped gateways back where they were (after a failure or user activity).
+Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
+  if (dumped.empty()) return ok();
+  SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
+  for (const auto& g : dumped) {
+    RestoreRequest req;
+    req.images = images_root + "/" + g.dir;
+    req.shell_job = g.shell_job;
+    SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
+    lower_fd_limits(g.fd_limits);
+  }
+  return ok();
 }
+
+std::string unique_dir(const std::string& parent, const char* what) {
+  return cat(parent, "/", what, "-", ::getpid(), "-", Clock::now().time_since_epoch().count());
+}
+
+}  // namespace
 
 // CRIU injects code that needs a few free descriptors in each process.
 constexpr uint64_t kFdsForCriu = 64;
@@ -98,26 +111,6 @@ void lower_fd_limits(const std::vector<FdLimit>& limits) {
       SL_LOG(Warn, kModule, "setting the open-files limit of pid ", l.pid, " back: ", std::strerror(errno));
   }
 }
-
-// Puts dumped gateways back where they were (after a failure or user activity).
-Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
-  if (dumped.empty()) return ok();
-  SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
-  for (const auto& g : dumped) {
-    RestoreRequest req;
-    req.images = images_root + "/" + g.dir;
-    req.shell_job = g.shell_job;
-    SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
-    lower_fd_limits(g.fd_limits);
-  }
-  return ok();
-}
-
-std::string unique_dir(const std::string& parent, const char* what) {
-  return cat(parent, "/", what, "-", ::getpid(), "-", Clock::now().time_since_epoch().count());
-}
-
-}  // namespace
 
 Result<void> check_files(const Manifest& m, const std::string& root) {
   for (const auto& f : m.files) {
@@ -234,7 +227,7 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     return result;
   }
   result.dump_seconds = seconds_since(t0);
-  if (auto w = write_pack(pack_path, m.to_json(), images, list_files(images)); !w.ok()) {
+  if (auto w = write_pack(pack_path, m.to_json(), images, list_pack_files(images)); !w.ok()) {
     auto back = restore_in_place(env, images, dumped);
     Error e = std::move(w).error().wrap("writing the pack");
     if (!back.ok()) return e.wrap(cat("and putting the gateways back failed too: ", back.error().message, ";"));
@@ -270,6 +263,9 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
       req.shell_job = g.shell_job;
       pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
       lower_fd_limits(g.fd_limits);
+      // A gateway handed back by a sink was stopped there (SIGSTOP, at the call that needs
+      // this machine) and CRIU restores it stopped: let it run that call here.
+      for (pid_t p : g.pids) ::kill(p, SIGCONT);
       r.restored.emplace_back(g.name, pid);
     }
     return r;

@@ -48,6 +48,11 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
 // pack's addresses on a dummy interface), killed right after.
 Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimits& limits = {});
 
+// Raises the open-files limit of processes that sandbox themselves below what CRIU's
+// parasite needs; returns what they had. lower_fd_limits() sets them back.
+std::vector<FdLimit> raise_fd_limits(const std::vector<pid_t>& pids);
+void lower_fd_limits(const std::vector<FdLimit>& limits);
+
 // Compares the manifest's file identities with the files at the same paths here.
 Result<void> check_files(const Manifest& m, const std::string& root = "");
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -297,6 +298,15 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
   auto result = body();
   if (!result.ok()) cleanup();
   return result;
+}
+
+std::vector<std::string> list_pack_files(const std::string& root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec))
+    if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), root).string());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace seamless::guest

@@ -29,6 +29,9 @@ struct PackLimits {
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
                         const std::vector<std::string>& rel_paths);
 
+// The regular files below root, relative to it, sorted: what write_pack() takes.
+std::vector<std::string> list_pack_files(const std::string& root);
+
 // Extracts `pack` into `dest`, which must not exist yet (it is created, mode 0700).
 // Returns the manifest's text. On any error `dest` is removed again.
 Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits = {});

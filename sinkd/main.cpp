@@ -7,14 +7,19 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 #include <string>
 
 #include "common/log.h"
+#include "common/process.h"
 #include "common/sys.h"
 #include "common/time.h"
 #include "qmp/json.h"
 #include "sinkd/control.h"
+#include "sinkd/container.h"
 #include "sinkd/pack_check.h"
+#include "sinkd/sink.h"
 
 using namespace seamless;
 using seamless::sink::ControlServer;
@@ -23,7 +28,7 @@ namespace {
 
 constexpr const char* kVersion = "0.1.0";
 constexpr const char* kUsage =
-    R"(usage: seamless-sinkd (--socket PATH | --port DEVICE) [--state-dir DIR]
+    R"(usage: seamless-sinkd (--socket PATH | --port DEVICE) [--state-dir DIR] [--nic IF]
 
 The sink daemon. Serves a QMP-style control channel on a unix socket or on a
 virtio-serial port (in a sink VM: /dev/virtio-ports/org.seamless.sinkd.0), one client
@@ -31,11 +36,25 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
   query-status              version, uptime, number of gateways
   check-pack {"pack":PATH}  would this sink host the pack? (template check; the held-open
                             files that would get dummies)
+  add-gateway {"pack":PATH,"id":ID}
+                            restore the pack's gateways in a new sink container ID (the
+                            VM's MAC, addresses, routes, hostname) and trace them
+  list-gateways             every container: state (traced, woken, stopped, handed-back,
+                            crashed, lost), activity, errors
+  hand-back {"id":ID[,"out":PATH]}
+                            stop the gateways and checkpoint them into a pack (default
+                            STATE-DIR/out/ID.pack); the container stays until removed
+  remove-gateway {"id":ID}  end the container and everything in it
+Events: READY {id}, ACTIVITY {id,pid,reason} (the gateway is stopped for the VM),
+ERROR {id,error} (a gateway process died). Containers outlive the daemon: a restarted
+sinkd adopts them and lists the ones it lost.
 Options:
   --socket PATH     listen here (replaced if it exists)
   --port DEVICE     serve the virtio-serial port DEVICE; a greeting goes out each time
                     the host side connects
-  --state-dir DIR   working files (default /run/seamless-sinkd)
+  --state-dir DIR   working files and containers (default /run/seamless-sinkd)
+  --nic IF          the sink's working NIC (default: the default route's, else eth0)
+  --criu PATH       the criu binary (default: criu on PATH)
   -h, --help        this text
 )";
 
@@ -73,15 +92,32 @@ int serve_port(ControlServer& server, const std::string& device) {
   return 0;
 }
 
+// The interface of the default route, else eth0.
+std::string default_nic() {
+  auto out = run_ok({"ip", "-o", "route", "show", "default"});
+  if (out.ok()) {
+    std::istringstream in(*out);
+    for (std::string w; in >> w;)
+      if (w == "dev" && in >> w) return w;
+  }
+  return "eth0";
+}
+
 int main_impl(int argc, char** argv) {
-  std::string socket_path, port_path, state_dir = "/run/seamless-sinkd";
+  if (argc == 4 && std::string(argv[1]) == "--container-init") return sink::container_init_main(argv[2], argv[3]);
+  std::string socket_path, port_path, state_dir = "/run/seamless-sinkd", nic, criu = "criu";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if ((a == "--socket" || a == "--port" || a == "--state-dir") && i + 1 < argc) {
-      (a == "--socket" ? socket_path : a == "--port" ? port_path : state_dir) = argv[++i];
+    } else if ((a == "--socket" || a == "--port" || a == "--state-dir" || a == "--nic" || a == "--criu") &&
+               i + 1 < argc) {
+      (a == "--socket"      ? socket_path
+       : a == "--port"      ? port_path
+       : a == "--state-dir" ? state_dir
+       : a == "--nic"       ? nic
+                            : criu) = argv[++i];
     } else {
       std::fprintf(stderr, "seamless-sinkd: %s (see --help)\n",
                    a.rfind("--", 0) == 0 ? ("bad option " + a).c_str() : ("unexpected argument " + a).c_str());
@@ -94,10 +130,36 @@ int main_impl(int argc, char** argv) {
   }
   const auto started = Clock::now();
   sink::ControlServer server(kVersion);
+  sink::SinkOptions options;
+  options.state_dir = state_dir;
+  options.nic = nic.empty() ? default_nic() : nic;
+  options.criu = criu;
+  std::error_code ec;
+  options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  sink::Sink sink(options, [&](const std::string& event, const std::string& data) { server.emit(event, data); });
+  if (size_t n = sink.recover(); n) SL_LOG(Info, "sinkd", "found ", n, " container(s) of an earlier run");
   server.on("query-status", [&](const qmp::Value&) -> Result<std::string> {
     qmp::ArgWriter w;
-    w.str("version", kVersion).num("uptime_seconds", int64_t(seconds_since(started))).num("gateways", 0);
+    w.str("version", kVersion)
+        .num("uptime_seconds", int64_t(seconds_since(started)))
+        .num("gateways", int64_t(sink.size()))
+        .str("nic", options.nic);
     return w.finish();
+  });
+  server.on("add-gateway", [&](const qmp::Value& args) -> Result<std::string> {
+    auto pack = SL_TRY(qmp::get_string(args, "pack"));
+    auto id = SL_TRY(qmp::get_string(args, "id"));
+    return sink.add(pack, id);
+  });
+  server.on("list-gateways", [&](const qmp::Value&) -> Result<std::string> { return sink.list(); });
+  server.on("hand-back", [&](const qmp::Value& args) -> Result<std::string> {
+    auto id = SL_TRY(qmp::get_string(args, "id"));
+    return sink.hand_back(id, qmp::opt_string(args, "out").value_or(""));
+  });
+  server.on("remove-gateway", [&](const qmp::Value& args) -> Result<std::string> {
+    auto id = SL_TRY(qmp::get_string(args, "id"));
+    SL_TRY(sink.remove(id));
+    return std::string("{}");
   });
   server.on("check-pack", [&](const qmp::Value& args) -> Result<std::string> {
     auto pack = SL_TRY(qmp::get_string(args, "pack"));

@@ -8,13 +8,16 @@
 #include <sys/syscall.h>
 #include <sys/user.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
-#include <thread>
+#include <mutex>
 
 #include "common/log.h"
+#include "common/sys.h"
+#include "guest-agent/procfs.h"
 
 namespace seamless::sink {
 namespace {
@@ -32,26 +35,119 @@ bool reads_path_at(long nr) {
          nr == SYS_unlinkat || nr == SYS_renameat || nr == SYS_renameat2;
 }
 
+// The tracing thread blocks in waitpid(); a thread-directed signal with a handler that
+// does nothing (and no SA_RESTART) makes it return EINTR, for deadlines and interrupt().
+int wake_signal() { return SIGRTMIN + 1; }
+void on_wake_signal(int) {}
+void install_wake_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_wake_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(wake_signal(), &sa, nullptr);
+  });
+}
+
+// Signals this thread at the deadline and every 50 ms after it: a signal that lands just
+// before waitpid() blocks would be lost otherwise.
+class DeadlineTimer {
+ public:
+  explicit DeadlineTimer(Deadline deadline) {
+    if (deadline.poll_timeout() < 0) return;
+    sigevent ev{};
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = wake_signal();
+    ev._sigev_un._tid = ::gettid();  // sigev_notify_thread_id (glibc < 2.37 lacks the name)
+    if (::timer_create(CLOCK_MONOTONIC, &ev, &id_) != 0) return;
+    armed_ = true;
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.left()).count() + 1;
+    itimerspec spec{};
+    spec.it_value = {time_t(left / 1000000000), long(left % 1000000000)};
+    spec.it_interval = {0, 50 * 1000 * 1000};
+    ::timer_settime(id_, 0, &spec, nullptr);
+  }
+  ~DeadlineTimer() {
+    if (armed_) ::timer_delete(id_);
+  }
+  DeadlineTimer(const DeadlineTimer&) = delete;
+  DeadlineTimer& operator=(const DeadlineTimer&) = delete;
+
+ private:
+  timer_t id_{};
+  bool armed_ = false;
+};
+
+pid_t wait_for(pid_t tid, int* status) {
+  for (;;) {
+    pid_t got = ::waitpid(tid, status, __WALL);
+    if (got >= 0 || errno != EINTR) return got;
+  }
+}
+
+// The peer of the socket a tracee holds as descriptor fd ("" when unknown).
+std::string socket_peer(pid_t pid, long fd) {
+  std::error_code ec;
+  auto target = std::filesystem::read_symlink(cat("/proc/", pid, "/fd/", fd), ec).string();
+  if (ec || target.rfind("socket:[", 0) != 0) return "";
+  const uint64_t inode = std::strtoull(target.c_str() + 8, nullptr, 10);
+  using guest::Family;
+  using guest::Proto;
+  for (auto [name, family] : {std::pair{"tcp", Family::V4}, std::pair{"tcp6", Family::V6}}) {
+    auto text = sys::read_file(cat("/proc/", pid, "/net/", name));
+    if (!text.ok()) continue;
+    auto table = guest::parse_net_table(*text, Proto::Tcp, family);
+    if (!table.ok()) continue;
+    for (const auto& s : *table)
+      if (s.inode == inode)
+        return family == Family::V6 ? cat("[", s.remote_addr, "]:", s.remote_port)
+                                    : cat(s.remote_addr, ":", s.remote_port);
+  }
+  return "";
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Tracer>> Tracer::attach(pid_t pid, Policy policy) {
-  std::unique_ptr<Tracer> t(new Tracer(pid, std::move(policy)));
+Tracer::Tracer(std::vector<TracedProcess> processes) {
+  for (auto& p : processes) {
+    if (!first_) first_ = p.pid;
+    processes_.emplace(p.pid, std::move(p));
+  }
+}
+
+Result<std::unique_ptr<Tracer>> Tracer::attach(std::vector<TracedProcess> processes) {
+  if (processes.empty()) return make_error(ErrorKind::Invalid, "no processes to trace");
+  install_wake_handler();
+  std::unique_ptr<Tracer> t(new Tracer(std::move(processes)));
+  t->tracer_ = ::gettid();
   SL_TRY(t->seize_all());
   return t;
 }
 
+Result<std::unique_ptr<Tracer>> Tracer::attach(pid_t pid, Policy policy) {
+  return attach(std::vector<TracedProcess>{TracedProcess{pid, std::move(policy)}});
+}
+
+std::vector<pid_t> Tracer::pids() const {
+  std::vector<pid_t> out;
+  for (const auto& [pid, p] : processes_) out.push_back(pid);
+  return out;
+}
+
 Result<void> Tracer::seize_all() {
-  std::error_code ec;
-  for (const auto& task : std::filesystem::directory_iterator(cat("/proc/", pid_, "/task"), ec)) {
-    pid_t tid = std::atoi(task.path().filename().c_str());
-    if (threads_.count(tid)) continue;
-    if (::ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) != 0)
-      return errno_error(cat("ptrace(PTRACE_SEIZE) of thread ", tid, " of pid ", pid_));
-    threads_[tid] = Thread{};
-    // Interrupt it so that syscall tracing starts from a known stop.
-    if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) return errno_error(cat("PTRACE_INTERRUPT ", tid));
+  for (const auto& [pid, p] : processes_) {
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(cat("/proc/", pid, "/task"), ec)) {
+      pid_t tid = std::atoi(task.path().filename().c_str());
+      if (threads_.count(tid)) continue;
+      if (::ptrace(PTRACE_SEIZE, tid, nullptr, PTRACE_O_TRACESYSGOOD) != 0)
+        return errno_error(cat("ptrace(PTRACE_SEIZE) of thread ", tid, " of pid ", pid));
+      threads_[tid] = Thread{pid, -1};
+      // Interrupt it so that syscall tracing starts from a known stop.
+      if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) return errno_error(cat("PTRACE_INTERRUPT ", tid));
+    }
+    if (ec) return make_error(ErrorKind::NotFound, "pid ", pid, " is gone: ", ec.message());
   }
-  if (ec) return make_error(ErrorKind::NotFound, "pid ", pid_, " is gone: ", ec.message());
   return ok();
 }
 
@@ -61,9 +157,14 @@ Tracer::~Tracer() {
   for (auto& [tid, th] : threads_) {
     ::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
     int status = 0;
-    ::waitpid(tid, &status, __WALL);
+    wait_for(tid, &status);
     ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
   }
+}
+
+void Tracer::interrupt() {
+  interrupted_ = true;
+  if (tracer_) ::tgkill(::getpid(), tracer_, wake_signal());
 }
 
 std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
@@ -80,56 +181,65 @@ std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
 }
 
 void Tracer::stop_and_detach() {
+  if (detached_) return;
   // The SIGSTOP stays pending while the threads sit in ptrace stops; once they are
-  // detached it puts the whole process into group-stop, where CRIU can take it.
-  ::kill(pid_, SIGSTOP);
+  // detached it puts each process into group-stop, where CRIU can take it.
+  for (const auto& [pid, p] : processes_) ::kill(pid, SIGSTOP);
   for (auto& [tid, th] : threads_) {
     if (::ptrace(PTRACE_DETACH, tid, nullptr, nullptr) != 0 && errno == ESRCH) {
       // Not in a ptrace stop right now: stop it first.
       ::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
       int status = 0;
-      ::waitpid(tid, &status, __WALL);
+      wait_for(tid, &status);
       ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
     }
   }
   detached_ = true;
 }
 
+Result<std::optional<Activity>> Tracer::wake(pid_t tid, long nr, std::string reason) {
+  Activity a{threads_[tid].pid, tid, nr, std::move(reason)};
+  stop_and_detach();
+  return std::optional<Activity>(std::move(a));
+}
+
 Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
-  if (detached_) return make_error(ErrorKind::Invalid, "pid ", pid_, " is no longer traced");
+  if (detached_) return make_error(ErrorKind::Invalid, "the gateway is no longer traced");
+  DeadlineTimer timer(deadline);
   for (;;) {
-    // Only our threads: the daemon has other children (CRIU runs) that are not ours to reap.
+    if (interrupted_.exchange(false) || deadline.expired()) return std::optional<Activity>();
+    // __WNOTHREAD: our tracees only, not children the daemon's other threads started.
     int status = 0;
-    pid_t tid = 0;
-    for (const auto& entry : threads_) {
-      pid_t got = ::waitpid(entry.first, &status, __WALL | WNOHANG);
-      if (got < 0 && errno != ECHILD) return errno_error(cat("waitpid for thread ", entry.first));
-      if (got > 0) {
-        tid = got;
-        break;
+    pid_t tid = ::waitpid(-1, &status, __WALL | __WNOTHREAD);
+    if (tid < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ECHILD) {
+        detached_ = true;
+        return make_error(ErrorKind::Closed, "every process of the gateway is gone");
       }
-    }
-    if (tid == 0) {
-      if (deadline.expired()) return std::optional<Activity>();
-      std::this_thread::sleep_for(Millis(1));
-      continue;
+      return errno_error("waitpid for the traced gateway");
     }
     auto it = threads_.find(tid);
     if (it == threads_.end()) continue;  // not ours
     Thread& th = it->second;
+    const pid_t pid = th.pid;
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
       threads_.erase(it);
-      if (tid == pid_ || threads_.empty()) {
-        detached_ = true;
-        return make_error(ErrorKind::Closed, "gateway pid ", pid_, " exited (",
-                          WIFEXITED(status) ? cat("code ", WEXITSTATUS(status)) : cat("signal ", WTERMSIG(status)),
-                          ")");
-      }
+      bool last_thread = true;
+      for (const auto& [t, other] : threads_) last_thread = last_thread && other.pid != pid;
+      if (!last_thread) continue;
+      processes_.erase(pid);
+      const std::string how =
+          WIFEXITED(status) ? cat("code ", WEXITSTATUS(status)) : cat("signal ", WTERMSIG(status));
+      if (pid == first_ || processes_.empty())
+        return make_error(ErrorKind::Closed, "gateway process ", pid, " exited (", how, ")");
+      SL_LOG(Info, kModule, "process ", pid, " of the gateway exited (", how, ")");
       continue;
     }
     if (!WIFSTOPPED(status)) continue;
     const int sig = WSTOPSIG(status);
     const int event = status >> 16;
+    const Policy& policy = processes_.at(pid).policy;
     int inject = 0;
     if (sig == (SIGTRAP | 0x80)) {
       __ptrace_syscall_info info{};
@@ -137,8 +247,8 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
         return errno_error(cat("PTRACE_GET_SYSCALL_INFO of ", tid));
       if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
         th.nr = long(info.entry.nr);
-        if (policy_.verdict(th.nr) == Verdict::WakeBefore) {
-          Activity a{tid, th.nr, describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args))};
+        if (policy.verdict(th.nr) == Verdict::WakeBefore) {
+          std::string reason = describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args));
           // Cancel: the kernel skips a syscall whose number is -1 (it returns -ENOSYS).
           user_regs_struct regs{};
           if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return errno_error("PTRACE_GETREGS");
@@ -146,21 +256,20 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
           if (::ptrace(PTRACE_SETREGS, tid, nullptr, &regs) != 0) return errno_error("PTRACE_SETREGS");
           if (::ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr) != 0) return errno_error("PTRACE_SYSCALL");
           int st = 0;
-          if (::waitpid(tid, &st, __WALL) != tid || !WIFSTOPPED(st))
+          if (wait_for(tid, &st) != tid || !WIFSTOPPED(st))
             return make_error(ErrorKind::System, "thread ", tid, " did not stop at the cancelled call's exit");
           // Rewind over `syscall` (2 bytes) with the original number: it runs again on resume.
           if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return errno_error("PTRACE_GETREGS");
           regs.rax = uint64_t(th.nr);
           regs.rip -= 2;
           if (::ptrace(PTRACE_SETREGS, tid, nullptr, &regs) != 0) return errno_error("PTRACE_SETREGS");
-          stop_and_detach();
-          return std::optional<Activity>(std::move(a));
+          return wake(tid, th.nr, std::move(reason));
         }
       } else if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
-        if (policy_.verdict(th.nr) == Verdict::WakeAfterSuccess && !info.exit.is_error && info.exit.rval >= 0) {
-          Activity a{tid, th.nr, cat(syscall_name(th.nr), ": new connection")};
-          stop_and_detach();
-          return std::optional<Activity>(std::move(a));
+        if (policy.verdict(th.nr) == Verdict::WakeAfterSuccess && !info.exit.is_error && info.exit.rval >= 0) {
+          std::string peer = socket_peer(pid, long(info.exit.rval));
+          return wake(tid, th.nr,
+                      cat(syscall_name(th.nr), ": new connection", peer.empty() ? "" : " from " + peer));
         }
         ++served_;
       }

@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-// Activity detection: every thread of a gateway process is traced with ptrace
+// Activity detection: every thread of a gateway's processes is traced with ptrace
 // (PTRACE_SEIZE + TRACESYSGOOD + GET_SYSCALL_INFO). Calls the policy serves run on; the
-// first activity stops the process so that the triggering call re-runs where the gateway
+// first activity stops the gateway so that the triggering call re-runs where the gateway
 // goes next: a call caught at entry is cancelled and its instruction pointer rewound over
 // the `syscall` instruction (the original number back in rax); an accept that returned a
-// connection needs no rewind, the connection moves with the process. Then the process is
-// left stopped (SIGSTOP) and detached, so CRIU can checkpoint it.
+// connection needs no rewind, the connection moves with the process. Then every process
+// is left stopped (SIGSTOP) and detached, so CRIU can checkpoint the gateway.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "common/time.h"
@@ -22,33 +24,50 @@
 namespace seamless::sink {
 
 struct Activity {
-  pid_t tid = 0;
+  pid_t pid = 0, tid = 0;
   long nr = -1;
   std::string reason;  // "accept4: new connection", "openat `/etc/motd`", ...
 };
 
+struct TracedProcess {
+  pid_t pid = 0;
+  Policy policy;
+};
+
 class Tracer {
  public:
-  // Seizes every thread of pid. The caller's thread must make every later call.
+  // Seizes every thread of every process. The calling thread becomes the tracer: it
+  // must make every later call (but interrupt()) and must not start child processes
+  // of its own meanwhile (run() waits for any of its children).
+  static Result<std::unique_ptr<Tracer>> attach(std::vector<TracedProcess> processes);
   static Result<std::unique_ptr<Tracer>> attach(pid_t pid, Policy policy);
-  ~Tracer();  // detaches (the process runs on) unless activity already stopped it
-  // Serves system calls until activity (returned: the process is stopped and detached)
-  // or the deadline (nullopt: still traced). A process that exits is an error.
+  ~Tracer();  // detaches (the processes run on) unless they were stopped already
+  // Serves system calls until activity (returned: the gateway is stopped and detached),
+  // the deadline or interrupt() (nullopt: still traced). The exit of the last process, or
+  // of a gateway's first one, is an error; other processes may come and go.
   Result<std::optional<Activity>> run(Deadline deadline);
-  pid_t pid() const { return pid_; }
+  // Any thread: makes a run() in progress return nullopt soon. Call it until run() did.
+  void interrupt();
+  // Stops every process (SIGSTOP) and detaches: the hand-back path, without activity.
+  void stop_and_detach();
+  bool detached() const { return detached_; }
   uint64_t served() const { return served_; }
+  std::vector<pid_t> pids() const;
 
  private:
-  Tracer(pid_t pid, Policy policy) : pid_(pid), policy_(std::move(policy)) {}
+  explicit Tracer(std::vector<TracedProcess> processes);
   Result<void> seize_all();
-  void stop_and_detach();
+  Result<std::optional<Activity>> wake(pid_t tid, long nr, std::string reason);
   std::string describe(pid_t tid, long nr, const uint64_t args[6]) const;
-  pid_t pid_;
-  Policy policy_;
   struct Thread {
-    long nr = -1;  // the system call it entered last (its exit stop carries no number)
+    pid_t pid = 0;  // its process
+    long nr = -1;   // the system call it entered last (its exit stop carries no number)
   };
+  std::map<pid_t, TracedProcess> processes_;
   std::map<pid_t, Thread> threads_;
+  pid_t first_ = 0;    // the gateway's first process: its exit ends the gateway
+  pid_t tracer_ = 0;   // the tracing thread's tid (for interrupt())
+  std::atomic<bool> interrupted_{false};
   uint64_t served_ = 0;
   bool detached_ = false;
 };

@@ -17,6 +17,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <atomic>
 #include <thread>
 
 #include "common/process.h"
@@ -88,7 +89,11 @@ TEST_F(TracerTest, HousekeepingIsServedAndANewConnectionWakes) {
   auto woke = (*t)->run(Deadline(Millis(10000)));
   ASSERT_TRUE(woke.ok()) << woke.error().message;
   ASSERT_TRUE(woke->has_value());
-  EXPECT_EQ((*woke)->reason, "accept4: new connection");
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  ASSERT_EQ(::getsockname(client.get(), reinterpret_cast<sockaddr*>(&me), &len), 0);
+  EXPECT_EQ((*woke)->reason, cat("accept4: new connection from 127.0.0.1:", ntohs(me.sin_port)));
+  EXPECT_EQ((*woke)->pid, proc_.pid());
   std::this_thread::sleep_for(Millis(100));
   EXPECT_EQ(state_of(proc_.pid()), 'T') << "left stopped for CRIU";
   EXPECT_EQ(recv_for(client.get(), Millis(300)), "") << "not served in the sink";
@@ -117,6 +122,29 @@ TEST_F(TracerTest, AFileOpenIsStoppedBeforeItHappensAndReRuns) {
   // And the process carries on normally afterwards.
   UniqueFd client = connect_local();
   EXPECT_EQ(recv_for(client.get(), Millis(5000)), "hello\n");
+}
+
+TEST_F(TracerTest, InterruptFromAnotherThreadEndsAWaitWithoutDeadline) {
+  auto t = Tracer::attach(proc_.pid(), policy_);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  std::atomic<bool> returned{false};
+  std::thread poker([&] {
+    std::this_thread::sleep_for(Millis(300));
+    while (!returned) {
+      (*t)->interrupt();
+      std::this_thread::sleep_for(Millis(20));
+    }
+  });
+  auto r = (*t)->run(Deadline::never());
+  returned = true;
+  poker.join();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_FALSE(r->has_value());
+  EXPECT_FALSE((*t)->detached());
+  (*t)->stop_and_detach();
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ(state_of(proc_.pid()), 'T') << "stopped for CRIU without activity (hand-back)";
+  ::kill(proc_.pid(), SIGCONT);
 }
 
 TEST_F(TracerTest, DetachingWithoutActivityLeavesItRunning) {

@@ -19,11 +19,12 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: testbed-vm start NAME [--index N] [--memory MIB] [--services a,b,...] [--tools FILE,...]\n"
-    "                            [--wait SECONDS]\n"
+    "                            [--sink] [--wait SECONDS]\n"
     "       testbed-vm stop NAME\n"
     "Starts a libvirt guest from the test bed template (tests/testbed/up must have run)\n"
     "and waits for its guest agent; stop destroys and undefines it. --tools puts built binaries\n"
-    "(e.g. build/guest-agent/seamless-guest) in the guest's /usr/sbin via a read-only disk.\n";
+    "(e.g. build/guest-agent/seamless-guest) in the guest's /usr/sbin via a read-only disk.\n"
+    "--sink adds the sink daemon's virtio-serial channel (host end: RUN_DIR/NAME/sinkd.sock).\n";
 
 int fail(const Error& e) {
   std::fprintf(stderr, "testbed-vm: error: %s\n", e.message.c_str());
@@ -97,6 +98,10 @@ int main(int argc, char** argv) {
   int wait_s = 180;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--sink") {
+      spec.sink_channel = true;
+      continue;
+    }
     if (i + 1 >= argc) {
       std::fprintf(stderr, "testbed-vm: %s needs a value\n%s", a.c_str(), kUsage);
       return 2;

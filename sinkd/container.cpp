@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: Apache-2.0
+// Sink containers: namespaces, overlay root with dummies, macvlan network, init.
+#include "sinkd/container.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "common/fd.h"
+#include "common/log.h"
+#include "common/sys.h"
+#include "qmp/json.h"
+
+namespace seamless::sink {
+namespace {
+
+constexpr std::string_view kModule = "container";
+constexpr const char* kStateFile = "/state.json";
+
+Result<void> check_id(const std::string& id) {
+  if (id.empty() || id.size() > 64) return make_error(ErrorKind::Invalid, "container id `", id, "` must be 1-64 bytes");
+  for (char c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return make_error(ErrorKind::Invalid, "container id `", id, "` may hold only [A-Za-z0-9._-]");
+  if (id[0] == '.') return make_error(ErrorKind::Invalid, "container id `", id, "` must not start with a dot");
+  return ok();
+}
+
+// Field 22 of /proc/PID/stat: when the process started (clock ticks since boot).
+uint64_t start_time(pid_t pid) {
+  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return 0;
+  auto paren = stat->rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream in(stat->substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && in >> field; ++i)
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  return 0;
+}
+
+std::string ns_of(pid_t pid, const char* ns) {
+  std::error_code ec;
+  auto link = std::filesystem::read_symlink(cat("/proc/", pid, "/ns/", ns), ec);
+  return ec ? "" : link.string();
+}
+
+// The last NSpid entry: the pid as its own namespace sees it.
+pid_t inner_pid(pid_t pid) {
+  auto status = sys::read_file(cat("/proc/", pid, "/status"));
+  if (!status.ok()) return 0;
+  auto at = status->find("\nNSpid:");
+  if (at == std::string::npos) return 0;
+  auto end = status->find('\n', at + 1);
+  std::istringstream in(status->substr(at + 7, end - at - 7));
+  pid_t last = 0;
+  for (pid_t p; in >> p;) last = p;
+  return last;
+}
+
+Result<void> sys_mount(const std::string& src, const std::string& target, const char* type, unsigned long flags,
+                       const std::string& data = "") {
+  if (::mount(src.c_str(), target.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) != 0)
+    return errno_error(cat("mount ", type ? type : "bind", " `", src, "` on `", target, "`"));
+  return ok();
+}
+
+// Runs as the container's pid 1 before anything else runs there.
+Result<void> init_setup(const std::string& dir, const std::string& hostname) {
+  const std::string root = dir + "/root";
+  SL_TRY(sys_mount("none", "/", nullptr, MS_REC | MS_PRIVATE));
+  SL_TRY(sys_mount("overlay", root, "overlay", 0, cat("lowerdir=/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
+  SL_TRY(sys_mount("/dev", root + "/dev", nullptr, MS_BIND | MS_REC));
+  // Pseudo-terminals of its own: a restored SSH session gets back its pty number.
+  SL_TRY(sys_mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+  SL_TRY(sys_mount(root + "/dev/pts/ptmx", root + "/dev/ptmx", nullptr, MS_BIND));
+  SL_TRY(sys_mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  const std::string old = root + "/.oldroot";
+  if (::mkdir(old.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(cat("mkdir `", old, "`"));
+  if (::chdir(root.c_str()) != 0) return errno_error(cat("chdir `", root, "`"));
+  if (::syscall(SYS_pivot_root, ".", ".oldroot") != 0) return errno_error(cat("pivot_root to `", root, "`"));
+  if (::chdir("/") != 0) return errno_error("chdir `/`");
+  SL_TRY(sys_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  SL_TRY(sys_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY));
+  if (::umount2("/.oldroot", MNT_DETACH) != 0) return errno_error("umount `/.oldroot`");
+  ::rmdir("/.oldroot");
+  if (::sethostname(hostname.data(), hostname.size()) != 0) return errno_error(cat("sethostname `", hostname, "`"));
+  return ok();
+}
+
+[[noreturn]] void init_loop() {
+  sigset_t all;
+  sigfillset(&all);
+  ::sigprocmask(SIG_BLOCK, &all, nullptr);
+  for (;;) {
+    siginfo_t si{};
+    int sig = ::sigwaitinfo(&all, &si);
+    if (sig == SIGCHLD) {
+      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+    } else if (sig == SIGTERM || sig == SIGINT) {
+      ::kill(-1, SIGKILL);
+      ::_exit(0);
+    }
+  }
+}
+
+Result<void> copy_owner_and_mode(const std::string& from, const std::string& to) {
+  struct stat st {};
+  if (::lstat(from.c_str(), &st) != 0) return errno_error(cat("stat `", from, "`"));
+  if (::chmod(to.c_str(), st.st_mode & 07777) != 0) return errno_error(cat("chmod `", to, "`"));
+  if (::lchown(to.c_str(), st.st_uid, st.st_gid) != 0) return errno_error(cat("chown `", to, "`"));
+  return ok();
+}
+
+}  // namespace
+
+Result<void> make_dummy(const std::string& upper, const std::string& path, uint64_t size, const std::string& lower) {
+  if (path.size() < 2 || path[0] != '/' || path.size() > 4096)
+    return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
+  std::vector<std::string> parts;
+  std::istringstream in(path.substr(1));
+  for (std::string part; std::getline(in, part, '/');) {
+    if (part.empty() || part == "." || part == "..")
+      return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
+    parts.push_back(part);
+  }
+  UniqueFd at(::open(upper.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!at.valid()) return errno_error(cat("open `", upper, "`"));
+  std::string below;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    below += "/" + parts[i];
+    if (::mkdirat(at.get(), parts[i].c_str(), 0755) == 0) {
+      struct stat st {};
+      if (::stat((lower + below).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        ::fchmodat(at.get(), parts[i].c_str(), st.st_mode & 07777, 0);
+        ::fchownat(at.get(), parts[i].c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+      }
+    } else if (errno != EEXIST) {
+      return errno_error(cat("mkdir `", upper, below, "`"));
+    }
+    UniqueFd next(::openat(at.get(), parts[i].c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!next.valid()) return errno_error(cat("open `", upper, below, "`"));
+    at = std::move(next);
+  }
+  UniqueFd f(::openat(at.get(), parts.back().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!f.valid()) return errno_error(cat("create dummy `", upper, path, "`"));
+  if (::ftruncate(f.get(), off_t(size)) != 0) return errno_error(cat("size dummy `", upper, path, "`"));
+  return ok();
+}
+
+int container_init_main(const std::string& dir, const std::string& hostname) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) {
+    std::perror("seamless-sinkd: pipe");
+    return 1;
+  }
+  if (::unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) != 0) {
+    std::fprintf(stderr, "seamless-sinkd: unshare of the container's namespaces: %s\n", std::strerror(errno));
+    return 1;
+  }
+  pid_t child = ::fork();
+  if (child < 0) {
+    std::perror("seamless-sinkd: fork of the container's init");
+    return 1;
+  }
+  if (child == 0) {
+    ::close(report[0]);
+    // The daemon reads our parent's output to its end: pid 1 keeps none of it.
+    int log = ::open((dir + "/init.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (log >= 0) ::dup2(log, 1), ::dup2(log, 2);
+    if (null >= 0) ::dup2(null, 0);
+    ::setsid();
+    auto r = init_setup(dir, hostname);
+    std::string msg = r.ok() ? "ok" : r.error().message;
+    (void)!::write(report[1], msg.data(), msg.size());
+    ::close(report[1]);
+    if (!r.ok()) ::_exit(1);
+    init_loop();
+  }
+  ::close(report[1]);
+  std::string msg;
+  char buf[512];
+  for (ssize_t n; (n = ::read(report[0], buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    msg.append(buf, size_t(n));
+  }
+  if (msg != "ok") {
+    std::fprintf(stderr, "seamless-sinkd: setting up the container: %s\n",
+                 msg.empty() ? "its init died" : msg.c_str());
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return 1;
+  }
+  std::printf("%d\n", child);
+  return 0;
+}
+
+Result<Container> Container::create(const ContainerSpec& spec, const std::string& self_exe) {
+  SL_TRY(check_id(spec.id));
+  if (spec.interfaces.empty()) return make_error(ErrorKind::Invalid, "the pack names no network interface");
+  if (::mkdir(spec.dir.c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, "`"));
+  Container c(spec.id, spec.dir, 0, 0);
+  auto body = [&]() -> Result<void> {
+    for (const char* sub : {"/upper", "/work", "/root"})
+      if (::mkdir((spec.dir + sub).c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, sub, "`"));
+    // The overlay's root takes its attributes from the upper layer: make it look like "/".
+    SL_TRY(copy_owner_and_mode("/", c.upper()));
+    for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f.path, f.size), "standing in for `", f.path, "`");
+    auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
+    c.init_ = pid_t(std::atoi(out.c_str()));
+    c.start_ = start_time(c.init_);
+    if (c.init_ <= 1 || c.start_ == 0) return make_error(ErrorKind::System, "the container's init is gone: `", out, "`");
+    SL_TRY_CTX(c.setup_network(spec), "network of container `", spec.id, "`");
+    qmp::ArgWriter w;
+    w.str("id", spec.id).num("init", c.init_).str("start", std::to_string(c.start_)).str("hostname", spec.hostname);
+    SL_TRY(sys::write_file(spec.dir + kStateFile, w.finish(), 0600));
+    return ok();
+  };
+  if (auto r = body(); !r.ok()) {
+    c.destroy();
+    return std::move(r).error().wrap(cat("creating sink container `", spec.id, "`"));
+  }
+  SL_LOG(Info, kModule, "container `", spec.id, "` up, init pid ", c.init_);
+  return c;
+}
+
+Result<void> Container::setup_network(const ContainerSpec& spec) const {
+  std::string batch = "link set lo up\n";
+  for (size_t i = 0; i < spec.interfaces.size(); ++i) {
+    const auto& iface = spec.interfaces[i];
+    // Named after the init, so no two containers pick the same name in the sink's namespace.
+    const std::string link = cat("slc", init_, "i", i);
+    SL_TRY(run_ok({"ip", "link", "add", "link", spec.nic, "name", link, "address", iface.mac, "type", "macvlan",
+                   "mode", "bridge"}));
+    if (auto moved = run_ok({"ip", "link", "set", link, "netns", std::to_string(init_)}); !moved.ok()) {
+      (void)seamless::run({"ip", "link", "del", link});
+      return std::move(moved).error();
+    }
+    batch += cat("link set ", link, " name ", iface.name, "\n");
+    for (const auto& a : iface.addresses)
+      batch += cat("addr replace ", a, " dev ", iface.name, a.find(':') != std::string::npos ? " nodad" : "", "\n");
+    batch += cat("link set ", iface.name, " up\n");
+  }
+  for (const auto& r : spec.routes) {
+    std::string dst = r.dst == "default" && r.ipv6 ? "::/0" : r.dst;
+    batch += cat("route replace ", dst, r.via.empty() ? "" : " via " + r.via, " dev ", r.dev, "\n");
+  }
+  const std::string file = dir_ + "/network.batch";
+  SL_TRY(sys::write_file(file, batch, 0600));
+  SL_TRY(run_ok({"nsenter", "-t", std::to_string(init_), "-n", "ip", "-b", file}));
+  return ok();
+}
+
+Result<Container> Container::adopt(const std::string& dir) {
+  auto text = SL_TRY(sys::read_file(dir + kStateFile));
+  auto json = SL_TRY(qmp::parse(text));
+  auto id = SL_TRY(qmp::get_string(json.root(), "id"));
+  auto init = SL_TRY(qmp::get_int(json.root(), "init"));
+  auto start = std::strtoull(SL_TRY(qmp::get_string(json.root(), "start")).c_str(), nullptr, 10);
+  Container c(id, dir, pid_t(init), start);
+  if (!c.alive()) return make_error(ErrorKind::NotFound, "the init of container `", id, "` (pid ", init, ") is gone");
+  return c;
+}
+
+bool Container::alive() const {
+  if (init_ <= 1 || start_time(init_) != start_) return false;
+  auto cmdline = sys::read_file(cat("/proc/", init_, "/cmdline"));
+  return cmdline.ok() && cmdline->find("--container-init") != std::string::npos &&
+         cmdline->find(dir_) != std::string::npos;
+}
+
+Result<RunResult> Container::run(const std::vector<std::string>& argv, Millis timeout) const {
+  if (!alive()) return make_error(ErrorKind::NotFound, "container `", id_, "` is gone");
+  std::vector<std::string> full = {"nsenter", "-t", std::to_string(init_), "-p", "-m", "-n", "-u", "-i", "-r", "-w",
+                                   "--"};
+  full.insert(full.end(), argv.begin(), argv.end());
+  return seamless::run(full, timeout);
+}
+
+std::vector<std::pair<pid_t, pid_t>> Container::processes() const {
+  std::vector<std::pair<pid_t, pid_t>> out;
+  const std::string ns = ns_of(init_, "pid");
+  if (ns.empty()) return out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    pid_t pid = std::atoi(name.c_str());
+    if (pid == init_ || ns_of(pid, "pid") != ns) continue;
+    if (pid_t inner = inner_pid(pid); inner > 1) out.emplace_back(pid, inner);
+  }
+  return out;
+}
+
+void Container::destroy() {
+  if (alive()) {
+    ::kill(init_, SIGKILL);
+    // The namespaces (and the macvlans and mounts in them) go with their last process;
+    // an exited init shows no namespaces even before its parent (not us) reaps it.
+    for (int i = 0; i < 100 && !ns_of(init_, "mnt").empty() && start_time(init_) == start_; ++i)
+      ::usleep(50 * 1000);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+  if (ec) SL_LOG(Warn, kModule, "removing `", dir_, "`: ", ec.message());
+}
+
+}  // namespace seamless::sink

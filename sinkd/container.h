@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// A sink container: the place a parked VM's gateways live in the sink. New PID, mount,
+// network, UTS and IPC namespaces around a small init (this daemon, re-executed with
+// --container-init); a macvlan on the sink's working NIC per VM interface, carrying the
+// VM's MAC, addresses and routes; the VM's hostname; and a root that is the sink's own
+// (template) root under an overlay whose upper layer holds a dummy of the right size for
+// every file a gateway holds open that the sink lacks or has in another version.
+//
+// Containers outlive the daemon: a restarted sinkd adopts them from their state file.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/process.h"
+#include "common/result.h"
+#include "guest-agent/identity.h"
+#include "guest-agent/manifest.h"
+
+namespace seamless::sink {
+
+struct ContainerSpec {
+  std::string id;   // names the directory; [A-Za-z0-9._-], at most 64 bytes
+  std::string dir;  // created here; must not exist
+  std::string hostname;
+  std::vector<guest::Interface> interfaces;
+  std::vector<guest::Route> routes;
+  std::string nic;  // the sink's working NIC, parent of the macvlans
+  std::vector<guest::FileIdentity> dummies;
+};
+
+class Container {
+ public:
+  // Builds it all; on any error nothing is left behind.
+  static Result<Container> create(const ContainerSpec& spec, const std::string& self_exe);
+  // The container a previous daemon made in `dir`, if its init still runs.
+  static Result<Container> adopt(const std::string& dir);
+
+  const std::string& id() const { return id_; }
+  const std::string& dir() const { return dir_; }
+  pid_t init() const { return init_; }
+  // The container's "/" as files written into it from outside go: dir/upper.
+  std::string upper() const { return dir_ + "/upper"; }
+  bool alive() const;
+
+  // Runs argv inside every namespace of the container, as a process of its PID namespace.
+  Result<RunResult> run(const std::vector<std::string>& argv, Millis timeout) const;
+  // Processes in the container but its init: (pid here, pid inside).
+  std::vector<std::pair<pid_t, pid_t>> processes() const;
+  // Kills everything in it (the namespaces, links and mounts go with the init) and
+  // removes its directory.
+  void destroy();
+
+ private:
+  Container(std::string id, std::string dir, pid_t init, uint64_t start)
+      : id_(std::move(id)), dir_(std::move(dir)), init_(init), start_(start) {}
+  Result<void> setup_network(const ContainerSpec& spec) const;
+  std::string id_, dir_;
+  pid_t init_ = 0;
+  uint64_t start_ = 0;  // the init's start time, so a reused pid is never taken for it
+};
+
+// The init of a container, `seamless-sinkd --container-init DIR HOSTNAME`: unshares the
+// namespaces, forks the container's pid 1 (which sets up the root, then reaps orphans
+// until killed), prints that process's pid and exits.
+int container_init_main(const std::string& dir, const std::string& hostname);
+
+// Makes `path` (absolute, plain components) below `upper` as a sparse file of `size`
+// bytes, with the directories above it taking mode and owner from `lower`'s.
+Result<void> make_dummy(const std::string& upper, const std::string& path, uint64_t size,
+                        const std::string& lower = "/");
+
+}  // namespace seamless::sink

@@ -1,0 +1,409 @@
+// SPDX-License-Identifier: Apache-2.0
+// The sink's gateways: add (unpack, check, container, CRIU restore, trace), hand back
+// (stop, CRIU dump, pack), remove, list, and recovery after a daemon restart.
+#include "sinkd/sink.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <future>
+#include <set>
+#include <sstream>
+
+#include "common/log.h"
+#include "common/sys.h"
+#include "guest-agent/criu.h"
+#include "guest-agent/gateway.h"
+#include "qmp/json.h"
+#include "sinkd/pack_check.h"
+
+namespace seamless::sink {
+namespace {
+
+constexpr std::string_view kModule = "sink";
+constexpr const char* kImages = "/.seamless";  // the pack's images, inside the container
+constexpr const char* kHandedBack = "/handed-back";
+
+std::string exe_name(pid_t pid) {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink(cat("/proc/", pid, "/exe"), ec);
+  return ec ? "" : exe.filename().string();
+}
+
+pid_t parent_of(pid_t pid) {
+  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return 0;
+  auto paren = stat->rfind(')');
+  std::istringstream in(stat->substr(paren + 2));
+  std::string state;
+  pid_t ppid = 0;
+  in >> state >> ppid;
+  return ppid;
+}
+
+char state_of(pid_t pid) {
+  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return '?';
+  auto paren = stat->rfind(')');
+  return paren + 2 < stat->size() ? (*stat)[paren + 2] : '?';
+}
+
+std::string event_data(const std::string& id, std::initializer_list<std::pair<const char*, std::string>> fields) {
+  qmp::ArgWriter w;
+  w.str("id", id);
+  for (const auto& [k, v] : fields) w.str(k, v);
+  return w.finish();
+}
+
+}  // namespace
+
+struct Sink::Gateway {
+  std::string id;
+  std::optional<Container> container;  // absent once lost
+  guest::Manifest manifest;
+  std::map<pid_t, pid_t> inner;  // pid here -> pid inside, of the traced processes
+  std::mutex mu;                 // state, activity, error, tracer
+  std::string state;             // traced woken stopped handed-back crashed lost
+  std::string activity, error, pack;
+  Tracer* tracer = nullptr;  // while the watcher runs
+  std::thread thread;
+  std::atomic<int> request{0};  // 1: freeze, 2: let go
+  std::atomic<bool> finished{false};
+  void set(std::string s) {
+    std::lock_guard<std::mutex> lock(mu);
+    state = std::move(s);
+  }
+  std::string get() {
+    std::lock_guard<std::mutex> lock(mu);
+    return state;
+  }
+};
+
+Sink::Sink(SinkOptions options, EventSink events) : opt_(std::move(options)), events_(std::move(events)) {
+  std::error_code ec;
+  std::filesystem::create_directories(opt_.state_dir + "/containers", ec);
+}
+
+Sink::~Sink() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, g] : gateways_) stop_watching(*g, false);
+}
+
+size_t Sink::size() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return gateways_.size();
+}
+
+Result<Sink::Gateway*> Sink::find(const std::string& id) {
+  auto it = gateways_.find(id);
+  if (it == gateways_.end()) return make_error(ErrorKind::NotFound, "the sink hosts no gateway `", id, "`");
+  return it->second.get();
+}
+
+void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached) {
+  std::vector<TracedProcess> procs;
+  for (auto [here, inside] : g->container->processes()) {
+    auto policy = Policy::builtin(exe_name(here));
+    if (!policy.ok()) policy = Policy::builtin("");
+    procs.push_back({here, std::move(policy).value()});
+    g->inner[here] = inside;
+  }
+  auto t = Tracer::attach(std::move(procs));
+  if (!t.ok()) {
+    attached->set_value(t.error().message);
+    g->finished = true;
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    g->tracer = t->get();
+    g->state = "traced";
+  }
+  attached->set_value("");
+  for (;;) {
+    auto r = (*t)->run(Deadline::never());
+    if (!r.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(g->mu);
+        g->state = "crashed";
+        g->error = r.error().message;
+      }
+      SL_LOG(Warn, kModule, "gateway `", g->id, "`: ", r.error().message);
+      events_("ERROR", event_data(g->id, {{"error", r.error().message}}));
+      break;
+    }
+    if (r->has_value()) {
+      const Activity& a = **r;
+      {
+        std::lock_guard<std::mutex> lock(g->mu);
+        g->state = "woken";
+        g->activity = a.reason;
+      }
+      SL_LOG(Info, kModule, "gateway `", g->id, "` activity: ", a.reason);
+      events_("ACTIVITY", event_data(g->id, {{"reason", a.reason}, {"pid", std::to_string(g->inner[a.pid])}}));
+      break;
+    }
+    if (g->request == 1) {
+      (*t)->stop_and_detach();
+      g->set("stopped");
+      break;
+    }
+    if (g->request == 2) break;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    g->tracer = nullptr;
+  }
+  t->reset();  // detaches here, in the tracing thread, unless stopped already
+  g->finished = true;
+}
+
+Result<void> Sink::watch(Gateway& g) {
+  g.request = 0;
+  g.finished = false;
+  auto attached = std::make_shared<std::promise<std::string>>();
+  auto result = attached->get_future();
+  g.thread = std::thread(&Sink::watcher, this, &g, attached);
+  std::string why = result.get();
+  if (!why.empty()) {
+    g.thread.join();
+    return make_error(ErrorKind::System, "tracing gateway `", g.id, "`: ", why);
+  }
+  return ok();
+}
+
+void Sink::stop_watching(Gateway& g, bool freeze) {
+  if (!g.thread.joinable()) return;
+  g.request = freeze ? 1 : 2;
+  while (!g.finished) {
+    {
+      std::lock_guard<std::mutex> lock(g.mu);
+      if (g.tracer) g.tracer->interrupt();
+    }
+    std::this_thread::sleep_for(Millis(20));
+  }
+  g.thread.join();
+}
+
+size_t Sink::recover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t found = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(opt_.state_dir + "/containers", ec)) {
+    const std::string id = e.path().filename();
+    if (gateways_.count(id)) continue;
+    auto g = std::make_unique<Gateway>();
+    g->id = id;
+    ++found;
+    auto c = Container::adopt(e.path());
+    if (!c.ok()) {
+      g->state = "lost";
+      g->error = c.error().message;
+      SL_LOG(Warn, kModule, "gateway `", id, "` is lost: ", c.error().message);
+      gateways_[id] = std::move(g);
+      continue;
+    }
+    g->container = std::move(c).value();
+    auto text = sys::read_file(g->container->upper() + kImages + "/" + guest::kManifestName);
+    auto m = text.ok() ? guest::Manifest::parse(*text) : Result<guest::Manifest>(text.error());
+    if (m.ok()) g->manifest = std::move(m).value();
+    auto procs = g->container->processes();
+    if (auto marker = sys::read_file(e.path().string() + kHandedBack); marker.ok()) {
+      g->state = "handed-back";
+      g->pack = *marker;
+    } else if (procs.empty()) {
+      g->state = "crashed";
+      g->error = "no gateway process is left in its container";
+    } else {
+      bool all_stopped = true;
+      for (auto [here, inside] : procs) all_stopped = all_stopped && state_of(here) == 'T';
+      if (all_stopped) {
+        g->state = "stopped";
+      } else if (auto w = watch(*g); !w.ok()) {
+        g->state = "crashed";
+        g->error = w.error().message;
+      }
+    }
+    SL_LOG(Info, kModule, "adopted gateway `", id, "` (", g->state, ")");
+    gateways_[id] = std::move(g);
+  }
+  return found;
+}
+
+Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
+  const auto t0 = Clock::now();
+  const std::string incoming = opt_.state_dir + "/incoming-" + id;
+  const std::string dir = opt_.state_dir + "/containers/" + id;
+  std::error_code ec;
+  std::filesystem::remove_all(incoming, ec);
+  if (std::filesystem::exists(dir)) return make_error(ErrorKind::Invalid, "`", dir, "` exists already");
+  auto text = SL_TRY_CTX(guest::unpack(pack, incoming, opt_.limits), "pack `", pack, "`");
+  auto g = std::make_unique<Gateway>();
+  g->id = id;
+  auto body = [&]() -> Result<PackCheck> {
+    auto manifest = SL_TRY_CTX(guest::Manifest::parse(text), "pack `", pack, "`");
+    auto checked = SL_TRY_CTX(check_manifest(std::move(manifest)), "pack `", pack, "`");
+    ContainerSpec spec;
+    spec.id = id;
+    spec.dir = dir;
+    spec.hostname = checked.manifest.hostname;
+    spec.interfaces = checked.manifest.interfaces;
+    spec.routes = checked.manifest.routes;
+    spec.nic = opt_.nic;
+    spec.dummies = checked.dummies;
+    g->container = SL_TRY(Container::create(spec, opt_.self_exe));
+    const std::string images = g->container->upper() + kImages;
+    if (::rename(incoming.c_str(), images.c_str()) != 0) return errno_error(cat("rename `", incoming, "` to `", images, "`"));
+    for (const auto& gw : checked.manifest.gateways) {
+      const std::string inside = cat(kImages, "/", gw.dir);
+      std::vector<std::string> argv = {opt_.criu, "restore",           "-D",           inside, "-o", "restore.log",
+                                       "-v4",     "--tcp-established", "--file-locks", "-d",   "--pidfile",
+                                       inside + "/restore.pid"};
+      if (gw.shell_job) argv.push_back("--shell-job");
+      auto r = SL_TRY(g->container->run(argv, Millis(300000)));
+      if (!r.status.success()) {
+        auto log = sys::read_file(images + "/" + gw.dir + "/restore.log");
+        return make_error(ErrorKind::Remote, "criu restore of gateway `", gw.name, "` failed (", r.status.describe(),
+                          "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
+      }
+    }
+    // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
+    std::map<pid_t, pid_t> here_of;
+    for (auto [here, inside] : g->container->processes()) here_of[inside] = here;
+    for (const auto& gw : checked.manifest.gateways) {
+      std::vector<guest::FdLimit> limits = gw.fd_limits;
+      for (auto& l : limits) l.pid = here_of.count(l.pid) ? here_of[l.pid] : 0;
+      guest::lower_fd_limits(limits);
+    }
+    g->manifest = checked.manifest;
+    SL_TRY(watch(*g));
+    return checked;
+  };
+  auto checked = body();
+  if (!checked.ok()) {
+    if (g->container) g->container->destroy();
+    std::filesystem::remove_all(incoming, ec);
+    return std::move(checked).error().wrap(cat("adding gateway `", id, "`"));
+  }
+  std::string gws = "[";
+  for (size_t i = 0; i < g->manifest.gateways.size(); ++i) {
+    qmp::ArgWriter x;
+    x.str("name", g->manifest.gateways[i].name).num("root", g->manifest.gateways[i].root);
+    gws += (i ? "," : "") + x.finish();
+  }
+  qmp::ArgWriter w;
+  w.str("id", id)
+      .str("hostname", g->manifest.hostname)
+      .num("init", g->container->init())
+      .raw("gateways", gws + "]")
+      .num("processes", int64_t(g->inner.size()))
+      .num("dummies", int64_t(checked->dummies.size()))
+      .str("seconds", cat(seconds_since(t0)));
+  SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
+  gateways_[id] = std::move(g);
+  events_("READY", event_data(id, {}));
+  return w.finish();
+}
+
+std::string Sink::list() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = "[";
+  for (auto& [id, g] : gateways_) {
+    qmp::ArgWriter w;
+    std::lock_guard<std::mutex> glock(g->mu);
+    w.str("id", id).str("state", g->state).str("hostname", g->manifest.hostname);
+    if (g->container) w.num("init", g->container->init()).num("processes", int64_t(g->container->processes().size()));
+    if (!g->activity.empty()) w.str("activity", g->activity);
+    if (!g->error.empty()) w.str("error", g->error);
+    if (!g->pack.empty()) w.str("pack", g->pack);
+    out += (out.size() > 1 ? "," : "") + w.finish();
+  }
+  return out + "]";
+}
+
+Result<std::string> Sink::hand_back(const std::string& id, const std::string& out_arg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Gateway* g = SL_TRY(find(id));
+  const auto t0 = Clock::now();
+  stop_watching(*g, true);
+  const std::string state = g->get();
+  if (state == "handed-back") return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
+  if (state != "woken" && state != "stopped")
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", state,
+                      g->error.empty() ? "" : " (" + g->error + ")");
+  Container& c = *g->container;
+  // The processes as they are now, inside pids, per gateway tree.
+  auto procs = c.processes();
+  std::map<pid_t, pid_t> inner_of(procs.begin(), procs.end()), here_of;
+  for (auto [here, inside] : procs) here_of[inside] = here;
+  guest::Manifest m = g->manifest;
+  for (auto& gw : m.gateways) {
+    gw.pids.clear();
+    for (auto [here, inside] : procs)
+      for (pid_t p = here; p > 0 && inner_of.count(p); p = parent_of(p))
+        if (inner_of[p] == gw.root) {
+          gw.pids.push_back(inside);
+          break;
+        }
+    if (gw.pids.empty())
+      return make_error(ErrorKind::NotFound, "gateway `", gw.name, "` (pid ", gw.root, ") of `", id, "` is gone");
+  }
+  const std::string out_root = c.upper() + kImages + "/out";
+  std::error_code ec;
+  std::filesystem::remove_all(out_root, ec);
+  for (auto& gw : m.gateways) {
+    const std::string inside = cat(kImages, "/out/", gw.dir);
+    std::filesystem::create_directories(c.upper() + inside, ec);
+    std::vector<pid_t> here;
+    for (pid_t p : gw.pids) here.push_back(here_of[p]);
+    auto limits = guest::raise_fd_limits(here);
+    gw.fd_limits.clear();
+    for (auto l : limits) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
+    std::vector<std::string> argv = {opt_.criu, "dump",  "-t",  std::to_string(gw.root), "-D",
+                                     inside,    "-o",    "dump.log", "-v4", "--tcp-established",
+                                     "--file-locks"};
+    if (gw.shell_job) argv.push_back("--shell-job");
+    auto r = SL_TRY(c.run(argv, Millis(300000)));
+    if (!r.status.success()) {
+      guest::lower_fd_limits(limits);
+      auto log = sys::read_file(c.upper() + inside + "/dump.log");
+      return make_error(ErrorKind::Remote, "criu dump of gateway `", gw.name, "` in the sink failed (",
+                        r.status.describe(), "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
+    }
+  }
+  const std::string out = out_arg.empty() ? cat(opt_.state_dir, "/out/", id, ".pack") : out_arg;
+  std::filesystem::create_directories(std::filesystem::path(out).parent_path(), ec);
+  SL_TRY_CTX(guest::write_pack(out, m.to_json(), out_root, guest::list_pack_files(out_root)), "writing `", out, "`");
+  std::filesystem::remove_all(out_root, ec);
+  (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
+  {
+    std::lock_guard<std::mutex> glock(g->mu);
+    g->state = "handed-back";
+    g->pack = out;
+  }
+  qmp::ArgWriter w;
+  w.str("id", id).str("pack", out).num("bytes", int64_t(std::filesystem::file_size(out, ec))).str("seconds", cat(seconds_since(t0)));
+  SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", seconds_since(t0), " s: `", out, "`");
+  return w.finish();
+}
+
+Result<void> Sink::remove(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Gateway* g = SL_TRY(find(id));
+  stop_watching(*g, false);
+  if (g->container) {
+    g->container->destroy();
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(opt_.state_dir + "/containers/" + id, ec);
+  }
+  gateways_.erase(id);
+  SL_LOG(Info, kModule, "gateway `", id, "` removed");
+  return ok();
+}
+
+}  // namespace seamless::sink

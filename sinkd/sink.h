@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+// The sink's gateways: each pack gets a container, its gateways are restored there with
+// CRIU and traced until activity; hand-back checkpoints them into a pack again. Every
+// gateway has a watcher thread that owns its tracer. Events go out through a callback:
+//   READY {id}                              restored and traced
+//   ACTIVITY {id, pid, reason}              a request needs the VM; the gateway is stopped
+//   ERROR {id, error}                       a gateway process died, or tracing failed
+#pragma once
+
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "common/result.h"
+#include "guest-agent/manifest.h"
+#include "guest-agent/pack.h"
+#include "sinkd/container.h"
+#include "sinkd/tracer.h"
+
+namespace seamless::sink {
+
+struct SinkOptions {
+  std::string state_dir = "/run/seamless-sinkd";
+  std::string nic = "eth0";  // the working NIC: macvlans for the parked VMs go on it
+  std::string self_exe;      // this daemon's binary (runs the containers' inits)
+  std::string criu = "criu";
+  guest::PackLimits limits;
+};
+
+using EventSink = std::function<void(const std::string& event, const std::string& data_json)>;
+
+class Sink {
+ public:
+  Sink(SinkOptions options, EventSink events);
+  ~Sink();  // stops watching (gateways keep running in their containers)
+  Sink(const Sink&) = delete;
+  Sink& operator=(const Sink&) = delete;
+
+  // Adopts the containers a previous daemon left; the ones whose init is gone are kept
+  // as "lost" (listed, and removed on request). Returns how many it found.
+  size_t recover();
+  // Restores a pack's gateways in a new container `id`. The reply: id, hostname,
+  // gateways (name, pid inside, pid here), dummies, seconds.
+  Result<std::string> add(const std::string& pack, const std::string& id);
+  std::string list();
+  // Checkpoints the gateways (stopped first unless activity stopped them) into a pack
+  // at `out` (default: STATE/out/ID.pack). The container stays until remove().
+  Result<std::string> hand_back(const std::string& id, const std::string& out);
+  // Ends the container and everything in it.
+  Result<void> remove(const std::string& id);
+  size_t size();
+
+ private:
+  struct Gateway;
+  Result<void> watch(Gateway& g);
+  void watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached);
+  void stop_watching(Gateway& g, bool freeze);
+  Result<Gateway*> find(const std::string& id);
+  SinkOptions opt_;
+  EventSink events_;
+  std::mutex mu_;  // guards gateways_ (the map, not each entry: commands come one at a time)
+  std::map<std::string, std::unique_ptr<Gateway>> gateways_;
+};
+
+}  // namespace seamless::sink
