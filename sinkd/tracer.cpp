@@ -135,6 +135,11 @@ std::vector<pid_t> Tracer::pids() const {
 }
 
 Result<void> Tracer::seize_all() {
+  // A process that ended since it was listed is no longer part of the gateway.
+  for (auto it = processes_.begin(); it != processes_.end();)
+    it = std::filesystem::exists(cat("/proc/", it->first, "/task")) ? std::next(it) : processes_.erase(it);
+  if (processes_.empty()) return make_error(ErrorKind::NotFound, "every process of the gateway is gone");
+  if (!processes_.count(first_)) first_ = processes_.begin()->first;
   for (const auto& [pid, p] : processes_) {
     std::error_code ec;
     for (const auto& task : std::filesystem::directory_iterator(cat("/proc/", pid, "/task"), ec)) {

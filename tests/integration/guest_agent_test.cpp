@@ -18,6 +18,7 @@
 #include "guest-agent/pack.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
+#include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 
 namespace seamless::guest {
@@ -25,46 +26,6 @@ namespace {
 
 constexpr int kIndex = 14;
 constexpr const char* kName = "sl-guest-agent";
-
-// An interactive SSH session from the client namespace: typed into through a FIFO,
-// its output collected in a file.
-class SshSession {
- public:
-  static Result<std::unique_ptr<SshSession>> open(const test::Testbed& bed, const std::string& key,
-                                                  const std::string& dir, int port = 2222) {
-    std::unique_ptr<SshSession> s(new SshSession());
-    s->fifo_ = cat(dir, "/ssh-", port, ".in");
-    s->out_ = cat(dir, "/ssh-", port, ".out");
-    ::unlink(s->fifo_.c_str());
-    if (::mkfifo(s->fifo_.c_str(), 0600) != 0) return errno_error("mkfifo");
-    // O_RDWR: opening does not wait for the reader, and the FIFO never sees EOF.
-    s->in_ = UniqueFd(::open(s->fifo_.c_str(), O_RDWR | O_CLOEXEC));
-    if (!s->in_.valid()) return errno_error("open fifo");
-    const std::string cmd = cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
-                                " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p ",
-                                port, " root@", bed.guest_ip(kIndex), " < ", s->fifo_, " > ", s->out_, " 2>&1");
-    s->ssh_ = SL_TRY(ChildProcess::spawn({"/bin/sh", "-c", cmd}));
-    return s;
-  }
-  // Types a line and waits for `expect` in the output.
-  Result<void> type(const std::string& line, const std::string& expect, Millis timeout = Millis(60000)) {
-    SL_TRY(sys::write_all(in_.get(), line + "\n", Deadline(Millis(5000))));
-    for (Deadline d(timeout); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
-      auto out = sys::read_file(out_);
-      if (out.ok() && out->find(expect) != std::string::npos) return ok();
-      if (!ssh_.running()) break;
-    }
-    auto out = sys::read_file(out_);
-    return make_error(ErrorKind::Timeout, "`", expect, "` did not appear in the SSH session (ssh ",
-                      ssh_.running() ? "running" : "exited", "); it printed: ", out.ok() ? *out : "nothing");
-  }
-  bool alive() { return ssh_.running(); }
-
- private:
-  std::string fifo_, out_;
-  UniqueFd in_;
-  ChildProcess ssh_;
-};
 
 class GuestAgent : public ::testing::Test {
  protected:
@@ -80,18 +41,10 @@ class GuestAgent : public ::testing::Test {
     auto dir = TempDir::create();
     if (!dir.ok()) return fail(dir.error().message);
     dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    key_ = *dir_ / "id";
-    if (auto k = run_ok({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key_}); !k.ok())
-      return fail(k.error().message);
-    auto pub = sys::read_file(key_ + ".pub");
-    if (!pub.ok()) return fail(pub.error().message);
-    if (auto w = qmp::guest_run_ok(*guest_->agent, "/bin/mkdir", {"-p", "-m", "700", "/root/.ssh"}); !w.ok())
-      return fail(w.error().message);
-    if (auto w = qmp::write_guest_file(*guest_->agent, "/root/.ssh/authorized_keys", *pub); !w.ok())
-      return fail(w.error().message);
-    // The agent creates files world-writable; dropbear ignores such key files.
-    if (auto w = qmp::guest_run_ok(*guest_->agent, "/bin/chmod", {"600", "/root/.ssh/authorized_keys"}); !w.ok())
-      return fail(w.error().message);
+    auto key = test::make_ssh_key(dir_->path());
+    if (!key.ok()) return fail(key.error().message);
+    key_ = *key;
+    if (auto a = test::authorize_ssh_key(*guest_->agent, key_); !a.ok()) return fail(a.error().message);
   }
   static void TearDownTestSuite() {
     guest_.reset();
@@ -151,7 +104,7 @@ TEST_F(GuestAgent, DiscoverFindsDropbearAndLeavesTheAgentOut) {
 }
 
 TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
-  auto ssh = SshSession::open(guest_->bed, key_, dir_->path());
+  auto ssh = test::SshSession::open(guest_->bed, key_, dir_->path(), guest_->bed.guest_ip(kIndex));
   ASSERT_TRUE(ssh.ok()) << ssh.error().message;
   auto typed = (*ssh)->type("echo before-$((20+22))", "before-42");
   ASSERT_TRUE(typed.ok()) << typed.error().message;
@@ -220,10 +173,10 @@ TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
                         Case{"/usr/sbin/vsftpd", 21}}) {
     SCOPED_TRACE(c.exe);
     const bool http = c.port == 80 || c.port == 8080;
-    std::unique_ptr<SshSession> ssh;
+    std::unique_ptr<test::SshSession> ssh;
     UniqueFd conn;
     if (c.port == 22) {
-      auto s = SshSession::open(guest_->bed, key_, dir_->path(), 22);
+      auto s = test::SshSession::open(guest_->bed, key_, dir_->path(), guest_->bed.guest_ip(kIndex), 22);
       ASSERT_TRUE(s.ok()) << s.error().message;
       ssh = std::move(s).value();
       auto typed = ssh->type("echo sshd-$((40+2))", "sshd-42");

@@ -98,6 +98,22 @@ Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t po
   return out;
 }
 
+Result<void> Testbed::redirect(const std::string& mac, const std::string& to_mac) const {
+  auto port = SL_TRY(run_ok({"ovs-vsctl", "--bare", "--columns=ofport", "find", "interface",
+                             cat("external_ids:attached-mac=\"", to_mac, "\"")}));
+  while (!port.empty() && (port.back() == '\n' || port.back() == ' ')) port.pop_back();
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+    return make_error(ErrorKind::NotFound, "no OVS port carries MAC ", to_mac, " (`", port, "`)");
+  SL_TRY(run_ok({"ovs-ofctl", "add-flow", bridge,
+                 cat("cookie=0x5e1,priority=100,dl_dst=", mac, ",actions=output:", port)}));
+  return ok();
+}
+
+Result<void> Testbed::end_redirect(const std::string& mac) const {
+  SL_TRY(run_ok({"ovs-ofctl", "del-flows", bridge, cat("cookie=0x5e1/-1,dl_dst=", mac)}));
+  return ok();
+}
+
 std::string Testbed::guest_mac(int index) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "52:54:00:5e:a0:%02x", (10 + index) & 0xff);
