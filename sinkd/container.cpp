@@ -27,15 +27,6 @@ namespace {
 constexpr std::string_view kModule = "container";
 constexpr const char* kStateFile = "/state.json";
 
-Result<void> check_id(const std::string& id) {
-  if (id.empty() || id.size() > 64) return make_error(ErrorKind::Invalid, "container id `", id, "` must be 1-64 bytes");
-  for (char c : id)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return make_error(ErrorKind::Invalid, "container id `", id, "` may hold only [A-Za-z0-9._-]");
-  if (id[0] == '.') return make_error(ErrorKind::Invalid, "container id `", id, "` must not start with a dot");
-  return ok();
-}
-
 // Field 22 of /proc/PID/stat: when the process started (clock ticks since boot).
 uint64_t start_time(pid_t pid) {
   auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
@@ -126,6 +117,15 @@ Result<void> copy_owner_and_mode(const std::string& from, const std::string& to)
 
 }  // namespace
 
+Result<void> check_container_id(const std::string& id) {
+  if (id.empty() || id.size() > 64) return make_error(ErrorKind::Invalid, "container id `", id, "` must be 1-64 bytes");
+  for (char c : id)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return make_error(ErrorKind::Invalid, "container id `", id, "` may hold only [A-Za-z0-9._-]");
+  if (id[0] == '.') return make_error(ErrorKind::Invalid, "container id `", id, "` must not start with a dot");
+  return ok();
+}
+
 Result<void> make_dummy(const std::string& upper, const std::string& path, uint64_t size, const std::string& lower) {
   if (path.size() < 2 || path[0] != '/' || path.size() > 4096)
     return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
@@ -199,8 +199,7 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
     msg.append(buf, size_t(n));
   }
   if (msg != "ok") {
-    std::fprintf(stderr, "seamless-sinkd: setting up the container: %s\n",
-                 msg.empty() ? "its init died" : msg.c_str());
+    std::fprintf(stderr, "seamless-sinkd: setting up the container: %s\n", msg.empty() ? "its init died" : msg.c_str());
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
     return 1;
@@ -210,7 +209,7 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
 }
 
 Result<Container> Container::create(const ContainerSpec& spec, const std::string& self_exe) {
-  SL_TRY(check_id(spec.id));
+  SL_TRY(check_container_id(spec.id));
   if (spec.interfaces.empty()) return make_error(ErrorKind::Invalid, "the pack names no network interface");
   if (::mkdir(spec.dir.c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, "`"));
   Container c(spec.id, spec.dir, 0, 0);
@@ -219,11 +218,13 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
       if (::mkdir((spec.dir + sub).c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, sub, "`"));
     // The overlay's root takes its attributes from the upper layer: make it look like "/".
     SL_TRY(copy_owner_and_mode("/", c.upper()));
-    for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f.path, f.size), "standing in for `", f.path, "`");
+    for (const auto& f : spec.dummies)
+      SL_TRY_CTX(make_dummy(c.upper(), f.path, f.size), "standing in for `", f.path, "`");
     auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
     c.init_ = pid_t(std::atoi(out.c_str()));
     c.start_ = start_time(c.init_);
-    if (c.init_ <= 1 || c.start_ == 0) return make_error(ErrorKind::System, "the container's init is gone: `", out, "`");
+    if (c.init_ <= 1 || c.start_ == 0)
+      return make_error(ErrorKind::System, "the container's init is gone: `", out, "`");
     SL_TRY_CTX(c.setup_network(spec), "network of container `", spec.id, "`");
     qmp::ArgWriter w;
     w.str("id", spec.id).num("init", c.init_).str("start", std::to_string(c.start_)).str("hostname", spec.hostname);
@@ -244,8 +245,8 @@ Result<void> Container::setup_network(const ContainerSpec& spec) const {
     const auto& iface = spec.interfaces[i];
     // Named after the init, so no two containers pick the same name in the sink's namespace.
     const std::string link = cat("slc", init_, "i", i);
-    SL_TRY(run_ok({"ip", "link", "add", "link", spec.nic, "name", link, "address", iface.mac, "type", "macvlan",
-                   "mode", "bridge"}));
+    SL_TRY(run_ok({"ip", "link", "add", "link", spec.nic, "name", link, "address", iface.mac, "type", "macvlan", "mode",
+                   "bridge"}));
     if (auto moved = run_ok({"ip", "link", "set", link, "netns", std::to_string(init_)}); !moved.ok()) {
       (void)seamless::run({"ip", "link", "del", link});
       return std::move(moved).error();
@@ -285,8 +286,8 @@ bool Container::alive() const {
 
 Result<RunResult> Container::run(const std::vector<std::string>& argv, Millis timeout) const {
   if (!alive()) return make_error(ErrorKind::NotFound, "container `", id_, "` is gone");
-  std::vector<std::string> full = {"nsenter", "-t", std::to_string(init_), "-p", "-m", "-n", "-u", "-i", "-r", "-w",
-                                   "--"};
+  std::vector<std::string> full = {"nsenter", "-t", std::to_string(init_), "-p", "-m", "-n", "-u", "-i", "-r",
+                                   "-w",      "--"};
   full.insert(full.end(), argv.begin(), argv.end());
   return seamless::run(full, timeout);
 }
@@ -311,8 +312,7 @@ void Container::destroy() {
     ::kill(init_, SIGKILL);
     // The namespaces (and the macvlans and mounts in them) go with their last process;
     // an exited init shows no namespaces even before its parent (not us) reaps it.
-    for (int i = 0; i < 100 && !ns_of(init_, "mnt").empty() && start_time(init_) == start_; ++i)
-      ::usleep(50 * 1000);
+    for (int i = 0; i < 100 && !ns_of(init_, "mnt").empty() && start_time(init_) == start_; ++i) ::usleep(50 * 1000);
   }
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);

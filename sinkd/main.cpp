@@ -16,8 +16,8 @@
 #include "common/sys.h"
 #include "common/time.h"
 #include "qmp/json.h"
-#include "sinkd/control.h"
 #include "sinkd/container.h"
+#include "sinkd/control.h"
 #include "sinkd/pack_check.h"
 #include "sinkd/sink.h"
 

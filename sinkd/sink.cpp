@@ -16,6 +16,7 @@
 #include "common/sys.h"
 #include "guest-agent/criu.h"
 #include "guest-agent/gateway.h"
+#include "guest-agent/procfs.h"
 #include "qmp/json.h"
 #include "sinkd/pack_check.h"
 
@@ -32,29 +33,11 @@ std::string exe_name(pid_t pid) {
   return ec ? "" : exe.filename().string();
 }
 
-pid_t parent_of(pid_t pid) {
-  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return 0;
-  auto paren = stat->rfind(')');
-  std::istringstream in(stat->substr(paren + 2));
-  std::string state;
-  pid_t ppid = 0;
-  in >> state >> ppid;
-  return ppid;
-}
-
-char state_of(pid_t pid) {
-  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return '?';
-  auto paren = stat->rfind(')');
-  return paren + 2 < stat->size() ? (*stat)[paren + 2] : '?';
-}
-
-std::string event_data(const std::string& id, std::initializer_list<std::pair<const char*, std::string>> fields) {
-  qmp::ArgWriter w;
-  w.str("id", id);
-  for (const auto& [k, v] : fields) w.str(k, v);
-  return w.finish();
+// /proc/PID/stat of a process here ({} when it is gone).
+guest::ProcStat proc_stat(pid_t pid) {
+  auto text = sys::read_file(cat("/proc/", pid, "/stat"));
+  auto stat = text.ok() ? guest::parse_stat(*text) : Result<guest::ProcStat>(text.error());
+  return stat.ok() ? *stat : guest::ProcStat{};
 }
 
 }  // namespace
@@ -131,7 +114,8 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
         g->error = r.error().message;
       }
       SL_LOG(Warn, kModule, "gateway `", g->id, "`: ", r.error().message);
-      events_("ERROR", event_data(g->id, {{"error", r.error().message}}));
+      qmp::ArgWriter ev;
+      events_("ERROR", ev.str("id", g->id).str("error", r.error().message).finish());
       break;
     }
     if (r->has_value()) {
@@ -142,7 +126,8 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
         g->activity = a.reason;
       }
       SL_LOG(Info, kModule, "gateway `", g->id, "` activity: ", a.reason);
-      events_("ACTIVITY", event_data(g->id, {{"reason", a.reason}, {"pid", std::to_string(g->inner[a.pid])}}));
+      qmp::ArgWriter ev;
+      events_("ACTIVITY", ev.str("id", g->id).str("reason", a.reason).num("pid", g->inner[a.pid]).finish());
       break;
     }
     if (g->request == 1) {
@@ -218,7 +203,7 @@ size_t Sink::recover() {
       g->error = "no gateway process is left in its container";
     } else {
       bool all_stopped = true;
-      for (auto [here, inside] : procs) all_stopped = all_stopped && state_of(here) == 'T';
+      for (auto [here, inside] : procs) all_stopped = all_stopped && proc_stat(here).state == 'T';
       if (all_stopped) {
         g->state = "stopped";
       } else if (auto w = watch(*g); !w.ok()) {
@@ -234,6 +219,7 @@ size_t Sink::recover() {
 
 Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
+  SL_TRY(check_container_id(id));  // it names paths below the state directory
   if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
   const auto t0 = Clock::now();
   const std::string incoming = opt_.state_dir + "/incoming-" + id;
@@ -257,12 +243,13 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
     spec.dummies = checked.dummies;
     g->container = SL_TRY(Container::create(spec, opt_.self_exe));
     const std::string images = g->container->upper() + kImages;
-    if (::rename(incoming.c_str(), images.c_str()) != 0) return errno_error(cat("rename `", incoming, "` to `", images, "`"));
+    if (::rename(incoming.c_str(), images.c_str()) != 0)
+      return errno_error(cat("rename `", incoming, "` to `", images, "`"));
     for (const auto& gw : checked.manifest.gateways) {
       const std::string inside = cat(kImages, "/", gw.dir);
-      std::vector<std::string> argv = {opt_.criu, "restore",           "-D",           inside, "-o", "restore.log",
-                                       "-v4",     "--tcp-established", "--file-locks", "-d",   "--pidfile",
-                                       inside + "/restore.pid"};
+      std::vector<std::string> argv = {opt_.criu,      "restore",     "-D",        inside,
+                                       "-o",           "restore.log", "-v4",       "--tcp-established",
+                                       "--file-locks", "-d",          "--pidfile", inside + "/restore.pid"};
       if (gw.shell_job) argv.push_back("--shell-job");
       auto r = SL_TRY(g->container->run(argv, Millis(300000)));
       if (!r.status.success()) {
@@ -305,7 +292,8 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
       .str("seconds", cat(seconds_since(t0)));
   SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
   gateways_[id] = std::move(g);
-  events_("READY", event_data(id, {}));
+  qmp::ArgWriter ev;
+  events_("READY", ev.str("id", id).finish());
   return w.finish();
 }
 
@@ -331,7 +319,8 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   const auto t0 = Clock::now();
   stop_watching(*g, true);
   const std::string state = g->get();
-  if (state == "handed-back") return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
+  if (state == "handed-back")
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
   if (state != "woken" && state != "stopped")
     return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", state,
                       g->error.empty() ? "" : " (" + g->error + ")");
@@ -344,7 +333,7 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   for (auto& gw : m.gateways) {
     gw.pids.clear();
     for (auto [here, inside] : procs)
-      for (pid_t p = here; p > 0 && inner_of.count(p); p = parent_of(p))
+      for (pid_t p = here; p > 0 && inner_of.count(p); p = proc_stat(p).ppid)
         if (inner_of[p] == gw.root) {
           gw.pids.push_back(inside);
           break;
@@ -363,9 +352,8 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
     auto limits = guest::raise_fd_limits(here);
     gw.fd_limits.clear();
     for (auto l : limits) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
-    std::vector<std::string> argv = {opt_.criu, "dump",  "-t",  std::to_string(gw.root), "-D",
-                                     inside,    "-o",    "dump.log", "-v4", "--tcp-established",
-                                     "--file-locks"};
+    std::vector<std::string> argv = {opt_.criu, "dump",     "-t",  std::to_string(gw.root), "-D",          inside,
+                                     "-o",      "dump.log", "-v4", "--tcp-established",     "--file-locks"};
     if (gw.shell_job) argv.push_back("--shell-job");
     auto r = SL_TRY(c.run(argv, Millis(300000)));
     if (!r.status.success()) {
@@ -386,7 +374,10 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
     g->pack = out;
   }
   qmp::ArgWriter w;
-  w.str("id", id).str("pack", out).num("bytes", int64_t(std::filesystem::file_size(out, ec))).str("seconds", cat(seconds_since(t0)));
+  w.str("id", id)
+      .str("pack", out)
+      .num("bytes", int64_t(std::filesystem::file_size(out, ec)))
+      .str("seconds", cat(seconds_since(t0)));
   SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", seconds_since(t0), " s: `", out, "`");
   return w.finish();
 }

@@ -128,12 +128,6 @@ Result<std::unique_ptr<Tracer>> Tracer::attach(pid_t pid, Policy policy) {
   return attach(std::vector<TracedProcess>{TracedProcess{pid, std::move(policy)}});
 }
 
-std::vector<pid_t> Tracer::pids() const {
-  std::vector<pid_t> out;
-  for (const auto& [pid, p] : processes_) out.push_back(pid);
-  return out;
-}
-
 Result<void> Tracer::seize_all() {
   // A process that ended since it was listed is no longer part of the gateway.
   for (auto it = processes_.begin(); it != processes_.end();)
@@ -234,8 +228,7 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
       for (const auto& [t, other] : threads_) last_thread = last_thread && other.pid != pid;
       if (!last_thread) continue;
       processes_.erase(pid);
-      const std::string how =
-          WIFEXITED(status) ? cat("code ", WEXITSTATUS(status)) : cat("signal ", WTERMSIG(status));
+      const std::string how = WIFEXITED(status) ? cat("code ", WEXITSTATUS(status)) : cat("signal ", WTERMSIG(status));
       if (pid == first_ || processes_.empty())
         return make_error(ErrorKind::Closed, "gateway process ", pid, " exited (", how, ")");
       SL_LOG(Info, kModule, "process ", pid, " of the gateway exited (", how, ")");
@@ -273,8 +266,7 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
       } else if (info.op == PTRACE_SYSCALL_INFO_EXIT) {
         if (policy.verdict(th.nr) == Verdict::WakeAfterSuccess && !info.exit.is_error && info.exit.rval >= 0) {
           std::string peer = socket_peer(pid, long(info.exit.rval));
-          return wake(tid, th.nr,
-                      cat(syscall_name(th.nr), ": new connection", peer.empty() ? "" : " from " + peer));
+          return wake(tid, th.nr, cat(syscall_name(th.nr), ": new connection", peer.empty() ? "" : " from " + peer));
         }
         ++served_;
       }

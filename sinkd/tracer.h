@@ -52,7 +52,6 @@ class Tracer {
   void stop_and_detach();
   bool detached() const { return detached_; }
   uint64_t served() const { return served_; }
-  std::vector<pid_t> pids() const;
 
  private:
   explicit Tracer(std::vector<TracedProcess> processes);
@@ -65,8 +64,8 @@ class Tracer {
   };
   std::map<pid_t, TracedProcess> processes_;
   std::map<pid_t, Thread> threads_;
-  pid_t first_ = 0;    // the gateway's first process: its exit ends the gateway
-  pid_t tracer_ = 0;   // the tracing thread's tid (for interrupt())
+  pid_t first_ = 0;   // the gateway's first process: its exit ends the gateway
+  pid_t tracer_ = 0;  // the tracing thread's tid (for interrupt())
   std::atomic<bool> interrupted_{false};
   uint64_t served_ = 0;
   bool detached_ = false;

@@ -41,10 +41,9 @@ class GuestAgent : public ::testing::Test {
     auto dir = TempDir::create();
     if (!dir.ok()) return fail(dir.error().message);
     dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    auto key = test::make_ssh_key(dir_->path());
+    auto key = test::make_trusted_ssh_key(*guest_->agent, dir_->path());
     if (!key.ok()) return fail(key.error().message);
     key_ = *key;
-    if (auto a = test::authorize_ssh_key(*guest_->agent, key_); !a.ok()) return fail(a.error().message);
   }
   static void TearDownTestSuite() {
     guest_.reset();

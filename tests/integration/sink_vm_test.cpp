@@ -47,10 +47,9 @@ class SinkVm : public ::testing::Test {
     auto dir = TempDir::create();
     if (!dir.ok()) return fail(dir.error().message);
     dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    auto key = test::make_ssh_key(dir_->path());
+    auto key = test::make_trusted_ssh_key(*guest_->agent, dir_->path());
     if (!key.ok()) return fail(key.error().message);
     key_ = *key;
-    if (auto a = test::authorize_ssh_key(*guest_->agent, key_); !a.ok()) return fail(a.error().message);
   }
   static void TearDownTestSuite() {
     if (guest_) (void)guest_->bed.end_redirect(test::Testbed::guest_mac(kGuest));
@@ -71,14 +70,21 @@ class SinkVm : public ::testing::Test {
     return c.error().wrap("sinkd control channel");
   }
 
-  // Dumps the guest's dropbear and returns the pack's bytes; the gateway goes home at once.
-  static Result<std::string> guest_pack() {
+  // Runs seamless-guest in the guest VM.
+  static Result<std::string> guest_helper(std::vector<std::string> args) {
     qmp::RunOptions ro;
     ro.timeout = Millis(180000);
-    SL_TRY(qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest",
-                             {"dump", "--port", "2222", "--out", "/run/x.pack"}, ro));
-    auto bytes = SL_TRY(qmp::read_guest_file(*guest_->agent, "/run/x.pack"));
-    SL_TRY(qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest", {"restore", "/run/x.pack"}, ro));
+    return qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest", std::move(args), ro);
+  }
+  // Dumps the guest's dropbear into `path` there and returns the pack's bytes.
+  static Result<std::string> dump_in_guest(const std::string& path) {
+    SL_TRY(guest_helper({"dump", "--port", "2222", "--out", path}));
+    return qmp::read_guest_file(*guest_->agent, path);
+  }
+  // A pack of the guest's dropbear; the gateway goes home at once.
+  static Result<std::string> guest_pack() {
+    auto bytes = SL_TRY(dump_in_guest("/run/x.pack"));
+    SL_TRY(guest_helper({"restore", "/run/x.pack"}));
     return bytes;
   }
 
@@ -177,12 +183,7 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   ASSERT_TRUE(typed.ok()) << typed.error().message;
 
   // Park: dump in the guest.
-  qmp::RunOptions ro;
-  ro.timeout = Millis(180000);
-  auto dumped = qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest",
-                                  {"dump", "--port", "2222", "--out", "/run/rt.pack"}, ro);
-  ASSERT_TRUE(dumped.ok()) << dumped.error().message;
-  auto pack = qmp::read_guest_file(*guest_->agent, "/run/rt.pack");
+  auto pack = dump_in_guest("/run/rt.pack");
   ASSERT_TRUE(pack.ok()) << pack.error().message;
   ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/rt.pack", *pack).ok());
   auto c = control();
@@ -201,7 +202,6 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   ASSERT_TRUE(listed.ok()) << listed.error().message;
   EXPECT_NE(listed->dump().find("\"state\":\"traced\""), std::string::npos) << listed->dump();
   EXPECT_TRUE((*ssh)->alive()) << "the session lived on in the sink";
-
 
   // A new connection: one activity event, naming the client.
   auto fresh = bed.connect_from_client(ip, 2222);
@@ -222,11 +222,11 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   ASSERT_TRUE(guest_->monitor->call("cont", "", Millis(30000)).ok());
   ASSERT_TRUE(qmp::write_guest_file(*guest_->agent, "/run/rt-back.pack", *back_bytes).ok());
   ASSERT_TRUE(bed.end_redirect(mac).ok());
-  auto restored = qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest", {"restore", "/run/rt-back.pack"}, ro);
+  auto restored = guest_helper({"restore", "/run/rt-back.pack"});
   ASSERT_TRUE(restored.ok()) << restored.error().message;
   // OVS learnt the guest's MAC at the sink's port: the guest announces itself.
-  auto announced = guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}",
-                                         Millis(30000));
+  auto announced =
+      guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000));
   ASSERT_TRUE(announced.ok()) << announced.error().message;
 
   // The connection that woke it is answered by the gateway at home.

@@ -15,9 +15,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
-#include <atomic>
 #include <thread>
 
 #include "common/process.h"

@@ -12,23 +12,19 @@
 
 namespace seamless::test {
 
-Result<std::string> make_ssh_key(const std::string& dir) {
+Result<std::string> make_trusted_ssh_key(qmp::Channel& agent, const std::string& dir) {
   const std::string key = dir + "/id";
   SL_TRY(run_ok({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key}));
-  return key;
-}
-
-Result<void> authorize_ssh_key(qmp::Channel& agent, const std::string& key) {
   auto pub = SL_TRY(sys::read_file(key + ".pub"));
   SL_TRY(qmp::guest_run_ok(agent, "/bin/mkdir", {"-p", "-m", "700", "/root/.ssh"}));
   SL_TRY(qmp::write_guest_file(agent, "/root/.ssh/authorized_keys", pub));
   // The agent creates files world-writable; dropbear ignores such key files.
   SL_TRY(qmp::guest_run_ok(agent, "/bin/chmod", {"600", "/root/.ssh/authorized_keys"}));
-  return ok();
+  return key;
 }
 
-Result<std::unique_ptr<SshSession>> SshSession::open(const Testbed& bed, const std::string& key,
-                                                     const std::string& dir, const std::string& ip, int port, int keepalive_s) {
+Result<std::unique_ptr<SshSession>> SshSession::open(const Testbed& bed, const std::string& key, const std::string& dir,
+                                                     const std::string& ip, int port, int keepalive_s) {
   std::unique_ptr<SshSession> s(new SshSession());
   s->fifo_ = cat(dir, "/ssh-", ip, "-", port, ".in");
   s->out_ = cat(dir, "/ssh-", ip, "-", port, ".out");

@@ -14,10 +14,9 @@
 
 namespace seamless::test {
 
-// Makes an ed25519 key pair at dir/id (no passphrase); returns the private key's path.
-Result<std::string> make_ssh_key(const std::string& dir);
-// Installs the public key as root's authorized key in the guest.
-Result<void> authorize_ssh_key(qmp::Channel& agent, const std::string& key);
+// Makes an ed25519 key pair at dir/id (no passphrase) and installs it as root's authorized
+// key in the guest; returns the private key's path.
+Result<std::string> make_trusted_ssh_key(qmp::Channel& agent, const std::string& dir);
 
 // An interactive SSH session (`ssh -tt`) from the client namespace: typed into through a
 // FIFO, its output collected in a file.

@@ -104,8 +104,8 @@ Result<void> Testbed::redirect(const std::string& mac, const std::string& to_mac
   while (!port.empty() && (port.back() == '\n' || port.back() == ' ')) port.pop_back();
   if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
     return make_error(ErrorKind::NotFound, "no OVS port carries MAC ", to_mac, " (`", port, "`)");
-  SL_TRY(run_ok({"ovs-ofctl", "add-flow", bridge,
-                 cat("cookie=0x5e1,priority=100,dl_dst=", mac, ",actions=output:", port)}));
+  SL_TRY(run_ok(
+      {"ovs-ofctl", "add-flow", bridge, cat("cookie=0x5e1,priority=100,dl_dst=", mac, ",actions=output:", port)}));
   return ok();
 }
 

@@ -12,6 +12,7 @@
 #include "qmp/commands.h"
 #include "qmp/socket.h"
 #include "qmp/stream.h"
+#include "sinkd/container.h"
 #include "sinkd/control.h"
 #include "sinkd/pack_check.h"
 
@@ -164,6 +165,36 @@ TEST(PackCheck, WholePacksThroughTheReader) {
   ASSERT_FALSE(junk.ok());
   EXPECT_NE(junk.error().message.find("junk.pack"), std::string::npos) << junk.error().message;
   EXPECT_TRUE(std::filesystem::is_empty(*dir / "work")) << "nothing left behind";
+}
+
+TEST(Container, DummiesAreSparseFilesOfTheRightSizeInsideTheUpperLayer) {
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  const std::string upper = *dir / "upper", lower = *dir / "lower";
+  std::filesystem::create_directories(upper);
+  std::filesystem::create_directories(lower + "/var/log");
+  std::filesystem::permissions(lower + "/var/log", std::filesystem::perms(0750));
+  ASSERT_TRUE(make_dummy(upper, "/var/log/app.log", 123456, lower).ok());
+  EXPECT_EQ(std::filesystem::file_size(upper + "/var/log/app.log"), 123456u);
+  EXPECT_EQ(std::filesystem::status(upper + "/var/log").permissions(), std::filesystem::perms(0750))
+      << "directories take the lower layer's mode";
+  EXPECT_FALSE(make_dummy(upper, "/var/log/app.log", 1, lower).ok()) << "never overwrites";
+  for (const char* bad : {"relative/x", "/../escape", "/var/../../escape", "/a//b", "/a/./b", "/"}) {
+    auto r = make_dummy(upper, bad, 1, lower);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("not a plain absolute path"), std::string::npos) << r.error().message;
+  }
+  EXPECT_FALSE(std::filesystem::exists(*dir / "escape"));
+  // A symlink planted in the upper layer is not followed.
+  std::filesystem::create_directory_symlink(dir->path(), upper + "/link");
+  EXPECT_FALSE(make_dummy(upper, "/link/out", 1, lower).ok());
+  EXPECT_FALSE(std::filesystem::exists(*dir / "out"));
+}
+
+TEST(Container, IdsNamePlainDirectories) {
+  EXPECT_TRUE(check_container_id("vm-01.example_a").ok());
+  for (const char* bad : {"", "../x", "a/b", ".hidden", "sp ace"}) EXPECT_FALSE(check_container_id(bad).ok()) << bad;
+  EXPECT_FALSE(check_container_id(std::string(65, 'a')).ok());
 }
 
 }  // namespace
