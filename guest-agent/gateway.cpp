@@ -67,17 +67,30 @@ Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std:
   return out;
 }
 
+// CRIU's dump leaves DROP rules for the connections it took (its network lock); its
+// restore deletes the rules of the connections it brings back. Clearing them before the
+// restore would let a packet through to no socket, and the kernel would reset that
+// connection: clear what is left only afterwards (connections that ended elsewhere).
+Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
+  auto cleared = env.netfilter->clear_criu_locks();
+  SL_TRY(std::move(restored));
+  return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
+}
+
 // Puts dumped gateways back where they were (after a failure or user activity).
 Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
   if (dumped.empty()) return ok();
-  SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
-  for (const auto& g : dumped) {
-    RestoreRequest req;
-    req.images = images_root + "/" + g.dir;
-    req.shell_job = g.shell_job;
-    SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
-    lower_fd_limits(g.fd_limits);
-  }
+  auto restored = [&]() -> Result<void> {
+    for (const auto& g : dumped) {
+      RestoreRequest req;
+      req.images = images_root + "/" + g.dir;
+      req.shell_job = g.shell_job;
+      SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
+      lower_fd_limits(g.fd_limits);
+    }
+    return ok();
+  };
+  SL_TRY(clear_leftover_locks(env, restored()));
   return ok();
 }
 
@@ -256,18 +269,21 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
     for (const auto& g : r.manifest.gateways)
       if (!std::filesystem::is_directory(dir + "/" + g.dir))
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
-    r.locks_cleared = SL_TRY_CTX(env.netfilter->clear_criu_locks(), "clearing CRIU's connection locks");
-    for (const auto& g : r.manifest.gateways) {
-      RestoreRequest req;
-      req.images = dir + "/" + g.dir;
-      req.shell_job = g.shell_job;
-      pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
-      lower_fd_limits(g.fd_limits);
-      // A gateway handed back by a sink was stopped there (SIGSTOP, at the call that needs
-      // this machine) and CRIU restores it stopped: let it run that call here.
-      for (pid_t p : g.pids) ::kill(p, SIGCONT);
-      r.restored.emplace_back(g.name, pid);
-    }
+    auto restored = [&]() -> Result<void> {
+      for (const auto& g : r.manifest.gateways) {
+        RestoreRequest req;
+        req.images = dir + "/" + g.dir;
+        req.shell_job = g.shell_job;
+        pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
+        lower_fd_limits(g.fd_limits);
+        // A gateway handed back by a sink was stopped there (SIGSTOP, at the call that
+        // needs this machine) and CRIU restores it stopped: let it run that call here.
+        for (pid_t p : g.pids) ::kill(p, SIGCONT);
+        r.restored.emplace_back(g.name, pid);
+      }
+      return ok();
+    };
+    r.locks_cleared = SL_TRY(clear_leftover_locks(env, restored()));
     return r;
   };
   auto r = body();

@@ -208,7 +208,8 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
   return 0;
 }
 
-Result<Container> Container::create(const ContainerSpec& spec, const std::string& self_exe) {
+Result<Container> Container::create(const ContainerSpec& spec, const std::string& self_exe,
+                                    const Hook& before_network) {
   SL_TRY(check_container_id(spec.id));
   if (spec.interfaces.empty()) return make_error(ErrorKind::Invalid, "the pack names no network interface");
   if (::mkdir(spec.dir.c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, "`"));
@@ -225,6 +226,7 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
     c.start_ = start_time(c.init_);
     if (c.init_ <= 1 || c.start_ == 0)
       return make_error(ErrorKind::System, "the container's init is gone: `", out, "`");
+    if (before_network) SL_TRY(before_network(c.init_));
     SL_TRY_CTX(c.setup_network(spec), "network of container `", spec.id, "`");
     qmp::ArgWriter w;
     w.str("id", spec.id).num("init", c.init_).str("start", std::to_string(c.start_)).str("hostname", spec.hostname);
@@ -276,6 +278,8 @@ Result<Container> Container::adopt(const std::string& dir) {
   if (!c.alive()) return make_error(ErrorKind::NotFound, "the init of container `", id, "` (pid ", init, ") is gone");
   return c;
 }
+
+std::string Container::netns() const { return cat("/proc/", init_, "/ns/net"); }
 
 bool Container::alive() const {
   if (init_ <= 1 || start_time(init_) != start_) return false;

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,14 +35,19 @@ struct ContainerSpec {
 
 class Container {
  public:
-  // Builds it all; on any error nothing is left behind.
-  static Result<Container> create(const ContainerSpec& spec, const std::string& self_exe);
+  // Builds it all; on any error nothing is left behind. `before_network` runs once the
+  // namespaces exist, before the interfaces come up (the sink holds packets from then on).
+  using Hook = std::function<Result<void>(pid_t init)>;
+  static Result<Container> create(const ContainerSpec& spec, const std::string& self_exe,
+                                  const Hook& before_network = {});
   // The container a previous daemon made in `dir`, if its init still runs.
   static Result<Container> adopt(const std::string& dir);
 
   const std::string& id() const { return id_; }
   const std::string& dir() const { return dir_; }
   pid_t init() const { return init_; }
+  // Its network namespace, as a path others can setns() to.
+  std::string netns() const;
   // The container's "/" as files written into it from outside go: dir/upper.
   std::string upper() const { return dir_ + "/upper"; }
   bool alive() const;

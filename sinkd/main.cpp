@@ -43,7 +43,10 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
                             crashed, lost), activity, errors
   hand-back {"id":ID[,"out":PATH]}
                             stop the gateways and checkpoint them into a pack (default
-                            STATE-DIR/out/ID.pack); the container stays until removed
+                            STATE-DIR/out/ID.pack); from then on packets for the VM are
+                            held; the container stays until removed
+  release-packets {"id":ID} send the held packets (and any later ones) to the VM, out of
+                            the working NIC, once its gateways are home
   remove-gateway {"id":ID}  end the container and everything in it
 Events: READY {id}, ACTIVITY {id,pid,reason} (the gateway is stopped for the VM),
 ERROR {id,error} (a gateway process died). Containers outlive the daemon: a restarted
@@ -155,6 +158,9 @@ int main_impl(int argc, char** argv) {
   server.on("hand-back", [&](const qmp::Value& args) -> Result<std::string> {
     auto id = SL_TRY(qmp::get_string(args, "id"));
     return sink.hand_back(id, qmp::opt_string(args, "out").value_or(""));
+  });
+  server.on("release-packets", [&](const qmp::Value& args) -> Result<std::string> {
+    return sink.release(SL_TRY(qmp::get_string(args, "id")));
   });
   server.on("remove-gateway", [&](const qmp::Value& args) -> Result<std::string> {
     auto id = SL_TRY(qmp::get_string(args, "id"));

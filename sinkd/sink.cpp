@@ -50,7 +50,8 @@ struct Sink::Gateway {
   std::mutex mu;                 // state, activity, error, tracer
   std::string state;             // traced woken stopped handed-back crashed lost
   std::string activity, error, pack;
-  Tracer* tracer = nullptr;  // while the watcher runs
+  std::unique_ptr<PacketHold> hold;  // while the restore runs, and from hand-back on
+  Tracer* tracer = nullptr;          // while the watcher runs
   std::thread thread;
   std::atomic<int> request{0};  // 1: freeze, 2: let go
   std::atomic<bool> finished{false};
@@ -198,6 +199,12 @@ size_t Sink::recover() {
     if (auto marker = sys::read_file(e.path().string() + kHandedBack); marker.ok()) {
       g->state = "handed-back";
       g->pack = *marker;
+      // The old daemon's held packets died with it (their senders retransmit); hold anew.
+      auto hold = PacketHold::open(g->container->netns());
+      if (hold.ok())
+        g->hold = std::move(hold).value();
+      else
+        g->error = hold.error().message;
     } else if (procs.empty()) {
       g->state = "crashed";
       g->error = "no gateway process is left in its container";
@@ -230,6 +237,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
   auto text = SL_TRY_CTX(guest::unpack(pack, incoming, opt_.limits), "pack `", pack, "`");
   auto g = std::make_unique<Gateway>();
   g->id = id;
+  size_t held = 0;
   auto body = [&]() -> Result<PackCheck> {
     auto manifest = SL_TRY_CTX(guest::Manifest::parse(text), "pack `", pack, "`");
     auto checked = SL_TRY_CTX(check_manifest(std::move(manifest)), "pack `", pack, "`");
@@ -241,7 +249,12 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
     spec.routes = checked.manifest.routes;
     spec.nic = opt_.nic;
     spec.dummies = checked.dummies;
-    g->container = SL_TRY(Container::create(spec, opt_.self_exe));
+    // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
+    // their connections otherwise.
+    g->container = SL_TRY(Container::create(spec, opt_.self_exe, [&](pid_t init) -> Result<void> {
+      g->hold = SL_TRY_CTX(PacketHold::open(cat("/proc/", init, "/ns/net")), "holding packets for the VM");
+      return ok();
+    }));
     const std::string images = g->container->upper() + kImages;
     if (::rename(incoming.c_str(), images.c_str()) != 0)
       return errno_error(cat("rename `", incoming, "` to `", images, "`"));
@@ -268,10 +281,13 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
     }
     g->manifest = checked.manifest;
     SL_TRY(watch(*g));
+    held = SL_TRY_CTX(g->hold->accept(), "letting the held packets in");
+    g->hold.reset();
     return checked;
   };
   auto checked = body();
   if (!checked.ok()) {
+    g->hold.reset();
     if (g->container) g->container->destroy();
     std::filesystem::remove_all(incoming, ec);
     return std::move(checked).error().wrap(cat("adding gateway `", id, "`"));
@@ -289,6 +305,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
       .raw("gateways", gws + "]")
       .num("processes", int64_t(g->inner.size()))
       .num("dummies", int64_t(checked->dummies.size()))
+      .num("held", int64_t(held))
       .str("seconds", cat(seconds_since(t0)));
   SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
   gateways_[id] = std::move(g);
@@ -308,6 +325,7 @@ std::string Sink::list() {
     if (!g->activity.empty()) w.str("activity", g->activity);
     if (!g->error.empty()) w.str("error", g->error);
     if (!g->pack.empty()) w.str("pack", g->pack);
+    if (g->hold) w.num("held", int64_t(g->hold->held()));
     out += (out.size() > 1 ? "," : "") + w.finish();
   }
   return out + "]";
@@ -324,6 +342,34 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   if (state != "woken" && state != "stopped")
     return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", state,
                       g->error.empty() ? "" : " (" + g->error + ")");
+  // From here on the gateways answer nothing: their packets wait for the VM.
+  if (!g->hold) g->hold = SL_TRY_CTX(PacketHold::open(g->container->netns()), "holding packets for the VM");
+  auto out = checkpoint(*g, out_arg);
+  if (!out.ok()) {
+    // The gateways stay here (CRIU leaves them as they were, stopped): so do the packets.
+    if (auto a = g->hold->accept(); !a.ok()) SL_LOG(Warn, kModule, a.error().message);
+    g->hold.reset();
+    return std::move(out).error();
+  }
+  {
+    std::lock_guard<std::mutex> glock(g->mu);
+    g->state = "handed-back";
+    g->pack = *out;
+  }
+  std::error_code ec;
+  qmp::ArgWriter w;
+  w.str("id", id)
+      .str("pack", *out)
+      .num("bytes", int64_t(std::filesystem::file_size(*out, ec)))
+      .num("held", int64_t(g->hold->held()))
+      .str("seconds", cat(seconds_since(t0)));
+  SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", seconds_since(t0), " s: `", *out, "`");
+  return w.finish();
+}
+
+Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_arg) {
+  Gateway* g = &gw_entry;
+  const std::string& id = g->id;
   Container& c = *g->container;
   // The processes as they are now, inside pids, per gateway tree.
   auto procs = c.processes();
@@ -368,24 +414,35 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   SL_TRY_CTX(guest::write_pack(out, m.to_json(), out_root, guest::list_pack_files(out_root)), "writing `", out, "`");
   std::filesystem::remove_all(out_root, ec);
   (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
-  {
-    std::lock_guard<std::mutex> glock(g->mu);
-    g->state = "handed-back";
-    g->pack = out;
-  }
+  return out;
+}
+
+Result<std::string> Sink::release(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Gateway* g = SL_TRY(find(id));
+  if (g->get() != "handed-back")
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` has not been handed back (it is ", g->get(), ")");
+  if (!g->hold) return make_error(ErrorKind::Invalid, "gateway `", id, "` holds no packets: ", g->error);
+  if (g->manifest.interfaces.empty()) return make_error(ErrorKind::Invalid, "gateway `", id, "` has no interface");
+  ForwardTarget to;
+  to.nic = opt_.nic;
+  auto own = SL_TRY_CTX(sys::read_file("/sys/class/net/" + opt_.nic + "/address"), "the working NIC's MAC");
+  to.src_mac = own.substr(0, own.find_first_of("\n "));
+  to.dst_mac = g->manifest.interfaces.front().mac;
+  for (const auto& iface : g->manifest.interfaces)
+    if (auto index = g->hold->ifindex(iface.name); index.ok()) to.dst_by_indev[*index] = iface.mac;
+  const size_t dropped = g->hold->dropped();
+  const size_t n = SL_TRY_CTX(g->hold->forward(to), "releasing the packets held for `", id, "`");
+  SL_LOG(Info, kModule, "gateway `", id, "`: ", n, " held packet(s) released toward ", to.dst_mac);
   qmp::ArgWriter w;
-  w.str("id", id)
-      .str("pack", out)
-      .num("bytes", int64_t(std::filesystem::file_size(out, ec)))
-      .str("seconds", cat(seconds_since(t0)));
-  SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", seconds_since(t0), " s: `", out, "`");
-  return w.finish();
+  return w.str("id", id).num("released", int64_t(n)).num("dropped", int64_t(dropped)).finish();
 }
 
 Result<void> Sink::remove(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Gateway* g = SL_TRY(find(id));
   stop_watching(*g, false);
+  g->hold.reset();
   if (g->container) {
     g->container->destroy();
   } else {

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The sink's gateways: each pack gets a container, its gateways are restored there with
-// CRIU and traced until activity; hand-back checkpoints them into a pack again. Every
-// gateway has a watcher thread that owns its tracer. Events go out through a callback:
+// CRIU and traced until activity; hand-back checkpoints them into a pack again. Packets
+// for the VM are held while no gateway can take them: during the restore (then let in),
+// and from hand-back on (then released toward the VM). Every gateway has a watcher
+// thread that owns its tracer. Events go out through a callback:
 //   READY {id}                              restored and traced
 //   ACTIVITY {id, pid, reason}              a request needs the VM; the gateway is stopped
 //   ERROR {id, error}                       a gateway process died, or tracing failed
@@ -20,6 +22,7 @@
 #include "guest-agent/manifest.h"
 #include "guest-agent/pack.h"
 #include "sinkd/container.h"
+#include "sinkd/hold.h"
 #include "sinkd/tracer.h"
 
 namespace seamless::sink {
@@ -49,8 +52,13 @@ class Sink {
   Result<std::string> add(const std::string& pack, const std::string& id);
   std::string list();
   // Checkpoints the gateways (stopped first unless activity stopped them) into a pack
-  // at `out` (default: STATE/out/ID.pack). The container stays until remove().
+  // at `out` (default: STATE/out/ID.pack). From the freeze on, packets for the VM are
+  // held in the container; it stays until remove(). On failure the gateways stay here,
+  // stopped, and the held packets go to them.
   Result<std::string> hand_back(const std::string& id, const std::string& out);
+  // Sends the packets held since hand-back, and any that still come, to the VM (once
+  // its gateways are home): out of the working NIC, to the VM's MAC.
+  Result<std::string> release(const std::string& id);
   // Ends the container and everything in it.
   Result<void> remove(const std::string& id);
   size_t size();
@@ -61,6 +69,8 @@ class Sink {
   void watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached);
   void stop_watching(Gateway& g, bool freeze);
   Result<Gateway*> find(const std::string& id);
+  // CRIU dump of a frozen gateway into a pack; returns the pack's path.
+  Result<std::string> checkpoint(Gateway& g, const std::string& out);
   SinkOptions opt_;
   EventSink events_;
   std::mutex mu_;  // guards gateways_ (the map, not each entry: commands come one at a time)

@@ -146,19 +146,6 @@ TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
   EXPECT_TRUE((*ssh)->alive());
 }
 
-// Reads from fd until `expect` shows up; returns everything read.
-Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000)) {
-  std::string got;
-  char buf[4096];
-  for (Deadline d(timeout); got.find(expect) == std::string::npos;) {
-    auto n = sys::read_some(fd, buf, sizeof buf, d);
-    if (!n.ok()) return n.error().wrap(cat("waiting for `", expect, "` (got `", got, "`)"));
-    if (*n == 0) return make_error(ErrorKind::Closed, "connection closed before `", expect, "` (got `", got, "`)");
-    got.append(buf, *n);
-  }
-  return got;
-}
-
 // Each gateway of the template, ZDTM style: a connection opened before the move is used
 // again after it, and new connections are accepted. The pack holds just that gateway.
 TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
@@ -186,10 +173,10 @@ TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
       conn = std::move(fd).value();
       if (http) {
         ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
-        auto got = read_until(conn.get(), "php ok");
+        auto got = test::read_until(conn.get(), "php ok");
         ASSERT_TRUE(got.ok()) << got.error().message;
       } else {
-        auto got = read_until(conn.get(), "220");
+        auto got = test::read_until(conn.get(), "220");
         ASSERT_TRUE(got.ok()) << got.error().message;
       }
     }
@@ -210,12 +197,12 @@ TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
       EXPECT_TRUE(typed.ok()) << typed.error().message;
     } else if (http) {
       ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
-      auto got = read_until(conn.get(), "php ok");
+      auto got = test::read_until(conn.get(), "php ok");
       EXPECT_TRUE(got.ok()) << "the keep-alive connection stays open: " << got.error().message;
     } else {
       // Before login vsftpd answers USER with 331 (a password is wanted).
       ASSERT_TRUE(sys::write_all(conn.get(), "USER ftp\r\n", Deadline(Millis(5000))).ok());
-      auto got = read_until(conn.get(), "331");
+      auto got = test::read_until(conn.get(), "331");
       EXPECT_TRUE(got.ok()) << "the FTP control connection stays open: " << got.error().message;
     }
     auto fresh = guest_->bed.connect_from_client(ip, c.port);

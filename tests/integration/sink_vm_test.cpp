@@ -8,6 +8,7 @@
 
 #include <thread>
 
+#include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
 #include "guest-agent/manifest.h"
@@ -24,6 +25,28 @@ namespace {
 
 constexpr int kSink = 15, kGuest = 16;
 
+// TCP keep-alives from the client namespace every `seconds` (the kernel's default waits
+// two hours) while it lives; the old values come back after.
+class ClientKeepalives {
+ public:
+  ClientKeepalives(const test::Testbed& bed, int seconds) : netns_(bed.netns) {
+    for (const char* key : kKeys) {
+      auto v = run_ok({"ip", "netns", "exec", netns_, "sysctl", "-n", key});
+      old_.push_back(v.ok() ? v->substr(0, v->find('\n')) : "");
+      (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(key, "=", seconds)});
+    }
+  }
+  ~ClientKeepalives() {
+    for (size_t i = 0; i < old_.size(); ++i)
+      if (!old_[i].empty()) (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(kKeys[i], "=", old_[i])});
+  }
+
+ private:
+  static constexpr const char* kKeys[] = {"net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl"};
+  std::string netns_;
+  std::vector<std::string> old_;
+};
+
 class SinkVm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -39,7 +62,7 @@ class SinkVm : public ::testing::Test {
     test::VmSpec guest;
     guest.name = "sl-sink-client";
     guest.index = kGuest;
-    guest.services = "dropbear";
+    guest.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
     guest.tools = {SEAMLESS_GUEST_BIN};
     auto g = test::LibvirtGuest::boot(guest);
     if (!g.ok()) return fail(g.error().message);
@@ -76,9 +99,16 @@ class SinkVm : public ::testing::Test {
     ro.timeout = Millis(180000);
     return qmp::guest_run_ok(*guest_->agent, "/usr/sbin/seamless-guest", std::move(args), ro);
   }
-  // Dumps the guest's dropbear into `path` there and returns the pack's bytes.
-  static Result<std::string> dump_in_guest(const std::string& path) {
-    SL_TRY(guest_helper({"dump", "--port", "2222", "--out", path}));
+  // Dumps the guest's gateway on `port` (dropbear's by default) into `path` there and returns the pack's bytes. A dump
+  // that user activity aborted (a keep-alive landing during it) is tried again, as the
+  // park controller does.
+  static Result<std::string> dump_in_guest(const std::string& path, uint16_t port = 2222) {
+    Result<std::string> dumped = make_error(ErrorKind::Timeout, "not tried");
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      dumped = guest_helper({"dump", "--port", std::to_string(port), "--out", path});
+      if (dumped.ok() || dumped.error().message.find("user activity") == std::string::npos) break;
+    }
+    SL_TRY(std::move(dumped));
     return qmp::read_guest_file(*guest_->agent, path);
   }
   // A pack of the guest's dropbear; the gateway goes home at once.
@@ -86,6 +116,42 @@ class SinkVm : public ::testing::Test {
     auto bytes = SL_TRY(dump_in_guest("/run/x.pack"));
     SL_TRY(guest_helper({"restore", "/run/x.pack"}));
     return bytes;
+  }
+
+  // Park: the guest's gateway on `port` is dumped there and restored by sinkd as `id`; the
+  // guest VM is paused and OVS sends its traffic to the sink (as the controller will).
+  static Result<void> park(qmp::QmpSocket& c, uint16_t port, const std::string& id) {
+    const std::string path = cat("/run/", id, ".pack");
+    auto pack = SL_TRY(dump_in_guest(path, port));
+    SL_TRY(qmp::write_guest_file(*sink_->agent, path, pack));
+    auto added = SL_TRY(c.call("add-gateway", cat("{\"pack\":\"", path, "\",\"id\":\"", id, "\"}"), Millis(300000)));
+    if (qmp::opt_string(added.root(), "hostname").value_or("") != "sl-sink-client")
+      return make_error(ErrorKind::Protocol, "add-gateway answered ", added.dump());
+    SL_TRY(guest_->monitor->call("stop", "", Millis(30000)));
+    SL_TRY(guest_->bed.redirect(test::Testbed::guest_mac(kGuest), test::Testbed::guest_mac(kSink)));
+    return ok();
+  }
+  // Hands gateway `id` back; returns the pack's bytes. Packets for the VM are held from now.
+  static Result<std::string> hand_back(qmp::QmpSocket& c, const std::string& id) {
+    const std::string path = cat("/run/", id, "-back.pack");
+    SL_TRY(c.call("hand-back", cat("{\"id\":\"", id, "\",\"out\":\"", path, "\"}"), Millis(300000)));
+    return qmp::read_guest_file(*sink_->agent, path);
+  }
+  // Wake, after the hand-back: the guest VM resumes and announces itself (OVS learnt its MAC
+  // at the sink's port), its traffic comes back, the pack is restored there, the held
+  // packets follow. Returns how many were released.
+  static Result<int64_t> go_home(qmp::QmpSocket& c, const std::string& id, const std::string& pack) {
+    SL_TRY(guest_->monitor->call("cont", "", Millis(30000)));
+    SL_TRY(guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}",
+                                 Millis(30000)));
+    SL_TRY(guest_->bed.end_redirect(test::Testbed::guest_mac(kGuest)));
+    const std::string path = cat("/run/", id, "-back.pack");
+    SL_TRY(qmp::write_guest_file(*guest_->agent, path, pack));
+    SL_TRY(guest_helper({"restore", path}));
+    auto released = SL_TRY(c.call("release-packets", cat("{\"id\":\"", id, "\"}"), Millis(60000)));
+    auto n = SL_TRY(qmp::get_int(released.root(), "released"));
+    SL_TRY(c.call("remove-gateway", cat("{\"id\":\"", id, "\"}"), Millis(60000)));
+    return n;
   }
 
   static inline std::string setup_error_, key_;
@@ -167,36 +233,30 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
 }
 
 // The whole journey of a gateway, ZDTM style, across machines: dropbear with an SSH
-// session in it is dumped in the guest VM, restored by sinkd in a sink container in the
-// sink VM while the guest VM is paused and OVS sends its traffic to the sink; idling
-// wakes nothing; a new connection raises exactly one activity
-// event naming its peer; the gateway is handed back and restored in the guest VM, where
-// the connection that woke it gets its answer and the old session is typed into.
+// session in it (SSH keep-alives every 10 s, TCP keep-alives every 5 s) is dumped in the
+// guest VM and restored by sinkd in a sink container in the sink VM while the guest VM is
+// paused and OVS sends its traffic to the sink. Two minutes of keep-alives wake nothing
+// and the session lives on. A new connection raises exactly one activity event naming its
+// peer. The gateway is handed back; what the client types meanwhile is held in the sink
+// and released to the guest VM once the gateway is restored there; the connection that
+// woke it gets its answer.
 TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   const test::Testbed& bed = guest_->bed;
-  const std::string ip = bed.guest_ip(kGuest), mac = test::Testbed::guest_mac(kGuest);
-  // No SSH keep-alives from this client: one landing during the guest's dump aborts it, and
-  // the session does not survive that abort's restore in place yet (see the README).
-  auto ssh = test::SshSession::open(bed, key_, dir_->path(), ip);
+  const std::string ip = bed.guest_ip(kGuest);
+  ClientKeepalives tcp_keepalives(bed, 5);
+  auto ssh = test::SshSession::open(bed, key_, dir_->path(), ip, 2222, 10);
   ASSERT_TRUE(ssh.ok()) << ssh.error().message;
   auto typed = (*ssh)->type("echo before-$((20+22))", "before-42");
   ASSERT_TRUE(typed.ok()) << typed.error().message;
 
-  // Park: dump in the guest.
-  auto pack = dump_in_guest("/run/rt.pack");
-  ASSERT_TRUE(pack.ok()) << pack.error().message;
-  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/rt.pack", *pack).ok());
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
-  auto added = (*c)->call("add-gateway", "{\"pack\":\"/run/rt.pack\",\"id\":\"rt\"}", Millis(300000));
-  ASSERT_TRUE(added.ok()) << added.error().message;
-  EXPECT_EQ(qmp::opt_string(added->root(), "hostname").value_or(""), "sl-sink-client") << added->dump();
-  ASSERT_TRUE(guest_->monitor->call("stop", "", Millis(30000)).ok());
-  ASSERT_TRUE(bed.redirect(mac, test::Testbed::guest_mac(kSink)).ok());
+  auto parked = park(**c, 2222, "rt");
+  ASSERT_TRUE(parked.ok()) << parked.error().message;
 
-  // Idle with a session open: dropbear's timers and polls are served in the sink.
-  // (Keep-alives in the sink are not covered yet: see the README.)
-  auto idle = (*c)->wait_event("ACTIVITY", Millis(20000));
+  // Two minutes idle with keep-alives: dropbear's timers, polls and keep-alive replies are
+  // served in the sink, and the kernel there answers the TCP keep-alives.
+  auto idle = (*c)->wait_event("ACTIVITY", Millis(120000));
   EXPECT_FALSE(idle.ok()) << "the idle gateway woke: " << idle->data.dump();
   auto listed = (*c)->call("list-gateways", "", Millis(30000));
   ASSERT_TRUE(listed.ok()) << listed.error().message;
@@ -212,38 +272,117 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   EXPECT_NE(reason.find("new connection from " + bed.client_ip + ":"), std::string::npos) << reason;
   EXPECT_EQ(qmp::opt_string(woke->data.root(), "id").value_or(""), "rt");
 
-  // Wake: hand back, resume, restore in the guest, traffic back.
-  auto back = (*c)->call("hand-back", "{\"id\":\"rt\",\"out\":\"/run/rt-back.pack\"}", Millis(300000));
+  // Wake: hand back; the client types while the gateway is away (held in the sink).
+  auto back = hand_back(**c, "rt");
   ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_TRUE((*ssh)->send("echo held-$((40+2))").ok());
   auto again = (*c)->wait_event("ACTIVITY", Millis(1000));
   EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
-  auto back_bytes = qmp::read_guest_file(*sink_->agent, "/run/rt-back.pack");
-  ASSERT_TRUE(back_bytes.ok()) << back_bytes.error().message;
-  ASSERT_TRUE(guest_->monitor->call("cont", "", Millis(30000)).ok());
-  ASSERT_TRUE(qmp::write_guest_file(*guest_->agent, "/run/rt-back.pack", *back_bytes).ok());
-  ASSERT_TRUE(bed.end_redirect(mac).ok());
-  auto restored = guest_helper({"restore", "/run/rt-back.pack"});
-  ASSERT_TRUE(restored.ok()) << restored.error().message;
-  // OVS learnt the guest's MAC at the sink's port: the guest announces itself.
-  auto announced =
-      guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000));
-  ASSERT_TRUE(announced.ok()) << announced.error().message;
+  auto released = go_home(**c, "rt", *back);
+  ASSERT_TRUE(released.ok()) << released.error().message;
+  EXPECT_GE(*released, 1) << "the line typed during the move was held";
 
-  // The connection that woke it is answered by the gateway at home.
-  std::string banner;
-  for (Deadline d(Millis(60000)); banner.size() < 4 && !d.expired();) {
-    char buf[64];
-    auto n = sys::read_some(fresh->get(), buf, sizeof buf, Deadline(Millis(1000)));
-    if (n.ok() && *n == 0) break;
-    if (n.ok()) banner.append(buf, *n);
-  }
-  EXPECT_EQ(banner.substr(0, 4), "SSH-");
+  // What was typed during the move is answered at home, and so is the waking connection.
+  auto held = (*ssh)->wait_for("held-42");
+  EXPECT_TRUE(held.ok()) << held.error().message;
+  auto banner = test::read_until(fresh->get(), "SSH-");
+  EXPECT_TRUE(banner.ok()) << "the connection that woke it: " << banner.error().message;
   typed = (*ssh)->type("echo after-$((50+5))", "after-55");
   EXPECT_TRUE(typed.ok()) << typed.error().message;
   EXPECT_TRUE((*ssh)->alive());
 
-  ASSERT_TRUE((*c)->call("remove-gateway", "{\"id\":\"rt\"}", Millis(60000)).ok());
-  listed = (*c)->call("list-gateways", "", Millis(30000));
+  auto listed_after = (*c)->call("list-gateways", "", Millis(30000));
+  ASSERT_TRUE(listed_after.ok());
+  EXPECT_EQ(listed_after->dump(), "[]");
+}
+
+// The other gateways of the template take the same journey, one at a time, each with a
+// connection opened before the move: an SSH session (sshd), an HTTP keep-alive connection
+// that has fetched a PHP page (lighttpd+PHP, apache2+PHP), an FTP control connection
+// (vsftpd). Idling in the sink wakes nothing. The activity is the one each gateway sees:
+// a new SSH login, a page read on the kept-alive connection, a new FTP connection; it is
+// reported once, and answered after the gateway is home, where the old connection goes on.
+TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
+  const test::Testbed& bed = guest_->bed;
+  const std::string ip = bed.guest_ip(kGuest);
+  const std::string page = "GET /info.php HTTP/1.1\r\nHost: guest\r\nConnection: keep-alive\r\n\r\n";
+  auto c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  struct Case {
+    const char* name;
+    uint16_t port;
+    const char* reason;  // in the activity event
+  };
+  for (const Case& gw : {Case{"sshd", 22, "new connection from "}, Case{"lighttpd", 80, "info.php"},
+                         Case{"apache2", 8080, "info.php"}, Case{"vsftpd", 21, "new connection from "}}) {
+    SCOPED_TRACE(gw.name);
+    const bool http = gw.port == 80 || gw.port == 8080;
+    std::unique_ptr<test::SshSession> ssh, login;
+    UniqueFd conn, fresh;
+    if (gw.port == 22) {
+      auto s = test::SshSession::open(bed, key_, dir_->path(), ip, 22);
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      ssh = std::move(s).value();
+      auto typed = ssh->type("echo sshd-$((40+2))", "sshd-42");
+      ASSERT_TRUE(typed.ok()) << typed.error().message;
+    } else {
+      auto fd = bed.connect_from_client(ip, gw.port);
+      ASSERT_TRUE(fd.ok()) << fd.error().message;
+      conn = std::move(fd).value();
+      if (http) ASSERT_TRUE(sys::write_all(conn.get(), page, Deadline(Millis(5000))).ok());
+      auto got = test::read_until(conn.get(), http ? "php ok" : "220");
+      ASSERT_TRUE(got.ok()) << got.error().message;
+    }
+
+    auto parked = park(**c, gw.port, gw.name);
+    ASSERT_TRUE(parked.ok()) << parked.error().message;
+    auto idle = (*c)->wait_event("ACTIVITY", Millis(10000));
+    EXPECT_FALSE(idle.ok()) << "the idle gateway woke: " << idle->data.dump();
+
+    if (gw.port == 22) {
+      auto s = test::SshSession::open(bed, key_, dir_->path(), ip, 22);  // a new login
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      login = std::move(s).value();
+    } else if (http) {
+      ASSERT_TRUE(sys::write_all(conn.get(), page, Deadline(Millis(5000))).ok());
+    } else {
+      auto fd = bed.connect_from_client(ip, gw.port);
+      ASSERT_TRUE(fd.ok()) << fd.error().message;
+      fresh = std::move(fd).value();
+    }
+    auto woke = (*c)->wait_event("ACTIVITY", Millis(60000));
+    ASSERT_TRUE(woke.ok()) << woke.error().message;
+    const std::string reason = qmp::opt_string(woke->data.root(), "reason").value_or("");
+    EXPECT_NE(reason.find(gw.reason), std::string::npos) << reason;
+    EXPECT_EQ(qmp::opt_string(woke->data.root(), "id").value_or(""), gw.name);
+
+    auto back = hand_back(**c, gw.name);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    auto again = (*c)->wait_event("ACTIVITY", Millis(1000));
+    EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
+    auto released = go_home(**c, gw.name, *back);
+    ASSERT_TRUE(released.ok()) << released.error().message;
+
+    if (gw.port == 22) {
+      auto typed = login->type("echo login-$((30+3))", "login-33");
+      EXPECT_TRUE(typed.ok()) << "the login that woke it: " << typed.error().message;
+      typed = ssh->type("echo sshd-again-$((50+5))", "sshd-again-55");
+      EXPECT_TRUE(typed.ok()) << "the old session: " << typed.error().message;
+    } else if (http) {
+      auto got = test::read_until(conn.get(), "php ok");
+      EXPECT_TRUE(got.ok()) << "the request that woke it: " << got.error().message;
+      ASSERT_TRUE(sys::write_all(conn.get(), page, Deadline(Millis(5000))).ok());
+      got = test::read_until(conn.get(), "php ok");
+      EXPECT_TRUE(got.ok()) << "the keep-alive connection stays open: " << got.error().message;
+    } else {
+      auto got = test::read_until(fresh.get(), "220");
+      EXPECT_TRUE(got.ok()) << "the connection that woke it: " << got.error().message;
+      ASSERT_TRUE(sys::write_all(conn.get(), "USER ftp\r\n", Deadline(Millis(5000))).ok());
+      got = test::read_until(conn.get(), "331");
+      EXPECT_TRUE(got.ok()) << "the old control connection: " << got.error().message;
+    }
+  }
+  auto listed = (*c)->call("list-gateways", "", Millis(30000));
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->dump(), "[]");
 }

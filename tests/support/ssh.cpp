@@ -42,7 +42,15 @@ Result<std::unique_ptr<SshSession>> SshSession::open(const Testbed& bed, const s
 }
 
 Result<void> SshSession::type(const std::string& line, const std::string& expect, Millis timeout) {
-  SL_TRY(sys::write_all(in_.get(), line + "\n", Deadline(Millis(5000))));
+  SL_TRY(send(line));
+  return wait_for(expect, timeout);
+}
+
+Result<void> SshSession::send(const std::string& line) {
+  return sys::write_all(in_.get(), line + "\n", Deadline(Millis(5000)));
+}
+
+Result<void> SshSession::wait_for(const std::string& expect, Millis timeout) {
   for (Deadline d(timeout); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
     auto out = sys::read_file(out_);
     if (out.ok() && out->find(expect) != std::string::npos) return ok();

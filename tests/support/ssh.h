@@ -27,6 +27,9 @@ class SshSession {
   // keepalive_s > 0: the client sends SSH keep-alives (ServerAliveInterval) that often.
   // Types a line and waits for `expect` in the output.
   Result<void> type(const std::string& line, const std::string& expect, Millis timeout = Millis(60000));
+  // The two halves of type(): a line goes out; `expect` appears in the output.
+  Result<void> send(const std::string& line);
+  Result<void> wait_for(const std::string& expect, Millis timeout = Millis(60000));
   bool alive() { return ssh_.running(); }
 
  private:

@@ -98,6 +98,18 @@ Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t po
   return out;
 }
 
+Result<std::string> read_until(int fd, const std::string& expect, Millis timeout) {
+  std::string got;
+  char buf[4096];
+  for (Deadline d(timeout); got.find(expect) == std::string::npos;) {
+    auto n = sys::read_some(fd, buf, sizeof buf, d);
+    if (!n.ok()) return n.error().wrap(cat("waiting for `", expect, "` (got `", got, "`)"));
+    if (*n == 0) return make_error(ErrorKind::Closed, "connection closed before `", expect, "` (got `", got, "`)");
+    got.append(buf, *n);
+  }
+  return got;
+}
+
 Result<void> Testbed::redirect(const std::string& mac, const std::string& to_mac) const {
   auto port = SL_TRY(run_ok({"ovs-vsctl", "--bare", "--columns=ofport", "find", "interface",
                              cat("external_ids:attached-mac=\"", to_mac, "\"")}));

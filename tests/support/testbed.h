@@ -50,6 +50,9 @@ struct VmSpec {
   bool sink_channel = false;
 };
 
+// Reads from fd until `expect` shows up; returns everything read.
+Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000));
+
 // QEMU started directly with its own QMP and QGA sockets (TCG), in a memory cgroup of
 // its own (as the suspend engine needs for plain QEMU).
 class DirectVm {

@@ -319,13 +319,18 @@ struct FakeNetfilter : Netfilter {
   Activity activity;
   bool watching = false;
   int cleared = 0;
+  const std::vector<std::string>* restored = nullptr;  // the fake CRIU's restores
+  size_t restored_at_clear = 0;
   Result<void> watch(const std::vector<uint16_t>&, const std::vector<uint16_t>&) override {
     watching = true;
     return ok();
   }
   Result<Activity> read_watch() override { return activity; }
   void unwatch() override { watching = false; }
-  Result<int> clear_criu_locks() override { return ++cleared; }
+  Result<int> clear_criu_locks() override {
+    if (restored) restored_at_clear = restored->size();
+    return ++cleared;
+  }
 };
 
 class GatewayOps : public ::testing::Test {
@@ -348,6 +353,7 @@ class GatewayOps : public ::testing::Test {
     g.listening.push_back(NetSocket{Proto::Tcp, Family::V4, "0.0.0.0", "", 2222, 0, kTcpListen, 1});
     gateways_.push_back(g);
     env_.criu = &criu_;
+    nf_.restored = &criu_.restored;
     env_.netfilter = &nf_;
     env_.work_dir = work_.path();
   }
@@ -385,7 +391,8 @@ TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
   ASSERT_TRUE(back.ok()) << back.error().message;
   ASSERT_EQ(criu_.restored.size(), 1u);
   EXPECT_EQ(back->restored[0].first, "first");
-  EXPECT_EQ(nf_.cleared, 1) << "CRIU's locks are cleared before the restore";
+  EXPECT_EQ(nf_.cleared, 1);
+  EXPECT_EQ(nf_.restored_at_clear, 1u) << "CRIU's leftover locks are cleared after the restore, not before";
 }
 
 TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
@@ -395,6 +402,7 @@ TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
   EXPECT_TRUE(r->aborted);
   EXPECT_NE(r->abort_reason.find("1 new connection"), std::string::npos) << r->abort_reason;
   EXPECT_EQ(criu_.restored.size(), 1u) << "restored in place";
+  EXPECT_EQ(nf_.restored_at_clear, 1u) << "the locks stay until the gateway is back";
   EXPECT_FALSE(std::filesystem::exists(work_ / "out.pack"));
 }
 

@@ -2,8 +2,13 @@
 // sinkd's control channel against the project's own QMP client and a raw socket, on a
 // real unix socket: greeting, negotiation, replies with ids, error classes, bad input
 // answered with errors while the session goes on, events; and the template check of packs.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <linux/netlink.h>
 
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -14,6 +19,7 @@
 #include "qmp/stream.h"
 #include "sinkd/container.h"
 #include "sinkd/control.h"
+#include "sinkd/hold.h"
 #include "sinkd/pack_check.h"
 
 namespace seamless::sink {
@@ -195,6 +201,70 @@ TEST(Container, IdsNamePlainDirectories) {
   EXPECT_TRUE(check_container_id("vm-01.example_a").ok());
   for (const char* bad : {"", "../x", "a/b", ".hidden", "sp ace"}) EXPECT_FALSE(check_container_id(bad).ok()) << bad;
   EXPECT_FALSE(check_container_id(std::string(65, 'a')).ok());
+}
+
+// nfnetlink_queue messages as the kernel frames them, built by hand: the parser takes
+// packets apart and refuses what overruns its buffer.
+std::string queue_message(uint32_t id, const std::string& payload, uint32_t indev) {
+  auto attr = [](uint16_t type, const void* data, size_t len) {
+    std::string a(NLA_ALIGN(NLA_HDRLEN + len), '\0');
+    nlattr h{uint16_t(NLA_HDRLEN + len), type};
+    std::memcpy(a.data(), &h, sizeof h);
+    std::memcpy(a.data() + NLA_HDRLEN, data, len);
+    return a;
+  };
+  nfqnl_msg_packet_hdr ph{htonl(id), htons(0x0800), 0};
+  uint32_t dev = htonl(indev);
+  std::string body(NLMSG_ALIGN(sizeof(nfgenmsg)), '\0');
+  body += attr(NFQA_PACKET_HDR, &ph, sizeof ph) + attr(NFQA_IFINDEX_INDEV, &dev, sizeof dev) +
+          attr(NFQA_PAYLOAD, payload.data(), payload.size());
+  nlmsghdr h{};
+  h.nlmsg_len = uint32_t(NLMSG_HDRLEN + body.size());
+  h.nlmsg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET;
+  std::string out(NLMSG_HDRLEN, '\0');
+  std::memcpy(out.data(), &h, sizeof h);
+  return out + body;
+}
+
+TEST(QueueMessages, PacketsComeApartWithIdDeviceAndPayload) {
+  auto parsed = parse_queue_messages(queue_message(7, "abcde", 3) + queue_message(8, "xyz", 4));
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  ASSERT_EQ(parsed->size(), 2u);
+  EXPECT_EQ((*parsed)[0].id, 7u);
+  EXPECT_EQ((*parsed)[0].protocol, 0x0800);
+  EXPECT_EQ((*parsed)[0].indev, 3u);
+  EXPECT_EQ((*parsed)[0].payload, "abcde");
+  EXPECT_EQ((*parsed)[1].id, 8u);
+  EXPECT_EQ((*parsed)[1].payload, "xyz");
+}
+
+TEST(QueueMessages, TruncatedAndErrorMessagesAreRefused) {
+  std::string m = queue_message(7, "abcde", 3);
+  auto cut = parse_queue_messages(m.substr(0, m.size() - 6));
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.error().message.find("overruns"), std::string::npos) << cut.error().message;
+  // An attribute claiming more than its message holds.
+  std::string bad = m;
+  nlattr huge{0x4000, NFQA_PAYLOAD};
+  std::memcpy(bad.data() + NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nfgenmsg)), &huge, sizeof huge);
+  EXPECT_FALSE(parse_queue_messages(bad).ok());
+  // The kernel's error answer, e.g. binding a queue another socket holds.
+  std::string err(NLMSG_HDRLEN + sizeof(nlmsgerr), '\0');
+  nlmsghdr h{};
+  h.nlmsg_len = uint32_t(err.size());
+  h.nlmsg_type = NLMSG_ERROR;
+  std::memcpy(err.data(), &h, sizeof h);
+  int code = -EBUSY;
+  std::memcpy(err.data() + NLMSG_HDRLEN, &code, sizeof code);
+  auto e = parse_queue_messages(err);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().code, EBUSY);
+  // An ack (error 0) is no error and no packet.
+  code = 0;
+  std::memcpy(err.data() + NLMSG_HDRLEN, &code, sizeof code);
+  auto ack = parse_queue_messages(err);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_TRUE(ack->empty());
 }
 
 }  // namespace
