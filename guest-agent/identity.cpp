@@ -76,6 +76,9 @@ Result<FileIdentity> identify(const std::string& path) {
   FileIdentity id;
   id.path = path;
   id.size = uint64_t(st.st_size);
+  id.mode = st.st_mode & 07777;
+  id.uid = st.st_uid;
+  id.gid = st.st_gid;
   {
     // The ELF and program headers and the build-id note sit at the start of the file:
     // libraries are identified without reading them whole (slow under TCG).

@@ -20,6 +20,9 @@ struct FileIdentity {
   // How the gateway uses it: "exe" or "map" (code and data mapped into memory: must be
   // the same file on the other side) or "open" (held open: may be stood in for).
   std::string role;
+  // Permission bits and owner: a dummy standing in for the file gets them (CRIU checks
+  // the mode of every file it reopens).
+  uint32_t mode = 0644, uid = 0, gid = 0;
 };
 
 // The GNU build-id note of an ELF file's contents, hex; empty when it has none or is

@@ -130,6 +130,7 @@ std::string Manifest::to_json() const {
   auto file = [](const FileIdentity& f) {
     qmp::ArgWriter w;
     w.str("path", f.path).str("role", f.role).num("size", int64_t(f.size));
+    w.num("mode", f.mode).num("uid", f.uid).num("gid", f.gid);
     if (!f.build_id.empty()) w.str("build_id", f.build_id);
     if (!f.sha256.empty()) w.str("sha256", f.sha256);
     return w.finish();
@@ -179,6 +180,9 @@ Result<Manifest> Manifest::parse(std::string_view text) {
       id.size = uint64_t(SL_TRY(bounded_int(f, "size", 0, int64_t(1) << 40)));
       id.build_id = qmp::opt_string(f, "build_id").value_or("");
       id.sha256 = qmp::opt_string(f, "sha256").value_or("");
+      if (f.HasMember("mode")) id.mode = uint32_t(SL_TRY(bounded_int(f, "mode", 0, 07777)));
+      if (f.HasMember("uid")) id.uid = uint32_t(SL_TRY(bounded_int(f, "uid", 0, 0xfffffffeLL)));
+      if (f.HasMember("gid")) id.gid = uint32_t(SL_TRY(bounded_int(f, "gid", 0, 0xfffffffeLL)));
       m.files.push_back(std::move(id));
     }
     return ok();

@@ -137,6 +137,26 @@ Result<ProcStat> parse_stat(std::string_view text) {
   return st;
 }
 
+Result<uint64_t> parse_kb_field(std::string_view text, std::string_view key) {
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(at, end - at);
+    at = end + 1;
+    if (line.size() <= key.size() || line.substr(0, key.size()) != key || line[key.size()] != ':') continue;
+    std::string_view rest = line.substr(key.size() + 1);
+    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    uint64_t v = 0;
+    size_t digits = 0;
+    for (; digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9'; ++digits)
+      v = v * 10 + uint64_t(rest[digits] - '0');
+    if (digits == 0 || rest.substr(digits) != " kB")
+      return make_error(ErrorKind::Protocol, "`", key, "` line is not a kB count: `", line, "`");
+    return v;
+  }
+  return make_error(ErrorKind::NotFound, "no `", key, "` line");
+}
+
 std::vector<std::string> parse_maps(std::string_view text) {
   std::vector<std::string> out;
   std::set<std::string, std::less<>> seen;

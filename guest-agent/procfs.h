@@ -46,6 +46,9 @@ struct ProcStat {
 // /proc/PID/stat; comm may hold spaces and parentheses.
 Result<ProcStat> parse_stat(std::string_view text);
 
+// The value of a "Key:   1234 kB" line (/proc/meminfo, /proc/PID/smaps_rollup), in kB.
+Result<uint64_t> parse_kb_field(std::string_view text, std::string_view key);
+
 // File-backed mappings in /proc/PID/maps: absolute paths, deduplicated, in first-seen
 // order. Deleted files keep their " (deleted)" suffix so callers can refuse them.
 std::vector<std::string> parse_maps(std::string_view text);

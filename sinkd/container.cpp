@@ -126,7 +126,8 @@ Result<void> check_container_id(const std::string& id) {
   return ok();
 }
 
-Result<void> make_dummy(const std::string& upper, const std::string& path, uint64_t size, const std::string& lower) {
+Result<void> make_dummy(const std::string& upper, const guest::FileIdentity& file, const std::string& lower) {
+  const std::string& path = file.path;
   if (path.size() < 2 || path[0] != '/' || path.size() > 4096)
     return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
   std::vector<std::string> parts;
@@ -156,7 +157,10 @@ Result<void> make_dummy(const std::string& upper, const std::string& path, uint6
   }
   UniqueFd f(::openat(at.get(), parts.back().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!f.valid()) return errno_error(cat("create dummy `", upper, path, "`"));
-  if (::ftruncate(f.get(), off_t(size)) != 0) return errno_error(cat("size dummy `", upper, path, "`"));
+  if (::ftruncate(f.get(), off_t(file.size)) != 0) return errno_error(cat("size dummy `", upper, path, "`"));
+  if (::fchown(f.get(), file.uid, file.gid) != 0 && ::geteuid() == 0)
+    return errno_error(cat("chown dummy `", upper, path, "`"));
+  if (::fchmod(f.get(), file.mode & 07777) != 0) return errno_error(cat("chmod dummy `", upper, path, "`"));
   return ok();
 }
 
@@ -219,8 +223,7 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
       if (::mkdir((spec.dir + sub).c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, sub, "`"));
     // The overlay's root takes its attributes from the upper layer: make it look like "/".
     SL_TRY(copy_owner_and_mode("/", c.upper()));
-    for (const auto& f : spec.dummies)
-      SL_TRY_CTX(make_dummy(c.upper(), f.path, f.size), "standing in for `", f.path, "`");
+    for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f), "standing in for `", f.path, "`");
     auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
     c.init_ = pid_t(std::atoi(out.c_str()));
     c.start_ = start_time(c.init_);

@@ -77,9 +77,9 @@ int container_init_main(const std::string& dir, const std::string& hostname);
 // A container id names directories: 1-64 bytes of [A-Za-z0-9._-], no leading dot.
 Result<void> check_container_id(const std::string& id);
 
-// Makes `path` (absolute, plain components) below `upper` as a sparse file of `size`
-// bytes, with the directories above it taking mode and owner from `lower`'s.
-Result<void> make_dummy(const std::string& upper, const std::string& path, uint64_t size,
-                        const std::string& lower = "/");
+// Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
+// `file.size` bytes with the file's mode and owner, the directories above it taking mode
+// and owner from `lower`'s.
+Result<void> make_dummy(const std::string& upper, const guest::FileIdentity& file, const std::string& lower = "/");
 
 }  // namespace seamless::sink

@@ -45,6 +45,8 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
                             stop the gateways and checkpoint them into a pack (default
                             STATE-DIR/out/ID.pack); from then on packets for the VM are
                             held; the container stays until removed
+  query-metrics             memory: PSS per container (gateways, init), the daemon's own,
+                            MemTotal/MemAvailable (kB)
   release-packets {"id":ID} send the held packets (and any later ones) to the VM, out of
                             the working NIC, once its gateways are home
   remove-gateway {"id":ID}  end the container and everything in it
@@ -159,6 +161,7 @@ int main_impl(int argc, char** argv) {
     auto id = SL_TRY(qmp::get_string(args, "id"));
     return sink.hand_back(id, qmp::opt_string(args, "out").value_or(""));
   });
+  server.on("query-metrics", [&](const qmp::Value&) -> Result<std::string> { return sink.metrics(); });
   server.on("release-packets", [&](const qmp::Value& args) -> Result<std::string> {
     return sink.release(SL_TRY(qmp::get_string(args, "id")));
   });

@@ -41,6 +41,8 @@ before readlink readlinkat truncate chdir mkdir mkdirat unlink unlinkat rename r
 before execve execveat fork vfork clone clone3 kill tkill tgkill socket connect mount umount2
 # A new connection: it exists once accept returns, and moves with the gateway.
 after accept accept4
+# UDP: a datagram from a new peer (it is in the gateway's memory once received).
+peer recvfrom recvmsg sendto sendmsg
 )";
 
 long syscall_number(std::string_view name) {
@@ -77,8 +79,11 @@ Result<Policy> Policy::parse(std::string_view text, const std::string& daemon) {
       v = Verdict::WakeAfterSuccess;
     else if (verb == "serve")
       v = Verdict::Serve;
+    else if (verb == "peer")
+      v = Verdict::NewPeer;
     else
-      return make_error(ErrorKind::Invalid, "policy line ", lineno, ": `", verb, "` is not before, after or serve");
+      return make_error(ErrorKind::Invalid, "policy line ", lineno, ": `", verb,
+                        "` is not before, after, peer or serve");
     bool applies = section.empty() || section == daemon;
     for (std::string name; words >> name;) {
       long nr = syscall_number(name);

@@ -40,6 +40,13 @@ guest::ProcStat proc_stat(pid_t pid) {
   return stat.ok() ? *stat : guest::ProcStat{};
 }
 
+// PSS of a process in kB (0 when it is gone).
+uint64_t pss_kb(const std::string& pid) {
+  auto text = sys::read_file("/proc/" + pid + "/smaps_rollup");
+  auto v = text.ok() ? guest::parse_kb_field(*text, "Pss") : Result<uint64_t>(text.error());
+  return v.ok() ? *v : 0;
+}
+
 }  // namespace
 
 struct Sink::Gateway {
@@ -263,7 +270,13 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
       std::vector<std::string> argv = {opt_.criu,      "restore",     "-D",        inside,
                                        "-o",           "restore.log", "-v4",       "--tcp-established",
                                        "--file-locks", "-d",          "--pidfile", inside + "/restore.pid"};
-      if (gw.shell_job) argv.push_back("--shell-job");
+      if (gw.shell_job) {
+        // A shell job joins the session of whoever restores it. That session must live in
+        // the container's PID namespace, or the hand-back's dump finds the gateway's session
+        // leader outside it and refuses: CRIU runs as a session leader of its own there.
+        argv.push_back("--shell-job");
+        argv.insert(argv.begin(), {"setsid", "--wait"});
+      }
       auto r = SL_TRY(g->container->run(argv, Millis(300000)));
       if (!r.status.success()) {
         auto log = sys::read_file(images + "/" + gw.dir + "/restore.log");
@@ -329,6 +342,39 @@ std::string Sink::list() {
     out += (out.size() > 1 ? "," : "") + w.finish();
   }
   return out + "]";
+}
+
+std::string Sink::metrics() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string containers = "[";
+  uint64_t total = 0;
+  for (auto& [id, g] : gateways_) {
+    if (!g->container) continue;
+    uint64_t gws = 0;
+    auto procs = g->container->processes();
+    for (auto [here, inside] : procs) gws += pss_kb(std::to_string(here));
+    const uint64_t init = pss_kb(std::to_string(g->container->init()));
+    total += gws + init;
+    qmp::ArgWriter w;
+    w.str("id", id)
+        .num("processes", int64_t(procs.size()))
+        .num("pss_kb", int64_t(gws))
+        .num("init_pss_kb", int64_t(init));
+    containers += (containers.size() > 1 ? "," : "") + w.finish();
+  }
+  auto meminfo = sys::read_file("/proc/meminfo");
+  auto field = [&](const char* key) -> int64_t {
+    auto v = meminfo.ok() ? guest::parse_kb_field(*meminfo, key) : Result<uint64_t>(meminfo.error());
+    return v.ok() ? int64_t(*v) : -1;
+  };
+  qmp::ArgWriter w;
+  return w.num("gateways", int64_t(gateways_.size()))
+      .num("containers_pss_kb", int64_t(total))
+      .num("sinkd_pss_kb", int64_t(pss_kb("self")))
+      .num("mem_total_kb", field("MemTotal"))
+      .num("mem_available_kb", field("MemAvailable"))
+      .raw("containers", containers + "]")
+      .finish();
 }
 
 Result<std::string> Sink::hand_back(const std::string& id, const std::string& out_arg) {

@@ -51,6 +51,9 @@ class Sink {
   // gateways (name, pid inside, pid here), dummies, seconds.
   Result<std::string> add(const std::string& pack, const std::string& id);
   std::string list();
+  // Memory: per container the PSS of its processes (gateways, and its init apart), the
+  // daemon's own PSS, and the machine's MemTotal/MemAvailable; all in kB.
+  std::string metrics();
   // Checkpoints the gateways (stopped first unless activity stopped them) into a pack
   // at `out` (default: STATE/out/ID.pack). From the freeze on, packets for the VM are
   // held in the container; it stays until remove(). On failure the gateways stay here,

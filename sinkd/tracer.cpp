@@ -2,10 +2,14 @@
 // The ptrace loop behind activity detection (x86-64).
 #include "sinkd/tracer.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -106,7 +110,88 @@ std::string socket_peer(pid_t pid, long fd) {
   return "";
 }
 
+// Copies `len` bytes at `addr` out of a tracee; false when it cannot.
+bool peek(pid_t tid, uint64_t addr, void* out, size_t len) {
+  if (addr == 0 || len == 0) return false;
+  iovec local{out, len}, remote{reinterpret_cast<void*>(addr), len};
+  return ::process_vm_readv(tid, &local, 1, &remote, 1, 0) == ssize_t(len);
+}
+
+// "10.77.0.1:5353" / "[fe80::1]:5353" of a sockaddr in a tracee ("" when unreadable or
+// not IP).
+std::string peek_sockaddr(pid_t tid, uint64_t addr, uint64_t len) {
+  sockaddr_storage ss{};
+  if (len < sizeof(sa_family_t) || !peek(tid, addr, &ss, std::min<size_t>(len, sizeof ss))) return "";
+  char text[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET && len >= sizeof(sockaddr_in)) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    return cat(text, ":", ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    return cat("[", text, "]:", ntohs(a->sin6_port));
+  }
+  return "";
+}
+
+// The address a recvfrom/recvmsg filled in, or a sendto/sendmsg names.
+std::string call_address(pid_t tid, long nr, const uint64_t args[6], bool after) {
+  if (nr == SYS_recvfrom || nr == SYS_sendto) {
+    uint64_t len = args[5];
+    if (nr == SYS_recvfrom) {
+      socklen_t got = 0;
+      if (!after || !peek(tid, args[5], &got, sizeof got)) return "";
+      len = got;
+    }
+    return peek_sockaddr(tid, args[4], len);
+  }
+  msghdr msg{};
+  if (!peek(tid, args[1], &msg, sizeof msg)) return "";
+  return peek_sockaddr(tid, reinterpret_cast<uint64_t>(msg.msg_name), msg.msg_namelen);
+}
+
+// For a UDP socket a tracee holds as fd: its connected peer ("" when unconnected).
+// nullopt when fd is no UDP socket.
+std::optional<std::string> udp_peer_of(pid_t pid, long fd) {
+  std::error_code ec;
+  auto target = std::filesystem::read_symlink(cat("/proc/", pid, "/fd/", fd), ec).string();
+  if (ec || target.rfind("socket:[", 0) != 0) return std::nullopt;
+  const uint64_t inode = std::strtoull(target.c_str() + 8, nullptr, 10);
+  using guest::Family;
+  for (auto [name, family] : {std::pair{"udp", Family::V4}, std::pair{"udp6", Family::V6}}) {
+    auto text = sys::read_file(cat("/proc/", pid, "/net/", name));
+    if (!text.ok()) continue;
+    auto table = guest::parse_net_table(*text, guest::Proto::Udp, family);
+    if (!table.ok()) continue;
+    for (const auto& s : *table) {
+      if (s.inode != inode) continue;
+      if (s.remote_port == 0) return std::string();
+      return family == Family::V6 ? cat("[", s.remote_addr, "]:", s.remote_port)
+                                  : cat(s.remote_addr, ":", s.remote_port);
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+void Tracer::note_destination(pid_t tid, long nr, const uint64_t args[6]) {
+  if (nr != SYS_sendto && nr != SYS_sendmsg) return;
+  std::string to = call_address(tid, nr, args, false);
+  if (!to.empty()) udp_peers_.insert(std::move(to));
+}
+
+std::string Tracer::new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6]) const {
+  if (nr != SYS_recvfrom && nr != SYS_recvmsg) return "";
+  auto connected = udp_peer_of(pid, long(args[0]));
+  if (!connected) return "";  // not UDP: a stream socket's reads are served
+  std::string from = call_address(tid, nr, args, true);
+  if (from.empty()) from = *connected;  // no address asked for: a connected socket's peer
+  if (from.empty() || from == *connected || udp_peers_.count(from)) return "";
+  return cat(syscall_name(nr), ": datagram from new peer ", from);
+}
 
 Tracer::Tracer(std::vector<TracedProcess> processes) {
   for (auto& p : processes) {
@@ -245,6 +330,8 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
         return errno_error(cat("PTRACE_GET_SYSCALL_INFO of ", tid));
       if (info.op == PTRACE_SYSCALL_INFO_ENTRY) {
         th.nr = long(info.entry.nr);
+        for (int i = 0; i < 6; ++i) th.args[i] = info.entry.args[i];
+        if (policy.verdict(th.nr) == Verdict::NewPeer) note_destination(tid, th.nr, th.args);
         if (policy.verdict(th.nr) == Verdict::WakeBefore) {
           std::string reason = describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args));
           // Cancel: the kernel skips a syscall whose number is -1 (it returns -ENOSYS).
@@ -268,6 +355,9 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
           std::string peer = socket_peer(pid, long(info.exit.rval));
           return wake(tid, th.nr, cat(syscall_name(th.nr), ": new connection", peer.empty() ? "" : " from " + peer));
         }
+        if (policy.verdict(th.nr) == Verdict::NewPeer && !info.exit.is_error && info.exit.rval >= 0)
+          if (std::string reason = new_peer(pid, tid, th.nr, th.args); !reason.empty())
+            return wake(tid, th.nr, std::move(reason));
         ++served_;
       }
     } else if (event == PTRACE_EVENT_STOP) {

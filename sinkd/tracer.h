@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,14 @@ class Tracer {
   Result<void> seize_all();
   Result<std::optional<Activity>> wake(pid_t tid, long nr, std::string reason);
   std::string describe(pid_t tid, long nr, const uint64_t args[6]) const;
+  // UDP (NewPeer calls): at entry a send's destination becomes known; at exit the reason
+  // to wake for a datagram from a new peer ("" when there is none).
+  void note_destination(pid_t tid, long nr, const uint64_t args[6]);
+  std::string new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6]) const;
   struct Thread {
-    pid_t pid = 0;  // its process
-    long nr = -1;   // the system call it entered last (its exit stop carries no number)
+    pid_t pid = 0;          // its process
+    long nr = -1;           // the system call it entered last (its exit stop carries no number)
+    uint64_t args[6] = {};  // and its arguments
   };
   std::map<pid_t, TracedProcess> processes_;
   std::map<pid_t, Thread> threads_;
@@ -69,6 +75,7 @@ class Tracer {
   std::atomic<bool> interrupted_{false};
   uint64_t served_ = 0;
   bool detached_ = false;
+  std::set<std::string> udp_peers_;  // destinations the gateway sent datagrams to
 };
 
 }  // namespace seamless::sink

@@ -6,6 +6,7 @@
 // channel gets error replies. The guest's gateway goes home afterwards.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "common/process.h"
@@ -355,6 +356,7 @@ TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
     const std::string reason = qmp::opt_string(woke->data.root(), "reason").value_or("");
     EXPECT_NE(reason.find(gw.reason), std::string::npos) << reason;
     EXPECT_EQ(qmp::opt_string(woke->data.root(), "id").value_or(""), gw.name);
+    std::printf("%s: activity `%s`\n", gw.name, reason.c_str());
 
     auto back = hand_back(**c, gw.name);
     ASSERT_TRUE(back.ok()) << back.error().message;
@@ -385,6 +387,56 @@ TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
   auto listed = (*c)->call("list-gateways", "", Millis(30000));
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->dump(), "[]");
+}
+
+// Containers outlive the daemon: a restarted sinkd adopts the container an earlier run
+// made and traces its gateway again; a gateway that dies in the sink is reported with an
+// ERROR event and listed as crashed, never silently gone.
+TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
+  auto bytes = guest_pack();
+  ASSERT_TRUE(bytes.ok()) << bytes.error().message;
+  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/ad.pack", *bytes).ok());
+  {
+    auto c = control();
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    auto added = (*c)->call("add-gateway", "{\"pack\":\"/run/ad.pack\",\"id\":\"ad\"}", Millis(300000));
+    ASSERT_TRUE(added.ok()) << added.error().message;
+  }
+  // The daemon dies (not its containers: their inits are other processes) and comes back.
+  qmp::RunOptions ro;
+  ro.timeout = Millis(60000);
+  auto restarted =
+      qmp::guest_run_ok(*sink_->agent, "/bin/sh",
+                        {"-c",
+                         "pkill -KILL -f '^seamless-sinkd --port' ; sleep 1; setsid seamless-sinkd --port "
+                         "/dev/virtio-ports/org.seamless.sinkd.0 </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
+                        ro);
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
+  auto c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto listed = (*c)->call("list-gateways", "", Millis(30000));
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_NE(listed->dump().find("\"id\":\"ad\""), std::string::npos) << listed->dump();
+  EXPECT_NE(listed->dump().find("\"state\":\"traced\""), std::string::npos) << listed->dump();
+
+  // The gateway dies in the sink: reported.
+  ASSERT_TRUE(qmp::guest_run_ok(*sink_->agent, "/usr/bin/pkill", {"-KILL", "-x", "dropbear"}, ro).ok());
+  auto error = (*c)->wait_event("ERROR", Millis(60000));
+  ASSERT_TRUE(error.ok()) << error.error().message;
+  EXPECT_EQ(qmp::opt_string(error->data.root(), "id").value_or(""), "ad");
+  EXPECT_NE(qmp::opt_string(error->data.root(), "error").value_or("").find("signal 9"), std::string::npos)
+      << error->data.dump();
+  listed = (*c)->call("list-gateways", "", Millis(30000));
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_NE(listed->dump().find("\"state\":\"crashed\""), std::string::npos) << listed->dump();
+  auto handed = (*c)->call("hand-back", "{\"id\":\"ad\"}", Millis(60000));
+  ASSERT_FALSE(handed.ok()) << "a crashed gateway cannot be handed back";
+  EXPECT_NE(handed.error().message.find("crashed"), std::string::npos) << handed.error().message;
+  ASSERT_TRUE((*c)->call("remove-gateway", "{\"id\":\"ad\"}", Millis(60000)).ok());
+  // The sink's interface carried the guest's MAC: the guest claims it back.
+  ASSERT_TRUE(
+      guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000))
+          .ok());
 }
 
 }  // namespace

@@ -97,6 +97,22 @@ TEST(Maps, FileBackedPathsOnceEach) {
   EXPECT_EQ(paths[2], "/dev/zero (deleted)");
 }
 
+TEST(KbFields, MeminfoAndSmapsRollupLines) {
+  const char* rollup =
+      "55d0-7ffe ---p 00000000 00:00 0 [rollup]\n"
+      "Rss:                2412 kB\n"
+      "Pss:                 731 kB\n"
+      "Pss_Anon:            402 kB\n";
+  auto pss = parse_kb_field(rollup, "Pss");
+  ASSERT_TRUE(pss.ok()) << pss.error().message;
+  EXPECT_EQ(*pss, 731u) << "Pss, not Pss_Anon";
+  EXPECT_EQ(*parse_kb_field("MemTotal:  2030000 kB\nMemAvailable:  1500000 kB\n", "MemAvailable"), 1500000u);
+  EXPECT_EQ(parse_kb_field(rollup, "Swap").error().kind, ErrorKind::NotFound);
+  auto bad = parse_kb_field("Pss: lots\n", "Pss");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("lots"), std::string::npos);
+}
+
 // A fake /proc: processes with stat, exe, cmdline, fds and tasks, and the socket tables.
 class FakeProc {
  public:
@@ -258,6 +274,7 @@ Manifest sample_manifest() {
   g.established.push_back({120, "10.77.0.12:2222", "10.77.0.1:50000"});
   m.gateways.push_back(g);
   m.files.push_back({"/usr/sbin/dropbear", 1234, "ab12", "", "exe"});
+  m.files.push_back({"/var/log/apache2/error.log", 77, "", "cd34", "open", 0640, 0, 4});
   return m;
 }
 
@@ -268,6 +285,8 @@ TEST(ManifestJson, RoundTrips) {
   EXPECT_EQ(back->to_json(), m.to_json());
   EXPECT_EQ(back->gateways[0].established[0].remote, "10.77.0.1:50000");
   EXPECT_EQ(back->files[0].role, "exe");
+  EXPECT_EQ(back->files[1].mode, 0640u);
+  EXPECT_EQ(back->files[1].gid, 4u);
 }
 
 TEST(ManifestJson, RefusesWhatItCannotTrust) {
@@ -288,6 +307,8 @@ TEST(ManifestJson, RefusesWhatItCannotTrust) {
   refused(replace("\"role\":\"exe\"", "\"role\":\"x\""), "unknown role");
   refused(replace("\"path\":\"/usr/sbin/dropbear\"", "\"path\":\"usr/sbin/dropbear\""), "bad path");
   refused(replace("\"root\":100", "\"root\":1"), "out of range");
+  refused(replace("\"mode\":416", "\"mode\":4096"), "out of range");
+  refused(replace("\"gid\":4", "\"gid\":-1"), "out of range");
   refused(replace("\"hostname\":\"sl-guest\",", ""), "missing field `hostname`");
   refused("[1,2]", "not an object");
   refused("{\"format\":", "manifest");

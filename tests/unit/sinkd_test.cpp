@@ -180,20 +180,31 @@ TEST(Container, DummiesAreSparseFilesOfTheRightSizeInsideTheUpperLayer) {
   std::filesystem::create_directories(upper);
   std::filesystem::create_directories(lower + "/var/log");
   std::filesystem::permissions(lower + "/var/log", std::filesystem::perms(0750));
-  ASSERT_TRUE(make_dummy(upper, "/var/log/app.log", 123456, lower).ok());
+  auto dummy = [](const std::string& path, uint64_t size, uint32_t mode = 0644) {
+    guest::FileIdentity f;
+    f.path = path;
+    f.size = size;
+    f.mode = mode;
+    f.uid = ::geteuid();
+    f.gid = ::getegid();
+    return f;
+  };
+  ASSERT_TRUE(make_dummy(upper, dummy("/var/log/app.log", 123456, 0640), lower).ok());
   EXPECT_EQ(std::filesystem::file_size(upper + "/var/log/app.log"), 123456u);
+  EXPECT_EQ(std::filesystem::status(upper + "/var/log/app.log").permissions(), std::filesystem::perms(0640))
+      << "the file's own mode (CRIU checks it)";
   EXPECT_EQ(std::filesystem::status(upper + "/var/log").permissions(), std::filesystem::perms(0750))
       << "directories take the lower layer's mode";
-  EXPECT_FALSE(make_dummy(upper, "/var/log/app.log", 1, lower).ok()) << "never overwrites";
+  EXPECT_FALSE(make_dummy(upper, dummy("/var/log/app.log", 1), lower).ok()) << "never overwrites";
   for (const char* bad : {"relative/x", "/../escape", "/var/../../escape", "/a//b", "/a/./b", "/"}) {
-    auto r = make_dummy(upper, bad, 1, lower);
+    auto r = make_dummy(upper, dummy(bad, 1), lower);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message.find("not a plain absolute path"), std::string::npos) << r.error().message;
   }
   EXPECT_FALSE(std::filesystem::exists(*dir / "escape"));
   // A symlink planted in the upper layer is not followed.
   std::filesystem::create_directory_symlink(dir->path(), upper + "/link");
-  EXPECT_FALSE(make_dummy(upper, "/link/out", 1, lower).ok());
+  EXPECT_FALSE(make_dummy(upper, dummy("/link/out", 1), lower).ok());
   EXPECT_FALSE(std::filesystem::exists(*dir / "out"));
 }
 

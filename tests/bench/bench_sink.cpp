@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: Apache-2.0
+// Benchmark: sink memory per gateway. One guest VM (all template gateways) and one sink
+// VM; per gateway kind a pack is dumped in the guest once, then 1, 10, 50 copies of it
+// (each with a MAC of its own, as distinct parked VMs have) are added to sinkd. At each
+// count: the PSS of the containers' processes (gateways, and the containers' inits) and
+// of sinkd from query-metrics, and the drop in the sink's MemAvailable (which also counts
+// kernel memory: namespaces, sockets, page tables). Per gateway, against the issue's
+// targets and the seed thesis's figures.
+//   bench_sink [--json] [--counts 1,10,50] [--gateways dropbear,openssh,...] [--sink-mib N]
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "common/time.h"
+#include "guest-agent/manifest.h"
+#include "guest-agent/pack.h"
+#include "qmp/guest.h"
+#include "qmp/json.h"
+#include "qmp/socket.h"
+#include "tests/support/testbed.h"
+
+using namespace seamless;
+
+namespace {
+
+struct Gateway {
+  const char* name;
+  uint16_t port;
+  double target_mb, thesis_mb;  // the target (6 MB SSH, 20 MB PHP); the thesis's sink MB
+};
+
+const Gateway kGateways[] = {
+    {"dropbear", 2222, 6, 11.2},    {"openssh", 22, 6, 15.9},        {"vsftpd", 21, 6, 7.8},
+    {"lighttpd+php", 80, 20, 46.4}, {"apache2+php", 8080, 20, 67.5},
+};
+
+int die(const Error& e) {
+  std::fprintf(stderr, "bench_sink: %s\n", e.message.c_str());
+  return 1;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string w; std::getline(in, w, ',');)
+    if (!w.empty()) out.push_back(w);
+  return out;
+}
+
+Result<std::unique_ptr<qmp::QmpSocket>> control(const std::string& socket) {
+  Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
+  for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(1000))) {
+    c = qmp::QmpSocket::connect(socket, Millis(3000));
+    if (c.ok()) return c;
+  }
+  return c.error().wrap("sinkd control channel");
+}
+
+struct Memory {
+  int64_t gateways_kb = 0, inits_kb = 0, sinkd_kb = 0, available_kb = 0;
+};
+
+Result<Memory> measure(qmp::QmpSocket& c) {
+  auto m = SL_TRY(c.call("query-metrics", "", Millis(120000)));
+  Memory out;
+  out.sinkd_kb = SL_TRY(qmp::get_int(m.root(), "sinkd_pss_kb"));
+  out.available_kb = SL_TRY(qmp::get_int(m.root(), "mem_available_kb"));
+  const auto& list = m.root()["containers"];
+  for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+    out.gateways_kb += SL_TRY(qmp::get_int(list[i], "pss_kb"));
+    out.inits_kb += SL_TRY(qmp::get_int(list[i], "init_pss_kb"));
+  }
+  return out;
+}
+
+// The pack with the interface's MAC made unique (copy `n`), written to `out`.
+Result<void> variant(const std::string& dir, const guest::Manifest& base, int kind, int n, const std::string& out) {
+  guest::Manifest m = base;
+  char mac[32];
+  std::snprintf(mac, sizeof mac, "02:5e:%02x:%02x:%02x:%02x", kind & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
+  for (auto& iface : m.interfaces) iface.mac = mac;
+  auto files = guest::list_pack_files(dir);
+  files.erase(std::remove(files.begin(), files.end(), guest::kManifestName), files.end());
+  return guest::write_pack(out, m.to_json(), dir, files);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false;
+  std::vector<int> counts = {1, 10, 50};
+  std::vector<std::string> only;
+  int sink_mib = 3072;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--counts" && i + 1 < argc) {
+      counts.clear();
+      for (const auto& w : split(argv[++i])) counts.push_back(std::max(1, std::atoi(w.c_str())));
+      std::sort(counts.begin(), counts.end());
+    } else if (a == "--gateways" && i + 1 < argc) {
+      only = split(argv[++i]);
+    } else if (a == "--sink-mib" && i + 1 < argc) {
+      sink_mib = std::max(512, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr,
+                   "usage: bench_sink [--json] [--counts 1,10,50] [--gateways dropbear,openssh,vsftpd,"
+                   "lighttpd+php,apache2+php] [--sink-mib N]\n");
+      return 2;
+    }
+  }
+  test::VmSpec gs;
+  gs.name = "sl-bench-sinkg";
+  gs.index = 18;
+  gs.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
+  gs.tools = {SEAMLESS_GUEST_BIN};
+  auto guest = test::LibvirtGuest::boot(gs);
+  if (!guest.ok()) return die(guest.error());
+  test::VmSpec ss;
+  ss.name = "sl-bench-sink";
+  ss.index = 19;
+  ss.memory_mib = sink_mib;
+  ss.services = "sinkd";
+  ss.tools = {SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN};
+  ss.sink_channel = true;
+  auto sink = test::LibvirtGuest::boot(ss);
+  if (!sink.ok()) return die(sink.error());
+  auto c = control((*sink)->vm->sink_socket());
+  if (!c.ok()) return die(c.error());
+  auto work = TempDir::create();
+  if (!work.ok()) return die(work.error());
+  qmp::RunOptions ro;
+  ro.timeout = Millis(300000);
+
+  struct Row {
+    const Gateway* g;
+    int n;
+    double gw_mb, init_mb, sinkd_mb, avail_mb;  // per gateway
+  };
+  std::vector<Row> rows;
+  int kind = 0;
+  for (const Gateway& g : kGateways) {
+    ++kind;
+    if (!only.empty() && std::find(only.begin(), only.end(), g.name) == only.end()) continue;
+    // One pack, no connections in it (copies share the VM's addresses, not its peers).
+    auto d = qmp::guest_run_ok(*(*guest)->agent, "/usr/sbin/seamless-guest",
+                               {"dump", "--port", std::to_string(g.port), "--out", "/run/bench.pack"}, ro);
+    if (!d.ok()) return die(d.error().wrap(g.name));
+    auto bytes = qmp::read_guest_file(*(*guest)->agent, "/run/bench.pack");
+    if (!bytes.ok()) return die(bytes.error().wrap(g.name));
+    if (auto r = qmp::guest_run_ok(*(*guest)->agent, "/usr/sbin/seamless-guest", {"restore", "/run/bench.pack"}, ro);
+        !r.ok())
+      return die(r.error().wrap(g.name));
+    const std::string base = *work / cat("kind", kind);
+    if (auto w = sys::write_file(base + ".pack", *bytes); !w.ok()) return die(w.error());
+    auto text = guest::unpack(base + ".pack", base);
+    if (!text.ok()) return die(text.error());
+    auto manifest = guest::Manifest::parse(*text);
+    if (!manifest.ok()) return die(manifest.error());
+
+    auto before = measure(**c);
+    if (!before.ok()) return die(before.error());
+    int added = 0;
+    for (int n : counts) {
+      for (; added < n; ++added) {
+        const std::string local = *work / "variant.pack";
+        if (auto v = variant(base, *manifest, kind, added, local); !v.ok()) return die(v.error());
+        auto data = sys::read_file(local);
+        if (!data.ok()) return die(data.error());
+        const std::string remote = "/run/bench-in.pack";
+        if (auto w = qmp::write_guest_file(*(*sink)->agent, remote, *data); !w.ok()) return die(w.error());
+        auto r = (*c)->call("add-gateway", cat("{\"pack\":\"", remote, "\",\"id\":\"b", kind, "-", added, "\"}"),
+                            Millis(300000));
+        if (!r.ok()) return die(r.error().wrap(cat(g.name, " copy ", added)));
+      }
+      // Let the restores' transient memory settle.
+      std::this_thread::sleep_for(Millis(3000));
+      auto now = measure(**c);
+      if (!now.ok()) return die(now.error());
+      const double mb = 1024.0 * n;
+      rows.push_back({&g, n, now->gateways_kb / mb, now->inits_kb / mb, (now->sinkd_kb - before->sinkd_kb) / mb,
+                      (before->available_kb - now->available_kb) / mb});
+      std::fprintf(stderr, "bench_sink: %s x%d: %.2f MB PSS per gateway\n", g.name, n, rows.back().gw_mb);
+    }
+    for (int i = 0; i < added; ++i)
+      if (auto r = (*c)->call("remove-gateway", cat("{\"id\":\"b", kind, "-", i, "\"}"), Millis(120000)); !r.ok())
+        return die(r.error());
+  }
+  if (json) {
+    for (const auto& r : rows) {
+      qmp::ArgWriter w;
+      w.str("gateway", r.g->name).num("count", r.n).raw("pss_mb_per_gateway", cat(r.gw_mb));
+      w.raw("init_pss_mb_per_gateway", cat(r.init_mb)).raw("sinkd_growth_mb_per_gateway", cat(r.sinkd_mb));
+      w.raw("memavailable_drop_mb_per_gateway", cat(r.avail_mb)).raw("target_mb", cat(r.g->target_mb));
+      w.raw("thesis_mb", cat(r.g->thesis_mb));
+      std::printf("%s\n", w.finish().c_str());
+    }
+    return 0;
+  }
+  std::printf(
+      "| gateway | gateways | PSS per gateway MB | + container init MB | MemAvailable drop per gateway MB |"
+      " target MB | thesis MB | PSS+init / thesis | gateways per GB (MemAvailable) |\n"
+      "|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : rows) {
+    std::printf("| %s | %d | %.2f | %.2f | %.2f | %.0f | %.1f | %.2f | %.0f |\n", r.g->name, r.n, r.gw_mb, r.init_mb,
+                r.avail_mb, r.g->target_mb, r.g->thesis_mb, (r.gw_mb + r.init_mb) / r.g->thesis_mb,
+                r.avail_mb > 0 ? 1024.0 / r.avail_mb : 0.0);
+  }
+  return 0;
+}
