@@ -303,8 +303,13 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
 std::vector<std::string> list_pack_files(const std::string& root) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec))
-    if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), root).string());
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec)) {
+    if (!e.is_regular_file()) continue;
+    // CRIU's logs (verbose: often larger than the images) and pid files stay here.
+    const std::string ext = e.path().extension().string();
+    if (ext == ".log" || ext == ".pid") continue;
+    out.push_back(std::filesystem::relative(e.path(), root).string());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -29,7 +29,8 @@ struct PackLimits {
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
                         const std::vector<std::string>& rel_paths);
 
-// The regular files below root, relative to it, sorted: what write_pack() takes.
+// The regular files below root, relative to it, sorted: what write_pack() takes. CRIU's
+// logs (*.log) and pid files (*.pid) are left out: they belong to the side that made them.
 std::vector<std::string> list_pack_files(const std::string& root);
 
 // Extracts `pack` into `dest`, which must not exist yet (it is created, mode 0700).

@@ -134,6 +134,7 @@ Result<ProcStat> parse_stat(std::string_view text) {
   st.ppid = pid_t(SL_TRY(parse_dec(rest[1], "ppid")));
   st.pgrp = pid_t(SL_TRY(parse_dec(rest[2], "pgrp")));
   st.session = pid_t(SL_TRY(parse_dec(rest[3], "session")));
+  if (rest.size() > 19) st.start_time = uint64_t(SL_TRY(parse_dec(rest[19], "starttime")));
   return st;
 }
 

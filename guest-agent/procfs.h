@@ -42,6 +42,7 @@ struct ProcStat {
   pid_t pid = 0, ppid = 0, pgrp = 0, session = 0;
   std::string comm;
   char state = '?';
+  uint64_t start_time = 0;  // clock ticks after boot (field 22): tells a reused pid apart
 };
 // /proc/PID/stat; comm may hold spaces and parentheses.
 Result<ProcStat> parse_stat(std::string_view text);

@@ -19,6 +19,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/sys.h"
+#include "guest-agent/procfs.h"
 #include "qmp/json.h"
 
 namespace seamless::sink {
@@ -29,15 +30,9 @@ constexpr const char* kStateFile = "/state.json";
 
 // Field 22 of /proc/PID/stat: when the process started (clock ticks since boot).
 uint64_t start_time(pid_t pid) {
-  auto stat = sys::read_file(cat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return 0;
-  auto paren = stat->rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream in(stat->substr(paren + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && in >> field; ++i)
-    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
-  return 0;
+  auto text = sys::read_file(cat("/proc/", pid, "/stat"));
+  auto stat = text.ok() ? guest::parse_stat(*text) : Result<guest::ProcStat>(text.error());
+  return stat.ok() ? stat->start_time : 0;
 }
 
 std::string ns_of(pid_t pid, const char* ns) {

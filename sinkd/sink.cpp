@@ -468,7 +468,9 @@ Result<std::string> Sink::release(const std::string& id) {
   Gateway* g = SL_TRY(find(id));
   if (g->get() != "handed-back")
     return make_error(ErrorKind::Invalid, "gateway `", id, "` has not been handed back (it is ", g->get(), ")");
-  if (!g->hold) return make_error(ErrorKind::Invalid, "gateway `", id, "` holds no packets: ", g->error);
+  if (!g->hold)
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` holds no packets",
+                      g->error.empty() ? "" : " (holding again after a restart failed: " + g->error + ")");
   if (g->manifest.interfaces.empty()) return make_error(ErrorKind::Invalid, "gateway `", id, "` has no interface");
   ForwardTarget to;
   to.nic = opt_.nic;

@@ -330,7 +330,9 @@ TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
       auto fd = bed.connect_from_client(ip, gw.port);
       ASSERT_TRUE(fd.ok()) << fd.error().message;
       conn = std::move(fd).value();
-      if (http) ASSERT_TRUE(sys::write_all(conn.get(), page, Deadline(Millis(5000))).ok());
+      if (http) {
+        ASSERT_TRUE(sys::write_all(conn.get(), page, Deadline(Millis(5000))).ok());
+      }
       auto got = test::read_until(conn.get(), http ? "php ok" : "220");
       ASSERT_TRUE(got.ok()) << got.error().message;
     }

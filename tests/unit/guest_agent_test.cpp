@@ -74,6 +74,12 @@ TEST(Stat, CommWithSpacesAndParentheses) {
   EXPECT_EQ(st->session, 42);
   EXPECT_FALSE(parse_stat("garbage").ok());
   EXPECT_FALSE(parse_stat("42 (x) S one 2 3").ok());
+  // A whole line: field 22 is the start time.
+  auto full = parse_stat(
+      "163 (seamless-sinkd) S 1 162 162 0 -1 4194368 120 0 0 0 0 1 0 0 20 0 1 0 31337 3944448 197 "
+      "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0");
+  ASSERT_TRUE(full.ok()) << full.error().message;
+  EXPECT_EQ(full->start_time, 31337u);
 }
 
 TEST(Cmdline, SplitNul) {

@@ -197,6 +197,17 @@ TEST_F(PackReader, RefusesOversized) {
   expect_refused(gzip(tar({kManifest, {"gw/bomb", std::string(64 << 20, '\0')}})), "unpacks to more than", total);
 }
 
+TEST(PackFiles, ImagesGoInLogsAndPidFilesStay) {
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  std::filesystem::create_directories(*dir / "gw/42");
+  for (const char* f :
+       {"gw/42/pages-1.img", "gw/42/core-42.img", "gw/42/dump.log", "gw/42/restore.pid", "manifest.json"})
+    ASSERT_TRUE(sys::write_file(*dir / f, "x").ok());
+  EXPECT_EQ(list_pack_files(dir->path()),
+            (std::vector<std::string>{"gw/42/core-42.img", "gw/42/pages-1.img", "manifest.json"}));
+}
+
 TEST(PackNames, CheckEntryName) {
   EXPECT_TRUE(check_entry_name("gw/123/pages-1.img").ok());
   EXPECT_TRUE(check_entry_name("manifest.json").ok());
