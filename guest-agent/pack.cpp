@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Pack writer and strict reader (ustar inside gzip, through zlib).
+// Pack writer and strict reader (ustar inside gzip, through zlib), with CRIU's page
+// images stored page-deduplicated.
 #include "guest-agent/pack.h"
 
 #include <fcntl.h>
@@ -11,7 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "common/fd.h"
 #include "common/sys.h"
@@ -116,6 +119,100 @@ Result<void> gz_read(gzFile f, void* buf, size_t n, const std::string& pack) {
   return ok();
 }
 
+// --- Page images -------------------------------------------------------------------
+// CRIU writes one pages-N.img per process. The workers of a forking server (php-cgi
+// children, apache's mod_php processes) hold mostly the same pages, and gzip's 32 KiB
+// window cannot see repeats megabytes apart, so page images go into the pack as
+// `<name>.dedup`: the magic, then records
+//   'L' + 4096 bytes     a literal page (literals are numbered across the whole pack),
+//   'R' + u32 LE index   a copy of an earlier literal page,
+//   'T' + u16 LE n + n bytes   the file's last, partial page (n in 1..4095; last record).
+
+constexpr size_t kPage = 4096;
+constexpr char kDedupMagic[8] = {'S', 'L', 'P', 'A', 'G', 'E', 'S', '1'};
+constexpr std::string_view kDedupSuffix = ".dedup";
+// Page images kept open for copies, on either side; later ones go in plain.
+constexpr size_t kMaxDedupFiles = 256;
+
+bool is_page_image(const std::string& rel) {
+  const std::string base = std::filesystem::path(rel).filename().string();
+  return base.rfind("pages-", 0) == 0 && base.size() > 10 && base.compare(base.size() - 4, 4, ".img") == 0;
+}
+
+uint64_t page_hash(const char* page) {
+  uint64_t h = 0x243f6a8885a308d3ull;
+  for (size_t i = 0; i < kPage; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, page + i, 8);
+    h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+void put_le(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(char(v >> (8 * i)));
+}
+
+// The writer's memory of literal pages: where each one is in the page images read so
+// far, found by hash and confirmed byte for byte.
+class PageIndex {
+ public:
+  // Encodes `data` (the image read from `fd`); Err only on a failed read back.
+  Result<std::string> encode(std::string_view data, UniqueFd fd, const std::string& what) {
+    const uint32_t file = uint32_t(files_.size());
+    files_.push_back(std::move(fd));
+    std::string out(kDedupMagic, sizeof kDedupMagic);
+    out.reserve(data.size() / 4);
+    size_t off = 0;
+    for (; off + kPage <= data.size(); off += kPage) {
+      const char* page = data.data() + off;
+      auto& candidates = by_hash_[page_hash(page)];
+      auto same = SL_TRY(find(candidates, page, file, data, what));
+      if (same) {
+        out.push_back('R');
+        put_le(out, *same, 4);
+        continue;
+      }
+      candidates.push_back(uint32_t(literals_.size()));
+      literals_.push_back({file, off});
+      out.push_back('L');
+      out.append(page, kPage);
+    }
+    if (off < data.size()) {
+      out.push_back('T');
+      put_le(out, data.size() - off, 2);
+      out.append(data.substr(off));
+    }
+    return out;
+  }
+  size_t files() const { return files_.size(); }
+
+ private:
+  struct Literal {
+    uint32_t file;
+    uint64_t offset;
+  };
+  Result<std::optional<uint32_t>> find(const std::vector<uint32_t>& candidates, const char* page, uint32_t file,
+                                       std::string_view current, const std::string& what) {
+    char buf[kPage];
+    for (uint32_t idx : candidates) {
+      const Literal& lit = literals_[idx];
+      const char* theirs = current.data() + lit.offset;
+      if (lit.file != file) {
+        ssize_t n = ::pread(files_[lit.file].get(), buf, kPage, off_t(lit.offset));
+        if (n != ssize_t(kPage)) return errno_error(cat("reading back a page for `", what, "`"));
+        theirs = buf;
+      }
+      if (std::memcmp(theirs, page, kPage) == 0) return std::optional<uint32_t>(idx);
+    }
+    return std::optional<uint32_t>();
+  }
+  std::vector<UniqueFd> files_;
+  std::vector<Literal> literals_;
+  std::unordered_map<uint64_t, std::vector<uint32_t>> by_hash_;
+};
+
 // Creates the directories of `name` below dirfd (never following links) and returns
 // an fd of the innermost one.
 Result<UniqueFd> open_parent(int root, const std::string& name, std::string* leaf) {
@@ -136,6 +233,95 @@ Result<UniqueFd> open_parent(int root, const std::string& name, std::string* lea
     cur = UniqueFd(next);
     start = slash + 1;
   }
+}
+
+// The bytes of one archive entry, so that a record cannot run past its end.
+class EntryData {
+ public:
+  EntryData(gzFile f, uint64_t size, const std::string& pack, const std::string& name)
+      : f_(f), left_(size), pack_(pack), name_(name) {}
+  Result<void> read(void* buf, size_t n) {
+    if (n > left_) return make_error(ErrorKind::Protocol, "pack `", pack_, "`: `", name_, "` ends inside a record");
+    SL_TRY(gz_read(f_, buf, n, pack_));
+    left_ -= n;
+    return ok();
+  }
+  uint64_t left() const { return left_; }
+
+ private:
+  gzFile f_;
+  uint64_t left_;
+  const std::string& pack_;
+  const std::string& name_;
+};
+
+uint64_t get_le(const unsigned char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = v << 8 | p[i];
+  return v;
+}
+
+// The reader's side of the page images: the ones written so far (open, for copies) and
+// where each literal page is.
+struct PageImages {
+  struct Literal {
+    uint32_t file;
+    uint64_t offset;
+  };
+  std::vector<UniqueFd> files;
+  std::vector<Literal> literals;
+};
+
+// Decodes a `.dedup` entry into `out`, counting what it writes against the limits.
+Result<void> decode_pages(EntryData& in, int out, PageImages& images, const std::string& pack, const std::string& name,
+                          const PackLimits& limits, uint64_t* total) {
+  auto refused = [&](auto&&... why) {
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` ", why...);
+  };
+  char magic[sizeof kDedupMagic];
+  SL_TRY(in.read(magic, sizeof magic));
+  if (std::memcmp(magic, kDedupMagic, sizeof magic) != 0) return refused("is not a page image (bad magic)");
+  if (images.files.size() >= kMaxDedupFiles) return refused("is one page image more than ", kMaxDedupFiles);
+  UniqueFd self(::fcntl(out, F_DUPFD_CLOEXEC, 0));
+  if (!self.valid()) return errno_error("dup");
+  const uint32_t file = uint32_t(images.files.size());
+  images.files.push_back(std::move(self));
+  uint64_t size = 0;
+  char page[kPage];
+  while (in.left() > 0) {
+    unsigned char tag;
+    SL_TRY(in.read(&tag, 1));
+    size_t n = kPage;
+    if (tag == 'L') {
+      SL_TRY(in.read(page, kPage));
+      images.literals.push_back({file, size});
+    } else if (tag == 'R') {
+      unsigned char idx[4];
+      SL_TRY(in.read(idx, 4));
+      uint64_t i = get_le(idx, 4);
+      if (i >= images.literals.size())
+        return refused("copies page ", i, " but the pack has ", images.literals.size(), " so far");
+      const auto& lit = images.literals[i];
+      if (::pread(images.files[lit.file].get(), page, kPage, off_t(lit.offset)) != ssize_t(kPage))
+        return errno_error(cat("reading back page ", i, " for `", name, "`"));
+    } else if (tag == 'T') {
+      unsigned char len[2];
+      SL_TRY(in.read(len, 2));
+      n = size_t(get_le(len, 2));
+      if (n == 0 || n >= kPage) return refused("has a last page of ", n, " bytes");
+      SL_TRY(in.read(page, n));
+      if (in.left() != 0) return refused("has records after its last page");
+    } else {
+      return refused("has an unknown record (code ", int(tag), ")");
+    }
+    size += n;
+    *total += n;
+    if (size > limits.max_file) return refused("is too large (more than ", limits.max_file, " bytes)");
+    if (*total > limits.max_total)
+      return make_error(ErrorKind::Protocol, "pack `", pack, "` unpacks to more than ", limits.max_total, " bytes");
+    SL_TRY(sys::write_all(out, std::string_view(page, n), Deadline(Millis(60000))));
+  }
+  return ok();
 }
 
 }  // namespace
@@ -173,10 +359,18 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
   fd.release();  // gzclose closes it
   auto body = [&]() -> Result<void> {
     SL_TRY(write_entry(f.get(), kManifestName, manifest_json, tmp));
+    PageIndex pages;
     for (const auto& rel : rel_paths) {
       SL_TRY_CTX(check_entry_name(rel), "adding `", rel, "` to a pack");
-      auto data = SL_TRY(sys::read_file(root + "/" + rel, uint64_t(1) << 31));
-      SL_TRY(write_entry(f.get(), rel, data, tmp));
+      const std::string file = root + "/" + rel;
+      auto data = SL_TRY(sys::read_file(file, uint64_t(1) << 31));
+      if (!is_page_image(rel) || pages.files() >= kMaxDedupFiles) {
+        SL_TRY(write_entry(f.get(), rel, data, tmp));
+        continue;
+      }
+      UniqueFd again = SL_TRY(sys::open(file, O_RDONLY));
+      auto encoded = SL_TRY(pages.encode(data, std::move(again), file));
+      SL_TRY(write_entry(f.get(), rel + std::string(kDedupSuffix), encoded, tmp));
     }
     static const char zeros[2 * kBlock] = {};
     SL_TRY(gz_write(f.get(), zeros, sizeof zeros, tmp));
@@ -215,6 +409,7 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
     std::string manifest;
     std::set<std::string> seen;
     uint64_t total = 0;
+    PageImages images;
     std::vector<char> buf(1 << 16);
     for (size_t entries = 0;; ++entries) {
       unsigned char h[kBlock];
@@ -269,21 +464,36 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
         return make_error(ErrorKind::Protocol, "pack `", pack, "` holds a second ", kManifestName);
       if (size > (entries == 0 ? limits.max_manifest : limits.max_file))
         return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is too large (", size, " bytes)");
-      total += size;
+      // A page image arrives deduplicated and is written under its own name.
+      const bool dedup = !is_dir && entries > 0 && name.size() > kDedupSuffix.size() &&
+                         name.compare(name.size() - kDedupSuffix.size(), kDedupSuffix.size(), kDedupSuffix) == 0;
+      const std::string file = dedup ? name.substr(0, name.size() - kDedupSuffix.size()) : name;
+      if (dedup) {
+        if (auto named = check_entry_name(file); !named.ok())
+          return named.error().wrap(cat("pack `", pack, "`: entry ", entries + 1));
+      } else {
+        total += size;
+      }
       if (total > limits.max_total)
         return make_error(ErrorKind::Protocol, "pack `", pack, "` unpacks to more than ", limits.max_total, " bytes");
-      if (!seen.insert(name).second)
-        return make_error(ErrorKind::Protocol, "pack `", pack, "` holds `", name, "` twice");
+      if (!seen.insert(file).second)
+        return make_error(ErrorKind::Protocol, "pack `", pack, "` holds `", file, "` twice");
 
       std::string leaf;
-      UniqueFd parent = SL_TRY(open_parent(root.get(), name, &leaf));
+      UniqueFd parent = SL_TRY(open_parent(root.get(), file, &leaf));
       if (is_dir) {
         if (::mkdirat(parent.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST)
           return errno_error(cat("mkdir `", name, "` in `", dest, "`"));
         continue;
       }
-      UniqueFd out(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!out.valid()) return errno_error(cat("create `", name, "` in `", dest, "`"));
+      UniqueFd out(::openat(parent.get(), leaf.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!out.valid()) return errno_error(cat("create `", file, "` in `", dest, "`"));
+      if (dedup) {
+        EntryData data(f.get(), size, pack, name);
+        SL_TRY(decode_pages(data, out.get(), images, pack, name, limits, &total));
+        if (size % kBlock) SL_TRY(gz_read(f.get(), buf.data(), kBlock - size % kBlock, pack));
+        continue;
+      }
       uint64_t left = size;
       while (left > 0) {
         size_t n = size_t(std::min<uint64_t>(left, buf.size()));

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Pack archives: a gzip-compressed ustar archive whose first entry is manifest.json,
-// followed by the gateways' CRIU images. Packs cross trust boundaries (guest -> host ->
-// sink and back), so the reader trusts nothing: only regular files and directories with
-// plain relative names are accepted, sizes are bounded, and every file is created inside
-// the destination directory without following links.
+// followed by the gateways' CRIU images; CRIU's page images (pages-N.img) are stored
+// page-deduplicated as `pages-N.img.dedup` (a forking server's workers share most of
+// their pages) and unpacked under their own names. Packs cross trust boundaries (guest
+// -> host -> sink and back), so the reader trusts nothing: only regular files and
+// directories with plain relative names are accepted, sizes are bounded (after
+// decoding), and every file is created inside the destination directory without
+// following links.
 #pragma once
 
 #include <cstdint>

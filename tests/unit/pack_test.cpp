@@ -197,6 +197,96 @@ TEST_F(PackReader, RefusesOversized) {
   expect_refused(gzip(tar({kManifest, {"gw/bomb", std::string(64 << 20, '\0')}})), "unpacks to more than", total);
 }
 
+// A page image's records (see pack.cpp): literal pages, copies of earlier ones, a tail.
+struct Pages {
+  std::string bytes = "SLPAGES1";
+  Pages& literal(char fill) {
+    bytes += 'L';
+    bytes.append(4096, fill);
+    return *this;
+  }
+  Pages& copy(uint32_t index) {
+    bytes += 'R';
+    for (int i = 0; i < 4; ++i) bytes += char(index >> (8 * i));
+    return *this;
+  }
+  Pages& tail(uint16_t n, char fill = 't') {
+    bytes += 'T';
+    bytes += char(n & 0xff);
+    bytes += char(n >> 8);
+    bytes.append(std::min<size_t>(n, 4095), fill);
+    return *this;
+  }
+};
+
+TEST_F(PackReader, PageImagesShareTheirPagesAndUnpackWhole) {
+  auto src = TempDir::create();
+  ASSERT_TRUE(src.ok());
+  std::filesystem::create_directories(*src / "gw/7");
+  // Two "processes": the second shares 200 of the first's 256 random pages (at other
+  // offsets), repeats one of its own, has zero pages and ends in a partial page.
+  std::string first(256 * 4096, '\0');
+  for (size_t i = 0; i < first.size(); ++i) first[i] = char((i * 2654435761u) >> 11 ^ i >> 12);
+  std::string second = first.substr(56 * 4096) + first.substr(0, 4096) + first.substr(0, 4096);
+  second += std::string(3 * 4096, '\0') + std::string(100, 'z');
+  ASSERT_TRUE(sys::write_file(*src / "gw/7/pages-1.img", first).ok());
+  ASSERT_TRUE(sys::write_file(*src / "gw/7/pages-2.img", second).ok());
+  ASSERT_TRUE(sys::write_file(*src / "gw/7/core-7.img", "core").ok());
+  const std::string pack = dir_ / "p.pack";
+  ASSERT_TRUE(write_pack(pack, "{}", src->path(), {"gw/7/core-7.img", "gw/7/pages-1.img", "gw/7/pages-2.img"}).ok());
+  auto m = unpack(pack, dest());
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(sys::read_file(dest() + "/gw/7/pages-1.img").value(), first);
+  EXPECT_EQ(sys::read_file(dest() + "/gw/7/pages-2.img").value(), second);
+  EXPECT_EQ(sys::read_file(dest() + "/gw/7/core-7.img").value(), "core");
+  EXPECT_FALSE(std::filesystem::exists(dest() + "/gw/7/pages-2.img.dedup"));
+  // The shared pages are stored once: the pack is hardly larger than the first image
+  // compressed, not the two.
+  std::string plain = gzip(tar({kManifest, {"gw/7/pages-1.img", first}, {"gw/7/pages-2.img", second}}));
+  EXPECT_LT(std::filesystem::file_size(pack), plain.size() * 6 / 10)
+      << "pack " << std::filesystem::file_size(pack) << " bytes, plain " << plain.size();
+}
+
+TEST_F(PackReader, RefusesBadPageImages) {
+  auto one = [](const std::string& name, const Pages& p) { return gzip(tar({kManifest, {name, p.bytes}})); };
+  EXPECT_EQ(unpack_bytes(one("gw/pages-1.img.dedup", Pages().literal('a').copy(0).tail(5))), "");
+  EXPECT_EQ(sys::read_file(dest() + "/gw/pages-1.img").value(), std::string(8192, 'a') + std::string(5, 't'));
+  std::filesystem::remove_all(dest());
+  expect_refused(one("gw/p.dedup", Pages{"SLPAGES2"}.literal('a')), "is not a page image (bad magic)");
+  expect_refused(one("gw/p.dedup", Pages().copy(0)), "copies page 0 but the pack has 0 so far");
+  expect_refused(one("gw/p.dedup", Pages().literal('a').copy(1)), "copies page 1 but the pack has 1");
+  expect_refused(one("gw/p.dedup", Pages().literal('a').copy(0xffffffff)), "copies page 4294967295");
+  expect_refused(one("gw/p.dedup", Pages{"SLPAGES1X"}), "unknown record (code 88)");
+  Pages cut = Pages().literal('a');
+  cut.bytes.resize(cut.bytes.size() - 1);
+  expect_refused(one("gw/p.dedup", cut), "ends inside a record");
+  expect_refused(one("gw/p.dedup", Pages{"SLPAG"}), "ends inside a record");
+  expect_refused(one("gw/p.dedup", Pages().tail(0)), "last page of 0 bytes");
+  expect_refused(one("gw/p.dedup", Pages().tail(4096)), "last page of 4096 bytes");
+  expect_refused(one("gw/p.dedup", Pages().tail(3).literal('a')), "records after its last page");
+  expect_refused(gzip(tar({kManifest, {"gw/p", "x"}, {"gw/p.dedup", Pages().literal('a').bytes}})),
+                 "holds `gw/p` twice");
+  expect_refused(gzip(tar({kManifest, {"gw/p.dedup", Pages().literal('a').bytes}, {"gw/p", "x"}})),
+                 "holds `gw/p` twice");
+  expect_refused(one("gw/.dedup", Pages().literal('a')), "empty path component");
+  // Copies are the bomb here: five bytes each, a page out. Limits count what they write.
+  Pages bomb = Pages().literal('b');
+  for (int i = 0; i < 2000; ++i) bomb.copy(0);
+  PackLimits small;
+  small.max_total = 4 << 20;
+  expect_refused(one("gw/bomb.dedup", bomb), "unpacks to more than 4194304 bytes", small);
+  PackLimits file;
+  file.max_file = 1 << 20;
+  expect_refused(one("gw/bomb.dedup", bomb), "is too large (more than 1048576 bytes)", file);
+  // Copies reach across images, not just within one.
+  EXPECT_EQ(unpack_bytes(gzip(tar({kManifest,
+                                   {"gw/a.dedup", Pages().literal('a').literal('b').bytes},
+                                   {"gw/b.dedup", Pages().copy(1).copy(0).literal('c').copy(2).bytes}}))),
+            "");
+  EXPECT_EQ(sys::read_file(dest() + "/gw/b").value(),
+            std::string(4096, 'b') + std::string(4096, 'a') + std::string(8192, 'c'));
+}
+
 TEST(PackFiles, ImagesGoInLogsAndPidFilesStay) {
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
