@@ -47,6 +47,15 @@ uint64_t pss_kb(const std::string& pid) {
   return v.ok() ? *v : 0;
 }
 
+// Once CRIU has restored a gateway its images are dead weight, and the state directory is
+// usually a tmpfs: they would cost the sink as much memory as the gateway itself. The
+// restore log stays for the operator, the manifest for a restarted daemon.
+void drop_images(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.path().filename() != "restore.log") std::filesystem::remove_all(e.path(), ec);
+}
+
 }  // namespace
 
 struct Sink::Gateway {
@@ -284,6 +293,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
                           "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
       }
     }
+    for (const auto& gw : checked.manifest.gateways) drop_images(images + "/" + gw.dir);
     // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
     std::map<pid_t, pid_t> here_of;
     for (auto [here, inside] : g->container->processes()) here_of[inside] = here;
