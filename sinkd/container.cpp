@@ -277,6 +277,8 @@ Result<Container> Container::adopt(const std::string& dir) {
   return c;
 }
 
+std::string Container::root() const { return cat("/proc/", init_, "/root"); }
+
 std::string Container::netns() const { return cat("/proc/", init_, "/ns/net"); }
 
 bool Container::alive() const {

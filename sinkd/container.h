@@ -50,6 +50,11 @@ class Container {
   std::string netns() const;
   // The container's "/" as files written into it from outside go: dir/upper.
   std::string upper() const { return dir_ + "/upper"; }
+  // The container's "/" as its processes see it, through the overlay: /proc/INIT/root.
+  // Remove files here, not from upper(): one unlinked behind the overlay's back stays
+  // allocated for as long as the overlay caches it (a restored gateway's CRIU images, on
+  // a tmpfs: tens of MB per container).
+  std::string root() const;
   bool alive() const;
 
   // Runs argv inside every namespace of the container, as a process of its PID namespace.

@@ -48,12 +48,13 @@ uint64_t pss_kb(const std::string& pid) {
 }
 
 // Once CRIU has restored a gateway its images are dead weight, and the state directory is
-// usually a tmpfs: they would cost the sink as much memory as the gateway itself. The
-// restore log stays for the operator, the manifest for a restarted daemon.
+// usually a tmpfs: they (and CRIU's verbose log, 1.5 MB for apache2) would cost the sink
+// as much memory as the gateway itself. `dir` is seen through the container's overlay
+// (Container::root); the pack's manifest, one level up, stays for a restarted daemon.
 void drop_images(const std::string& dir) {
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
-    if (e.path().filename() != "restore.log") std::filesystem::remove_all(e.path(), ec);
+  std::filesystem::remove_all(dir, ec);
+  if (ec) SL_LOG(Warn, kModule, "cannot remove `", dir, "`: ", ec.message());
 }
 
 }  // namespace
@@ -293,7 +294,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
                           "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
       }
     }
-    for (const auto& gw : checked.manifest.gateways) drop_images(images + "/" + gw.dir);
+    for (const auto& gw : checked.manifest.gateways) drop_images(g->container->root() + kImages + "/" + gw.dir);
     // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
     std::map<pid_t, pid_t> here_of;
     for (auto [here, inside] : g->container->processes()) here_of[inside] = here;
@@ -444,8 +445,9 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
       return make_error(ErrorKind::NotFound, "gateway `", gw.name, "` (pid ", gw.root, ") of `", id, "` is gone");
   }
   const std::string out_root = c.upper() + kImages + "/out";
+  const std::string out_inside = c.root() + kImages + "/out";  // to remove it
   std::error_code ec;
-  std::filesystem::remove_all(out_root, ec);
+  std::filesystem::remove_all(out_inside, ec);
   for (auto& gw : m.gateways) {
     const std::string inside = cat(kImages, "/out/", gw.dir);
     std::filesystem::create_directories(c.upper() + inside, ec);
@@ -468,7 +470,7 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   const std::string out = out_arg.empty() ? cat(opt_.state_dir, "/out/", id, ".pack") : out_arg;
   std::filesystem::create_directories(std::filesystem::path(out).parent_path(), ec);
   SL_TRY_CTX(guest::write_pack(out, m.to_json(), out_root, guest::list_pack_files(out_root)), "writing `", out, "`");
-  std::filesystem::remove_all(out_root, ec);
+  std::filesystem::remove_all(out_inside, ec);
   (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
   return out;
 }

@@ -9,6 +9,7 @@
 //   bench_sink [--json] [--counts 1,10,50] [--gateways dropbear,openssh,...] [--sink-mib N]
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -20,6 +21,7 @@
 #include "common/time.h"
 #include "guest-agent/manifest.h"
 #include "guest-agent/pack.h"
+#include "guest-agent/procfs.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "qmp/socket.h"
@@ -75,6 +77,31 @@ Result<Memory> measure(qmp::QmpSocket& c) {
   for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
     out.gateways_kb += SL_TRY(qmp::get_int(list[i], "pss_kb"));
     out.inits_kb += SL_TRY(qmp::get_int(list[i], "init_pss_kb"));
+  }
+  return out;
+}
+
+// Space used on the tmpfs that holds sinkd's state directory, in kB. Memory too; files
+// removed while still referenced count, which `du` would miss.
+Result<int64_t> state_fs_used_kb(qmp::Channel& agent) {
+  auto out = SL_TRY(qmp::guest_run_ok(agent, "/bin/df", {"-k", "--output=used", "/run/seamless-sinkd"}));
+  const auto nl = out.find('\n');
+  char* end = nullptr;
+  const char* num = nl == std::string::npos ? "" : out.c_str() + nl + 1;
+  const long long kb = std::strtoll(num, &end, 10);
+  if (end == num) return make_error(ErrorKind::Protocol, "df printed `", out, "`");
+  return int64_t(kb);
+}
+
+// The sink's /proc/meminfo fields that say where MemAvailable went, for stderr.
+std::string meminfo_summary(qmp::Channel& agent) {
+  auto text = qmp::guest_run_ok(agent, "/bin/cat", {"/proc/meminfo"});  // changes while read: no checksum
+  if (!text.ok()) return text.error().message;
+  std::string out;
+  for (const char* key :
+       {"MemAvailable", "AnonPages", "Shmem", "Mapped", "Slab", "SUnreclaim", "PageTables", "KernelStack", "Percpu"}) {
+    auto kb = guest::parse_kb_field(*text, key);
+    out += cat(key, " ", kb.ok() ? int64_t(*kb) / 1024 : -1, " MB  ");
   }
   return out;
 }
@@ -142,8 +169,8 @@ int main(int argc, char** argv) {
   struct Row {
     const Gateway* g;
     int n;
-    double gw_mb, init_mb, sinkd_mb, avail_mb;  // per gateway
-    double add_s;                               // median add-gateway (container + CRIU restore)
+    double gw_mb, init_mb, sinkd_mb, avail_mb, state_mb;  // per gateway
+    double add_s;                                         // median add-gateway (container + CRIU restore)
   };
   std::vector<Row> rows;
   int kind = 0;
@@ -168,6 +195,9 @@ int main(int argc, char** argv) {
 
     auto before = measure(**c);
     if (!before.ok()) return die(before.error());
+    auto state_before = state_fs_used_kb(*(*sink)->agent);
+    if (!state_before.ok()) return die(state_before.error());
+    std::fprintf(stderr, "bench_sink: sink before %s: %s\n", g.name, meminfo_summary(*(*sink)->agent).c_str());
     int added = 0;
     std::vector<double> add_s;
     for (int n : counts) {
@@ -181,19 +211,29 @@ int main(int argc, char** argv) {
         auto t0 = Clock::now();
         auto r = (*c)->call("add-gateway", cat("{\"pack\":\"", remote, "\",\"id\":\"b", kind, "-", added, "\"}"),
                             Millis(300000));
-        if (!r.ok()) return die(r.error().wrap(cat(g.name, " copy ", added)));
+        if (!r.ok()) {
+          // Where the sink's room went.
+          auto df = qmp::guest_run_ok(*(*sink)->agent, "/bin/sh",
+                                      {"-c", "df -k /run /tmp; du -xak /run | sort -n | tail -15"});
+          std::fprintf(stderr, "%s\n", df.ok() ? df->c_str() : df.error().message.c_str());
+          return die(r.error().wrap(cat(g.name, " copy ", added)));
+        }
         add_s.push_back(seconds_since(t0));
       }
       // Let the restores' transient memory settle.
       std::this_thread::sleep_for(Millis(3000));
       auto now = measure(**c);
       if (!now.ok()) return die(now.error());
+      auto state_kb = state_fs_used_kb(*(*sink)->agent);
+      if (!state_kb.ok()) return die(state_kb.error());
       const double mb = 1024.0 * n;
       std::vector<double> sorted = add_s;
       std::sort(sorted.begin(), sorted.end());
       rows.push_back({&g, n, now->gateways_kb / mb, now->inits_kb / mb, (now->sinkd_kb - before->sinkd_kb) / mb,
-                      (before->available_kb - now->available_kb) / mb, sorted[sorted.size() / 2]});
-      std::fprintf(stderr, "bench_sink: %s x%d: %.2f MB PSS per gateway\n", g.name, n, rows.back().gw_mb);
+                      (before->available_kb - now->available_kb) / mb, (*state_kb - *state_before) / mb,
+                      sorted[sorted.size() / 2]});
+      std::fprintf(stderr, "bench_sink: %s x%d: %.2f MB PSS per gateway; sink: %s\n", g.name, n, rows.back().gw_mb,
+                   meminfo_summary(*(*sink)->agent).c_str());
     }
     for (int i = 0; i < added; ++i)
       if (auto r = (*c)->call("remove-gateway", cat("{\"id\":\"b", kind, "-", i, "\"}"), Millis(120000)); !r.ok())
@@ -205,6 +245,7 @@ int main(int argc, char** argv) {
       w.str("gateway", r.g->name).num("count", r.n).raw("pss_mb_per_gateway", cat(r.gw_mb));
       w.raw("init_pss_mb_per_gateway", cat(r.init_mb)).raw("sinkd_growth_mb_per_gateway", cat(r.sinkd_mb));
       w.raw("memavailable_drop_mb_per_gateway", cat(r.avail_mb)).raw("target_mb", cat(r.g->target_mb));
+      w.raw("state_tmpfs_mb_per_gateway", cat(r.state_mb));
       w.raw("thesis_mb", cat(r.g->thesis_mb)).raw("add_gateway_s", cat(r.add_s));
       std::printf("%s\n", w.finish().c_str());
     }
@@ -212,12 +253,13 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "| gateway | gateways | PSS per gateway MB | + container init MB | MemAvailable drop per gateway MB |"
-      " target MB | thesis MB | PSS+init / thesis | gateways per GB (MemAvailable) | add-gateway s |\n"
-      "|---|---|---|---|---|---|---|---|---|---|\n");
+      " sinkd's tmpfs per gateway MB | target MB | thesis MB | PSS+init / thesis | gateways per GB (MemAvailable) |"
+      " add-gateway s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows) {
-    std::printf("| %s | %d | %.2f | %.2f | %.2f | %.0f | %.1f | %.2f | %.0f | %.1f |\n", r.g->name, r.n, r.gw_mb,
-                r.init_mb, r.avail_mb, r.g->target_mb, r.g->thesis_mb, (r.gw_mb + r.init_mb) / r.g->thesis_mb,
-                r.avail_mb > 0 ? 1024.0 / r.avail_mb : 0.0, r.add_s);
+    std::printf("| %s | %d | %.2f | %.2f | %.2f | %.3f | %.0f | %.1f | %.2f | %.0f | %.1f |\n", r.g->name, r.n, r.gw_mb,
+                r.init_mb, r.avail_mb, r.state_mb, r.g->target_mb, r.g->thesis_mb,
+                (r.gw_mb + r.init_mb) / r.g->thesis_mb, r.avail_mb > 0 ? 1024.0 / r.avail_mb : 0.0, r.add_s);
   }
   return 0;
 }
