@@ -513,12 +513,15 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
 std::vector<std::string> list_pack_files(const std::string& root) {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec)) {
-    if (!e.is_regular_file()) continue;
+  // Lexically relative: `root` may pass through a magic link such as /proc/PID/root
+  // (sinkd's containers), which resolving would take back to this process's own root.
+  const std::filesystem::path base(root);
+  for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
     // CRIU's logs (verbose: often larger than the images) and pid files stay here.
-    const std::string ext = e.path().extension().string();
+    const std::string ext = it->path().extension().string();
     if (ext == ".log" || ext == ".pid") continue;
-    out.push_back(std::filesystem::relative(e.path(), root).string());
+    out.push_back(it->path().lexically_relative(base).string());
   }
   std::sort(out.begin(), out.end());
   return out;

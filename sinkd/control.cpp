@@ -3,6 +3,7 @@
 #include "sinkd/control.h"
 
 #include <chrono>
+#include <optional>
 
 #include "common/log.h"
 
@@ -51,10 +52,18 @@ std::string ControlServer::handle(const qmp::Json& message, bool* negotiated) {
     return error_reply("CommandNotFound", "expecting capabilities negotiation with `qmp_capabilities`", id);
   auto h = handlers_.find(command);
   if (h == handlers_.end()) return error_reply("CommandNotFound", cat("the command `", command, "` is unknown"), id);
-  auto r = h->second(*args);
-  if (!r.ok())
-    return error_reply(r.error().remote_class.empty() ? "GenericError" : r.error().remote_class, r.error().message, id);
-  return cat("{\"return\":", r->empty() ? "{}" : *r, id.empty() ? "" : ",\"id\":" + id, "}");
+  // A handler that throws is a bug in this daemon; it fails that command, not the daemon
+  // with every parked gateway it watches.
+  std::optional<Result<std::string>> r;
+  try {
+    r.emplace(h->second(*args));
+  } catch (const std::exception& e) {
+    return error_reply("GenericError", cat("internal error in `", command, "`: ", e.what()), id);
+  }
+  if (!r->ok())
+    return error_reply(r->error().remote_class.empty() ? "GenericError" : r->error().remote_class, r->error().message,
+                       id);
+  return cat("{\"return\":", (*r)->empty() ? "{}" : **r, id.empty() ? "" : ",\"id\":" + id, "}");
 }
 
 Result<void> ControlServer::send(const std::string& text) {

@@ -444,13 +444,15 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
     if (gw.pids.empty())
       return make_error(ErrorKind::NotFound, "gateway `", gw.name, "` (pid ", gw.root, ") of `", id, "` is gone");
   }
-  const std::string out_root = c.upper() + kImages + "/out";
-  const std::string out_inside = c.root() + kImages + "/out";  // to remove it
+  // Through the container's own root, never behind its overlay: the overlay caches what it
+  // has looked up, so a directory made in the upper layer after a lookup stays invisible
+  // inside (CRIU: "Can't open dir"), and a file removed there keeps its space.
+  const std::string out_root = c.root() + kImages + "/out";
   std::error_code ec;
-  std::filesystem::remove_all(out_inside, ec);
+  std::filesystem::remove_all(out_root, ec);
   for (auto& gw : m.gateways) {
     const std::string inside = cat(kImages, "/out/", gw.dir);
-    std::filesystem::create_directories(c.upper() + inside, ec);
+    std::filesystem::create_directories(c.root() + inside, ec);
     std::vector<pid_t> here;
     for (pid_t p : gw.pids) here.push_back(here_of[p]);
     auto limits = guest::raise_fd_limits(here);
@@ -462,7 +464,7 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
     auto r = SL_TRY(c.run(argv, Millis(300000)));
     if (!r.status.success()) {
       guest::lower_fd_limits(limits);
-      auto log = sys::read_file(c.upper() + inside + "/dump.log");
+      auto log = sys::read_file(c.root() + inside + "/dump.log");
       return make_error(ErrorKind::Remote, "criu dump of gateway `", gw.name, "` in the sink failed (",
                         r.status.describe(), "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
     }
@@ -470,7 +472,7 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   const std::string out = out_arg.empty() ? cat(opt_.state_dir, "/out/", id, ".pack") : out_arg;
   std::filesystem::create_directories(std::filesystem::path(out).parent_path(), ec);
   SL_TRY_CTX(guest::write_pack(out, m.to_json(), out_root, guest::list_pack_files(out_root)), "writing `", out, "`");
-  std::filesystem::remove_all(out_inside, ec);
+  std::filesystem::remove_all(out_root, ec);
   (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
   return out;
 }

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
 #include <thread>
 
 #include "common/sys.h"
@@ -34,6 +35,8 @@ class Control : public ::testing::Test {
     server_.on("fail", [](const qmp::Value&) -> Result<std::string> {
       return make_error(ErrorKind::Invalid, "it failed as asked");
     });
+    server_.on("throw",
+               [](const qmp::Value&) -> Result<std::string> { throw std::runtime_error("a bug in the handler"); });
     auto l = sys::listen_unix(path_);
     ASSERT_TRUE(l.ok()) << l.error().message;
     listener_ = std::move(l).value();
@@ -90,6 +93,19 @@ TEST_F(Control, TheProjectsQmpClientTalksToIt) {
   auto missing = (*client)->call("echo", "{}", Millis(5000));
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message.find("missing field `text`"), std::string::npos) << missing.error().message;
+}
+
+TEST_F(Control, AHandlerThatThrowsFailsItsCommandNotTheDaemon) {
+  auto client = qmp::QmpSocket::connect(path_);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  auto thrown = (*client)->call("throw", "", Millis(5000));
+  ASSERT_FALSE(thrown.ok());
+  EXPECT_EQ(thrown.error().remote_class, "GenericError");
+  EXPECT_NE(thrown.error().message.find("internal error in `throw`: a bug in the handler"), std::string::npos)
+      << thrown.error().message;
+  auto r = (*client)->call("echo", "{\"text\":\"still here\"}", Millis(5000));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->dump(), "{\"text\":\"still here\"}");
 }
 
 TEST_F(Control, EventsReachTheClient) {
