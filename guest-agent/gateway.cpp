@@ -77,6 +77,25 @@ Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
   return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
 }
 
+// CRIU takes no half of a unix stream connection: a gateway connected to a process outside
+// it (systemd's journal behind a unit's stdout, a logger, a database) is refused before
+// anything is touched, each such connection named.
+Result<void> refuse_external_streams(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways) {
+  auto sockets = SL_TRY_CTX(env.unix_sockets(), "listing the guest's unix sockets");
+  std::string found;
+  bool journal = false;
+  for (const auto& g : gateways)
+    for (const auto& e : external_streams(snap, g.pids, sockets)) {
+      found += cat(found.empty() ? "" : "; ", "gateway `", g.name, "`: ", e.describe(snap));
+      journal = journal || e.journal();
+    }
+  if (found.empty()) return ok();
+  return make_error(ErrorKind::Invalid, "cannot checkpoint: ", found,
+                    ". CRIU cannot take one end of a connection to a process outside the gateway",
+                    journal ? "; give the unit StandardOutput=null (or a file) and StandardError=inherit" : "",
+                    "; or leave the gateway out in /etc/seamless/guest.conf");
+}
+
 // Puts dumped gateways back where they were (after a failure or user activity).
 Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
   if (dumped.empty()) return ok();
@@ -139,6 +158,7 @@ Result<void> check_files(const Manifest& m, const std::string& root) {
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
                         const std::string& pack_path) {
   if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");
+  SL_TRY(refuse_external_streams(env, snap, gateways));
   auto t0 = Clock::now();
   DumpResult result;
   Manifest& m = result.manifest;

@@ -3,6 +3,7 @@
 // throw-away "prewarm" restore that brings a restore's pages back into memory.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "guest-agent/manifest.h"
 #include "guest-agent/netfilter.h"
 #include "guest-agent/pack.h"
+#include "guest-agent/unix_diag.h"
 
 namespace seamless::guest {
 
@@ -18,6 +20,8 @@ struct Env {
   Criu* criu = nullptr;
   Netfilter* netfilter = nullptr;
   std::string work_dir = "/run/seamless-guest";  // scratch space for images
+  // The unix sockets of the guest (sock_diag); a fake in unit tests.
+  std::function<Result<std::vector<UnixSocket>>()> unix_sockets = list_unix_sockets;
 };
 
 struct DumpResult {

@@ -231,8 +231,10 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
       if (!target.ok()) continue;
       if (target->rfind("socket:[", 0) == 0 && target->back() == ']') {
         auto inode = parse_dec(std::string_view(*target).substr(8, target->size() - 9), "socket inode");
-        if (inode.ok()) {
+        auto fdnum = parse_dec(fd.path().filename().string(), "fd");
+        if (inode.ok() && fdnum.ok()) {
           p.socket_inodes.push_back(*inode);
+          p.socket_fds.push_back(int(*fdnum));
           snap.inode_owner.emplace(*inode, p.stat.pid);
         }
       } else if (!target->empty() && (*target)[0] == '/') {

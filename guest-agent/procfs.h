@@ -59,6 +59,7 @@ struct Process {
   std::string exe;                   // readlink of /proc/PID/exe ("" for kernel threads)
   std::vector<std::string> cmdline;  //
   std::vector<uint64_t> socket_inodes;
+  std::vector<int> socket_fds;          // parallel to socket_inodes
   std::vector<std::string> open_files;  // fds that name absolute paths
   std::vector<pid_t> threads;
 };

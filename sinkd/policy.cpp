@@ -27,7 +27,7 @@ const std::vector<std::pair<const char*, long>> kSyscalls = {
     SL_SYSCALL(epoll_wait),    SL_SYSCALL(epoll_pwait), SL_SYSCALL(nanosleep),  SL_SYSCALL(clock_nanosleep),
     SL_SYSCALL(futex),         SL_SYSCALL(recvfrom),    SL_SYSCALL(sendto),     SL_SYSCALL(recvmsg),
     SL_SYSCALL(sendmsg),       SL_SYSCALL(close),       SL_SYSCALL(getpid),     SL_SYSCALL(rt_sigreturn),
-    SL_SYSCALL(clock_gettime),
+    SL_SYSCALL(clock_gettime), SL_SYSCALL(recvmmsg),    SL_SYSCALL(sendmmsg),
 };
 #undef SL_SYSCALL
 
@@ -42,7 +42,7 @@ before execve execveat fork vfork clone clone3 kill tkill tgkill socket connect 
 # A new connection: it exists once accept returns, and moves with the gateway.
 after accept accept4
 # UDP: a datagram from a new peer (it is in the gateway's memory once received).
-peer recvfrom recvmsg sendto sendmsg
+peer recvfrom recvmsg recvmmsg sendto sendmsg sendmmsg
 )";
 
 long syscall_number(std::string_view name) {

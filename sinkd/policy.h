@@ -5,7 +5,7 @@
 //   # comment
 //   before openat execve clone ...   activity: stop at entry, cancel, rewind (re-run in the VM)
 //   after accept accept4              activity once it succeeded (its result moves with the gateway)
-//   peer recvfrom recvmsg sendto ...  UDP: a datagram from a peer the gateway is not
+//   peer recvfrom recvmmsg sendto ...  UDP: a datagram from a peer the gateway is not
 //                                     connected to and has not sent to is activity (after it
 //                                     was received); sends make their destination known
 //   serve wait4                       served in the sink (overrides the lists above)

@@ -15,9 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <vector>
 
 #include "common/log.h"
 #include "common/sys.h"
@@ -136,20 +138,31 @@ std::string peek_sockaddr(pid_t tid, uint64_t addr, uint64_t len) {
   return "";
 }
 
-// The address a recvfrom/recvmsg filled in, or a sendto/sendmsg names.
-std::string call_address(pid_t tid, long nr, const uint64_t args[6], bool after) {
+// The addresses a recvfrom/recvmsg/recvmmsg filled in (`after`, `count` messages for
+// recvmmsg), or a sendto/sendmsg/sendmmsg names; empty strings where none is known.
+std::vector<std::string> call_addresses(pid_t tid, long nr, const uint64_t args[6], bool after, long count) {
   if (nr == SYS_recvfrom || nr == SYS_sendto) {
     uint64_t len = args[5];
     if (nr == SYS_recvfrom) {
       socklen_t got = 0;
-      if (!after || !peek(tid, args[5], &got, sizeof got)) return "";
+      if (!after || !peek(tid, args[5], &got, sizeof got)) return {};
       len = got;
     }
-    return peek_sockaddr(tid, args[4], len);
+    return {peek_sockaddr(tid, args[4], len)};
   }
-  msghdr msg{};
-  if (!peek(tid, args[1], &msg, sizeof msg)) return "";
-  return peek_sockaddr(tid, reinterpret_cast<uint64_t>(msg.msg_name), msg.msg_namelen);
+  if (nr == SYS_recvmsg || nr == SYS_sendmsg) {
+    msghdr msg{};
+    if (!peek(tid, args[1], &msg, sizeof msg)) return {};
+    return {peek_sockaddr(tid, reinterpret_cast<uint64_t>(msg.msg_name), msg.msg_namelen)};
+  }
+  // recvmmsg/sendmmsg: a vector of messages (the kernel takes at most UIO_MAXIOV).
+  const size_t n = size_t(std::clamp<long>(nr == SYS_sendmmsg ? long(args[2]) : count, 0, 1024));
+  std::vector<mmsghdr> vec(n);
+  if (n == 0 || !peek(tid, args[1], vec.data(), n * sizeof(mmsghdr))) return {};
+  std::vector<std::string> out;
+  for (const auto& m : vec)
+    out.push_back(peek_sockaddr(tid, reinterpret_cast<uint64_t>(m.msg_hdr.msg_name), m.msg_hdr.msg_namelen));
+  return out;
 }
 
 // For a UDP socket a tracee holds as fd: its connected peer ("" when unconnected).
@@ -178,19 +191,23 @@ std::optional<std::string> udp_peer_of(pid_t pid, long fd) {
 }  // namespace
 
 void Tracer::note_destination(pid_t tid, long nr, const uint64_t args[6]) {
-  if (nr != SYS_sendto && nr != SYS_sendmsg) return;
-  std::string to = call_address(tid, nr, args, false);
-  if (!to.empty()) udp_peers_.insert(std::move(to));
+  if (nr != SYS_sendto && nr != SYS_sendmsg && nr != SYS_sendmmsg) return;
+  for (auto& to : call_addresses(tid, nr, args, false, 0))
+    if (!to.empty()) udp_peers_.insert(std::move(to));
 }
 
-std::string Tracer::new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6]) const {
-  if (nr != SYS_recvfrom && nr != SYS_recvmsg) return "";
+std::string Tracer::new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6], long rval) const {
+  if (nr != SYS_recvfrom && nr != SYS_recvmsg && nr != SYS_recvmmsg) return "";
   auto connected = udp_peer_of(pid, long(args[0]));
   if (!connected) return "";  // not UDP: a stream socket's reads are served
-  std::string from = call_address(tid, nr, args, true);
-  if (from.empty()) from = *connected;  // no address asked for: a connected socket's peer
-  if (from.empty() || from == *connected || udp_peers_.count(from)) return "";
-  return cat(syscall_name(nr), ": datagram from new peer ", from);
+  auto froms = call_addresses(tid, nr, args, true, rval);
+  if (froms.empty()) froms.push_back("");
+  for (std::string& from : froms) {
+    if (from.empty()) from = *connected;  // no address asked for: a connected socket's peer
+    if (from.empty() || from == *connected || udp_peers_.count(from)) continue;
+    return cat(syscall_name(nr), ": datagram from new peer ", from);
+  }
+  return "";
 }
 
 Tracer::Tracer(std::vector<TracedProcess> processes) {
@@ -356,7 +373,7 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
           return wake(tid, th.nr, cat(syscall_name(th.nr), ": new connection", peer.empty() ? "" : " from " + peer));
         }
         if (policy.verdict(th.nr) == Verdict::NewPeer && !info.exit.is_error && info.exit.rval >= 0)
-          if (std::string reason = new_peer(pid, tid, th.nr, th.args); !reason.empty())
+          if (std::string reason = new_peer(pid, tid, th.nr, th.args, long(info.exit.rval)); !reason.empty())
             return wake(tid, th.nr, std::move(reason));
         ++served_;
       }

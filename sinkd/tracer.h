@@ -62,7 +62,7 @@ class Tracer {
   // UDP (NewPeer calls): at entry a send's destination becomes known; at exit the reason
   // to wake for a datagram from a new peer ("" when there is none).
   void note_destination(pid_t tid, long nr, const uint64_t args[6]);
-  std::string new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6]) const;
+  std::string new_peer(pid_t pid, pid_t tid, long nr, const uint64_t args[6], long rval) const;
   struct Thread {
     pid_t pid = 0;          // its process
     long nr = -1;           // the system call it entered last (its exit stop carries no number)

@@ -228,6 +228,30 @@ TEST_F(GuestAgent, ActivityDuringTheDumpAbortsIt) {
   EXPECT_EQ(gone->exitcode.value_or(0), 1) << "no pack is left behind";
 }
 
+// A gateway whose tree holds a unix stream connection to a process outside it (as a
+// systemd unit's stdout goes to the journal) is refused before CRIU runs, the connection
+// named, and goes on answering; no pack is left.
+TEST_F(GuestAgent, AStreamToTheOutsideIsRefusedByName) {
+  const std::string start =
+      "(nc -lkU /run/sl-journal.sock >/dev/null 2>&1 &); sleep 1; "
+      "(sh -c 'nc -lk 2299 >/dev/null 2>&1 & sleep 1000 | nc -U /run/sl-journal.sock' >/dev/null 2>&1 &); sleep 1";
+  auto started = qmp::guest_run_ok(*guest_->agent, "/bin/sh", {"-c", start});
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto o = helper({"dump", "--port", "2299", "--out", "/run/unix.pack"});
+  EXPECT_NE(o.code, 0) << o.text;
+  EXPECT_NE(o.text.find("is a unix stream connection to `/run/sl-journal.sock`"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("cannot checkpoint"), std::string::npos) << o.text;
+  auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",
+                cat("exec 3<>/dev/tcp/", guest_->bed.guest_ip(kIndex), "/2299 && echo open")});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->out, "open\n") << "the gateway goes on answering";
+  auto gone = qmp::guest_run(*guest_->agent, "/bin/test", {"-e", "/run/unix.pack"});
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(gone->exitcode.value_or(0), 1) << "no pack is left behind";
+  (void)qmp::guest_run(*guest_->agent, "/bin/sh",
+                       {"-c", "pkill -f 'sleep 1000'; pkill -f sl-journal.sock; pkill -f 'nc -lk 2299'"});
+}
+
 TEST_F(GuestAgent, DamagedPacksAreRefused) {
   auto dumped = helper({"dump", "--port", "2222", "--out", "/run/good.pack"});
   ASSERT_EQ(dumped.code, 0) << dumped.text;

@@ -157,27 +157,31 @@ TEST_F(TracerTest, DetachingWithoutActivityLeavesItRunning) {
   EXPECT_EQ(recv_for(client.get(), Millis(5000)), "hello\n");
 }
 
+sockaddr_in loopback(uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+UniqueFd udp_at(uint16_t port) {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a = loopback(port);
+  EXPECT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  return s;
+}
+
+void send_to(int fd, uint16_t port, const char* text) {
+  sockaddr_in a = loopback(port);
+  ASSERT_GT(::sendto(fd, text, std::strlen(text), 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+}
+
 // UDP: the ZDTM-style echo program has a server socket and a socket connected to a peer
 // (an existing session). Datagrams from that peer are served in the sink; one from a new
 // peer wakes the gateway after it was received, and once continued the program answers it.
 TEST(UdpTracing, ANewPeerWakesTheSessionPeerDoesNot) {
   constexpr uint16_t kServer = 47321, kPeer = 47330;  // the session socket is kServer + 1
-  auto udp_at = [](uint16_t port) {
-    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
-    return s;
-  };
-  auto send_to = [](int fd, uint16_t port, const char* text) {
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_GT(::sendto(fd, text, std::strlen(text), 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  };
   UniqueFd peer = udp_at(kPeer), stranger = udp_at(0);
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
@@ -209,6 +213,62 @@ TEST(UdpTracing, ANewPeerWakesTheSessionPeerDoesNot) {
   socklen_t len = sizeof me;
   ASSERT_EQ(::getsockname(stranger.get(), reinterpret_cast<sockaddr*>(&me), &len), 0);
   EXPECT_EQ((*woke)->reason, cat("recvfrom: datagram from new peer 127.0.0.1:", ntohs(me.sin_port)));
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ(state_of(p->pid()), 'T') << "left stopped for CRIU";
+  EXPECT_EQ(recv_for(stranger.get(), Millis(300)), "") << "not answered in the sink";
+  ::kill(p->pid(), SIGCONT);
+  EXPECT_EQ(recv_for(stranger.get(), Millis(5000)), "hello?") << "answered after the wake";
+  p->stop(Millis(0));
+}
+
+// The same in batches: a gateway that sends with sendmmsg (a heartbeat to its peer) and
+// receives with recvmmsg. Datagrams from the peer it sent to are served; one from a new
+// peer wakes it, named, after the batch was taken.
+TEST(UdpTracing, BatchedCallsAreWatchedToo) {
+  constexpr uint16_t kServer = 47341, kPeer = 47350;
+  // The first datagram other than the heartbeat's "tick" ("" when none comes in time).
+  auto answer = [](int fd, Millis timeout) {
+    for (Deadline d(timeout); !d.expired();) {
+      std::string got = recv_for(fd, Millis(100));
+      if (!got.empty() && got != "tick") return got;
+    }
+    return std::string();
+  };
+  UniqueFd peer = udp_at(kPeer), stranger = udp_at(0);
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  const std::string ready = *dir / "ready";
+  auto p = ChildProcess::spawn({ZDTM_UDP, std::to_string(kServer), std::to_string(kPeer), ready, "--mmsg"});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  for (Deadline d(Millis(10000)); !std::filesystem::exists(ready);)
+    ASSERT_FALSE(d.expired()) << "zdtm_udp did not start";
+  auto policy = Policy::builtin("zdtm_udp");
+  ASSERT_TRUE(policy.ok());
+  auto t = Tracer::attach(p->pid(), *policy);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+
+  // Traced, the heartbeat goes out by sendmmsg: its destination becomes a known peer.
+  auto idle = (*t)->run(Deadline(Millis(1500)));
+  ASSERT_TRUE(idle.ok()) << idle.error().message;
+  EXPECT_FALSE(idle->has_value()) << "the heartbeat woke it: " << (*idle)->reason;
+  EXPECT_EQ(recv_for(peer.get(), Millis(1000)), "tick");
+
+  // That peer writes to the server socket: received by recvmmsg, served, echoed.
+  send_to(peer.get(), kServer, "ping");
+  auto served = (*t)->run(Deadline(Millis(2000)));
+  ASSERT_TRUE(served.ok()) << served.error().message;
+  EXPECT_FALSE(served->has_value()) << "the known peer woke it: " << (*served)->reason;
+  EXPECT_EQ(answer(peer.get(), Millis(3000)), "ping");
+
+  // A stranger: one wake after the batch was taken, naming it.
+  send_to(stranger.get(), kServer, "hello?");
+  auto woke = (*t)->run(Deadline(Millis(10000)));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ASSERT_TRUE(woke->has_value());
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  ASSERT_EQ(::getsockname(stranger.get(), reinterpret_cast<sockaddr*>(&me), &len), 0);
+  EXPECT_EQ((*woke)->reason, cat("recvmmsg: datagram from new peer 127.0.0.1:", ntohs(me.sin_port)));
   std::this_thread::sleep_for(Millis(100));
   EXPECT_EQ(state_of(p->pid()), 'T') << "left stopped for CRIU";
   EXPECT_EQ(recv_for(stranger.get(), Millis(300)), "") << "not answered in the sink";

@@ -3,6 +3,7 @@
 // configuration, file identities, manifests, and dump/restore against a fake CRIU and
 // a fake netfilter. The pack reader's hostile-input tests are in pack_test.cpp.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -383,6 +384,7 @@ class GatewayOps : public ::testing::Test {
     nf_.restored = &criu_.restored;
     env_.netfilter = &nf_;
     env_.work_dir = work_.path();
+    env_.unix_sockets = [this]() -> Result<std::vector<UnixSocket>> { return unix_; };
   }
   void add_second(pid_t pid) {
     Process p = snap_.processes.begin()->second;
@@ -400,7 +402,53 @@ class GatewayOps : public ::testing::Test {
   Env env_;
   Snapshot snap_;
   std::vector<Gateway> gateways_;
+  std::vector<UnixSocket> unix_;  // what the fake sock_diag reports
 };
+
+TEST_F(GatewayOps, AStreamToAProcessOutsideIsRefusedBeforeAnythingIsTouched) {
+  Process& p = snap_.processes.begin()->second;
+  p.stat.comm = "sshd";
+  p.socket_inodes = {9001, 9003};
+  p.socket_fds = {2, 7};
+  unix_ = {{9001, 9002, SOCK_STREAM, 1, ""},
+           {9002, 9001, SOCK_STREAM, 1, "/run/systemd/journal/stdout"},
+           {9003, 0, SOCK_DGRAM, 7, ""}};  // an unconnected datagram socket: no peer to lose
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_FALSE(r.ok());
+  const std::string& why = r.error().message;
+  EXPECT_EQ(r.error().kind, ErrorKind::Invalid);
+  EXPECT_NE(why.find("gateway `first`: fd 2 (stderr) of sshd (pid " + std::to_string(::getpid()) +
+                     ") is a unix stream connection to `/run/systemd/journal/stdout` (systemd's journal)"),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find("StandardOutput=null"), std::string::npos) << why;
+  EXPECT_EQ(why.find("fd 7"), std::string::npos) << why;
+  EXPECT_TRUE(criu_.dumped.empty());
+  EXPECT_FALSE(nf_.watching);
+  EXPECT_FALSE(std::filesystem::exists(pack));
+
+  // Both ends inside the gateway (a worker's pipe-like socketpair): nothing to refuse.
+  add_second(::getpid() + 100000);
+  gateways_.resize(1);
+  gateways_[0].pids.push_back(::getpid() + 100000);
+  Process& worker = snap_.processes.at(::getpid() + 100000);
+  worker.socket_inodes = {9002};
+  worker.socket_fds = {5};
+  auto ok = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+}
+
+TEST_F(GatewayOps, AFailingSockDiagFailsTheDumpClearly) {
+  env_.unix_sockets = []() -> Result<std::vector<UnixSocket>> {
+    return make_error(ErrorKind::System, "sock_diag: socket: Protocol not supported");
+  };
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("listing the guest's unix sockets: sock_diag"), std::string::npos)
+      << r.error().message;
+  EXPECT_TRUE(criu_.dumped.empty());
+}
 
 TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
   const std::string pack = work_ / "out.pack";
