@@ -2,10 +2,14 @@
 // CRIU through its command line.
 #include "guest-agent/criu.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <sstream>
 
 #include "common/process.h"
 #include "common/sys.h"
+#include "common/time.h"
 
 namespace seamless::guest {
 namespace {
@@ -42,6 +46,9 @@ Result<void> CriuBinary::dump(const DumpRequest& req) {
 }
 
 Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
+  // A few seconds for init to reap; a pid still taken after that makes CRIU say so.
+  for (pid_t pid : req.pids)
+    for (Deadline d(Millis(10000)); !d.expired() && ::kill(pid, 0) == 0;) ::usleep(20000);
   std::vector<std::string> argv = req.wrapper;
   const std::string pidfile = req.images + "/restore.pid";
   ::unlink(pidfile.c_str());

@@ -24,6 +24,9 @@ struct RestoreRequest {
   // Commands to run CRIU under (e.g. `unshare ...` for a throw-away restore); empty: none.
   std::vector<std::string> wrapper;
   std::string log_name = "restore.log";
+  // Pids the images take back. The tree a dump just killed holds them until its parent
+  // (init) has reaped it; restoring before that fails ("Can't fork for PID: File exists").
+  std::vector<pid_t> pids;
 };
 
 class Criu {

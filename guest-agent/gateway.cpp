@@ -104,6 +104,7 @@ Result<void> restore_in_place(Env& env, const std::string& images_root, const st
       RestoreRequest req;
       req.images = images_root + "/" + g.dir;
       req.shell_job = g.shell_job;
+      req.pids = g.pids;
       SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
       lower_fd_limits(g.fd_limits);
     }
