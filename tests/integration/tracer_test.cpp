@@ -177,48 +177,68 @@ void send_to(int fd, uint16_t port, const char* text) {
   ASSERT_GT(::sendto(fd, text, std::strlen(text), 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
 }
 
+// zdtm_udp on `server` with its session peer `peer` (and `extra` arguments), started and
+// traced: the fixture of the UDP tests.
+struct TracedUdp {
+  TempDir dir = TempDir::create().value();
+  ChildProcess proc;
+  std::unique_ptr<Tracer> tracer;
+};
+void start_traced_udp(uint16_t server, uint16_t peer, std::vector<std::string> extra, TracedUdp* out) {
+  const std::string ready = out->dir / "ready";
+  std::vector<std::string> argv = {ZDTM_UDP, std::to_string(server), std::to_string(peer), ready};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto p = ChildProcess::spawn(argv);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  out->proc = std::move(p).value();
+  for (Deadline d(Millis(10000)); !std::filesystem::exists(ready);)
+    ASSERT_FALSE(d.expired()) << "zdtm_udp did not start";
+  auto policy = Policy::builtin("zdtm_udp");
+  ASSERT_TRUE(policy.ok());
+  auto t = Tracer::attach(out->proc.pid(), *policy);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  out->tracer = std::move(t).value();
+}
+
+// A stranger writes to the server socket: one wake, naming it and the call that took the
+// datagram (it is in the program's memory and moves with it); the program is left
+// stopped, and answers once continued.
+void stranger_wakes(TracedUdp& u, int stranger, uint16_t server, const char* call) {
+  send_to(stranger, server, "hello?");
+  auto woke = u.tracer->run(Deadline(Millis(10000)));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ASSERT_TRUE(woke->has_value());
+  sockaddr_in me{};
+  socklen_t len = sizeof me;
+  ASSERT_EQ(::getsockname(stranger, reinterpret_cast<sockaddr*>(&me), &len), 0);
+  EXPECT_EQ((*woke)->reason, cat(call, ": datagram from new peer 127.0.0.1:", ntohs(me.sin_port)));
+  std::this_thread::sleep_for(Millis(100));
+  EXPECT_EQ(state_of(u.proc.pid()), 'T') << "left stopped for CRIU";
+  EXPECT_EQ(recv_for(stranger, Millis(300)), "") << "not answered in the sink";
+  ::kill(u.proc.pid(), SIGCONT);
+  EXPECT_EQ(recv_for(stranger, Millis(5000)), "hello?") << "answered after the wake";
+  u.proc.stop(Millis(0));
+}
+
 // UDP: the ZDTM-style echo program has a server socket and a socket connected to a peer
 // (an existing session). Datagrams from that peer are served in the sink; one from a new
 // peer wakes the gateway after it was received, and once continued the program answers it.
 TEST(UdpTracing, ANewPeerWakesTheSessionPeerDoesNot) {
   constexpr uint16_t kServer = 47321, kPeer = 47330;  // the session socket is kServer + 1
   UniqueFd peer = udp_at(kPeer), stranger = udp_at(0);
-  auto dir = TempDir::create();
-  ASSERT_TRUE(dir.ok());
-  const std::string ready = *dir / "ready";
-  auto p = ChildProcess::spawn({ZDTM_UDP, std::to_string(kServer), std::to_string(kPeer), ready});
-  ASSERT_TRUE(p.ok()) << p.error().message;
-  for (Deadline d(Millis(10000)); !std::filesystem::exists(ready);)
-    ASSERT_FALSE(d.expired()) << "zdtm_udp did not start";
-  auto policy = Policy::builtin("zdtm_udp");
-  ASSERT_TRUE(policy.ok());
-  auto t = Tracer::attach(p->pid(), *policy);
-  ASSERT_TRUE(t.ok()) << t.error().message;
+  TracedUdp u;
+  ASSERT_NO_FATAL_FAILURE(start_traced_udp(kServer, kPeer, {}, &u));
 
   // The session's peer talks to the connected socket (on kServer + 1): served, and
   // answered in the sink.
   send_to(peer.get(), kServer + 1, "ping");
-  auto served = (*t)->run(Deadline(Millis(2000)));
+  auto served = u.tracer->run(Deadline(Millis(2000)));
   ASSERT_TRUE(served.ok()) << served.error().message;
   EXPECT_FALSE(served->has_value()) << "the session's peer woke it: " << (*served)->reason;
   EXPECT_EQ(recv_for(peer.get(), Millis(3000)), "ping");
 
-  // A stranger writes to the server socket: one wake, naming it, after the datagram was
-  // taken (it is in the program's memory and moves with it).
-  send_to(stranger.get(), kServer, "hello?");
-  auto woke = (*t)->run(Deadline(Millis(10000)));
-  ASSERT_TRUE(woke.ok()) << woke.error().message;
-  ASSERT_TRUE(woke->has_value());
-  sockaddr_in me{};
-  socklen_t len = sizeof me;
-  ASSERT_EQ(::getsockname(stranger.get(), reinterpret_cast<sockaddr*>(&me), &len), 0);
-  EXPECT_EQ((*woke)->reason, cat("recvfrom: datagram from new peer 127.0.0.1:", ntohs(me.sin_port)));
-  std::this_thread::sleep_for(Millis(100));
-  EXPECT_EQ(state_of(p->pid()), 'T') << "left stopped for CRIU";
-  EXPECT_EQ(recv_for(stranger.get(), Millis(300)), "") << "not answered in the sink";
-  ::kill(p->pid(), SIGCONT);
-  EXPECT_EQ(recv_for(stranger.get(), Millis(5000)), "hello?") << "answered after the wake";
-  p->stop(Millis(0));
+  // A stranger writes to the server socket: one wake.
+  stranger_wakes(u, stranger.get(), kServer, "recvfrom");
 }
 
 // The same in batches: a gateway that sends with sendmmsg (a heartbeat to its peer) and
@@ -235,46 +255,24 @@ TEST(UdpTracing, BatchedCallsAreWatchedToo) {
     return std::string();
   };
   UniqueFd peer = udp_at(kPeer), stranger = udp_at(0);
-  auto dir = TempDir::create();
-  ASSERT_TRUE(dir.ok());
-  const std::string ready = *dir / "ready";
-  auto p = ChildProcess::spawn({ZDTM_UDP, std::to_string(kServer), std::to_string(kPeer), ready, "--mmsg"});
-  ASSERT_TRUE(p.ok()) << p.error().message;
-  for (Deadline d(Millis(10000)); !std::filesystem::exists(ready);)
-    ASSERT_FALSE(d.expired()) << "zdtm_udp did not start";
-  auto policy = Policy::builtin("zdtm_udp");
-  ASSERT_TRUE(policy.ok());
-  auto t = Tracer::attach(p->pid(), *policy);
-  ASSERT_TRUE(t.ok()) << t.error().message;
+  TracedUdp u;
+  ASSERT_NO_FATAL_FAILURE(start_traced_udp(kServer, kPeer, {"--mmsg"}, &u));
 
   // Traced, the heartbeat goes out by sendmmsg: its destination becomes a known peer.
-  auto idle = (*t)->run(Deadline(Millis(1500)));
+  auto idle = u.tracer->run(Deadline(Millis(1500)));
   ASSERT_TRUE(idle.ok()) << idle.error().message;
   EXPECT_FALSE(idle->has_value()) << "the heartbeat woke it: " << (*idle)->reason;
   EXPECT_EQ(recv_for(peer.get(), Millis(1000)), "tick");
 
   // That peer writes to the server socket: received by recvmmsg, served, echoed.
   send_to(peer.get(), kServer, "ping");
-  auto served = (*t)->run(Deadline(Millis(2000)));
+  auto served = u.tracer->run(Deadline(Millis(2000)));
   ASSERT_TRUE(served.ok()) << served.error().message;
   EXPECT_FALSE(served->has_value()) << "the known peer woke it: " << (*served)->reason;
   EXPECT_EQ(answer(peer.get(), Millis(3000)), "ping");
 
   // A stranger: one wake after the batch was taken, naming it.
-  send_to(stranger.get(), kServer, "hello?");
-  auto woke = (*t)->run(Deadline(Millis(10000)));
-  ASSERT_TRUE(woke.ok()) << woke.error().message;
-  ASSERT_TRUE(woke->has_value());
-  sockaddr_in me{};
-  socklen_t len = sizeof me;
-  ASSERT_EQ(::getsockname(stranger.get(), reinterpret_cast<sockaddr*>(&me), &len), 0);
-  EXPECT_EQ((*woke)->reason, cat("recvmmsg: datagram from new peer 127.0.0.1:", ntohs(me.sin_port)));
-  std::this_thread::sleep_for(Millis(100));
-  EXPECT_EQ(state_of(p->pid()), 'T') << "left stopped for CRIU";
-  EXPECT_EQ(recv_for(stranger.get(), Millis(300)), "") << "not answered in the sink";
-  ::kill(p->pid(), SIGCONT);
-  EXPECT_EQ(recv_for(stranger.get(), Millis(5000)), "hello?") << "answered after the wake";
-  p->stop(Millis(0));
+  stranger_wakes(u, stranger.get(), kServer, "recvmmsg");
 }
 
 TEST(PolicyText, SectionsAndErrors) {
