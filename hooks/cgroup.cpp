@@ -265,10 +265,10 @@ LimitGuard::~LimitGuard() {
   if (active()) (void)restore();
 }
 
-Result<void> LimitGuard::set(const std::string& knob, const std::string& value) {
+Result<void> LimitGuard::set(const std::string& knob, const std::string& value, std::optional<std::string> previous) {
   bool saved = false;
   for (const auto& [k, v] : saved_) saved = saved || k == knob;
-  if (!saved) saved_.emplace_back(knob, SL_TRY(knobs_->read(knob)));
+  if (!saved) saved_.emplace_back(knob, previous ? std::move(*previous) : SL_TRY(knobs_->read(knob)));
   auto r = knobs_->write(knob, value);
   // A rejected write changed nothing (the kernel checks before it stores): nothing to undo.
   if (!r.ok() && !saved) saved_.pop_back();
@@ -303,6 +303,12 @@ Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
     if (k.has("memory.swappiness")) {
       auto sw = SL_TRY(k.read("memory.swappiness"));
       if (sw == "0") SL_TRY(guard.set("memory.swappiness", "60"));
+    }
+    if (k.has("memory.oom_control")) {
+      // Reads "oom_kill_disable 0\nunder_oom 0\n...", takes "1" or "0".
+      auto oom = k.read("memory.oom_control");
+      if (oom.ok() && oom->find("oom_kill_disable 0") != std::string::npos)
+        SL_TRY(guard.set("memory.oom_control", "1", "0"));
     }
   } else if (k.has("memory.swap.max")) {
     auto sw = SL_TRY(k.read("memory.swap.max"));

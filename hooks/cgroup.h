@@ -80,8 +80,10 @@ class LimitGuard {
   LimitGuard& operator=(LimitGuard&&) = delete;
   LimitGuard(const LimitGuard&) = delete;
   ~LimitGuard();
-  // Saves the knob's current value (first time only), then writes `value`.
-  Result<void> set(const std::string& knob, const std::string& value);
+  // Saves the knob's current value (first time only), then writes `value`. A knob whose
+  // read form is not its write form (v1's memory.oom_control) passes `previous`.
+  Result<void> set(const std::string& knob, const std::string& value,
+                   std::optional<std::string> previous = std::nullopt);
   Result<void> restore();
   bool active() const { return !saved_.empty(); }
 
@@ -93,7 +95,10 @@ class LimitGuard {
 // Lowers the group's memory limit to `bytes` (v1: memory.limit_in_bytes; v2: memory.max),
 // returning the guard that lifts it again. The limit steps down by halves, and a write
 // the kernel refuses with EBUSY (a reclaim pass that freed nothing while swap write-back
-// is in flight) is retried until `timeout`.
+// is in flight) is retried until `timeout`. On v1 the group's OOM killer is off while
+// throttled: a vCPU thread faulting faster than the host swaps would otherwise get QEMU
+// killed (seen under TCG); with it off the thread waits until the limit is lifted.
+// (v2 has no such switch.)
 Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000));
 
 }  // namespace seamless::cgroup

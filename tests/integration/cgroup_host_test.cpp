@@ -136,6 +136,10 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
     auto during = mem.usage();
     ASSERT_TRUE(during.ok());
     EXPECT_LE(*during, 10 << 20) << "usage must fit the limit: the rest went to swap";
+    if (self_version_ == Version::V1) {
+      EXPECT_NE(sys::read_file(dir_ + "/memory.oom_control").value().find("oom_kill_disable 1"), std::string::npos)
+          << "the OOM killer is off while throttled";
+    }
     auto swapped = mem.swap_usage();
     ASSERT_TRUE(swapped.ok()) << swapped.error().message;
     if (swapped->has_value()) {
@@ -146,6 +150,10 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
   auto limit = mem.limit();
   ASSERT_TRUE(limit.ok());
   EXPECT_EQ(*limit, std::nullopt) << "limit restored";
+  if (self_version_ == Version::V1) {
+    EXPECT_NE(sys::read_file(dir_ + "/memory.oom_control").value().find("oom_kill_disable 0"), std::string::npos)
+        << "the OOM killer is back";
+  }
 
   ASSERT_EQ(::write(hog.to_child, "v", 1), 1);
   int status = 0;

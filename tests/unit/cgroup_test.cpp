@@ -95,6 +95,7 @@ struct FakeGroup {
       put("memory.swappiness", "0\n");
       put("memory.usage_in_bytes", "536870912\n");
       put("memory.memsw.usage_in_bytes", "600000000\n");
+      put("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n");
     } else {
       put("memory.max", "max\n");
       put("memory.swap.max", "0\n");
@@ -129,12 +130,14 @@ TEST(CgroupThrottle, V1LowersLimitAllowsSwapAndRestoresEverything) {
     EXPECT_EQ(fake.get("memory.limit_in_bytes"), "10485760");
     EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "-1");
     EXPECT_EQ(fake.get("memory.swappiness"), "60");
+    EXPECT_EQ(fake.get("memory.oom_control"), "1") << "no OOM kill of QEMU while throttled";
     ASSERT_TRUE(guard->restore().ok());
     EXPECT_FALSE(guard->active());
   }
   EXPECT_EQ(fake.get("memory.limit_in_bytes"), "9223372036854771712");
   EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "1073741824");
   EXPECT_EQ(fake.get("memory.swappiness"), "0");
+  EXPECT_EQ(fake.get("memory.oom_control"), "0");
 }
 
 TEST(CgroupThrottle, V2LowersMaxAllowsSwapAndRestoresOnDestruction) {
