@@ -42,6 +42,7 @@ Result<void> CriuBinary::dump(const DumpRequest& req) {
   std::vector<std::string> argv = {path_, "dump",     "-t",  std::to_string(req.root), "-D",          req.images,
                                    "-o",  "dump.log", "-v4", "--tcp-established",      "--file-locks"};
   if (req.shell_job) argv.push_back("--shell-job");
+  for (uint64_t inode : req.external_unix) argv.insert(argv.end(), {"--external", cat("unix[", inode, "]")});
   return run_criu(argv, req.images + "/dump.log", cat("criu dump of pid ", req.root));
 }
 
@@ -55,6 +56,7 @@ Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
   argv.insert(argv.end(), {path_, "restore", "-D", req.images, "-o", req.log_name, "-v4", "--tcp-established",
                            "--file-locks", "-d", "--pidfile", pidfile});
   if (req.shell_job) argv.push_back("--shell-job");
+  for (const auto& i : req.inherit) argv.insert(argv.end(), {"--inherit-fd", cat("fd[", i.fd, "]:", i.key)});
   SL_TRY(run_criu(argv, req.images + "/" + req.log_name, cat("criu restore from `", req.images, "`")));
   auto text = sys::read_file(pidfile);
   if (!text.ok()) return 0;  // restored inside another pid namespace: no pid of ours to report

@@ -16,6 +16,16 @@ struct DumpRequest {
   pid_t root = 0;
   std::string images;  // directory, created by the caller
   bool shell_job = false;
+  // Unix sockets of the tree whose peer lives outside it, dumped as external
+  // (`--external unix[INODE]`); a restore must hand each one in.
+  std::vector<uint64_t> external_unix;
+};
+
+// An open descriptor of the restoring process that stands in for a file of the images
+// (`--inherit-fd fd[FD]:KEY`, KEY e.g. "socket:[1234]"). It must not be close-on-exec.
+struct InheritFd {
+  int fd = -1;
+  std::string key;
 };
 
 struct RestoreRequest {
@@ -27,6 +37,7 @@ struct RestoreRequest {
   // Pids the images take back. The tree a dump just killed holds them until its parent
   // (init) has reaped it; restoring before that fails ("Can't fork for PID: File exists").
   std::vector<pid_t> pids;
+  std::vector<InheritFd> inherit;
 };
 
 class Criu {

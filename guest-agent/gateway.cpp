@@ -17,6 +17,7 @@
 #include "common/sys.h"
 #include "common/time.h"
 #include "guest-agent/pack.h"
+#include "guest-agent/streams.h"
 #include "qmp/json.h"
 
 namespace seamless::guest {
@@ -77,34 +78,18 @@ Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
   return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
 }
 
-// CRIU takes no half of a unix stream connection: a gateway connected to a process outside
-// it (systemd's journal behind a unit's stdout, a logger, a database) is refused before
-// anything is touched, each such connection named.
-Result<void> refuse_external_streams(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways) {
-  auto sockets = SL_TRY_CTX(env.unix_sockets(), "listing the guest's unix sockets");
-  std::string found;
-  bool journal = false;
-  for (const auto& g : gateways)
-    for (const auto& e : external_streams(snap, g.pids, sockets)) {
-      found += cat(found.empty() ? "" : "; ", "gateway `", g.name, "`: ", e.describe(snap));
-      journal = journal || e.journal();
-    }
-  if (found.empty()) return ok();
-  return make_error(ErrorKind::Invalid, "cannot checkpoint: ", found,
-                    ". CRIU cannot take one end of a connection to a process outside the gateway",
-                    journal ? "; give the unit StandardOutput=null (or a file) and StandardError=inherit" : "",
-                    "; or leave the gateway out in /etc/seamless/guest.conf");
-}
-
 // Puts dumped gateways back where they were (after a failure or user activity).
 Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
   if (dumped.empty()) return ok();
   auto restored = [&]() -> Result<void> {
     for (const auto& g : dumped) {
+      auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Reconnect), "putting gateway `", g.name, "` back");
+      for (const auto& w : ends.warnings) SL_LOG(Warn, kModule, "putting gateway `", g.name, "` back: ", w);
       RestoreRequest req;
       req.images = images_root + "/" + g.dir;
       req.shell_job = g.shell_job;
       req.pids = g.pids;
+      req.inherit = ends.inherit;
       SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
       lower_fd_limits(g.fd_limits);
     }
@@ -159,7 +144,13 @@ Result<void> check_files(const Manifest& m, const std::string& root) {
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
                         const std::string& pack_path) {
   if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");
-  SL_TRY(refuse_external_streams(env, snap, gateways));
+  // Connections to processes outside (the journal behind stdout) are dumped as external
+  // and reconnected on restore; one that cannot be reached again is refused here, before
+  // anything is touched.
+  auto sockets = SL_TRY_CTX(env.unix_sockets(), "listing the guest's unix sockets");
+  std::vector<std::vector<OutsideStream>> streams;
+  for (const auto& g : gateways)
+    streams.push_back(SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`"));
   auto t0 = Clock::now();
   DumpResult result;
   Manifest& m = result.manifest;
@@ -174,8 +165,10 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   m.files = SL_TRY(gateway_files(snap, gateways));
 
   std::vector<uint16_t> tcp_ports, udp_ports;
-  for (const auto& g : gateways) {
+  for (size_t gi = 0; gi < gateways.size(); ++gi) {
+    const Gateway& g = gateways[gi];
     PackedGateway pg;
+    pg.streams = std::move(streams[gi]);
     pg.root = g.root;
     pg.name = g.name;
     pg.exe = g.exe;
@@ -218,6 +211,7 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     req.root = g.root;
     req.images = images + "/" + g.dir;
     req.shell_job = g.shell_job;
+    for (const auto& st : g.streams) req.external_unix.push_back(st.inode);
     std::filesystem::create_directories(req.images);
     g.fd_limits = raise_fd_limits(g.pids);
     if (auto d = env.criu->dump(req); !d.ok()) {
@@ -292,9 +286,13 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
     auto restored = [&]() -> Result<void> {
       for (const auto& g : r.manifest.gateways) {
+        auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Reconnect), "restoring gateway `", g.name, "`");
+        for (const auto& w : ends.warnings) r.warnings.push_back(cat("gateway `", g.name, "`: ", w));
         RestoreRequest req;
         req.images = dir + "/" + g.dir;
         req.shell_job = g.shell_job;
+        req.pids = g.pids;  // a tree just dumped here may not be reaped yet
+        req.inherit = ends.inherit;
         pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
         lower_fd_limits(g.fd_limits);
         // A gateway handed back by a sink was stopped there (SIGSTOP, at the call that
@@ -326,9 +324,11 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
       for (const auto& a : i.addresses) script += cat(" && ip addr add ", a, " dev sl0 nodad 2>/dev/null || true");
     script += "; \"$@\"; rc=$?; kill -9 -1 2>/dev/null; exit $rc";
     for (const auto& g : m.gateways) {
+      auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Dummy), "dummy restore of gateway `", g.name, "`");
       RestoreRequest req;
       req.images = dir + "/" + g.dir;
       req.shell_job = g.shell_job;
+      req.inherit = ends.inherit;
       req.log_name = "prewarm.log";
       req.wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",
                      "--fork",  "--mount-proc", "/bin/sh", "-c",      script,  "prewarm"};
@@ -353,6 +353,7 @@ std::string to_json(const DumpResult& r) {
     const auto& g = r.manifest.gateways[i];
     qmp::ArgWriter x;
     x.str("name", g.name).num("root", g.root).num("connections", int64_t(g.established.size()));
+    x.num("streams", int64_t(g.streams.size()));
     gws += (i ? "," : "") + x.finish();
   }
   w.raw("gateways", gws + "]").num("files", int64_t(r.manifest.files.size()));
@@ -368,6 +369,9 @@ std::string to_json(const RestoreResult& r) {
   }
   qmp::ArgWriter w;
   w.boolean("ok", true).raw("restored", gws + "]").num("locks_cleared", r.locks_cleared);
+  std::string warnings = "[";
+  for (size_t i = 0; i < r.warnings.size(); ++i) warnings += cat(i ? "," : "", qmp::quote(r.warnings[i]));
+  w.raw("warnings", warnings + "]");
   return w.finish();
 }
 

@@ -42,6 +42,7 @@ struct RestoreResult {
   Manifest manifest;
   std::vector<std::pair<std::string, pid_t>> restored;  // name, root pid
   int locks_cleared = 0;
+  std::vector<std::string> warnings;  // e.g. a stream whose peer is gone (output to /dev/null)
 };
 
 // Unpacks `pack_path`, checks every recorded file against this machine, clears CRIU's

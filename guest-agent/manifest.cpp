@@ -51,6 +51,35 @@ Result<void> check_object(const Value& v, const char* what) {
   return ok();
 }
 
+// Text for a journal stream header line: printable, one line, bounded.
+Result<std::string> header_field(const Value& obj, const char* name) {
+  std::string v = SL_TRY(qmp::get_string(obj, name));
+  if (v.size() > 256) return make_error(ErrorKind::Protocol, "stream field `", name, "` is too long");
+  for (unsigned char c : v)
+    if (c < 0x20 || c == 0x7f) return make_error(ErrorKind::Protocol, "stream field `", name, "` holds a control byte");
+  return v;
+}
+
+Result<OutsideStream> parse_stream(const Value& s) {
+  SL_TRY(check_object(s, "stream"));
+  OutsideStream out;
+  out.inode = uint64_t(SL_TRY(bounded_int(s, "inode", 1, 0xffffffffLL)));
+  out.peer = SL_TRY(qmp::get_string(s, "peer"));
+  // A unix address: an absolute path or an abstract name, no NUL, fits sun_path.
+  if (out.peer.size() < 2 || out.peer.size() > 107 || (out.peer[0] != '/' && out.peer[0] != '@') ||
+      out.peer.find('\0') != std::string::npos)
+    return make_error(ErrorKind::Protocol, "stream peer `", out.peer, "` is not a unix socket address");
+  out.identifier = SL_TRY(header_field(s, "identifier"));
+  out.unit = SL_TRY(header_field(s, "unit"));
+  for (const auto& h : SL_TRY(array_field(s, "holders"))->GetArray()) {
+    SL_TRY(check_object(h, "stream holder"));
+    out.holders.push_back(
+        StreamHolder{pid_t(SL_TRY(bounded_int(h, "pid", 1, 4194304))), int(SL_TRY(bounded_int(h, "fd", 0, 1 << 20)))});
+  }
+  if (out.holders.empty()) return make_error(ErrorKind::Protocol, "stream `", out.peer, "` has no holder");
+  return out;
+}
+
 Result<PackedGateway> parse_gateway(const Value& g) {
   SL_TRY(check_object(g, "gateway"));
   PackedGateway out;
@@ -88,10 +117,15 @@ Result<PackedGateway> parse_gateway(const Value& g) {
                                     uint64_t(SL_TRY(bounded_int(l, "soft", 0, int64_t(1) << 30))),
                                     uint64_t(SL_TRY(bounded_int(l, "hard", 0, int64_t(1) << 30)))});
   }
+  if (g.HasMember("streams"))  // packs written before streams were moved have none
+    for (const auto& s : SL_TRY(array_field(g, "streams"))->GetArray())
+      out.streams.push_back(SL_TRY_CTX(parse_stream(s), "gateway `", out.name, "`"));
   return out;
 }
 
 }  // namespace
+
+bool OutsideStream::journal() const { return peer == kJournalStdout; }
 
 std::string Manifest::to_json() const {
   auto iface = [](const Interface& i) {
@@ -123,6 +157,16 @@ std::string Manifest::to_json() const {
     w.raw("fd_limits", array_json(g.fd_limits, [](const FdLimit& l) {
             qmp::ArgWriter x;
             x.num("pid", l.pid).num("soft", int64_t(l.soft)).num("hard", int64_t(l.hard));
+            return x.finish();
+          }));
+    w.raw("streams", array_json(g.streams, [](const OutsideStream& s) {
+            qmp::ArgWriter x;
+            x.num("inode", int64_t(s.inode)).str("peer", s.peer).str("identifier", s.identifier).str("unit", s.unit);
+            x.raw("holders", array_json(s.holders, [](const StreamHolder& h) {
+                    qmp::ArgWriter y;
+                    y.num("pid", h.pid).num("fd", h.fd);
+                    return y.finish();
+                  }));
             return x.finish();
           }));
     return w.finish();

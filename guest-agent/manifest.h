@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "guest-agent/identity.h"
@@ -15,6 +16,8 @@
 namespace seamless::guest {
 
 inline constexpr int kPackFormat = 1;
+// Where systemd's journal takes a unit's stdout and stderr.
+inline constexpr std::string_view kJournalStdout = "/run/systemd/journal/stdout";
 
 struct Interface {
   std::string name, mac;
@@ -46,6 +49,23 @@ struct FdLimit {
   uint64_t soft = 0, hard = 0;
 };
 
+// A unix stream connection from the gateway to a process outside it: systemd's journal
+// behind a unit's stdout/stderr, a logger. CRIU dumps the gateway's end as external
+// (`--external unix[inode]`); every restore connects a fresh socket to `peer` (the
+// journal: with its stream header) and hands it in (`--inherit-fd`).
+struct StreamHolder {
+  pid_t pid = 0;
+  int fd = -1;
+};
+
+struct OutsideStream {
+  uint64_t inode = 0;                 // the gateway's end as dumped: CRIU's key "socket:[inode]"
+  std::string peer;                   // the path (or "@abstract" name) the other end listens on
+  std::string identifier, unit;       // the journal's stream header: process name, systemd unit
+  std::vector<StreamHolder> holders;  // who holds it, by fd (inside pids)
+  bool journal() const;
+};
+
 struct PackedGateway {
   pid_t root = 0;
   std::string name, exe;
@@ -55,6 +75,7 @@ struct PackedGateway {
   std::vector<Endpoint> listening;
   std::vector<Connection> established;
   std::vector<FdLimit> fd_limits;
+  std::vector<OutsideStream> streams;
 };
 
 struct Manifest {

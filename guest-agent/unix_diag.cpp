@@ -14,11 +14,10 @@
 #include <set>
 
 #include "common/sys.h"
+#include "guest-agent/manifest.h"
 
 namespace seamless::guest {
 namespace {
-
-constexpr const char* kJournalStdout = "/run/systemd/journal/stdout";
 
 template <typename T>
 T load(const char* p) {

@@ -228,28 +228,68 @@ TEST_F(GuestAgent, ActivityDuringTheDumpAbortsIt) {
   EXPECT_EQ(gone->exitcode.value_or(0), 1) << "no pack is left behind";
 }
 
-// A gateway whose tree holds a unix stream connection to a process outside it (as a
-// systemd unit's stdout goes to the journal) is refused before CRIU runs, the connection
-// named, and goes on answering; no pack is left.
-TEST_F(GuestAgent, AStreamToTheOutsideIsRefusedByName) {
-  const std::string start =
-      "(nc -lkU /run/sl-journal.sock >/dev/null 2>&1 &); sleep 1; "
-      "(sh -c 'nc -lk 2299 >/dev/null 2>&1 & sleep 1000 | nc -U /run/sl-journal.sock' >/dev/null 2>&1 &); sleep 1";
+// A gateway started as systemd starts a unit whose output goes to the journal (a stand-in
+// listens at the journal's path): the stream is dumped as external, the prewarm gets a
+// throw-away end, and the restore connects a fresh stream with the journal's header,
+// where the gateway's output goes on. A connection to an unnamed socket outside is refused
+// by name, and that gateway goes on answering.
+TEST_F(GuestAgent, AStreamToTheOutsideGoesWithTheGateway) {
+  auto journal_up = test::start_journal(*guest_->agent);
+  ASSERT_TRUE(journal_up.ok()) << journal_up.error().message;
+  const std::string start = cat("(", test::kJournalExec,
+                                " ticker sh -c 'nc -lk 2299 >/dev/null 2>&1 & while :; do echo tick; sleep 1; done' "
+                                "&); sleep 3");
   auto started = qmp::guest_run_ok(*guest_->agent, "/bin/sh", {"-c", start});
   ASSERT_TRUE(started.ok()) << started.error().message;
-  auto o = helper({"dump", "--port", "2299", "--out", "/run/unix.pack"});
+  auto journal = [&]() {
+    auto text = test::journal_text(*guest_->agent);
+    return text.ok() ? *text : std::string();
+  };
+  auto answers = [&]() {
+    auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",
+                  cat("exec 3<>/dev/tcp/", guest_->bed.guest_ip(kIndex), "/2299 && echo open")});
+    return r.ok() && r->out == "open\n";
+  };
+  ASSERT_EQ(journal().rfind("ticker\n\n6\n0\n0\n0\n0\ntick\n", 0), 0u) << "the gateway logs before: " << journal();
+
+  auto o = helper({"dump", "--port", "2299", "--out", "/run/stream.pack"});
+  ASSERT_EQ(o.code, 0) << o.text;
+  EXPECT_NE(o.text.find("\"streams\":1"), std::string::npos) << o.text;
+  auto pre = helper({"prewarm", "/run/stream.pack"});
+  EXPECT_EQ(pre.code, 0) << pre.text;
+  const size_t before = journal().size();
+  auto back = helper({"restore", "/run/stream.pack"});
+  ASSERT_EQ(back.code, 0) << back.text;
+  EXPECT_NE(back.text.find("\"warnings\":[]"), std::string::npos) << back.text;
+  std::this_thread::sleep_for(Millis(3000));
+  const std::string after = journal();
+  ASSERT_GT(after.size(), before) << after;
+  const std::string fresh = after.substr(before);
+  EXPECT_EQ(fresh.rfind("sh\n\n6\n1\n0\n0\n0\ntick\n", 0), 0u)
+      << "only the restore's stream, with the journal's header, then the output: " << fresh;
+  EXPECT_TRUE(answers()) << "the gateway answers after the round trip";
+  (void)qmp::guest_run(*guest_->agent, "/bin/sh", {"-c", "pkill -f '^sh -c nc -lk 2299'; pkill -f '^nc -lk 2299'"});
+
+  // A gateway that accepted a unix connection from a client outside: the client's end has no
+  // name to connect to again. Refused by name before anything is touched; it goes on.
+  const std::string served =
+      "(sh -c 'nc -lk 2299 >/dev/null 2>&1 & nc -lU /run/sl-in.sock >/dev/null' >/dev/null 2>&1 &); sleep 1; "
+      "(sh -c 'sleep 1000 | nc -U /run/sl-in.sock' </dev/null >/dev/null 2>&1 &); sleep 2";
+  started = qmp::guest_run_ok(*guest_->agent, "/bin/sh", {"-c", served});
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  o = helper({"dump", "--port", "2299", "--out", "/run/unix.pack"});
   EXPECT_NE(o.code, 0) << o.text;
-  EXPECT_NE(o.text.find("is a unix stream connection to `/run/sl-journal.sock`"), std::string::npos) << o.text;
-  EXPECT_NE(o.text.find("cannot checkpoint"), std::string::npos) << o.text;
-  auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",
-                cat("exec 3<>/dev/tcp/", guest_->bed.guest_ip(kIndex), "/2299 && echo open")});
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->out, "open\n") << "the gateway goes on answering";
+  EXPECT_NE(o.text.find("is a unix stream connection to an unnamed socket of another process"), std::string::npos)
+      << o.text;
+  EXPECT_TRUE(answers()) << "the refused gateway goes on answering";
   auto gone = qmp::guest_run(*guest_->agent, "/bin/test", {"-e", "/run/unix.pack"});
   ASSERT_TRUE(gone.ok());
   EXPECT_EQ(gone->exitcode.value_or(0), 1) << "no pack is left behind";
-  (void)qmp::guest_run(*guest_->agent, "/bin/sh",
-                       {"-c", "pkill -f 'sleep 1000'; pkill -f sl-journal.sock; pkill -f 'nc -lk 2299'"});
+  (void)qmp::guest_run(
+      *guest_->agent, "/bin/sh",
+      {"-c",
+       "pkill -f '^sh -c sleep 1000'; pkill -f '^sleep 1000'; pkill -f '^nc -lk 2299'; pkill -f '^nc -lU'; "
+       "pkill -f '^sh -c nc -lk 2299'; rm -f /run/sl-in.sock /run/stream.pack"});
 }
 
 TEST_F(GuestAgent, DamagedPacksAreRefused) {

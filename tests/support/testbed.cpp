@@ -253,6 +253,26 @@ Result<std::unique_ptr<qmp::QgaSocket>> DirectVm::wait_for_agent(Millis timeout)
   }
 }
 
+Result<void> start_journal(qmp::Channel& agent) {
+  for (const char* script : {"journal-standin.pl", "journal-exec.pl"}) {
+    auto text = SL_TRY(sys::read_file(cat(testbed_dir(), "/guest/", script)));
+    SL_TRY(qmp::guest_run_ok(agent, "/bin/mkdir", {"-p", "/run/seamless-test", "/run/systemd/journal"}));
+    SL_TRY(qmp::write_guest_file(agent, cat("/run/seamless-test/", script), text));
+    SL_TRY(qmp::guest_run_ok(agent, "/bin/chmod", {"755", cat("/run/seamless-test/", script)}));
+  }
+  SL_TRY(
+      qmp::guest_run_ok(agent, "/bin/sh",
+                        {"-c",
+                         "pkill -f '^/usr/bin/perl /run/seamless-test/journal-s'; rm -f /run/journal.out; "
+                         "(setsid /run/seamless-test/journal-standin.pl /run/systemd/journal/stdout /run/journal.out "
+                         "</dev/null >/dev/null 2>&1 &); "
+                         "for i in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/systemd/journal/stdout ] && exit 0; sleep 0.5; "
+                         "done; exit 1"}));
+  return ok();
+}
+
+Result<std::string> journal_text(qmp::Channel& agent) { return qmp::read_guest_file(agent, "/run/journal.out"); }
+
 Result<std::string> make_tools_disk(const VmSpec& spec, const std::string& dir) {
   if (spec.tools.empty()) return std::string();
   const std::string staging = dir + "/tools", image = dir + "/tools.img";

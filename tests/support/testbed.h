@@ -112,6 +112,14 @@ struct LibvirtGuest {
 // the guest agent answers a few seconds before they listen.
 Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline);
 
+// systemd's journal in a test guest, which runs no systemd: a stand-in listens at
+// /run/systemd/journal/stdout and appends every stream to /run/journal.out, and
+// kJournalExec IDENTIFIER COMMAND... starts a command as systemd starts a unit whose
+// output goes to the journal (tests/testbed/guest/journal-*.pl).
+inline constexpr const char* kJournalExec = "/run/seamless-test/journal-exec.pl";
+Result<void> start_journal(qmp::Channel& agent);
+Result<std::string> journal_text(qmp::Channel& agent);
+
 // Builds DIR/tools.img from spec.tools; "" when there are none.
 Result<std::string> make_tools_disk(const VmSpec& spec, const std::string& dir);
 

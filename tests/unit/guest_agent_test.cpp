@@ -2,8 +2,10 @@
 // Unit tests of the in-guest helper's library: /proc parsing, gateway discovery, the
 // configuration, file identities, manifests, and dump/restore against a fake CRIU and
 // a fake netfilter. The pack reader's hostile-input tests are in pack_test.cpp.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include "guest-agent/manifest.h"
 #include "guest-agent/pack.h"
 #include "guest-agent/procfs.h"
+#include "guest-agent/streams.h"
 #include "qmp/json.h"
 
 namespace seamless::guest {
@@ -279,6 +282,7 @@ Manifest sample_manifest() {
   g.pids = {100, 120};
   g.listening.push_back({"tcp", "0.0.0.0", 2222});
   g.established.push_back({120, "10.77.0.12:2222", "10.77.0.1:50000"});
+  g.streams.push_back({4711, "/run/systemd/journal/stdout", "dropbear", "dropbear.service", {{100, 1}, {100, 2}}});
   m.gateways.push_back(g);
   m.files.push_back({"/usr/sbin/dropbear", 1234, "ab12", "", "exe"});
   m.files.push_back({"/var/log/apache2/error.log", 77, "", "cd34", "open", 0640, 0, 4});
@@ -294,6 +298,16 @@ TEST(ManifestJson, RoundTrips) {
   EXPECT_EQ(back->files[0].role, "exe");
   EXPECT_EQ(back->files[1].mode, 0640u);
   EXPECT_EQ(back->files[1].gid, 4u);
+  ASSERT_EQ(back->gateways[0].streams.size(), 1u);
+  EXPECT_EQ(back->gateways[0].streams[0].holders.size(), 2u);
+  EXPECT_TRUE(back->gateways[0].streams[0].journal());
+  // Packs from before streams were recorded have none.
+  std::string old = m.to_json();
+  const std::string from = ",\"streams\":[";
+  old.erase(old.find(from), old.find("]}]", old.find(from)) + 3 - old.find(from));
+  auto older = Manifest::parse(old);
+  ASSERT_TRUE(older.ok()) << older.error().message << "\n" << old;
+  EXPECT_TRUE(older->gateways[0].streams.empty());
 }
 
 TEST(ManifestJson, RefusesWhatItCannotTrust) {
@@ -317,19 +331,41 @@ TEST(ManifestJson, RefusesWhatItCannotTrust) {
   refused(replace("\"mode\":416", "\"mode\":4096"), "out of range");
   refused(replace("\"gid\":4", "\"gid\":-1"), "out of range");
   refused(replace("\"hostname\":\"sl-guest\",", ""), "missing field `hostname`");
+  // A stream's peer is connected to and its header written on restore: only a unix address,
+  // and header lines that stay one line each.
+  refused(replace("\"peer\":\"/run/systemd/journal/stdout\"", "\"peer\":\"run/x\""), "not a unix socket address");
+  refused(replace("\"peer\":\"/run/systemd/journal/stdout\"", "\"peer\":\"/" + std::string(120, 'a') + "\""),
+          "not a unix socket address");
+  refused(replace("\"identifier\":\"dropbear\"", "\"identifier\":\"drop\\nbear\""), "control byte");
+  refused(replace("\"holders\":[{\"pid\":100,\"fd\":1},{\"pid\":100,\"fd\":2}]", "\"holders\":[]"), "no holder");
+  refused(replace("\"inode\":4711", "\"inode\":0"), "out of range");
   refused("[1,2]", "not an object");
   refused("{\"format\":", "manifest");
+}
+
+// A listening unix stream socket at `path`.
+UniqueFd listen_unix(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd.get(), 4) != 0) fd.reset();
+  return fd;
 }
 
 // Fakes at the CRIU and netfilter boundaries.
 struct FakeCriu : Criu {
   std::vector<pid_t> dumped;
-  std::vector<std::string> restored;  // image dirs
+  std::vector<std::string> restored;    // image dirs
+  std::vector<uint64_t> external_unix;  // of the last dump
+  std::vector<std::string> inherited;   // keys of the last restore
+  std::string write_to_inherited;       // written into each inherited fd on restore
   pid_t fail_dump_of = 0;
   std::string failure = "criu dump failed: Error (test)";
   Result<void> dump(const DumpRequest& req) override {
     if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, failure);
     dumped.push_back(req.root);
+    external_unix = req.external_unix;
     return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
                            "image of " + std::to_string(req.root));
   }
@@ -338,6 +374,12 @@ struct FakeCriu : Criu {
     if (img == std::filesystem::directory_iterator())
       return make_error(ErrorKind::Remote, "no images in `", req.images, "`");
     restored.push_back(req.images);
+    inherited.clear();
+    for (const auto& i : req.inherit) {
+      if (::fcntl(i.fd, F_GETFD) != 0) return make_error(ErrorKind::Remote, "fd ", i.fd, " is not inheritable");
+      inherited.push_back(i.key);
+      if (!write_to_inherited.empty()) (void)!::write(i.fd, write_to_inherited.data(), write_to_inherited.size());
+    }
     return 4242;
   }
   Result<std::string> version() override { return std::string("3.17.1"); }
@@ -405,30 +447,76 @@ class GatewayOps : public ::testing::Test {
   std::vector<UnixSocket> unix_;  // what the fake sock_diag reports
 };
 
-TEST_F(GatewayOps, AStreamToAProcessOutsideIsRefusedBeforeAnythingIsTouched) {
+// The gateway's stdout and stderr on one connection to a listener outside (as a systemd
+// unit's go to the journal): dumped as one external socket, and every restore hands CRIU a
+// fresh connection to the same listener in its place.
+TEST_F(GatewayOps, AStreamToTheOutsideIsDumpedAsExternalAndReconnectedOnRestore) {
+  auto listener = listen_unix(work_ / "log.sock");
+  ASSERT_TRUE(listener.valid());
   Process& p = snap_.processes.begin()->second;
   p.stat.comm = "sshd";
-  p.socket_inodes = {9001, 9003};
-  p.socket_fds = {2, 7};
+  p.socket_inodes = {9001, 9001, 9003};
+  p.socket_fds = {1, 2, 7};
   unix_ = {{9001, 9002, SOCK_STREAM, 1, ""},
-           {9002, 9001, SOCK_STREAM, 1, "/run/systemd/journal/stdout"},
+           {9002, 9001, SOCK_STREAM, 1, work_ / "log.sock"},
            {9003, 0, SOCK_DGRAM, 7, ""}};  // an unconnected datagram socket: no peer to lose
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(criu_.external_unix, std::vector<uint64_t>{9001});
+  ASSERT_EQ(r->manifest.gateways[0].streams.size(), 1u);
+  const OutsideStream& s = r->manifest.gateways[0].streams[0];
+  EXPECT_EQ(s.peer, work_ / "log.sock");
+  EXPECT_EQ(s.identifier, "sshd");
+  EXPECT_EQ(s.holders.size(), 2u) << "stdout and stderr, one socket";
+  EXPECT_FALSE(s.journal());
+
+  // The fake CRIU writes into what it was handed: it arrives at the listener.
+  criu_.write_to_inherited = "restored\n";
+  auto back = restore(env_, pack);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(back->warnings.empty());
+  ASSERT_EQ(criu_.inherited.size(), 1u);
+  EXPECT_EQ(criu_.inherited[0], "socket:[9001]");
+  UniqueFd conn(::accept(listener.get(), nullptr, nullptr));
+  ASSERT_TRUE(conn.valid());
+  char buf[32] = {};
+  EXPECT_EQ(::read(conn.get(), buf, sizeof buf - 1), 9);
+  EXPECT_STREQ(buf, "restored\n") << "no header for a listener that is not the journal";
+
+  // The listener is gone: the gateway still comes back, its output to /dev/null, and says so.
+  listener.reset();
+  std::filesystem::remove(work_ / "log.sock");
+  auto again = restore(env_, pack);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  ASSERT_EQ(again->warnings.size(), 1u);
+  EXPECT_NE(again->warnings[0].find("/dev/null"), std::string::npos) << again->warnings[0];
+  EXPECT_NE(to_json(*again).find("\"warnings\":[\"gateway `first`: connecting to"), std::string::npos)
+      << to_json(*again);
+}
+
+// A connection whose other end has no name cannot be made again after a restore: refused
+// before anything is touched, naming process, fd and peer.
+TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouched) {
+  Process& p = snap_.processes.begin()->second;
+  p.stat.comm = "sshd";
+  p.socket_inodes = {9001};
+  p.socket_fds = {2};
+  unix_ = {{9001, 9002, SOCK_STREAM, 1, ""}, {9002, 9001, SOCK_STREAM, 1, ""}};
   const std::string pack = work_ / "out.pack";
   auto r = dump(env_, snap_, gateways_, pack);
   ASSERT_FALSE(r.ok());
   const std::string& why = r.error().message;
   EXPECT_EQ(r.error().kind, ErrorKind::Invalid);
-  EXPECT_NE(why.find("gateway `first`: fd 2 (stderr) of sshd (pid " + std::to_string(::getpid()) +
-                     ") is a unix stream connection to `/run/systemd/journal/stdout` (systemd's journal)"),
+  EXPECT_NE(why.find("gateway `first`: cannot checkpoint: fd 2 (stderr) of sshd (pid " + std::to_string(::getpid()) +
+                     ") is a unix stream connection to an unnamed socket of another process"),
             std::string::npos)
       << why;
-  EXPECT_NE(why.find("StandardOutput=null"), std::string::npos) << why;
-  EXPECT_EQ(why.find("fd 7"), std::string::npos) << why;
   EXPECT_TRUE(criu_.dumped.empty());
   EXPECT_FALSE(nf_.watching);
   EXPECT_FALSE(std::filesystem::exists(pack));
 
-  // Both ends inside the gateway (a worker's pipe-like socketpair): nothing to refuse.
+  // Both ends inside the gateway (a worker's socketpair): nothing outside.
   add_second(::getpid() + 100000);
   gateways_.resize(1);
   gateways_[0].pids.push_back(::getpid() + 100000);
@@ -437,6 +525,33 @@ TEST_F(GatewayOps, AStreamToAProcessOutsideIsRefusedBeforeAnythingIsTouched) {
   worker.socket_fds = {5};
   auto ok = dump(env_, snap_, gateways_, pack);
   ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_TRUE(criu_.external_unix.empty());
+}
+
+TEST(Streams, UnitAndJournalHeader) {
+  EXPECT_EQ(unit_of_cgroup("0::/system.slice/ssh.service\n"), "ssh.service");
+  EXPECT_EQ(unit_of_cgroup("12:memory:/x\n1:name=systemd:/system.slice/cron.service\n0::/\n"), "cron.service");
+  EXPECT_EQ(unit_of_cgroup("0::/\n"), "");
+  EXPECT_EQ(unit_of_cgroup("0::/user.slice\n"), "");
+  EXPECT_EQ(unit_of_cgroup(""), "");
+  OutsideStream s;
+  s.identifier = "sshd";
+  s.unit = "ssh.service";
+  EXPECT_EQ(journal_header(s), "sshd\nssh.service\n6\n1\n0\n0\n0\n");
+}
+
+// Throw-away restores get a socketpair per stream, never a connection to the real peer.
+TEST(Streams, DummyEndsAreSocketpairs) {
+  OutsideStream s;
+  s.inode = 77;
+  s.peer = "/nonexistent/log.sock";
+  auto ends = open_stream_ends({s}, StreamMode::Dummy);
+  ASSERT_TRUE(ends.ok()) << ends.error().message;
+  ASSERT_EQ(ends->inherit.size(), 1u);
+  EXPECT_EQ(ends->inherit[0].key, "socket:[77]");
+  EXPECT_EQ(::fcntl(ends->inherit[0].fd, F_GETFD) & FD_CLOEXEC, 0) << "CRIU must inherit it";
+  EXPECT_EQ(::write(ends->inherit[0].fd, "x", 1), 1) << "the other end is open";
+  EXPECT_TRUE(ends->warnings.empty());
 }
 
 TEST_F(GatewayOps, AFailingSockDiagFailsTheDumpClearly) {

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: Apache-2.0
+// Outside streams: found at dump, reconnected at restore.
+#include "guest-agent/streams.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "common/sys.h"
+#include "common/time.h"
+
+namespace seamless::guest {
+
+std::string unit_of_cgroup(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  for (std::string line; std::getline(in, line);) {
+    // "0::/system.slice/ssh.service" (v2) or "1:name=systemd:/system.slice/ssh.service" (v1).
+    auto first = line.find(':');
+    auto second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    std::string_view controllers = std::string_view(line).substr(first + 1, second - first - 1);
+    if (!controllers.empty() && controllers != "name=systemd") continue;
+    std::string unit = line.substr(line.rfind('/') + 1);
+    for (std::string_view suffix : {".service", ".scope"})
+      if (unit.size() > suffix.size() && unit.compare(unit.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return unit;
+  }
+  return "";
+}
+
+Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                                   const std::vector<UnixSocket>& sockets,
+                                                   const std::string& proc_root) {
+  std::vector<OutsideStream> out;
+  std::map<uint64_t, size_t> index;  // inode -> position in out
+  for (const auto& e : external_streams(snap, pids, sockets)) {
+    if (e.peer_name.empty())
+      return make_error(ErrorKind::Invalid, "cannot checkpoint: ", e.describe(snap),
+                        ", which cannot be reached again after a restore (CRIU takes only one end of it)");
+    auto [it, fresh] = index.emplace(e.inode, out.size());
+    if (fresh) {
+      OutsideStream s;
+      s.inode = e.inode;
+      s.peer = e.peer_name;
+      s.identifier = snap.processes.at(e.pid).stat.comm;
+      auto cgroup = sys::read_file(cat(proc_root, "/", e.pid, "/cgroup"));
+      s.unit = cgroup.ok() ? unit_of_cgroup(*cgroup) : "";
+      out.push_back(std::move(s));
+    }
+    out[it->second].holders.push_back({e.pid, e.fd});
+  }
+  return out;
+}
+
+std::string journal_header(const OutsideStream& s) { return cat(s.identifier, "\n", s.unit, "\n6\n1\n0\n0\n0\n"); }
+
+namespace {
+
+Result<UniqueFd> connect_to(const std::string& peer) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (peer.empty() || peer.size() >= sizeof addr.sun_path)
+    return make_error(ErrorKind::Invalid, "`", peer, "` is not a unix socket address");
+  std::memcpy(addr.sun_path, peer.data(), peer.size());
+  if (peer[0] == '@') addr.sun_path[0] = '\0';  // abstract
+  // Not close-on-exec: CRIU inherits it.
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));
+  if (!fd.valid()) return errno_error("socket");
+  const auto len = socklen_t(offsetof(sockaddr_un, sun_path) + peer.size() + (peer[0] == '@' ? 0 : 1));
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0)
+    return errno_error(cat("connecting to `", peer, "`"));
+  return fd;
+}
+
+}  // namespace
+
+Result<StreamEnds> open_stream_ends(const std::vector<OutsideStream>& streams, StreamMode mode) {
+  StreamEnds ends;
+  for (const auto& s : streams) {
+    UniqueFd fd;
+    if (mode == StreamMode::Dummy) {
+      int pair[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) return errno_error("socketpair");
+      fd.reset(pair[0]);
+      ::fcntl(pair[1], F_SETFD, FD_CLOEXEC);
+      ends.fds.emplace_back(pair[1]);
+    } else if (auto c = connect_to(s.peer); c.ok()) {
+      fd = std::move(c).value();
+      if (s.journal())
+        SL_TRY_CTX(sys::write_all(fd.get(), journal_header(s), Deadline(Millis(5000))), "the journal's stream header");
+    } else {
+      // The gateway must come back even when its log is gone: its output goes nowhere.
+      ends.warnings.push_back(cat(c.error().message, ": ", s.identifier, "'s output goes to /dev/null"));
+      fd.reset(::open("/dev/null", O_RDWR));
+      if (!fd.valid()) return errno_error("open /dev/null");
+    }
+    ends.inherit.push_back({fd.get(), cat("socket:[", s.inode, "]")});
+    ends.fds.push_back(std::move(fd));
+  }
+  return ends;
+}
+
+}  // namespace seamless::guest

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// A gateway's unix stream connections to processes outside it (systemd's journal behind
+// a unit's stdout and stderr, a logger): recorded at dump, and reconnected at each
+// restore so CRIU can hand the fresh end in where the old one was.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/result.h"
+#include "guest-agent/criu.h"
+#include "guest-agent/manifest.h"
+#include "guest-agent/procfs.h"
+#include "guest-agent/unix_diag.h"
+
+namespace seamless::guest {
+
+// The systemd unit a process runs in, from the text of /proc/PID/cgroup: the last
+// component of the unified (or name=systemd) path when it names a unit, else "".
+std::string unit_of_cgroup(std::string_view text);
+
+// The outside streams of the tree `pids`, one per socket with every fd holding it. A
+// stream whose other end has no name cannot be reached again: an error naming it.
+Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                                   const std::vector<UnixSocket>& sockets,
+                                                   const std::string& proc_root = "/proc");
+
+// What systemd writes first on a journal stream: identifier, unit, priority (6, info),
+// level prefix on, no forwarding to syslog, kmsg or console.
+std::string journal_header(const OutsideStream& s);
+
+// Fresh ends for a restore, open (and inherited by CRIU) until this is destroyed.
+struct StreamEnds {
+  std::vector<UniqueFd> fds;
+  std::vector<InheritFd> inherit;
+  std::vector<std::string> warnings;  // streams that could not be reconnected
+};
+
+enum class StreamMode {
+  Reconnect,  // connect to each peer (the journal gets its header); /dev/null if it is gone
+  Dummy,      // a socketpair per stream (throw-away restores)
+};
+
+Result<StreamEnds> open_stream_ends(const std::vector<OutsideStream>& streams, StreamMode mode);
+
+}  // namespace seamless::guest
