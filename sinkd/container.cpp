@@ -3,11 +3,15 @@
 #include "sinkd/container.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include "common/fd.h"
 #include "common/log.h"
@@ -85,20 +90,63 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname) {
   return ok();
 }
 
-[[noreturn]] void init_loop() {
+// The drain: where the output of gateways that wrote to a journal or logger at home goes
+// in the sink (sinkd connects one stream per such socket and hands it to CRIU). Abstract,
+// so it lives in the container's network namespace and in no file system.
+constexpr char kDrain[] = "\0seamless-sink-drain";
+
+sockaddr_un drain_address(socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, kDrain, sizeof kDrain - 1);
+  *len = socklen_t(offsetof(sockaddr_un, sun_path) + sizeof kDrain - 1);
+  return a;
+}
+
+Result<UniqueFd> listen_drain() {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return errno_error("drain: socket");
+  socklen_t len = 0;
+  sockaddr_un a = drain_address(&len);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd.get(), 64) != 0)
+    return errno_error("drain: bind/listen");
+  return fd;
+}
+
+// Reaps orphans, reads and drops whatever arrives on the drain's streams, and takes
+// everything down with it on SIGTERM.
+[[noreturn]] void init_loop(UniqueFd drain) {
   sigset_t all;
   sigfillset(&all);
   ::sigprocmask(SIG_BLOCK, &all, nullptr);
+  UniqueFd signals(::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK));
+  std::vector<UniqueFd> streams;
+  char buf[4096];
   for (;;) {
-    siginfo_t si{};
-    int sig = ::sigwaitinfo(&all, &si);
-    if (sig == SIGCHLD) {
-      while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    std::vector<pollfd> fds = {{signals.get(), POLLIN, 0}, {drain.get(), POLLIN, 0}};
+    for (const auto& s : streams) fds.push_back({s.get(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) continue;
+    signalfd_siginfo si{};
+    while (::read(signals.get(), &si, sizeof si) == ssize_t(sizeof si)) {
+      if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+        ::kill(-1, SIGKILL);
+        ::_exit(0);
       }
-    } else if (sig == SIGTERM || sig == SIGINT) {
-      ::kill(-1, SIGKILL);
-      ::_exit(0);
     }
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    for (int c; (c = ::accept4(drain.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;)
+      streams.emplace_back(c);
+    for (size_t i = 2; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n;
+      while ((n = ::read(fds[i].fd, buf, sizeof buf)) > 0) {
+      }
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        for (auto& s : streams)
+          if (s.get() == fds[i].fd) s.reset();
+    }
+    std::erase_if(streams, [](const UniqueFd& s) { return !s.valid(); });
   }
 }
 
@@ -183,11 +231,19 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
     if (null >= 0) ::dup2(null, 0);
     ::setsid();
     auto r = init_setup(dir, hostname);
+    UniqueFd drain;
+    if (r.ok()) {
+      auto d = listen_drain();
+      if (d.ok())
+        drain = std::move(d).value();
+      else
+        r = std::move(d).error();
+    }
     std::string msg = r.ok() ? "ok" : r.error().message;
     (void)!::write(report[1], msg.data(), msg.size());
     ::close(report[1]);
     if (!r.ok()) ::_exit(1);
-    init_loop();
+    init_loop(std::move(drain));
   }
   ::close(report[1]);
   std::string msg;
@@ -294,6 +350,28 @@ Result<RunResult> Container::run(const std::vector<std::string>& argv, Millis ti
                                    "-w",      "--"};
   full.insert(full.end(), argv.begin(), argv.end());
   return seamless::run(full, timeout);
+}
+
+Result<UniqueFd> Container::drain_stream() const {
+  UniqueFd ns(::open(netns().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid()) return errno_error(cat("open `", netns(), "`"));
+  // A thread of its own enters the container's network namespace (the daemon's other
+  // threads stay where they are) and makes the connection there; the socket outlives it.
+  Result<UniqueFd> out = make_error(ErrorKind::System, "drain: no result");
+  std::thread([&] {
+    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+      out = errno_error("setns into the container's network namespace");
+      return;
+    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));  // not close-on-exec: CRIU inherits it
+    socklen_t len = 0;
+    sockaddr_un a = drain_address(&len);
+    if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+      out = errno_error(cat("connecting to the drain of container `", id_, "`"));
+    else
+      out = std::move(fd);
+  }).join();
+  return out;
 }
 
 std::vector<std::pair<pid_t, pid_t>> Container::processes() const {

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fd.h"
 #include "common/process.h"
 #include "common/result.h"
 #include "guest-agent/identity.h"
@@ -59,6 +60,10 @@ class Container {
 
   // Runs argv inside every namespace of the container, as a process of its PID namespace.
   Result<RunResult> run(const std::vector<std::string>& argv, Millis timeout) const;
+  // A fresh stream to the init's drain (it reads and drops everything), made in the
+  // container's network namespace: stands in for a gateway's journal or logger
+  // connection. Not close-on-exec, so that a CRIU run can inherit it.
+  Result<UniqueFd> drain_stream() const;
   // Processes in the container but its init: (pid here, pid inside).
   std::vector<std::pair<pid_t, pid_t>> processes() const;
   // Kills everything in it (the namespaces, links and mounts go with the init) and

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <set>
@@ -55,6 +56,26 @@ void drop_images(const std::string& dir) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   if (ec) SL_LOG(Warn, kModule, "cannot remove `", dir, "`: ", ec.message());
+}
+
+// The gateway's streams to the drain as they are now: the socket each holder has (the
+// inode changed with the restore here); a stream no holder has any more is gone.
+std::vector<guest::OutsideStream> current_streams(const std::vector<guest::OutsideStream>& streams,
+                                                  const std::map<pid_t, pid_t>& here_of) {
+  std::vector<guest::OutsideStream> out;
+  for (auto st : streams) {
+    for (const auto& h : st.holders) {
+      auto here = here_of.find(h.pid);
+      if (here == here_of.end()) continue;
+      std::error_code ec;
+      const std::string link = std::filesystem::read_symlink(cat("/proc/", here->second, "/fd/", h.fd), ec);
+      if (ec || link.rfind("socket:[", 0) != 0) continue;
+      st.inode = std::strtoull(link.c_str() + 8, nullptr, 10);
+      out.push_back(st);
+      break;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -280,6 +301,12 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
       std::vector<std::string> argv = {opt_.criu,      "restore",     "-D",        inside,
                                        "-o",           "restore.log", "-v4",       "--tcp-established",
                                        "--file-locks", "-d",          "--pidfile", inside + "/restore.pid"};
+      // Output that went to a journal or logger at home goes to the container's drain here.
+      std::vector<UniqueFd> streams;
+      for (const auto& st : gw.streams) {
+        streams.push_back(SL_TRY_CTX(g->container->drain_stream(), "gateway `", gw.name, "`"));
+        argv.insert(argv.end(), {"--inherit-fd", cat("fd[", streams.back().get(), "]:socket:[", st.inode, "]")});
+      }
       if (gw.shell_job) {
         // A shell job joins the session of whoever restores it. That session must live in
         // the container's PID namespace, or the hand-back's dump finds the gateway's session
@@ -461,6 +488,9 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
     std::vector<std::string> argv = {opt_.criu, "dump",     "-t",  std::to_string(gw.root), "-D",          inside,
                                      "-o",      "dump.log", "-v4", "--tcp-established",     "--file-locks"};
     if (gw.shell_job) argv.push_back("--shell-job");
+    // The drain streams are external as the journal was at home: the guest reconnects them.
+    gw.streams = current_streams(gw.streams, here_of);
+    for (const auto& st : gw.streams) argv.insert(argv.end(), {"--external", cat("unix[", st.inode, "]")});
     auto r = SL_TRY(c.run(argv, Millis(300000)));
     if (!r.status.success()) {
       guest::lower_fd_limits(limits);

@@ -240,10 +240,22 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
 // and the session lives on. A new connection raises exactly one activity event naming its
 // peer. The gateway is handed back; what the client types meanwhile is held in the sink
 // and released to the guest VM once the gateway is restored there; the connection that
-// woke it gets its answer.
+// woke it gets its answer. dropbear runs as a systemd unit with its log on the journal
+// would (a stand-in journal in the guest): in the sink its log goes to the container's
+// drain, and at home again to a fresh journal stream.
 TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   const test::Testbed& bed = guest_->bed;
   const std::string ip = bed.guest_ip(kGuest);
+  auto journal_up = test::start_journal(*guest_->agent);
+  ASSERT_TRUE(journal_up.ok()) << journal_up.error().message;
+  auto unit = qmp::guest_run_ok(*guest_->agent, "/bin/sh",
+                                {"-c", cat("pkill -x dropbear; sleep 0.5; (", test::kJournalExec,
+                                           " dropbear dropbear -F -E -R -p 2222 &); sleep 2")});
+  ASSERT_TRUE(unit.ok()) << unit.error().message;
+  auto journal = [&]() {
+    auto text = test::journal_text(*guest_->agent);
+    return text.ok() ? *text : std::string();
+  };
   ClientKeepalives tcp_keepalives(bed, 5);
   auto ssh = test::SshSession::open(bed, key_, dir_->path(), ip, 2222, 10);
   ASSERT_TRUE(ssh.ok()) << ssh.error().message;
@@ -252,6 +264,8 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
 
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_NE(journal().find("Child connection from " + bed.client_ip), std::string::npos) << journal();
+  const size_t logged = journal().size();  // the guest agent is away while the VM is parked
   auto parked = park(**c, 2222, "rt");
   ASSERT_TRUE(parked.ok()) << parked.error().message;
   // Restored, the images and CRIU's log are dropped (sinkd's state directory is a tmpfs);
@@ -297,6 +311,11 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   typed = (*ssh)->type("echo after-$((50+5))", "after-55");
   EXPECT_TRUE(typed.ok()) << typed.error().message;
   EXPECT_TRUE((*ssh)->alive());
+  // At home, dropbear logs to the journal again, on a stream the restore opened.
+  const std::string since = journal().substr(logged);
+  EXPECT_EQ(since.rfind("dropbear\n\n6\n1\n0\n0\n0\n", 0), 0u) << since;
+  EXPECT_NE(since.find("Child connection from " + bed.client_ip), std::string::npos)
+      << "the waking connection, logged at home: " << since;
 
   auto listed_after = (*c)->call("list-gateways", "", Millis(30000));
   ASSERT_TRUE(listed_after.ok());

@@ -254,11 +254,12 @@ Result<std::unique_ptr<qmp::QgaSocket>> DirectVm::wait_for_agent(Millis timeout)
 }
 
 Result<void> start_journal(qmp::Channel& agent) {
-  for (const char* script : {"journal-standin.pl", "journal-exec.pl"}) {
-    auto text = SL_TRY(sys::read_file(cat(testbed_dir(), "/guest/", script)));
+  // Copied in at run time: the guest image's recipe (and its cache key) stays as it is.
+  for (const char* script : {"standin.pl", "exec.pl"}) {
+    auto text = SL_TRY(sys::read_file(cat(testbed_dir(), "/journal/", script)));
     SL_TRY(qmp::guest_run_ok(agent, "/bin/mkdir", {"-p", "/run/seamless-test", "/run/systemd/journal"}));
-    SL_TRY(qmp::write_guest_file(agent, cat("/run/seamless-test/", script), text));
-    SL_TRY(qmp::guest_run_ok(agent, "/bin/chmod", {"755", cat("/run/seamless-test/", script)}));
+    SL_TRY(qmp::write_guest_file(agent, cat("/run/seamless-test/journal-", script), text));
+    SL_TRY(qmp::guest_run_ok(agent, "/bin/chmod", {"755", cat("/run/seamless-test/journal-", script)}));
   }
   SL_TRY(
       qmp::guest_run_ok(agent, "/bin/sh",

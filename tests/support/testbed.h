@@ -115,7 +115,7 @@ Result<void> wait_guest_ready(qmp::Channel& agent, Deadline deadline);
 // systemd's journal in a test guest, which runs no systemd: a stand-in listens at
 // /run/systemd/journal/stdout and appends every stream to /run/journal.out, and
 // kJournalExec IDENTIFIER COMMAND... starts a command as systemd starts a unit whose
-// output goes to the journal (tests/testbed/guest/journal-*.pl).
+// output goes to the journal (tests/testbed/journal/).
 inline constexpr const char* kJournalExec = "/run/seamless-test/journal-exec.pl";
 Result<void> start_journal(qmp::Channel& agent);
 Result<std::string> journal_text(qmp::Channel& agent);

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # SPDX-License-Identifier: Apache-2.0
-# journal-standin SOCKET LOG: stands in for systemd's journal in a test guest (which runs
+# journal/standin.pl SOCKET LOG: stands in for systemd's journal in a test guest (which runs
 # no systemd). Listens on SOCKET (/run/systemd/journal/stdout), accepts any number of
 # streams and appends what each sends to LOG, stream header included.
 use strict;

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # SPDX-License-Identifier: Apache-2.0
-# journal-exec IDENTIFIER COMMAND...: starts COMMAND the way systemd starts a unit with
+# journal/exec.pl IDENTIFIER COMMAND...: starts COMMAND the way systemd starts a unit with
 # StandardOutput=journal: in a session of its own, stdout and stderr on one stream to
 # /run/systemd/journal/stdout that begins with the journal's header.
 use strict;
