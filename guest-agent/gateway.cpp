@@ -78,21 +78,31 @@ Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
   return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
 }
 
+// Restores one gateway from its images, fresh ends standing in for its outside streams
+// (a stream that cannot be reconnected adds a warning).
+Result<pid_t> restore_gateway(Env& env, const std::string& images, const PackedGateway& g,
+                              std::vector<std::string>* warnings) {
+  auto ends = SL_TRY(open_stream_ends(g.streams, StreamMode::Reconnect));
+  for (const auto& w : ends.warnings) warnings->push_back(cat("gateway `", g.name, "`: ", w));
+  RestoreRequest req;
+  req.images = images;
+  req.shell_job = g.shell_job;
+  req.pids = g.pids;  // a tree just dumped here may not be reaped yet
+  req.inherit = ends.inherit;
+  pid_t pid = SL_TRY(env.criu->restore(req));
+  lower_fd_limits(g.fd_limits);
+  return pid;
+}
+
 // Puts dumped gateways back where they were (after a failure or user activity).
 Result<void> restore_in_place(Env& env, const std::string& images_root, const std::vector<PackedGateway>& dumped) {
   if (dumped.empty()) return ok();
   auto restored = [&]() -> Result<void> {
+    std::vector<std::string> warnings;
     for (const auto& g : dumped) {
-      auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Reconnect), "putting gateway `", g.name, "` back");
-      for (const auto& w : ends.warnings) SL_LOG(Warn, kModule, "putting gateway `", g.name, "` back: ", w);
-      RestoreRequest req;
-      req.images = images_root + "/" + g.dir;
-      req.shell_job = g.shell_job;
-      req.pids = g.pids;
-      req.inherit = ends.inherit;
-      SL_TRY_CTX(env.criu->restore(req), "putting gateway `", g.name, "` back");
-      lower_fd_limits(g.fd_limits);
+      SL_TRY_CTX(restore_gateway(env, images_root + "/" + g.dir, g, &warnings), "putting gateway `", g.name, "` back");
     }
+    for (const auto& w : warnings) SL_LOG(Warn, kModule, "putting back: ", w);
     return ok();
   };
   SL_TRY(clear_leftover_locks(env, restored()));
@@ -148,9 +158,6 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   // and reconnected on restore; one that cannot be reached again is refused here, before
   // anything is touched.
   auto sockets = SL_TRY_CTX(env.unix_sockets(), "listing the guest's unix sockets");
-  std::vector<std::vector<OutsideStream>> streams;
-  for (const auto& g : gateways)
-    streams.push_back(SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`"));
   auto t0 = Clock::now();
   DumpResult result;
   Manifest& m = result.manifest;
@@ -165,10 +172,9 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   m.files = SL_TRY(gateway_files(snap, gateways));
 
   std::vector<uint16_t> tcp_ports, udp_ports;
-  for (size_t gi = 0; gi < gateways.size(); ++gi) {
-    const Gateway& g = gateways[gi];
+  for (const auto& g : gateways) {
     PackedGateway pg;
-    pg.streams = std::move(streams[gi]);
+    pg.streams = SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`");
     pg.root = g.root;
     pg.name = g.name;
     pg.exe = g.exe;
@@ -286,15 +292,8 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
     auto restored = [&]() -> Result<void> {
       for (const auto& g : r.manifest.gateways) {
-        auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Reconnect), "restoring gateway `", g.name, "`");
-        for (const auto& w : ends.warnings) r.warnings.push_back(cat("gateway `", g.name, "`: ", w));
-        RestoreRequest req;
-        req.images = dir + "/" + g.dir;
-        req.shell_job = g.shell_job;
-        req.pids = g.pids;  // a tree just dumped here may not be reaped yet
-        req.inherit = ends.inherit;
-        pid_t pid = SL_TRY_CTX(env.criu->restore(req), "restoring gateway `", g.name, "`");
-        lower_fd_limits(g.fd_limits);
+        pid_t pid =
+            SL_TRY_CTX(restore_gateway(env, dir + "/" + g.dir, g, &r.warnings), "restoring gateway `", g.name, "`");
         // A gateway handed back by a sink was stopped there (SIGSTOP, at the call that
         // needs this machine) and CRIU restores it stopped: let it run that call here.
         for (pid_t p : g.pids) ::kill(p, SIGCONT);
@@ -369,9 +368,7 @@ std::string to_json(const RestoreResult& r) {
   }
   qmp::ArgWriter w;
   w.boolean("ok", true).raw("restored", gws + "]").num("locks_cleared", r.locks_cleared);
-  std::string warnings = "[";
-  for (size_t i = 0; i < r.warnings.size(); ++i) warnings += cat(i ? "," : "", qmp::quote(r.warnings[i]));
-  w.raw("warnings", warnings + "]");
+  w.strings("warnings", r.warnings);
   return w.finish();
 }
 

@@ -75,6 +75,13 @@ Result<std::string> read_link(const std::string& path) {
   return std::string(buf, size_t(n));
 }
 
+// "socket:[1234]" -> 1234.
+std::optional<uint64_t> socket_link_inode(std::string_view target) {
+  if (target.rfind("socket:[", 0) != 0 || target.back() != ']') return std::nullopt;
+  auto inode = parse_dec(target.substr(8, target.size() - 9), "socket inode");
+  return inode.ok() ? std::optional(*inode) : std::nullopt;
+}
+
 }  // namespace
 
 bool NetSocket::listening() const {
@@ -195,6 +202,11 @@ std::vector<pid_t> Snapshot::tree(pid_t root) const {
   return out;
 }
 
+std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& proc_root) {
+  auto target = read_link(cat(proc_root, "/", pid, "/fd/", fd));
+  return target.ok() ? socket_link_inode(*target) : std::nullopt;
+}
+
 Result<Snapshot> snapshot(const std::string& proc_root) {
   Snapshot snap;
   struct Table {
@@ -229,10 +241,9 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
     for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
       auto target = read_link(fd.path());
       if (!target.ok()) continue;
-      if (target->rfind("socket:[", 0) == 0 && target->back() == ']') {
-        auto inode = parse_dec(std::string_view(*target).substr(8, target->size() - 9), "socket inode");
+      if (auto inode = socket_link_inode(*target)) {
         auto fdnum = parse_dec(fd.path().filename().string(), "fd");
-        if (inode.ok() && fdnum.ok()) {
+        if (fdnum.ok()) {
           p.socket_inodes.push_back(*inode);
           p.socket_fds.push_back(int(*fdnum));
           snap.inode_owner.emplace(*inode, p.stat.pid);

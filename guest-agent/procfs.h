@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -72,6 +73,9 @@ struct Snapshot {
   // pid and all its descendants, parents first.
   std::vector<pid_t> tree(pid_t root) const;
 };
+
+// The inode of the socket a process holds as descriptor `fd`; nullopt when it holds none.
+std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& proc_root = "/proc");
 
 // Reads every process and the four socket tables under proc_root. Processes that vanish
 // while being read are skipped.

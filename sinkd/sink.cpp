@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <set>
@@ -66,11 +65,9 @@ std::vector<guest::OutsideStream> current_streams(const std::vector<guest::Outsi
   for (auto st : streams) {
     for (const auto& h : st.holders) {
       auto here = here_of.find(h.pid);
-      if (here == here_of.end()) continue;
-      std::error_code ec;
-      const std::string link = std::filesystem::read_symlink(cat("/proc/", here->second, "/fd/", h.fd), ec);
-      if (ec || link.rfind("socket:[", 0) != 0) continue;
-      st.inode = std::strtoull(link.c_str() + 8, nullptr, 10);
+      auto inode = here == here_of.end() ? std::nullopt : guest::fd_socket_inode(here->second, h.fd);
+      if (!inode) continue;
+      st.inode = *inode;
       out.push_back(st);
       break;
     }

@@ -93,10 +93,9 @@ pid_t wait_for(pid_t tid, int* status) {
 
 // The peer of the socket a tracee holds as descriptor fd ("" when unknown).
 std::string socket_peer(pid_t pid, long fd) {
-  std::error_code ec;
-  auto target = std::filesystem::read_symlink(cat("/proc/", pid, "/fd/", fd), ec).string();
-  if (ec || target.rfind("socket:[", 0) != 0) return "";
-  const uint64_t inode = std::strtoull(target.c_str() + 8, nullptr, 10);
+  const auto socket = guest::fd_socket_inode(pid, int(fd));
+  if (!socket) return "";
+  const uint64_t inode = *socket;
   using guest::Family;
   using guest::Proto;
   for (auto [name, family] : {std::pair{"tcp", Family::V4}, std::pair{"tcp6", Family::V6}}) {
@@ -168,10 +167,9 @@ std::vector<std::string> call_addresses(pid_t tid, long nr, const uint64_t args[
 // For a UDP socket a tracee holds as fd: its connected peer ("" when unconnected).
 // nullopt when fd is no UDP socket.
 std::optional<std::string> udp_peer_of(pid_t pid, long fd) {
-  std::error_code ec;
-  auto target = std::filesystem::read_symlink(cat("/proc/", pid, "/fd/", fd), ec).string();
-  if (ec || target.rfind("socket:[", 0) != 0) return std::nullopt;
-  const uint64_t inode = std::strtoull(target.c_str() + 8, nullptr, 10);
+  const auto socket = guest::fd_socket_inode(pid, int(fd));
+  if (!socket) return std::nullopt;
+  const uint64_t inode = *socket;
   using guest::Family;
   for (auto [name, family] : {std::pair{"udp", Family::V4}, std::pair{"udp6", Family::V6}}) {
     auto text = sys::read_file(cat("/proc/", pid, "/net/", name));
