@@ -152,7 +152,7 @@ Result<void> check_files(const Manifest& m, const std::string& root) {
 }
 
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
-                        const std::string& pack_path) {
+                        const std::string& pack_path, const PackOptions& pack_options) {
   if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");
   // Connections to processes outside (the journal behind stdout) are dumped as external
   // and reconnected on restore; one that cannot be reached again is refused here, before
@@ -261,13 +261,17 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     return result;
   }
   result.dump_seconds = seconds_since(t0);
-  if (auto w = write_pack(pack_path, m.to_json(), images, list_pack_files(images)); !w.ok()) {
+  result.compression = pack_options.compression;
+  const auto t_pack = Clock::now();
+  if (auto w = write_pack(pack_path, m.to_json(), images, list_pack_files(images), pack_options, &result.pages);
+      !w.ok()) {
     auto back = restore_in_place(env, images, dumped);
     Error e = std::move(w).error().wrap("writing the pack");
     if (!back.ok()) return e.wrap(cat("and putting the gateways back failed too: ", back.error().message, ";"));
     cleanup();
     return e;
   }
+  result.pack_seconds = seconds_since(t_pack);
   cleanup();
   result.pack = pack_path;
   struct stat st {};
@@ -345,7 +349,14 @@ std::string to_json(const DumpResult& r) {
   qmp::ArgWriter w;
   w.boolean("ok", !r.aborted);
   if (r.aborted) w.str("aborted", r.abort_reason);
-  if (!r.pack.empty()) w.str("pack", r.pack).num("pack_bytes", int64_t(r.pack_bytes));
+  if (!r.pack.empty()) {
+    w.str("pack", r.pack).num("pack_bytes", int64_t(r.pack_bytes)).str("compression", to_string(r.compression));
+    w.raw("pack_seconds", cat(r.pack_seconds));
+    qmp::ArgWriter pages;
+    pages.num("literal", int64_t(r.pages.literal)).num("copies", int64_t(r.pages.copies));
+    pages.num("deltas", int64_t(r.pages.deltas));
+    w.raw("pages", pages.finish());
+  }
   w.str("dump_seconds", cat(r.dump_seconds));
   std::string gws = "[";
   for (size_t i = 0; i < r.manifest.gateways.size(); ++i) {

@@ -28,15 +28,18 @@ struct DumpResult {
   Manifest manifest;
   std::string pack;
   uint64_t pack_bytes = 0;
-  double dump_seconds = 0;
-  bool aborted = false;  // user activity arrived: everything was restored in place
+  Compression compression = Compression::Xz;
+  PackStats pages;
+  double dump_seconds = 0;  // CRIU, until the gateways are checkpointed
+  double pack_seconds = 0;  // writing the pack
+  bool aborted = false;     // user activity arrived: everything was restored in place
   std::string abort_reason;
 };
 
 // Checkpoints `gateways` (from discover on `snap`) into `pack_path`. Any failure, or user
 // activity reaching a gateway meanwhile, restores the already dumped ones in place.
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
-                        const std::string& pack_path);
+                        const std::string& pack_path, const PackOptions& pack_options = {});
 
 struct RestoreResult {
   Manifest manifest;

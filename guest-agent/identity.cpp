@@ -69,6 +69,15 @@ std::string elf_build_id(std::string_view data) {
   return {};
 }
 
+Result<std::string> elf_build_id_of(int fd, const std::string& path) {
+  // The ELF and program headers and the build-id note sit at the start of the file.
+  std::string head(64 << 10, '\0');
+  ssize_t n = ::pread(fd, head.data(), head.size(), 0);
+  if (n < 0) return errno_error(cat("read `", path, "`"));
+  head.resize(size_t(n));
+  return elf_build_id(head);
+}
+
 Result<FileIdentity> identify(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return errno_error(cat("stat `", path, "`"));
@@ -80,14 +89,8 @@ Result<FileIdentity> identify(const std::string& path) {
   id.uid = st.st_uid;
   id.gid = st.st_gid;
   {
-    // The ELF and program headers and the build-id note sit at the start of the file:
-    // libraries are identified without reading them whole (slow under TCG).
     UniqueFd fd = SL_TRY(sys::open(path, O_RDONLY));
-    std::string head(64 << 10, '\0');
-    ssize_t n = ::pread(fd.get(), head.data(), head.size(), 0);
-    if (n < 0) return errno_error(cat("read `", path, "`"));
-    head.resize(size_t(n));
-    id.build_id = elf_build_id(head);
+    id.build_id = SL_TRY(elf_build_id_of(fd.get(), path));
   }
   if (id.build_id.empty()) {
     auto data = SL_TRY(sys::read_file(path, size_t(1) << 30));
@@ -110,6 +113,18 @@ Result<void> same_file(const FileIdentity& recorded, const FileIdentity& local) 
   if (recorded.build_id.empty() && recorded.sha256.empty())
     return make_error(ErrorKind::Invalid, "`", recorded.path, "`: the pack records neither build-id nor hash");
   return ok();
+}
+
+bool is_plain_absolute(std::string_view p) {
+  if (p.size() < 2 || p.size() > 4096 || p[0] != '/' || p.find('\0') != std::string_view::npos) return false;
+  for (size_t start = 1; start <= p.size();) {
+    size_t slash = p.find('/', start);
+    std::string_view comp = p.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (comp.empty() || comp == "." || comp == "..") return false;
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return true;
 }
 
 }  // namespace seamless::guest

@@ -29,8 +29,16 @@ struct FileIdentity {
 // not ELF. Malformed ELF is not an error: it just has no build-id.
 std::string elf_build_id(std::string_view contents);
 
+// The build-id of the ELF file open at fd (from the headers at its start: libraries are
+// identified without reading them whole, which is slow under TCG); empty if it has none.
+Result<std::string> elf_build_id_of(int fd, const std::string& path);
+
 // Reads the file at path (regular files only; up to 1 GiB).
 Result<FileIdentity> identify(const std::string& path);
+
+// A path as packs and manifests may name a file on the other side: absolute, at most
+// 4096 bytes, no NUL, no empty, `.` or `..` components.
+bool is_plain_absolute(std::string_view path);
 
 // Ok when `local` is the same file as `recorded`; otherwise an error saying how they differ.
 Result<void> same_file(const FileIdentity& recorded, const FileIdentity& local);

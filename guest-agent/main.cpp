@@ -21,7 +21,7 @@ namespace {
 
 constexpr const char* kUsage =
     R"(usage: seamless-guest discover
-       seamless-guest dump [--out PACK] [--port N]...
+       seamless-guest dump [--out PACK] [--port N]... [--compress xz|gzip] [--no-page-deltas]
        seamless-guest restore PACK
        seamless-guest prewarm PACK
 
@@ -34,7 +34,10 @@ object on stdout; exit code 0 only on success.
   dump      checkpoints the gateways with CRIU (established TCP connections kept) into a
             pack (default /run/seamless-guest/gateways.pack); --port limits it to the
             gateways listening on those ports. User activity during the dump aborts it
-            and restores the gateways in place ("ok": false, "aborted": why; exit 3)
+            and restores the gateways in place ("ok": false, "aborted": why; exit 3).
+            Packs are xz-compressed (--compress gzip: larger, several times faster to
+            write) and store the pages that are private copies of mapped libraries as
+            differences from the library files (--no-page-deltas: as they are)
   restore   restores a pack here (the wake path)
   prewarm   dummy-restores a pack in throw-away namespaces and kills it, so the pages a
             real restore needs are in memory
@@ -84,11 +87,19 @@ int main_impl(int argc, char** argv) {
   std::vector<std::string> pos;
   std::string out = env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest") + "/gateways.pack";
   std::set<uint16_t> ports;
+  PackOptions pack_options;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
+    } else if (a == "--no-page-deltas") {
+      pack_options.base_root.clear();
+    } else if (a == "--compress") {
+      if (i + 1 >= argc) return usage_error(a + " needs a value");
+      auto c = parse_compression(argv[++i]);
+      if (!c.ok()) return usage_error(c.error().message);
+      pack_options.compression = *c;
     } else if (a == "--out" || a == "--port") {
       if (i + 1 >= argc) return usage_error(a + " needs a value");
       std::string v = argv[++i];
@@ -136,7 +147,7 @@ int main_impl(int argc, char** argv) {
     if (chosen.empty())
       return emit_error(make_error(ErrorKind::NotFound,
                                    ports.empty() ? "no gateways found" : "no gateway listens on the given ports"));
-    auto r = dump(env, *snap, chosen, out);
+    auto r = dump(env, *snap, chosen, out, pack_options);
     if (!r.ok()) return emit_error(r.error());
     std::printf("%s\n", to_json(*r).c_str());
     return r->aborted ? 3 : 0;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Pack writer and strict reader (ustar inside gzip, through zlib), with CRIU's page
-// images stored page-deduplicated.
+// Pack writer and strict reader (ustar inside gzip or xz), with CRIU's page images stored
+// page-deduplicated and, where a page is a private copy of a mapped file, as its
+// difference from the file.
 #include "guest-agent/pack.h"
 
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -18,18 +20,15 @@
 
 #include "common/fd.h"
 #include "common/sys.h"
+#include "common/time.h"
+#include "guest-agent/compress.h"
+#include "guest-agent/criu_images.h"
+#include "guest-agent/identity.h"
 
 namespace seamless::guest {
 namespace {
 
 constexpr size_t kBlock = 512;
-
-struct GzCloser {
-  void operator()(gzFile f) const {
-    if (f) gzclose(f);
-  }
-};
-using Gz = std::unique_ptr<gzFile_s, GzCloser>;
 
 void put_octal(char* field, size_t width, uint64_t value) {
   // width-1 digits, NUL terminated, zero padded.
@@ -59,17 +58,7 @@ uint64_t header_checksum(const unsigned char* h) {
   return sum;
 }
 
-Result<void> gz_write(gzFile f, const void* data, size_t n, const std::string& path) {
-  if (n == 0) return ok();
-  if (gzwrite(f, data, unsigned(n)) != int(n)) {
-    int errnum = 0;
-    const char* msg = gzerror(f, &errnum);
-    return make_error(ErrorKind::System, "writing pack `", path, "`: ", errnum == Z_ERRNO ? std::strerror(errno) : msg);
-  }
-  return ok();
-}
-
-Result<void> write_header(gzFile f, const std::string& name, uint64_t size, const std::string& path) {
+Result<void> write_header(CompressedWriter& w, const std::string& name, uint64_t size) {
   unsigned char h[kBlock] = {};
   char* hc = reinterpret_cast<char*>(h);
   std::string prefix, base = name;
@@ -92,40 +81,33 @@ Result<void> write_header(gzFile f, const std::string& name, uint64_t size, cons
   std::memcpy(hc + 345, prefix.data(), prefix.size());
   std::snprintf(hc + 148, 8, "%06llo", static_cast<unsigned long long>(header_checksum(h)));
   hc[155] = ' ';
-  return gz_write(f, h, kBlock, path);
+  return w.write(h, kBlock);
 }
 
-Result<void> write_entry(gzFile f, const std::string& name, std::string_view data, const std::string& path) {
-  SL_TRY(write_header(f, name, data.size(), path));
-  SL_TRY(gz_write(f, data.data(), data.size(), path));
+Result<void> write_entry(CompressedWriter& w, const std::string& name, std::string_view data) {
+  SL_TRY(write_header(w, name, data.size()));
+  SL_TRY(w.write(data.data(), data.size()));
   static const char zeros[kBlock] = {};
-  return gz_write(f, zeros, (kBlock - data.size() % kBlock) % kBlock, path);
-}
-
-// Reads exactly n bytes; a short read is a truncated pack.
-Result<void> gz_read(gzFile f, void* buf, size_t n, const std::string& pack) {
-  size_t got = 0;
-  while (got < n) {
-    int r = gzread(f, static_cast<char*>(buf) + got, unsigned(std::min<size_t>(n - got, 1 << 20)));
-    if (r < 0) {
-      int errnum = 0;
-      const char* msg = gzerror(f, &errnum);
-      return make_error(ErrorKind::Protocol, "pack `", pack,
-                        "` is corrupt: ", errnum == Z_ERRNO ? std::strerror(errno) : msg);
-    }
-    if (r == 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is truncated");
-    got += size_t(r);
-  }
-  return ok();
+  return w.write(zeros, (kBlock - data.size() % kBlock) % kBlock);
 }
 
 // --- Page images -------------------------------------------------------------------
 // CRIU writes one pages-N.img per process. The workers of a forking server (php-cgi
 // children, apache's mod_php processes) hold mostly the same pages, and gzip's 32 KiB
-// window cannot see repeats megabytes apart, so page images go into the pack as
-// `<name>.dedup`: the magic, then records
-//   'L' + 4096 bytes     a literal page (literals are numbered across the whole pack),
-//   'R' + u32 LE index   a copy of an earlier literal page,
+// window cannot see repeats megabytes apart; and most pages of a server's libraries that
+// CRIU dumps are the library's own data after the dynamic linker relocated it, which
+// differs from the file only in the pointers it fixed up. So page images go into the
+// pack as `<name>.dedup`: the magic, then records
+//   'L' + 4096 bytes     a literal page (literal and delta pages are numbered across the
+//                        whole pack),
+//   'R' + u32 LE index   a copy of an earlier literal or delta page,
+//   'F' + u16 LE n + n bytes path + u64 LE size + u8 m + m bytes build-id (hex)
+//                        declares base file number k (k-th 'F' of the pack): an ELF file
+//                        that must be the same on the unpacking side,
+//   'D' + u16 LE file + u32 LE page + u32 LE crc32 + 4096 bytes
+//                        a page that is page `page` of base `file` (zeros past its end)
+//                        plus these 64-bit little-endian words (mod 2^64); the crc32 is
+//                        the result's,
 //   'T' + u16 LE n + n bytes   the file's last, partial page (n in 1..4095; last record).
 
 constexpr size_t kPage = 4096;
@@ -133,10 +115,24 @@ constexpr char kDedupMagic[8] = {'S', 'L', 'P', 'A', 'G', 'E', 'S', '1'};
 constexpr std::string_view kDedupSuffix = ".dedup";
 // Page images kept open for copies, on either side; later ones go in plain.
 constexpr size_t kMaxDedupFiles = 256;
+// Base files per pack: a server maps a few dozen libraries.
+constexpr size_t kMaxBases = 1024;
+constexpr size_t kMaxBasePath = 4096;
 
 bool is_page_image(const std::string& rel) {
   const std::string base = std::filesystem::path(rel).filename().string();
   return base.rfind("pages-", 0) == 0 && base.size() > 10 && base.compare(base.size() - 4, 4, ".img") == 0;
+}
+
+// N of `.../pages-N.img`, if it is one.
+std::optional<uint32_t> page_image_id(const std::string& rel) {
+  const std::string base = std::filesystem::path(rel).filename().string();
+  if (!is_page_image(rel)) return std::nullopt;
+  const std::string digits = base.substr(6, base.size() - 10);
+  if (digits.empty() || digits.size() > 9 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return uint32_t(std::stoul(digits));
 }
 
 uint64_t page_hash(const char* page) {
@@ -154,30 +150,128 @@ void put_le(std::string& out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(char(v >> (8 * i)));
 }
 
-// The writer's memory of literal pages: where each one is in the page images read so
-// far, found by hash and confirmed byte for byte.
+uint32_t page_crc(const char* page) {
+  return uint32_t(crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(page), unsigned(kPage)));
+}
+
+// Page `page` of the file open at fd, zeros past its end (as a mapping shows it).
+Result<void> read_base_page(int fd, uint64_t page, char* out, const std::string& path) {
+  size_t got = 0;
+  while (got < kPage) {
+    ssize_t n = ::pread(fd, out + got, kPage - got, off_t(page * kPage + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(cat("read `", path, "`"));
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  std::memset(out + got, 0, kPage - got);
+  return ok();
+}
+
+// `page` - `base`, word by word, mod 2^64: what a 'D' record holds.
+void subtract_words(const char* page, const char* base, char* out) {
+  for (size_t i = 0; i < kPage; i += 8) {
+    uint64_t a, b;
+    std::memcpy(&a, page + i, 8);
+    std::memcpy(&b, base + i, 8);
+    a -= b;
+    std::memcpy(out + i, &a, 8);
+  }
+}
+
+void add_words(char* page, const char* base) {
+  for (size_t i = 0; i < kPage; i += 8) {
+    uint64_t a, b;
+    std::memcpy(&a, page + i, 8);
+    std::memcpy(&b, base + i, 8);
+    a += b;
+    std::memcpy(page + i, &a, 8);
+  }
+}
+
+size_t zero_words(const char* page) {
+  size_t n = 0;
+  for (size_t i = 0; i < kPage; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, page + i, 8);
+    n += w == 0;
+  }
+  return n;
+}
+
+// An ELF file a delta is against, as both sides identify it: path, size and build-id.
+struct BaseFile {
+  FileIdentity id;
+  UniqueFd fd;
+};
+
+Result<BaseFile> open_base(const std::string& root, const std::string& path) {
+  BaseFile b;
+  b.id.path = path;
+  b.fd = SL_TRY(sys::open(root + path, O_RDONLY));
+  struct stat st {};
+  if (::fstat(b.fd.get(), &st) != 0) return errno_error(cat("stat `", root + path, "`"));
+  if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "`", root + path, "` is not a regular file");
+  b.id.size = uint64_t(st.st_size);
+  b.id.build_id = SL_TRY(elf_build_id_of(b.fd.get(), root + path));
+  return b;
+}
+
+// Where the pages of one page image come from.
+struct ImageOrigins {
+  const std::vector<std::string>& files;
+  const std::vector<std::optional<criu_images::FilePage>>& pages;
+};
+
+// The writer's memory of literal pages (where each one is in the page images read so
+// far, found by hash and confirmed byte for byte) and of the base files it declared.
 class PageIndex {
  public:
-  // Encodes `data` (the image read from `fd`); Err only on a failed read back.
-  Result<std::string> encode(std::string_view data, UniqueFd fd, const std::string& what) {
+  // `base_root`: where the files CRIU names live; empty: no deltas.
+  explicit PageIndex(std::string base_root) : base_root_(std::move(base_root)) {}
+
+  // Encodes `data` (the image read from `fd`); `origins` (may be null) says which of its
+  // pages are private copies of which file pages. Err only on a failed read back.
+  Result<std::string> encode(std::string_view data, UniqueFd fd, const std::string& what, const ImageOrigins* origins) {
     const uint32_t file = uint32_t(files_.size());
     files_.push_back(std::move(fd));
     std::string out(kDedupMagic, sizeof kDedupMagic);
     out.reserve(data.size() / 4);
     size_t off = 0;
-    for (; off + kPage <= data.size(); off += kPage) {
+    char base[kPage], delta[kPage];
+    for (size_t index = 0; off + kPage <= data.size(); off += kPage, ++index) {
       const char* page = data.data() + off;
       auto& candidates = by_hash_[page_hash(page)];
       auto same = SL_TRY(find(candidates, page, file, data, what));
       if (same) {
         out.push_back('R');
         put_le(out, *same, 4);
+        ++stats_.copies;
         continue;
       }
       candidates.push_back(uint32_t(literals_.size()));
       literals_.push_back({file, off});
+      std::optional<uint16_t> b;
+      const criu_images::FilePage* from = nullptr;
+      if (origins && index < origins->pages.size() && origins->pages[index]) from = &*origins->pages[index];
+      if (from && from->page <= UINT32_MAX) b = SL_TRY(base_for(origins->files[from->file], out));
+      if (b) {
+        const uint64_t in_file = from->page;
+        SL_TRY(read_base_page(bases_[*b].fd.get(), in_file, base, bases_[*b].id.path));
+        subtract_words(page, base, delta);
+        if (zero_words(delta) > zero_words(page)) {
+          out.push_back('D');
+          put_le(out, *b, 2);
+          put_le(out, in_file, 4);
+          put_le(out, page_crc(page), 4);
+          out.append(delta, kPage);
+          ++stats_.deltas;
+          continue;
+        }
+      }
       out.push_back('L');
       out.append(page, kPage);
+      ++stats_.literal;
     }
     if (off < data.size()) {
       out.push_back('T');
@@ -187,12 +281,37 @@ class PageIndex {
     return out;
   }
   size_t files() const { return files_.size(); }
+  const PackStats& stats() const { return stats_; }
 
  private:
   struct Literal {
     uint32_t file;
     uint64_t offset;
   };
+
+  // The base number of `path`, declaring it in `out` the first time; none when the file
+  // is not an ELF file with a build-id here (then the page goes in as it is).
+  Result<std::optional<uint16_t>> base_for(const std::string& path, std::string& out) {
+    if (base_root_.empty()) return std::optional<uint16_t>();
+    auto known = base_index_.find(path);
+    if (known != base_index_.end()) return known->second;
+    std::optional<uint16_t> index;
+    auto b = open_base(base_root_, path);
+    if (b.ok() && !b->id.build_id.empty() && bases_.size() < kMaxBases && is_plain_absolute(path) &&
+        b->id.build_id.size() <= 255) {
+      index = uint16_t(bases_.size());
+      out.push_back('F');
+      put_le(out, path.size(), 2);
+      out += path;
+      put_le(out, b->id.size, 8);
+      out.push_back(char(b->id.build_id.size()));
+      out += b->id.build_id;
+      bases_.push_back(std::move(*b));
+    }
+    base_index_[path] = index;
+    return index;
+  }
+
   Result<std::optional<uint32_t>> find(const std::vector<uint32_t>& candidates, const char* page, uint32_t file,
                                        std::string_view current, const std::string& what) {
     char buf[kPage];
@@ -208,9 +327,14 @@ class PageIndex {
     }
     return std::optional<uint32_t>();
   }
+
+  std::string base_root_;
   std::vector<UniqueFd> files_;
   std::vector<Literal> literals_;
   std::unordered_map<uint64_t, std::vector<uint32_t>> by_hash_;
+  std::vector<BaseFile> bases_;
+  std::map<std::string, std::optional<uint16_t>> base_index_;
+  PackStats stats_;
 };
 
 // Creates the directories of `name` below dirfd (never following links) and returns
@@ -238,18 +362,18 @@ Result<UniqueFd> open_parent(int root, const std::string& name, std::string* lea
 // The bytes of one archive entry, so that a record cannot run past its end.
 class EntryData {
  public:
-  EntryData(gzFile f, uint64_t size, const std::string& pack, const std::string& name)
-      : f_(f), left_(size), pack_(pack), name_(name) {}
+  EntryData(CompressedReader& in, uint64_t size, const std::string& pack, const std::string& name)
+      : in_(in), left_(size), pack_(pack), name_(name) {}
   Result<void> read(void* buf, size_t n) {
     if (n > left_) return make_error(ErrorKind::Protocol, "pack `", pack_, "`: `", name_, "` ends inside a record");
-    SL_TRY(gz_read(f_, buf, n, pack_));
+    SL_TRY(in_.read_exact(buf, n));
     left_ -= n;
     return ok();
   }
   uint64_t left() const { return left_; }
 
  private:
-  gzFile f_;
+  CompressedReader& in_;
   uint64_t left_;
   const std::string& pack_;
   const std::string& name_;
@@ -261,16 +385,52 @@ uint64_t get_le(const unsigned char* p, int bytes) {
   return v;
 }
 
-// The reader's side of the page images: the ones written so far (open, for copies) and
-// where each literal page is.
+// The reader's side of the page images: the ones written so far (open, for copies),
+// where each literal page is, and the base files declared so far.
 struct PageImages {
   struct Literal {
     uint32_t file;
     uint64_t offset;
   };
+  std::string base_root;
   std::vector<UniqueFd> files;
   std::vector<Literal> literals;
+  std::vector<BaseFile> bases;
 };
+
+// Reads an 'F' record's body and opens the base file it names, which must be the same
+// ELF file (size, build-id) here.
+Result<void> declare_base(EntryData& in, PageImages& images, const std::string& pack, const std::string& name) {
+  auto refused = [&](auto&&... why) {
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` ", why...);
+  };
+  if (images.bases.size() >= kMaxBases) return refused("declares more than ", kMaxBases, " base files");
+  unsigned char n2[2];
+  SL_TRY(in.read(n2, 2));
+  const size_t n = size_t(get_le(n2, 2));
+  if (n > kMaxBasePath) return refused("names a base file path of ", n, " bytes");
+  std::string path(n, '\0');
+  SL_TRY(in.read(path.data(), n));
+  if (!is_plain_absolute(path)) return refused("names a base file that is not a plain absolute path");
+  unsigned char size8[8], m;
+  SL_TRY(in.read(size8, 8));
+  SL_TRY(in.read(&m, 1));
+  std::string build_id(m, '\0');
+  SL_TRY(in.read(build_id.data(), m));
+  if (build_id.empty()) return refused("names base file `", path, "` without a build-id");
+  // (Only called with a base root: without one, page images are kept as stored.)
+  auto base = open_base(images.base_root, path);
+  if (!base.ok())
+    return base.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which is not usable here"));
+  FileIdentity recorded;
+  recorded.path = path;
+  recorded.size = get_le(size8, 8);
+  recorded.build_id = build_id;
+  if (auto same = same_file(recorded, base->id); !same.ok())
+    return same.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which differs here"));
+  images.bases.push_back(std::move(*base));
+  return ok();
+}
 
 // Decodes a `.dedup` entry into `out`, counting what it writes against the limits.
 Result<void> decode_pages(EntryData& in, int out, PageImages& images, const std::string& pack, const std::string& name,
@@ -287,7 +447,7 @@ Result<void> decode_pages(EntryData& in, int out, PageImages& images, const std:
   const uint32_t file = uint32_t(images.files.size());
   images.files.push_back(std::move(self));
   uint64_t size = 0;
-  char page[kPage];
+  char page[kPage], base[kPage];
   while (in.left() > 0) {
     unsigned char tag;
     SL_TRY(in.read(&tag, 1));
@@ -304,6 +464,22 @@ Result<void> decode_pages(EntryData& in, int out, PageImages& images, const std:
       const auto& lit = images.literals[i];
       if (::pread(images.files[lit.file].get(), page, kPage, off_t(lit.offset)) != ssize_t(kPage))
         return errno_error(cat("reading back page ", i, " for `", name, "`"));
+    } else if (tag == 'F') {
+      SL_TRY(declare_base(in, images, pack, name));
+      continue;
+    } else if (tag == 'D') {
+      unsigned char head[10];
+      SL_TRY(in.read(head, sizeof head));
+      const uint64_t b = get_le(head, 2), in_file = get_le(head + 2, 4);
+      if (b >= images.bases.size())
+        return refused("has a page against base file ", b, " but declares ", images.bases.size());
+      SL_TRY(in.read(page, kPage));
+      SL_TRY(read_base_page(images.bases[b].fd.get(), in_file, base, images.bases[b].id.path));
+      add_words(page, base);
+      if (page_crc(page) != uint32_t(get_le(head + 6, 4)))
+        return refused("has a page that does not come out as packed (page ", in_file, " of `", images.bases[b].id.path,
+                       "`)");
+      images.literals.push_back({file, size});
     } else if (tag == 'T') {
       unsigned char len[2];
       SL_TRY(in.read(len, 2));
@@ -351,32 +527,45 @@ Result<void> check_entry_name(std::string_view name) {
 }
 
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
-                        const std::vector<std::string>& rel_paths) {
+                        const std::vector<std::string>& rel_paths, const PackOptions& options, PackStats* stats) {
   const std::string tmp = path + ".part";
-  UniqueFd fd = SL_TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-  Gz f(gzdopen(fd.get(), "wb1"));
-  if (!f) return make_error(ErrorKind::System, "gzdopen `", tmp, "`");
-  fd.release();  // gzclose closes it
   auto body = [&]() -> Result<void> {
-    SL_TRY(write_entry(f.get(), kManifestName, manifest_json, tmp));
-    PageIndex pages;
+    UniqueFd fd = SL_TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    auto w = SL_TRY(CompressedWriter::open(std::move(fd), options.compression, tmp));
+    SL_TRY(write_entry(*w, kManifestName, manifest_json));
+    PageIndex pages(options.base_root);
+    // Per directory of CRIU images: where their pages come from.
+    std::map<std::string, criu_images::PageOrigins> origins;
     for (const auto& rel : rel_paths) {
       SL_TRY_CTX(check_entry_name(rel), "adding `", rel, "` to a pack");
       const std::string file = root + "/" + rel;
       auto data = SL_TRY(sys::read_file(file, uint64_t(1) << 31));
       if (!is_page_image(rel) || pages.files() >= kMaxDedupFiles) {
-        SL_TRY(write_entry(f.get(), rel, data, tmp));
+        SL_TRY(write_entry(*w, rel, data));
         continue;
       }
+      std::optional<ImageOrigins> image_origins;
+      const std::string dir = std::filesystem::path(file).parent_path().string();
+      if (!options.base_root.empty()) {
+        auto it = origins.find(dir);
+        if (it == origins.end()) {
+          // Images it cannot read only cost the deltas: their pages go in as they are.
+          auto found = criu_images::page_origins(dir);
+          it = origins.emplace(dir, found.ok() ? std::move(*found) : criu_images::PageOrigins{}).first;
+        }
+        auto id = page_image_id(rel);
+        auto image = id ? it->second.images.find(*id) : it->second.images.end();
+        if (image != it->second.images.end()) image_origins.emplace(ImageOrigins{it->second.files, image->second});
+      }
       UniqueFd again = SL_TRY(sys::open(file, O_RDONLY));
-      auto encoded = SL_TRY(pages.encode(data, std::move(again), file));
-      SL_TRY(write_entry(f.get(), rel + std::string(kDedupSuffix), encoded, tmp));
+      auto encoded = SL_TRY(pages.encode(data, std::move(again), file, image_origins ? &*image_origins : nullptr));
+      SL_TRY(write_entry(*w, rel + std::string(kDedupSuffix), encoded));
     }
     static const char zeros[2 * kBlock] = {};
-    SL_TRY(gz_write(f.get(), zeros, sizeof zeros, tmp));
-    int rc = gzclose(f.release());
-    if (rc != Z_OK) return make_error(ErrorKind::System, "closing pack `", tmp, "` (zlib error ", rc, ")");
+    SL_TRY(w->write(zeros, sizeof zeros));
+    SL_TRY(w->finish());
     if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(cat("rename `", tmp, "` to `", path, "`"));
+    if (stats) *stats = pages.stats();
     return ok();
   };
   auto done = body();
@@ -384,15 +573,14 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
   return done;
 }
 
-Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits) {
+Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
+                           const std::string& base_root) {
   UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
   struct stat st {};
   if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "pack `", pack, "` is not a regular file");
-  Gz f(gzdopen(in.get(), "rb"));
-  if (!f) return make_error(ErrorKind::System, "gzdopen `", pack, "`");
-  in.release();
-  gzbuffer(f.get(), 1 << 17);
+  auto reader = SL_TRY(CompressedReader::open(std::move(in), pack));
+  CompressedReader& f = *reader;
 
   if (::mkdir(dest.c_str(), 0700) != 0) return errno_error(cat("mkdir `", dest, "`"));
   auto cleanup = [&] {
@@ -410,19 +598,18 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
     std::set<std::string> seen;
     uint64_t total = 0;
     PageImages images;
+    images.base_root = base_root;
     std::vector<char> buf(1 << 16);
     for (size_t entries = 0;; ++entries) {
       unsigned char h[kBlock];
-      SL_TRY(gz_read(f.get(), h, kBlock, pack));
-      if (entries == 0 && gzdirect(f.get()))
-        return make_error(ErrorKind::Protocol, "`", pack, "` is not gzip-compressed");
+      SL_TRY(f.read_exact(h, kBlock));
       if (std::all_of(h, h + kBlock, [](unsigned char c) { return c == 0; })) {
         if (entries == 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is empty");
-        // End of archive. Drain the rest (zero padding) so zlib checks the gzip trailer.
+        // End of archive. Drain the rest (zero padding) so that the stream's own
+        // checksum is checked.
         for (size_t pad = 0; pad < 64; ++pad) {
-          int r = gzread(f.get(), h, kBlock);
+          size_t r = SL_TRY(f.read(h, kBlock));
           if (r == 0) return manifest;
-          if (r < 0) return make_error(ErrorKind::Protocol, "pack `", pack, "` is corrupt at its end");
           if (!std::all_of(h, h + r, [](unsigned char c) { return c == 0; }))
             return make_error(ErrorKind::Protocol, "pack `", pack, "` has data after its end");
         }
@@ -464,8 +651,9 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
         return make_error(ErrorKind::Protocol, "pack `", pack, "` holds a second ", kManifestName);
       if (size > (entries == 0 ? limits.max_manifest : limits.max_file))
         return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is too large (", size, " bytes)");
-      // A page image arrives deduplicated and is written under its own name.
-      const bool dedup = !is_dir && entries > 0 && name.size() > kDedupSuffix.size() &&
+      // A page image arrives deduplicated and is written under its own name (unless
+      // asked to keep it as it is).
+      const bool dedup = !base_root.empty() && !is_dir && entries > 0 && name.size() > kDedupSuffix.size() &&
                          name.compare(name.size() - kDedupSuffix.size(), kDedupSuffix.size(), kDedupSuffix) == 0;
       const std::string file = dedup ? name.substr(0, name.size() - kDedupSuffix.size()) : name;
       if (dedup) {
@@ -489,20 +677,20 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
       UniqueFd out(::openat(parent.get(), leaf.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
       if (!out.valid()) return errno_error(cat("create `", file, "` in `", dest, "`"));
       if (dedup) {
-        EntryData data(f.get(), size, pack, name);
+        EntryData data(f, size, pack, name);
         SL_TRY(decode_pages(data, out.get(), images, pack, name, limits, &total));
-        if (size % kBlock) SL_TRY(gz_read(f.get(), buf.data(), kBlock - size % kBlock, pack));
+        if (size % kBlock) SL_TRY(f.read_exact(buf.data(), kBlock - size % kBlock));
         continue;
       }
       uint64_t left = size;
       while (left > 0) {
         size_t n = size_t(std::min<uint64_t>(left, buf.size()));
-        SL_TRY(gz_read(f.get(), buf.data(), n, pack));
+        SL_TRY(f.read_exact(buf.data(), n));
         if (entries == 0) manifest.append(buf.data(), n);
         SL_TRY(sys::write_all(out.get(), std::string_view(buf.data(), n), Deadline(Millis(60000))));
         left -= n;
       }
-      if (size % kBlock) SL_TRY(gz_read(f.get(), buf.data(), kBlock - size % kBlock, pack));
+      if (size % kBlock) SL_TRY(f.read_exact(buf.data(), kBlock - size % kBlock));
     }
   };
   auto result = body();

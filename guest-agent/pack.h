@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Pack archives: a gzip-compressed ustar archive whose first entry is manifest.json,
-// followed by the gateways' CRIU images; CRIU's page images (pages-N.img) are stored
-// page-deduplicated as `pages-N.img.dedup` (a forking server's workers share most of
-// their pages) and unpacked under their own names. Packs cross trust boundaries (guest
+// Pack archives: a gzip- or xz-compressed ustar archive whose first entry is
+// manifest.json, followed by the gateways' CRIU images; CRIU's page images (pages-N.img)
+// are stored page-deduplicated as `pages-N.img.dedup` (a forking server's workers share
+// most of their pages), with the pages that are private copies of a mapped ELF file
+// (relocated library data) stored as their difference from the file, which the other
+// side has too; they are unpacked under their own names. Packs cross trust boundaries (guest
 // -> host -> sink and back), so the reader trusts nothing: only regular files and
 // directories with plain relative names are accepted, sizes are bounded (after
 // decoding), and every file is created inside the destination directory without
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "guest-agent/compress.h"
 
 namespace seamless::guest {
 
@@ -26,19 +29,41 @@ struct PackLimits {
   uint64_t max_total = uint64_t(1) << 30;  // uncompressed
 };
 
+struct PackOptions {
+  Compression compression = Compression::Xz;
+  // Where the files CRIU's images name live (as the dumped processes saw them), for
+  // storing pages as differences from them; empty: every page is stored as it is.
+  std::string base_root = "/";
+};
+
+// How the pages of a pack's page images were stored.
+struct PackStats {
+  uint64_t literal = 0;  // as they are
+  uint64_t copies = 0;   // as copies of earlier pages
+  uint64_t deltas = 0;   // as differences from a mapped file's page
+};
+
 // Writes manifest_json and then the files `rel_paths` (relative to `root`) to `path`,
-// atomically (a temporary file renamed into place). gzip level 1: packs are made on the
-// park path and CRIU's page images compress well even so.
+// atomically (a temporary file renamed into place).
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
-                        const std::vector<std::string>& rel_paths);
+                        const std::vector<std::string>& rel_paths, const PackOptions& options = {},
+                        PackStats* stats = nullptr);
 
 // The regular files below root, relative to it, sorted: what write_pack() takes. CRIU's
 // logs (*.log) and pid files (*.pid) are left out: they belong to the side that made them.
 std::vector<std::string> list_pack_files(const std::string& root);
 
+// For unpack(): leave page images as they are stored (`*.dedup`), for tools that only
+// read the manifest or hand the images on to write_pack() unchanged.
+inline const std::string kKeepPageImages;
+
 // Extracts `pack` into `dest`, which must not exist yet (it is created, mode 0700).
-// Returns the manifest's text. On any error `dest` is removed again.
-Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits = {});
+// Returns the manifest's text. On any error `dest` is removed again. Pages stored as
+// differences are rebuilt from the files below `base_root` (this side's own root: the
+// template's), which must be the same ELF files (size and build-id) as on the side that
+// packed them.
+Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits = {},
+                           const std::string& base_root = "/");
 
 // A name a pack may hold: relative, components of [A-Za-z0-9._+-], no `.`/`..`, at most
 // 255 bytes and 8 levels. The error says what is wrong with it.

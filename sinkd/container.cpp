@@ -171,15 +171,11 @@ Result<void> check_container_id(const std::string& id) {
 
 Result<void> make_dummy(const std::string& upper, const guest::FileIdentity& file, const std::string& lower) {
   const std::string& path = file.path;
-  if (path.size() < 2 || path[0] != '/' || path.size() > 4096)
+  if (!guest::is_plain_absolute(path))
     return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
   std::vector<std::string> parts;
   std::istringstream in(path.substr(1));
-  for (std::string part; std::getline(in, part, '/');) {
-    if (part.empty() || part == "." || part == "..")
-      return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
-    parts.push_back(part);
-  }
+  for (std::string part; std::getline(in, part, '/');) parts.push_back(part);
   UniqueFd at(::open(upper.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!at.valid()) return errno_error(cat("open `", upper, "`"));
   std::string below;

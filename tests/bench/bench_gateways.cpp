@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // Benchmark: per gateway of the template, seamless-guest dump, pack transfer out of and
 // into the guest through the guest agent, restore, and pack size; medians of N runs in
-// one TCG guest, next to the seed thesis's figures (KVM) with ratios.
-//   bench_gateways [--json] [--runs N]
+// one TCG guest, next to the seed thesis's figures (KVM) with ratios. Then the pack
+// encodings side by side (xz or gzip, with or without page deltas): size, time to write,
+// time to restore.
+//   bench_gateways [--json] [--json-out FILE] [--runs N]
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "common/sys.h"
 #include "common/time.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
@@ -44,15 +47,18 @@ int die(const Error& e) {
 
 int main(int argc, char** argv) {
   bool json = false;
+  std::string json_out;
   int runs = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") {
       json = true;
+    } else if (a == "--json-out" && i + 1 < argc) {
+      json_out = argv[++i];
     } else if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: bench_gateways [--json] [--runs N]\n");
+      std::fprintf(stderr, "usage: bench_gateways [--json] [--json-out FILE] [--runs N]\n");
       return 2;
     }
   }
@@ -69,45 +75,90 @@ int main(int argc, char** argv) {
   // The first CRIU run in a fresh guest probes the kernel (~1.5 s): not part of a dump.
   (void)qmp::guest_run(agent, "/usr/sbin/criu", {"check"}, ro);
 
+  // The pack encodings compared side by side: the default (xz, pages stored against the
+  // mapped libraries), what sinkd's hand-back writes (gzip, for speed on the wake path),
+  // and both without page deltas (gzip without them is the format before deltas).
+  struct Encoding {
+    const char* label;
+    std::vector<std::string> args;
+  };
+  const Encoding kEncodings[] = {
+      {"xz+deltas", {}},
+      {"gzip+deltas", {"--compress", "gzip"}},
+      {"xz", {"--no-page-deltas"}},
+      {"gzip", {"--compress", "gzip", "--no-page-deltas"}},
+  };
+  constexpr size_t kN = sizeof kEncodings / sizeof kEncodings[0];
   struct Row {
     const Gateway* g;
-    double dump_s, out_s, in_s, restore_s, pack_mb;
+    double dump_s, out_s, in_s, restore_s;
+    double mb[kN], write_s[kN], restore_s_by[kN];
   };
   std::vector<Row> rows;
   for (const Gateway& g : kGateways) {
-    std::vector<double> dump, out, in, restore, size;
+    std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN];
     for (int r = 0; r < runs; ++r) {
-      const std::string pack = "/run/bench.pack";
-      auto t0 = Clock::now();
-      auto d = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest",
-                                 {"dump", "--port", std::to_string(g.port), "--out", pack}, ro);
-      if (!d.ok()) return die(d.error().wrap(g.name));
-      dump.push_back(seconds_since(t0));
-      t0 = Clock::now();
-      auto bytes = qmp::read_guest_file(agent, pack);
-      if (!bytes.ok()) return die(bytes.error().wrap(g.name));
-      out.push_back(seconds_since(t0));
-      size.push_back(double(bytes->size()) / 1e6);
-      t0 = Clock::now();
-      if (auto w = qmp::write_guest_file(agent, pack, *bytes); !w.ok()) return die(w.error().wrap(g.name));
-      in.push_back(seconds_since(t0));
-      t0 = Clock::now();
-      auto rs = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", {"restore", pack}, ro);
-      if (!rs.ok()) return die(rs.error().wrap(g.name));
-      restore.push_back(seconds_since(t0));
+      for (size_t e = 0; e < kN; ++e) {
+        const std::string pack = "/run/bench.pack";
+        std::vector<std::string> args = {"dump", "--port", std::to_string(g.port), "--out", pack};
+        args.insert(args.end(), kEncodings[e].args.begin(), kEncodings[e].args.end());
+        auto t0 = Clock::now();
+        auto d = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", args, ro);
+        if (!d.ok()) return die(d.error().wrap(g.name));
+        const double dump_s = seconds_since(t0);
+        auto parsed = qmp::parse(*d);
+        if (!parsed.ok()) return die(parsed.error().wrap(g.name));
+        const auto& root = parsed->root();
+        if (!root.HasMember("pack_bytes") || !root["pack_bytes"].IsNumber() || !root.HasMember("pack_seconds") ||
+            !root["pack_seconds"].IsNumber())
+          return die(make_error(ErrorKind::Protocol, g.name, ": dump result without pack_bytes/pack_seconds: ", *d));
+        mb[e].push_back(root["pack_bytes"].GetDouble() / 1e6);
+        write_s[e].push_back(root["pack_seconds"].GetDouble());
+        if (e == 0) {
+          dump.push_back(dump_s);
+          t0 = Clock::now();
+          auto bytes = qmp::read_guest_file(agent, pack);
+          if (!bytes.ok()) return die(bytes.error().wrap(g.name));
+          out.push_back(seconds_since(t0));
+          t0 = Clock::now();
+          if (auto w = qmp::write_guest_file(agent, pack, *bytes); !w.ok()) return die(w.error().wrap(g.name));
+          in.push_back(seconds_since(t0));
+        }
+        t0 = Clock::now();
+        auto rs = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", {"restore", pack}, ro);
+        if (!rs.ok()) return die(rs.error().wrap(g.name));
+        restore_by[e].push_back(seconds_since(t0));
+        if (e == 0) restore.push_back(restore_by[e].back());
+      }
       std::fprintf(stderr, "bench_gateways: %s run %d done\n", g.name, r + 1);
     }
-    rows.push_back({&g, median(dump), median(out), median(in), median(restore), median(size)});
-  }
-  if (json) {
-    for (const auto& r : rows) {
-      qmp::ArgWriter w;
-      w.str("gateway", r.g->name).raw("dump_s", cat(r.dump_s)).raw("transfer_out_s", cat(r.out_s));
-      w.raw("transfer_in_s", cat(r.in_s)).raw("restore_s", cat(r.restore_s)).raw("pack_mb", cat(r.pack_mb));
-      w.raw("thesis_dump_s", cat(r.g->thesis_dump)).raw("thesis_restore_s", cat(r.g->thesis_restore));
-      w.raw("thesis_image_mb", cat(r.g->thesis_mb));
-      std::printf("%s\n", w.finish().c_str());
+    Row row{&g, median(dump), median(out), median(in), median(restore), {}, {}, {}};
+    for (size_t e = 0; e < kN; ++e) {
+      row.mb[e] = median(mb[e]);
+      row.write_s[e] = median(write_s[e]);
+      row.restore_s_by[e] = median(restore_by[e]);
     }
+    rows.push_back(row);
+  }
+  std::string lines;
+  for (const auto& r : rows) {
+    qmp::ArgWriter w;
+    w.str("gateway", r.g->name).raw("dump_s", cat(r.dump_s)).raw("transfer_out_s", cat(r.out_s));
+    w.raw("transfer_in_s", cat(r.in_s)).raw("restore_s", cat(r.restore_s)).raw("pack_mb", cat(r.mb[0]));
+    for (size_t e = 0; e < kN; ++e) {
+      qmp::ArgWriter x;
+      x.raw("pack_mb", cat(r.mb[e])).raw("write_s", cat(r.write_s[e])).raw("restore_s", cat(r.restore_s_by[e]));
+      const std::string key = cat("encoding_", kEncodings[e].label);
+      w.raw(key.c_str(), x.finish());
+    }
+    w.raw("thesis_dump_s", cat(r.g->thesis_dump)).raw("thesis_restore_s", cat(r.g->thesis_restore));
+    w.raw("thesis_image_mb", cat(r.g->thesis_mb));
+    lines += w.finish() + "\n";
+  }
+  if (!json_out.empty())
+    if (auto w = sys::write_file(json_out, lines); !w.ok()) return die(w.error());
+  if (json) {
+    std::fputs(lines.c_str(), stdout);
     return 0;
   }
   std::printf(
@@ -115,7 +166,17 @@ int main(int argc, char** argv) {
       " dump / thesis | restore / thesis |\n|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows)
     std::printf("| %s | %.2f | %.2f | %.2f | %.2f | %.3f | %.2f | %.1f | %.1f |\n", r.g->name, r.dump_s, r.out_s,
-                r.in_s, r.restore_s, r.pack_mb, r.pack_mb / r.g->thesis_mb, r.dump_s / r.g->thesis_dump,
+                r.in_s, r.restore_s, r.mb[0], r.mb[0] / r.g->thesis_mb, r.dump_s / r.g->thesis_dump,
                 r.restore_s / r.g->thesis_restore);
+  std::printf("\nPack encodings side by side: MB (seconds to write the pack / to restore it)\n\n| gateway |");
+  for (const auto& e : kEncodings) std::printf(" %s |", e.label);
+  std::printf(" thesis MB | xz+deltas / gzip | gzip+deltas / gzip |\n|---|");
+  for (size_t e = 0; e < kN; ++e) std::printf("---|");
+  std::printf("---|---|---|\n");
+  for (const auto& r : rows) {
+    std::printf("| %s |", r.g->name);
+    for (size_t e = 0; e < kN; ++e) std::printf(" %.3f (%.2f / %.2f) |", r.mb[e], r.write_s[e], r.restore_s_by[e]);
+    std::printf(" %.2f | %.2f | %.2f |\n", r.g->thesis_mb, r.mb[0] / r.mb[kN - 1], r.mb[1] / r.mb[kN - 1]);
+  }
   return 0;
 }

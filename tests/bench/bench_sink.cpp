@@ -188,7 +188,8 @@ int main(int argc, char** argv) {
       return die(r.error().wrap(g.name));
     const std::string base = *work / cat("kind", kind);
     if (auto w = sys::write_file(base + ".pack", *bytes); !w.ok()) return die(w.error());
-    auto text = guest::unpack(base + ".pack", base);
+    // The images go on to the sink as they are: their page deltas are against its files.
+    auto text = guest::unpack(base + ".pack", base, {}, guest::kKeepPageImages);
     if (!text.ok()) return die(text.error());
     auto manifest = guest::Manifest::parse(*text);
     if (!manifest.ok()) return die(manifest.error());

@@ -112,13 +112,18 @@ TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
   ASSERT_EQ(dumped.code, 0) << dumped.text;
   ASSERT_TRUE(dumped.json.root()["ok"].GetBool()) << dumped.text;
   EXPECT_FALSE(ssh_answers()) << "the gateway is gone from the guest while dumped";
+  // The real CRIU images were read: dropbear's relocated library data went in as
+  // differences from the libraries, in an xz pack.
+  EXPECT_EQ(qmp::opt_string(dumped.json.root(), "compression").value_or(""), "xz") << dumped.text;
+  ASSERT_TRUE(dumped.json.root().HasMember("pages")) << dumped.text;
+  EXPECT_GT(dumped.json.root()["pages"]["deltas"].GetInt64(), 5) << dumped.text;
 
   // The pack, read out as the host will: its manifest names the gateway, the open
   // session and the files.
   auto bytes = qmp::read_guest_file(*guest_->agent, "/run/test.pack");
   ASSERT_TRUE(bytes.ok()) << bytes.error().message;
   ASSERT_TRUE(sys::write_file(*dir_ / "test.pack", *bytes).ok());
-  auto text = unpack(*dir_ / "test.pack", *dir_ / "unpacked");
+  auto text = unpack(*dir_ / "test.pack", *dir_ / "unpacked", {}, kKeepPageImages);
   ASSERT_TRUE(text.ok()) << text.error().message;
   auto m = Manifest::parse(*text);
   ASSERT_TRUE(m.ok()) << m.error().message;

@@ -217,7 +217,7 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
   ASSERT_TRUE(sys::write_file(*dir / "in.pack", *bytes).ok());
-  auto text = guest::unpack(*dir / "in.pack", *dir / "x");
+  auto text = guest::unpack(*dir / "in.pack", *dir / "x", {}, guest::kKeepPageImages);
   ASSERT_TRUE(text.ok()) << text.error().message;
   auto m = guest::Manifest::parse(*text);
   ASSERT_TRUE(m.ok());

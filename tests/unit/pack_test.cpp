@@ -5,6 +5,7 @@
 #include "guest-agent/pack.h"
 
 #include <gtest/gtest.h>
+#include <lzma.h>
 #include <zlib.h>
 
 #include <cstring>
@@ -63,6 +64,15 @@ std::string gzip(const std::string& data) {
   deflate(&z, Z_FINISH);
   out.resize(z.total_out);
   deflateEnd(&z);
+  return out;
+}
+
+std::string xz(const std::string& data) {
+  std::string out(lzma_stream_buffer_bound(data.size()), '\0');
+  size_t pos = 0;
+  lzma_easy_buffer_encode(1, LZMA_CHECK_CRC64, nullptr, reinterpret_cast<const uint8_t*>(data.data()), data.size(),
+                          reinterpret_cast<uint8_t*>(out.data()), &pos, out.size());
+  out.resize(pos);
   return out;
 }
 
@@ -165,7 +175,7 @@ TEST_F(PackReader, RefusesBadStructure) {
 
 TEST_F(PackReader, RefusesCorruptAndTruncated) {
   std::string good = gzip(tar({kManifest, {"gw/a.img", std::string(100000, 'a')}}));
-  expect_refused(tar({kManifest}), "is not gzip-compressed");
+  expect_refused(tar({kManifest}), "neither gzip- nor xz-compressed");
   expect_refused(good.substr(0, good.size() / 2), "truncated");
   // A flipped bit inside the deflate stream fails either as bad deflate data, as a
   // garbled header, or at the CRC: each is a refusal that names the pack.
@@ -176,7 +186,48 @@ TEST_F(PackReader, RefusesCorruptAndTruncated) {
   bad_crc[bad_crc.size() - 6] ^= 1;  // the gzip trailer's CRC
   expect_refused(bad_crc, "corrupt");
   expect_refused(gzip(tar({kManifest, {"gw/a.img", "abc"}}, false)), "truncated");
-  expect_refused("", "truncated");
+  expect_refused("", "is not a pack");
+}
+
+TEST_F(PackReader, XzPacksAreReadAndCheckedToo) {
+  const std::string body = tar({kManifest, {"gw/a.img", std::string(100000, 'a')}});
+  EXPECT_EQ(unpack_bytes(xz(body)), "");
+  EXPECT_EQ(sys::read_file(dest() + "/gw/a.img").value(), std::string(100000, 'a'));
+  std::filesystem::remove_all(dest());
+  const std::string good = xz(body);
+  expect_refused(good.substr(0, good.size() / 2), "truncated");
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 0x55;
+  expect_refused(flipped, "corrupt");
+  std::string bad_check = good;
+  bad_check[bad_check.size() - 20] ^= 1;  // inside the CRC64 or the index after it
+  expect_refused(bad_check, "corrupt");
+  expect_refused(good + "x", "data after its xz stream");
+  expect_refused(xz(tar({kManifest}) + "trailing data after the end"), "data after its end");
+  PackLimits total;
+  total.max_total = 32 << 20;
+  expect_refused(xz(tar({kManifest, {"gw/bomb", std::string(64 << 20, '\0')}})), "unpacks to more than", total);
+}
+
+TEST_F(PackReader, WriterMakesEitherCompression) {
+  auto src = TempDir::create();
+  ASSERT_TRUE(src.ok());
+  std::filesystem::create_directories(*src / "gw/1");
+  ASSERT_TRUE(sys::write_file(*src / "gw/1/core-1.img", std::string(50000, 'c')).ok());
+  for (Compression c : {Compression::Gzip, Compression::Xz}) {
+    PackOptions o;
+    o.compression = c;
+    const std::string pack = dir_ / cat("p-", to_string(c), ".pack");
+    ASSERT_TRUE(write_pack(pack, "{\"format\":1}", src->path(), {"gw/1/core-1.img"}, o).ok());
+    auto bytes = sys::read_file(pack).value();
+    EXPECT_EQ(static_cast<unsigned char>(bytes[0]), c == Compression::Xz ? 0xfd : 0x1f) << to_string(c);
+    auto m = unpack(pack, dest());
+    ASSERT_TRUE(m.ok()) << m.error().message;
+    EXPECT_EQ(*m, "{\"format\":1}");
+    EXPECT_EQ(sys::read_file(dest() + "/gw/1/core-1.img").value(), std::string(50000, 'c'));
+    std::filesystem::remove_all(dest());
+  }
+  EXPECT_EQ(parse_compression("zstd").error().message, "unknown compression `zstd` (gzip or xz)");
 }
 
 TEST_F(PackReader, RefusesOversized) {

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: Apache-2.0
+// Page deltas in packs: a dump directory made the way CRIU makes it (pagemap, mm and
+// files images around a pages image) whose pages are private copies of a mapped ELF
+// file; the pack stores them against the file and unpacks them whole where the same
+// file is, refuses where it differs or is missing, and refuses hostile base records.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "guest-agent/criu_images.h"
+#include "guest-agent/identity.h"
+#include "guest-agent/pack.h"
+
+namespace seamless::guest {
+namespace {
+
+// --- protobuf and CRIU image writing, as CRIU does it ----------------------------------
+std::string varint(uint64_t v) {
+  std::string out;
+  do {
+    unsigned char c = v & 0x7f;
+    v >>= 7;
+    out += char(v ? c | 0x80 : c);
+  } while (v);
+  return out;
+}
+std::string num(uint32_t field, uint64_t v) { return varint(field << 3) + varint(v); }
+std::string bytes(uint32_t field, const std::string& b) { return varint(field << 3 | 2) + varint(b.size()) + b; }
+
+std::string image(uint32_t magic, const std::vector<std::string>& entries) {
+  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+  std::string out = u32(0x54564319) + u32(magic);
+  for (const auto& e : entries) out += u32(uint32_t(e.size())) + e;
+  return out;
+}
+
+constexpr uint64_t kFilePrivate = 1 << 6, kAnonPrivate = 1 << 9, kRegular = 1;
+constexpr uint64_t kPresent = 1 << 2;
+
+std::string vma(uint64_t start, uint64_t end, uint64_t pgoff, uint64_t shmid, uint64_t status) {
+  return num(1, start) + num(2, end) + num(3, pgoff) + num(4, shmid) + num(5, 3) + num(6, 2) + num(7, status) +
+         num(8, uint64_t(-1));
+}
+
+class PageDeltas : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The "library": this test's own executable (an ELF file with a build-id), under a
+    // base root of its own.
+    std::filesystem::create_directories(base_ / "lib");
+    std::filesystem::copy_file("/proc/self/exe", base_ / "lib/libx.so");
+    lib_ = sys::read_file(base_ / "lib/libx.so", 1 << 30).value();
+    ASSERT_GT(lib_.size(), 4 * 4096u);
+    ASSERT_FALSE(elf_build_id(lib_.substr(0, 64 << 10)).empty()) << "the test binary needs a build-id";
+
+    // Three pages at 0x10000: file page 1 relocated (pointers moved by a load base),
+    // an anonymous page, file page 2 with one word changed.
+    pages_ = lib_.substr(4096, 4096);
+    for (size_t i = 0; i < 4096; i += 64) {
+      uint64_t w;
+      std::memcpy(&w, pages_.data() + i, 8);
+      w += 0x7f3a12340000ull;
+      std::memcpy(pages_.data() + i, &w, 8);
+    }
+    std::string anon(4096, '\0');
+    for (size_t i = 0; i < anon.size(); ++i) anon[i] = char(i * 7 + i / 13);
+    std::string third = lib_.substr(8192, 4096);
+    third[100] ^= 0x5a;
+    pages_ += anon + third;
+
+    const std::string d = src_ / "gw/7";
+    std::filesystem::create_directories(d);
+    ASSERT_TRUE(sys::write_file(d + "/pages-1.img", pages_).ok());
+    ASSERT_TRUE(sys::write_file(d + "/pagemap-7.img",
+                                image(0x56084025, {num(1, 1), num(1, 0x10000) + num(2, 3) + num(4, kPresent)}))
+                    .ok());
+    std::string mm = num(1, 0) + num(2, 0) + num(3, 0) + num(4, 0) + num(5, 0) + num(6, 0) + num(7, 0) + num(8, 0) +
+                     num(9, 0) + num(10, 0) + num(11, 0) + num(12, 0);
+    mm += bytes(14, vma(0x10000, 0x11000, 4096, 5, kFilePrivate | kRegular));
+    mm += bytes(14, vma(0x11000, 0x12000, 0, 0, kAnonPrivate | kRegular));
+    mm += bytes(14, vma(0x12000, 0x13000, 8192, 5, kFilePrivate | kRegular));
+    ASSERT_TRUE(sys::write_file(d + "/mm-7.img", image(0x57492820, {mm})).ok());
+    std::string reg = num(1, 5) + num(2, 0) + num(3, 0) + bytes(5, num(1, 0)) + bytes(6, "/lib/libx.so");
+    ASSERT_TRUE(sys::write_file(d + "/files.img", image(0x56213732, {num(1, 1) + num(2, 5) + bytes(3, reg)})).ok());
+  }
+
+  // Packs src_ with deltas against `base_root` (none when empty); returns the pack's path.
+  std::string pack(const std::string& base_root, Compression c = Compression::Gzip) {
+    PackOptions o;
+    o.base_root = base_root;
+    o.compression = c;
+    const std::string out = dir_ / cat("p", ++packs_, ".pack");
+    auto w = write_pack(out, "{}", src_.path(), list_pack_files(src_.path()), o, &stats_);
+    EXPECT_TRUE(w.ok()) << w.error().message;
+    return out;
+  }
+  std::string dest() { return dir_ / cat("out", ++dests_); }
+
+  TempDir dir_ = TempDir::create().value();
+  TempDir src_ = TempDir::create().value();
+  TempDir base_ = TempDir::create().value();
+  std::string lib_, pages_;
+  PackStats stats_;
+  int packs_ = 0, dests_ = 0;
+};
+
+TEST_F(PageDeltas, CriuImagesTellWhichFilePageEachPageCopies) {
+  auto o = criu_images::page_origins(src_ / "gw/7");
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  ASSERT_EQ(o->files, std::vector<std::string>{"/lib/libx.so"});
+  ASSERT_EQ(o->images.count(1), 1u);
+  const auto& p = o->images.at(1);
+  ASSERT_EQ(p.size(), 3u);
+  ASSERT_TRUE(p[0] && p[2]);
+  EXPECT_EQ(p[0]->page, 1u);
+  EXPECT_FALSE(p[1]) << "the anonymous page has no file";
+  EXPECT_EQ(p[2]->page, 2u);
+}
+
+TEST_F(PageDeltas, StoredAgainstTheFileAndRebuiltWhole) {
+  const std::string with = pack(base_.path()), without = pack("");
+  EXPECT_EQ(stats_.deltas, 0u) << "the last pack was made without deltas";
+  EXPECT_EQ(stats_.literal, 3u);
+  (void)pack(base_.path());
+  EXPECT_EQ(stats_.deltas, 2u) << "both file pages";
+  EXPECT_EQ(stats_.literal, 1u) << "the anonymous page";
+  EXPECT_LT(std::filesystem::file_size(with) + 1000, std::filesystem::file_size(without))
+      << "the two file pages cost little more than the words that differ";
+  for (const auto& p : {with, without}) {
+    const std::string out = dest();
+    auto m = unpack(p, out, {}, base_.path());
+    ASSERT_TRUE(m.ok()) << m.error().message;
+    EXPECT_EQ(sys::read_file(out + "/gw/7/pages-1.img").value(), pages_);
+  }
+  // Kept as stored: the `.dedup` entry as it is, and it packs again unchanged.
+  const std::string kept = dest();
+  ASSERT_TRUE(unpack(with, kept, {}, kKeepPageImages).ok());
+  EXPECT_FALSE(std::filesystem::exists(kept + "/gw/7/pages-1.img"));
+  ASSERT_TRUE(std::filesystem::exists(kept + "/gw/7/pages-1.img.dedup"));
+  auto files = list_pack_files(kept);
+  files.erase(std::remove(files.begin(), files.end(), std::string(kManifestName)), files.end());
+  const std::string again = dir_ / "again.pack";
+  ASSERT_TRUE(write_pack(again, "{}", kept, files).ok());
+  const std::string out = dest();
+  auto m = unpack(again, out, {}, base_.path());
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(sys::read_file(out + "/gw/7/pages-1.img").value(), pages_);
+}
+
+TEST_F(PageDeltas, AnotherOrMissingBaseFileIsRefused) {
+  const std::string p = pack(base_.path(), Compression::Xz);
+  // Same size, other contents (the build-id note among them): a different build.
+  std::string other = lib_;
+  auto id = elf_build_id(lib_.substr(0, 64 << 10));
+  std::string raw_id;
+  for (size_t i = 0; i + 1 < id.size(); i += 2) raw_id += char(std::stoi(id.substr(i, 2), nullptr, 16));
+  auto at = other.find(raw_id);
+  ASSERT_NE(at, std::string::npos);
+  other[at] ^= 0xff;
+  auto here = TempDir::create().value();
+  std::filesystem::create_directories(here / "lib");
+  ASSERT_TRUE(sys::write_file(here / "lib/libx.so", other).ok());
+  const std::string out = dest();
+  auto differs = unpack(p, out, {}, here.path());
+  ASSERT_FALSE(differs.ok());
+  EXPECT_NE(differs.error().message.find("pages are stored against `/lib/libx.so`, which differs here"),
+            std::string::npos)
+      << differs.error().message;
+  EXPECT_NE(differs.error().message.find(id), std::string::npos) << differs.error().message;
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  auto empty = TempDir::create().value();
+  auto missing = unpack(p, dest(), {}, empty.path());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("`/lib/libx.so`, which is not usable here"), std::string::npos)
+      << missing.error().message;
+}
+
+// A hand-made page image with base records.
+std::string le(uint64_t v, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += char(v >> (8 * i));
+  return out;
+}
+
+TEST_F(PageDeltas, HostileBaseRecordsAreRefused) {
+  const std::string id = elf_build_id(lib_.substr(0, 64 << 10));
+  auto base_record = [&](const std::string& path, uint64_t size, const std::string& build_id) {
+    return "F" + le(path.size(), 2) + path + le(size, 8) + char(build_id.size()) + build_id;
+  };
+  auto delta = [&](uint64_t base, uint64_t page, uint32_t crc) {
+    return "D" + le(base, 2) + le(page, 4) + le(crc, 4) + std::string(4096, '\0');
+  };
+  auto try_image = [&](const std::string& records) -> std::string {
+    auto dir = TempDir::create().value();
+    std::filesystem::create_directories(dir / "gw");
+    if (!sys::write_file(dir / "gw/pages-1.img.dedup", "SLPAGES1" + records).ok()) return "setup failed";
+    const std::string p = dir_ / "hostile.pack";
+    std::filesystem::remove(p);
+    if (!write_pack(p, "{}", dir.path(), {"gw/pages-1.img.dedup"}).ok()) return "write failed";
+    auto r = unpack(p, dest(), {}, base_.path());
+    return r.ok() ? "" : r.error().message;
+  };
+  const std::string good = base_record("/lib/libx.so", lib_.size(), id);
+  const std::string page1 = lib_.substr(4096, 4096);
+  const uint32_t crc = uint32_t(crc32(0, reinterpret_cast<const Bytef*>(page1.data()), 4096));
+  EXPECT_EQ(try_image(good + delta(0, 1, crc)), "") << "a well-formed delta";
+  EXPECT_NE(try_image(good + delta(0, 1, crc ^ 1)).find("does not come out as packed (page 1 of `/lib/libx.so`)"),
+            std::string::npos);
+  EXPECT_NE(try_image(delta(0, 1, crc)).find("against base file 0 but declares 0"), std::string::npos);
+  EXPECT_NE(try_image(base_record("lib/libx.so", lib_.size(), id)).find("not a plain absolute path"),
+            std::string::npos);
+  EXPECT_NE(try_image(base_record("/lib/../etc/shadow", 1, id)).find("not a plain absolute path"), std::string::npos);
+  EXPECT_NE(try_image(base_record("/lib/libx.so", lib_.size(), "")).find("without a build-id"), std::string::npos);
+  EXPECT_NE(try_image(base_record("/lib/libx.so", lib_.size() + 1, id)).find("which differs here"), std::string::npos);
+  EXPECT_NE(try_image("F" + le(5000, 2)).find("base file path of 5000 bytes"), std::string::npos);
+  EXPECT_NE(try_image(good.substr(0, good.size() - 3)).find("ends inside a record"), std::string::npos);
+  // Far past the end of the file: the page reads as zeros, so only the crc of zeros fits.
+  const std::string zeros(4096, '\0');
+  const uint32_t zcrc = uint32_t(crc32(0, reinterpret_cast<const Bytef*>(zeros.data()), 4096));
+  EXPECT_EQ(try_image(good + delta(0, 0xffffffff, zcrc)), "");
+}
+
+TEST(CriuImages, MalformedImagesAreErrors) {
+  EXPECT_FALSE(criu_images::parse_message(std::string("\x08\x80", 2)).ok()) << "truncated varint";
+  EXPECT_FALSE(criu_images::parse_message(std::string("\x0a\x05"
+                                                      "ab",
+                                                      4))
+                   .ok())
+      << "bytes past the end";
+  EXPECT_FALSE(criu_images::parse_message(std::string("\x0b", 1)).ok()) << "group wire type";
+  EXPECT_FALSE(criu_images::parse_message(std::string(11, '\xff')).ok()) << "varint too long";
+  const std::string msg = num(1, 300) + bytes(2, "xy") + std::string("\x19", 1) + std::string(8, 'z');
+  auto f = criu_images::parse_message(msg);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  ASSERT_EQ(f->size(), 2u) << "fixed64 skipped";
+  EXPECT_EQ((*f)[0].value, 300u);
+  EXPECT_EQ((*f)[1].bytes, "xy");
+  EXPECT_FALSE(criu_images::image_entries("ab").ok());
+  EXPECT_FALSE(criu_images::image_entries(image(1, {"abc"}).substr(0, 12)).ok()) << "entry past the end";
+}
+
+}  // namespace
+}  // namespace seamless::guest
