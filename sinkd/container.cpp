@@ -3,9 +3,11 @@
 #include "sinkd/container.h"
 
 #include <fcntl.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -26,6 +29,7 @@
 #include "common/sys.h"
 #include "guest-agent/procfs.h"
 #include "qmp/json.h"
+#include "sinkd/hold.h"
 
 namespace seamless::sink {
 namespace {
@@ -156,6 +160,26 @@ Result<void> copy_owner_and_mode(const std::string& from, const std::string& to)
   if (::chmod(to.c_str(), st.st_mode & 07777) != 0) return errno_error(cat("chmod `", to, "`"));
   if (::lchown(to.c_str(), st.st_uid, st.st_gid) != 0) return errno_error(cat("chown `", to, "`"));
   return ok();
+}
+
+// Sets the flags `set` and clears `clear` on every interface of the network namespace at
+// `netns` but loopback.
+Result<void> change_link_flags(const std::string& netns, short set, short clear) {
+  return in_netns(netns, [&]() -> Result<void> {
+    UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return errno_error("socket(AF_INET)");
+    std::unique_ptr<struct if_nameindex, void (*)(struct if_nameindex*)> links(::if_nameindex(), ::if_freenameindex);
+    if (!links) return errno_error("if_nameindex");
+    for (const struct if_nameindex* l = links.get(); l->if_index != 0; ++l) {
+      ifreq req{};
+      std::snprintf(req.ifr_name, sizeof req.ifr_name, "%s", l->if_name);
+      if (::ioctl(fd.get(), SIOCGIFFLAGS, &req) != 0) return errno_error(cat("SIOCGIFFLAGS `", l->if_name, "`"));
+      if (req.ifr_flags & IFF_LOOPBACK) continue;
+      req.ifr_flags = short((req.ifr_flags | set) & ~clear);
+      if (::ioctl(fd.get(), SIOCSIFFLAGS, &req) != 0) return errno_error(cat("SIOCSIFFLAGS `", l->if_name, "`"));
+    }
+    return ok();
+  });
 }
 
 }  // namespace
@@ -292,6 +316,14 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
 }
 
 Result<void> Container::setup_network(const ContainerSpec& spec) const {
+  // The container stands in for a VM that configured itself long ago: its interfaces solicit
+  // no routers (the routes come from the pack) and wait for no duplicate-address check.
+  // Set before the links move in, which take the namespace's defaults.
+  (void)in_netns(netns(), [] {
+    for (const char* knob : {"router_solicitations", "accept_dad"})
+      (void)sys::write_file(cat("/proc/sys/net/ipv6/conf/default/", knob), "0");
+    return ok();
+  });
   std::string batch = "link set lo up\n";
   for (size_t i = 0; i < spec.interfaces.size(); ++i) {
     const auto& iface = spec.interfaces[i];
@@ -349,25 +381,17 @@ Result<RunResult> Container::run(const std::vector<std::string>& argv, Millis ti
 }
 
 Result<UniqueFd> Container::drain_stream() const {
-  UniqueFd ns(::open(netns().c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns.valid()) return errno_error(cat("open `", netns(), "`"));
-  // A thread of its own enters the container's network namespace (the daemon's other
-  // threads stay where they are) and makes the connection there; the socket outlives it.
-  Result<UniqueFd> out = make_error(ErrorKind::System, "drain: no result");
-  std::thread([&] {
-    if (::setns(ns.get(), CLONE_NEWNET) != 0) {
-      out = errno_error("setns into the container's network namespace");
-      return;
-    }
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));  // not close-on-exec: CRIU inherits it
+  // Made in the container's network namespace (the drain's abstract address lives there).
+  UniqueFd fd;
+  SL_TRY(in_netns(netns(), [&]() -> Result<void> {
+    fd.reset(::socket(AF_UNIX, SOCK_STREAM, 0));  // not close-on-exec: CRIU inherits it
     socklen_t len = 0;
     sockaddr_un a = drain_address(&len);
     if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
-      out = errno_error(cat("connecting to the drain of container `", id_, "`"));
-    else
-      out = std::move(fd);
-  }).join();
-  return out;
+      return errno_error(cat("connecting to the drain of container `", id_, "`"));
+    return ok();
+  }));
+  return fd;
 }
 
 std::vector<std::pair<pid_t, pid_t>> Container::processes() const {
@@ -385,8 +409,22 @@ std::vector<std::pair<pid_t, pid_t>> Container::processes() const {
   return out;
 }
 
+Result<void> Container::silence() const {
+  // The drop first: changing an interface's flags sends MLD reports.
+  for (const char* tool : {"iptables", "ip6tables"})
+    SL_TRY(run_ok(
+        {"nsenter", "--net=" + netns(), tool, "-w", "-t", "raw", "-I", "OUTPUT", "!", "-o", "lo", "-j", "DROP"}));
+  SL_TRY_CTX(change_link_flags(netns(), IFF_NOARP, 0), "no ARP in container `", id_, "`");
+  return ok();
+}
+
 void Container::destroy() {
   if (alive()) {
+    // The VM's MAC and addresses leave the wire now, not when the kernel gets round to
+    // freeing the namespace (a reset or solicitation from a dying one reaches the VM's
+    // clients, or teaches the switch the VM's MAC at the sink's port).
+    if (auto down = change_link_flags(netns(), 0, IFF_UP); !down.ok())
+      SL_LOG(Warn, kModule, "container `", id_, "`: taking its links down: ", down.error().message);
     ::kill(init_, SIGKILL);
     // The namespaces (and the macvlans and mounts in them) go with their last process;
     // an exited init shows no namespaces even before its parent (not us) reaps it.

@@ -66,8 +66,13 @@ class Container {
   Result<UniqueFd> drain_stream() const;
   // Processes in the container but its init: (pid here, pid inside).
   std::vector<std::pair<pid_t, pid_t>> processes() const;
-  // Kills everything in it (the namespaces, links and mounts go with the init) and
-  // removes its directory.
+  // Takes the VM's identity off the wire once its gateways are handed back: the interfaces
+  // answer no ARP and nothing leaves but through loopback (packets still come in, for the
+  // hold). A router solicitation, reply or reset from here after the VM is home would teach
+  // the switch the VM's MAC at the sink's port, or reset its clients.
+  Result<void> silence() const;
+  // Takes its interfaces down, kills everything in it (the namespaces, links and mounts go
+  // with the init) and removes its directory.
   void destroy();
 
  private:

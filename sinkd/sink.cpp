@@ -437,6 +437,9 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
     g->state = "handed-back";
     g->pack = *out;
   }
+  // The gateways are gone from here: the VM's MAC and addresses speak only from the VM.
+  if (auto quiet = g->container->silence(); !quiet.ok())
+    SL_LOG(Warn, kModule, "gateway `", id, "`: ", quiet.error().message);
   std::error_code ec;
   qmp::ArgWriter w;
   w.str("id", id)

@@ -83,6 +83,9 @@ class SinkVm : public ::testing::Test {
   }
   static void fail(const std::string& why) { setup_error_ = why; }
   void SetUp() override { SL_REQUIRE(sink_ != nullptr && guest_ != nullptr, setup_error_); }
+  void TearDown() override {
+    if (HasFailure() && sink_ && guest_) std::printf("%s", vm_state().c_str());
+  }
 
   // sinkd answers once it has started in the sink VM; the socket takes one client.
   static Result<std::unique_ptr<qmp::QmpSocket>> control() {
@@ -153,6 +156,22 @@ class SinkVm : public ::testing::Test {
     auto n = SL_TRY(qmp::get_int(released.root(), "released"));
     SL_TRY(c.call("remove-gateway", cat("{\"id\":\"", id, "\"}"), Millis(60000)));
     return n;
+  }
+
+  // What the two VMs looked like when a check failed: processes, the kernel's last words,
+  // the web servers' error logs. A paused guest VM does not answer (its part says so).
+  static std::string vm_state() {
+    qmp::RunOptions ro;
+    ro.timeout = Millis(20000);
+    const std::string script =
+        "ps -eo pid,ppid,stat,rss,args | grep -v ' \\[' ; dmesg | tail -n 15; "
+        "tail -n 5 /var/log/lighttpd/error.log /var/log/apache2/error.log 2>&1";
+    std::string out;
+    for (auto* vm : {guest_.get(), sink_.get()}) {
+      auto got = qmp::guest_run_ok(*vm->agent, "/bin/sh", {"-c", script}, ro);
+      out += cat("--- ", vm == guest_.get() ? "guest" : "sink", " VM\n", got.ok() ? *got : got.error().message, "\n");
+    }
+    return out;
   }
 
   static inline std::string setup_error_, key_;
@@ -283,6 +302,7 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   ASSERT_TRUE(listed.ok()) << listed.error().message;
   EXPECT_NE(listed->dump().find("\"state\":\"traced\""), std::string::npos) << listed->dump();
   EXPECT_TRUE((*ssh)->alive()) << "the session lived on in the sink";
+  EXPECT_TRUE(bed.answers_ping(ip)) << "the sink answers for the parked VM";
 
   // A new connection: one activity event, naming the client.
   auto fresh = bed.connect_from_client(ip, 2222);
@@ -297,6 +317,9 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   auto back = hand_back(**c, "rt");
   ASSERT_TRUE(back.ok()) << back.error().message;
   ASSERT_TRUE((*ssh)->send("echo held-$((40+2))").ok());
+  // Handed back, the sink speaks for the VM no more (it still sleeps): a reply from there
+  // after the VM is home would teach the switch the VM's MAC at the sink's port.
+  EXPECT_FALSE(bed.answers_ping(ip)) << "the sink answered for a handed-back VM";
   auto again = (*c)->wait_event("ACTIVITY", Millis(1000));
   EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
   auto released = go_home(**c, "rt", *back);
@@ -360,6 +383,10 @@ TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
       }
       auto got = test::read_until(conn.get(), http ? "php ok" : "220");
       ASSERT_TRUE(got.ok()) << got.error().message;
+      // apache2's prefork parent tops its idle children up once a second, and the one
+      // serving this connection is busy now: a dump before the top-up would carry the fork
+      // into the sink (a parked VM has been idle far longer than that).
+      if (http) std::this_thread::sleep_for(Millis(3000));
     }
 
     auto parked = park(**c, gw.port, gw.name);

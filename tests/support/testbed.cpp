@@ -69,6 +69,11 @@ Result<Testbed> Testbed::load() {
   return bed;
 }
 
+bool Testbed::answers_ping(const std::string& ip) const {
+  auto r = run({"ip", "netns", "exec", netns, "ping", "-n", "-q", "-c", "3", "-i", "1", "-W", "1", ip});
+  return r.ok() && r->status.success();
+}
+
 Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t port, Millis timeout) const {
   // setns() moves only the calling thread, so a short-lived thread makes the socket.
   Result<UniqueFd> out = make_error(ErrorKind::System, "not run");
