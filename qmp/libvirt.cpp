@@ -81,6 +81,16 @@ Result<Domain> Connection::define_and_start(const std::string& xml) const {
   return dom;
 }
 
+Result<std::vector<Domain>> Connection::list() const {
+  virDomainPtr* doms = nullptr;
+  int n = virConnectListAllDomains(conn_, &doms, 0);
+  if (n < 0) return last_error("listing domains");
+  std::vector<Domain> out;
+  for (int i = 0; i < n; ++i) out.emplace_back(doms[i]);
+  std::free(doms);
+  return out;
+}
+
 Domain::~Domain() {
   if (dom_) virDomainFree(dom_);
 }
@@ -98,6 +108,25 @@ Result<bool> Domain::active() const {
 
 Result<void> Domain::destroy() {
   if (virDomainDestroy(dom_) < 0) return last_error(cat("destroying domain `", name(), "`"));
+  return ok();
+}
+
+Result<std::string> Domain::xml() const {
+  char* x = virDomainGetXMLDesc(dom_, 0);
+  if (x == nullptr) return last_error(cat("reading the XML of domain `", name(), "`"));
+  std::string out(x);
+  std::free(x);
+  return out;
+}
+
+Result<void> Domain::set_metadata(const std::string& key, const std::string& uri, const std::string& element) {
+  unsigned int flags = 0;
+  if (virDomainIsActive(dom_) == 1) flags |= VIR_DOMAIN_AFFECT_LIVE;
+  if (virDomainIsPersistent(dom_) == 1) flags |= VIR_DOMAIN_AFFECT_CONFIG;
+  if (flags == 0) return ok();
+  if (virDomainSetMetadata(dom_, VIR_DOMAIN_METADATA_ELEMENT, element.empty() ? nullptr : element.c_str(),
+                           element.empty() ? nullptr : key.c_str(), uri.c_str(), flags) < 0)
+    return last_error(cat(element.empty() ? "removing" : "setting", " the seamless metadata of domain `", name(), "`"));
   return ok();
 }
 

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "qmp/channel.h"
 
@@ -29,6 +30,7 @@ class Connection {
   virConnectPtr get() const { return conn_; }
   Result<Domain> lookup(const std::string& name) const;
   Result<Domain> define_and_start(const std::string& xml) const;
+  Result<std::vector<Domain>> list() const;  // active and defined
 
  private:
   explicit Connection(virConnectPtr c) : conn_(c) {}
@@ -47,6 +49,11 @@ class Domain {
   Result<bool> active() const;
   Result<void> destroy();   // hard stop
   Result<void> undefine();  // removes the persistent definition
+  Result<std::string> xml() const;  // the live definition (the persistent one when off)
+  // Sets (or, with an empty `element`, removes) the metadata element of namespace `uri`
+  // in the live definition (when running) and the persistent one (when defined): a
+  // domain parked to disk is not running, and its park state must survive that.
+  Result<void> set_metadata(const std::string& key, const std::string& uri, const std::string& element);
 
  private:
   virDomainPtr dom_;

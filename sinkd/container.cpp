@@ -182,6 +182,13 @@ Result<void> change_link_flags(const std::string& netns, short set, short clear)
   });
 }
 
+// Adds (-I) or deletes (-D) the rule that keeps everything but loopback traffic in.
+Result<void> drop_output(const std::string& netns, const char* op) {
+  for (const char* tool : {"iptables", "ip6tables"})
+    SL_TRY(run_ok({"nsenter", "--net=" + netns, tool, "-w", "-t", "raw", op, "OUTPUT", "!", "-o", "lo", "-j", "DROP"}));
+  return ok();
+}
+
 }  // namespace
 
 Result<void> check_container_id(const std::string& id) {
@@ -324,6 +331,7 @@ Result<void> Container::setup_network(const ContainerSpec& spec) const {
       (void)sys::write_file(cat("/proc/sys/net/ipv6/conf/default/", knob), "0");
     return ok();
   });
+  if (spec.quiet) SL_TRY(drop_output(netns(), "-I"));
   std::string batch = "link set lo up\n";
   for (size_t i = 0; i < spec.interfaces.size(); ++i) {
     const auto& iface = spec.interfaces[i];
@@ -338,7 +346,7 @@ Result<void> Container::setup_network(const ContainerSpec& spec) const {
     batch += cat("link set ", link, " name ", iface.name, "\n");
     for (const auto& a : iface.addresses)
       batch += cat("addr replace ", a, " dev ", iface.name, a.find(':') != std::string::npos ? " nodad" : "", "\n");
-    batch += cat("link set ", iface.name, " up\n");
+    batch += cat("link set ", iface.name, spec.quiet ? " arp off" : "", " up\n");
   }
   for (const auto& r : spec.routes) {
     std::string dst = r.dst == "default" && r.ipv6 ? "::/0" : r.dst;
@@ -411,10 +419,17 @@ std::vector<std::pair<pid_t, pid_t>> Container::processes() const {
 
 Result<void> Container::silence() const {
   // The drop first: changing an interface's flags sends MLD reports.
-  for (const char* tool : {"iptables", "ip6tables"})
-    SL_TRY(run_ok(
-        {"nsenter", "--net=" + netns(), tool, "-w", "-t", "raw", "-I", "OUTPUT", "!", "-o", "lo", "-j", "DROP"}));
+  SL_TRY(drop_output(netns(), "-I"));
   SL_TRY_CTX(change_link_flags(netns(), IFF_NOARP, 0), "no ARP in container `", id_, "`");
+  return ok();
+}
+
+Result<void> Container::speak() const {
+  SL_TRY_CTX(change_link_flags(netns(), 0, IFF_NOARP), "ARP in container `", id_, "`");
+  // Neighbours resolved while ARP was off point at the container's own MAC.
+  SL_TRY(run_ok({"nsenter", "--net=" + netns(), "ip", "neigh", "flush", "all"}));
+  while (drop_output(netns(), "-D").ok()) {
+  }
   return ok();
 }
 

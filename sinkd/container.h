@@ -32,6 +32,9 @@ struct ContainerSpec {
   std::vector<guest::Route> routes;
   std::string nic;  // the sink's working NIC, parent of the macvlans
   std::vector<guest::FileIdentity> dummies;
+  // Comes up silent (see silence()) and stays so until speak(): the controller lets the
+  // container answer for the VM only once the VM is paused and its traffic switched.
+  bool quiet = false;
 };
 
 class Container {
@@ -71,6 +74,8 @@ class Container {
   // hold). A router solicitation, reply or reset from here after the VM is home would teach
   // the switch the VM's MAC at the sink's port, or reset its clients.
   Result<void> silence() const;
+  // Undoes silence(): ARP again, and its packets leave.
+  Result<void> speak() const;
   // Takes its interfaces down, kills everything in it (the namespaces, links and mounts go
   // with the init) and removes its directory.
   void destroy();

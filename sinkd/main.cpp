@@ -17,12 +17,12 @@
 #include "common/time.h"
 #include "qmp/json.h"
 #include "sinkd/container.h"
-#include "sinkd/control.h"
+#include "qmp/server.h"
 #include "sinkd/pack_check.h"
 #include "sinkd/sink.h"
 
 using namespace seamless;
-using seamless::sink::ControlServer;
+using seamless::qmp::ControlServer;
 
 namespace {
 
@@ -36,9 +36,12 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
   query-status              version, uptime, number of gateways
   check-pack {"pack":PATH}  would this sink host the pack? (template check; the held-open
                             files that would get dummies)
-  add-gateway {"pack":PATH,"id":ID}
+  add-gateway {"pack":PATH,"id":ID[,"quiet":true]}
                             restore the pack's gateways in a new sink container ID (the
-                            VM's MAC, addresses, routes, hostname) and trace them
+                            VM's MAC, addresses, routes, hostname) and trace them; a quiet
+                            container sends nothing (no ARP, no packet) until `speak`
+  speak {"id":ID}           a quiet container answers for its VM from now on (the VM is
+                            paused and its traffic switched here)
   list-gateways             every container: state (traced, woken, stopped, handed-back,
                             crashed, lost), activity, errors
   hand-back {"id":ID[,"out":PATH]}
@@ -134,7 +137,7 @@ int main_impl(int argc, char** argv) {
     return 2;
   }
   const auto started = Clock::now();
-  sink::ControlServer server(kVersion);
+  qmp::ControlServer server(kVersion);
   sink::SinkOptions options;
   options.state_dir = state_dir;
   options.nic = nic.empty() ? default_nic() : nic;
@@ -154,7 +157,11 @@ int main_impl(int argc, char** argv) {
   server.on("add-gateway", [&](const qmp::Value& args) -> Result<std::string> {
     auto pack = SL_TRY(qmp::get_string(args, "pack"));
     auto id = SL_TRY(qmp::get_string(args, "id"));
-    return sink.add(pack, id);
+    return sink.add(pack, id, qmp::opt_bool(args, "quiet").value_or(false));
+  });
+  server.on("speak", [&](const qmp::Value& args) -> Result<std::string> {
+    SL_TRY(sink.speak(SL_TRY(qmp::get_string(args, "id"))));
+    return std::string("{}");
   });
   server.on("list-gateways", [&](const qmp::Value&) -> Result<std::string> { return sink.list(); });
   server.on("hand-back", [&](const qmp::Value& args) -> Result<std::string> {

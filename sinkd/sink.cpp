@@ -259,7 +259,7 @@ size_t Sink::recover() {
   return found;
 }
 
-Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
+Result<std::string> Sink::add(const std::string& pack, const std::string& id, bool quiet) {
   std::lock_guard<std::mutex> lock(mu_);
   SL_TRY(check_container_id(id));  // it names paths below the state directory
   if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
@@ -284,6 +284,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
     spec.routes = checked.manifest.routes;
     spec.nic = opt_.nic;
     spec.dummies = checked.dummies;
+    spec.quiet = quiet;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
     // their connections otherwise.
     g->container = SL_TRY(Container::create(spec, opt_.self_exe, [&](pid_t init) -> Result<void> {
@@ -346,9 +347,18 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
     x.str("name", g->manifest.gateways[i].name).num("root", g->manifest.gateways[i].root);
     gws += (i ? "," : "") + x.finish();
   }
+  std::string ifaces = "[";
+  for (size_t i = 0; i < g->manifest.interfaces.size(); ++i) {
+    const auto& iface = g->manifest.interfaces[i];
+    qmp::ArgWriter x;
+    x.str("name", iface.name).str("mac", iface.mac).strings("addresses", iface.addresses);
+    ifaces += (i ? "," : "") + x.finish();
+  }
   qmp::ArgWriter w;
   w.str("id", id)
       .str("hostname", g->manifest.hostname)
+      .raw("interfaces", ifaces + "]")
+      .boolean("quiet", quiet)
       .num("init", g->container->init())
       .raw("gateways", gws + "]")
       .num("processes", int64_t(g->inner.size()))
@@ -360,6 +370,19 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id) {
   qmp::ArgWriter ev;
   events_("READY", ev.str("id", id).finish());
   return w.finish();
+}
+
+Result<void> Sink::speak(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Gateway* g = SL_TRY(find(id));
+  if (!g->container) return make_error(ErrorKind::Invalid, "gateway `", id, "` has no container");
+  {
+    std::lock_guard<std::mutex> glock(g->mu);
+    if (g->state == "handed-back") return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back");
+  }
+  SL_TRY_CTX(g->container->speak(), "gateway `", id, "`");
+  SL_LOG(Info, kModule, "gateway `", id, "` speaks for its VM");
+  return ok();
 }
 
 std::string Sink::list() {

@@ -48,8 +48,11 @@ class Sink {
   // as "lost" (listed, and removed on request). Returns how many it found.
   size_t recover();
   // Restores a pack's gateways in a new container `id`. The reply: id, hostname,
-  // gateways (name, pid inside, pid here), dummies, seconds.
-  Result<std::string> add(const std::string& pack, const std::string& id);
+  // interfaces (name, mac, addresses), gateways (name, pid inside), dummies, seconds.
+  // A quiet container says nothing on the wire until speak().
+  Result<std::string> add(const std::string& pack, const std::string& id, bool quiet = false);
+  // Lets a quiet container answer for its VM (once the VM is paused and its traffic here).
+  Result<void> speak(const std::string& id);
   std::string list();
   // Memory: per container the PSS of its processes (gateways, and its init apart), the
   // daemon's own PSS, and the machine's MemTotal/MemAvailable; all in kB.

@@ -19,7 +19,7 @@
 #include "qmp/socket.h"
 #include "qmp/stream.h"
 #include "sinkd/container.h"
-#include "sinkd/control.h"
+#include "qmp/server.h"
 #include "sinkd/hold.h"
 #include "sinkd/pack_check.h"
 
@@ -70,7 +70,7 @@ class Control : public ::testing::Test {
 
   TempDir dir_ = TempDir::create().value();
   std::string path_ = dir_ / "sinkd.sock";
-  ControlServer server_{"9.9.9"};
+  qmp::ControlServer server_{"9.9.9"};
   UniqueFd listener_;
   std::thread thread_;
   std::atomic<bool> done_{false};

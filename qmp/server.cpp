@@ -1,21 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 // The QMP-style control server.
-#include "sinkd/control.h"
+#include "qmp/server.h"
 
 #include <chrono>
 #include <optional>
 
 #include "common/log.h"
 
-namespace seamless::sink {
+namespace seamless::qmp {
 namespace {
 
 constexpr size_t kMaxMessage = 1 << 20;
 
 std::string error_reply(const std::string& cls, const std::string& desc, const std::string& id_json) {
-  qmp::ArgWriter err;
+  ArgWriter err;
   err.str("class", cls).str("desc", desc);
-  qmp::ArgWriter w;
+  ArgWriter w;
   w.raw("error", err.finish());
   if (!id_json.empty()) w.raw("id", id_json);
   return w.finish();
@@ -29,17 +29,17 @@ std::string timestamp_json() {
 
 }  // namespace
 
-std::string ControlServer::handle(const qmp::Json& message, bool* negotiated) {
-  const qmp::Value& root = message.root();
+std::string ControlServer::handle(const Json& message, bool* negotiated) {
+  const Value& root = message.root();
   if (!root.IsObject()) return error_reply("GenericError", "a request must be a JSON object", "");
   std::string id;
-  if (auto it = root.FindMember("id"); it != root.MemberEnd()) id = qmp::dump(it->value);
+  if (auto it = root.FindMember("id"); it != root.MemberEnd()) id = dump(it->value);
   auto exec = root.FindMember("execute");
   if (exec == root.MemberEnd() || !exec->value.IsString())
     return error_reply("GenericError", "a request needs `execute` naming a command", id);
   const std::string command(exec->value.GetString(), exec->value.GetStringLength());
-  static const qmp::Value kEmpty(rapidjson::kObjectType);
-  const qmp::Value* args = &kEmpty;
+  static const Value kEmpty(rapidjson::kObjectType);
+  const Value* args = &kEmpty;
   if (auto a = root.FindMember("arguments"); a != root.MemberEnd()) {
     if (!a->value.IsObject()) return error_reply("GenericError", "`arguments` must be an object", id);
     args = &a->value;
@@ -73,7 +73,7 @@ Result<void> ControlServer::send(const std::string& text) {
 }
 
 Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
-  qmp::JsonStream stream(std::move(fd), kMaxMessage, peer);
+  JsonStream stream(std::move(fd), kMaxMessage, peer);
   {
     std::lock_guard<std::mutex> lock(write_mu_);
     stream_ = &stream;
@@ -85,7 +85,7 @@ Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
       s->stream_ = nullptr;
     }
   } detach{this};
-  SL_TRY(send(cat("{\"QMP\":{\"version\":{\"seamless\":", qmp::quote(version_), "},\"capabilities\":[]}}")));
+  SL_TRY(send(cat("{\"QMP\":{\"version\":{\"seamless\":", quote(version_), "},\"capabilities\":[]}}")));
   bool negotiated = false;
   while (!stopping_) {
     auto item = stream.next(Deadline(Millis(500)));
@@ -107,11 +107,11 @@ Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
 }
 
 void ControlServer::emit(const std::string& event, const std::string& data_json) {
-  auto sent = send(cat("{\"event\":", qmp::quote(event), ",\"data\":", data_json.empty() ? "{}" : data_json,
+  auto sent = send(cat("{\"event\":", quote(event), ",\"data\":", data_json.empty() ? "{}" : data_json,
                        ",\"timestamp\":", timestamp_json(), "}"));
-  if (!sent.ok()) SL_LOG(Debug, "sinkd", "event ", event, " not delivered: ", sent.error().message);
+  if (!sent.ok()) SL_LOG(Debug, "control", "event ", event, " not delivered: ", sent.error().message);
 }
 
 void ControlServer::stop() { stopping_ = true; }
 
-}  // namespace seamless::sink
+}  // namespace seamless::qmp

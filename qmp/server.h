@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// sinkd's control channel: the QMP protocol spoken by a server. A greeting, capabilities
+// The QMP protocol spoken by a server (sinkd's control channel, seamlessd's control socket). A greeting, capabilities
 // negotiation, `{"execute":..,"arguments":..,"id":..}` requests answered with `return` or
 // `error` (class + desc) carrying the same id, and asynchronous events. Bad input gets an
 // error reply and the session goes on. The host side uses qmp::QmpSocket unchanged.
@@ -16,11 +16,11 @@
 #include "qmp/json.h"
 #include "qmp/stream.h"
 
-namespace seamless::sink {
+namespace seamless::qmp {
 
 // A command handler: arguments (an object, possibly empty) -> the `return` value as JSON
 // text. An Error becomes an error reply; its remote_class (or GenericError) is the class.
-using Handler = std::function<Result<std::string>(const qmp::Value& args)>;
+using Handler = std::function<Result<std::string>(const Value& args)>;
 
 class ControlServer {
  public:
@@ -35,12 +35,12 @@ class ControlServer {
 
  private:
   Result<void> send(const std::string& text);
-  std::string handle(const qmp::Json& message, bool* negotiated);
+  std::string handle(const Json& message, bool* negotiated);
   std::string version_;
   std::map<std::string, Handler> handlers_;
   std::mutex write_mu_;
-  qmp::JsonStream* stream_ = nullptr;  // guarded by write_mu_
+  JsonStream* stream_ = nullptr;  // guarded by write_mu_
   std::atomic<bool> stopping_{false};
 };
 
-}  // namespace seamless::sink
+}  // namespace seamless::qmp

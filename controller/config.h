@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+// /etc/seamless/seamless.conf: the sinks and the defaults of park and wake.
+//   # comment
+//   sink NAME            a sink VM (libvirt domain; its channel socket comes from its XML)
+//   mode swap|ram|disk   default park mode (swap)
+//   margin-mib N         memory left to the parked guest above its use (48)
+//   throttle-mib N       QEMU's cgroup limit while swapping out (10)
+//   prefetch-timeout S   seconds the prewarm may take (300)
+//   dump-attempts N      dumps tried when user activity aborts one (5)
+//   auto-wake yes|no     wake on the sink's ACTIVITY event (yes)
+//   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
+//   connect URI          libvirt URI (qemu:///system)
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "common/time.h"
+
+namespace seamless::ctl {
+
+inline constexpr const char* kDefaultConfig = "/etc/seamless/seamless.conf";
+inline constexpr const char* kDefaultSocket = "/run/seamless/seamlessd.sock";
+
+struct Config {
+  std::vector<std::string> sinks;
+  std::string mode = "swap";
+  int64_t margin_mib = 48;
+  int64_t throttle_mib = 10;
+  Millis prefetch_timeout = Millis(300000);
+  int dump_attempts = 5;
+  bool auto_wake = true;
+  std::string socket = kDefaultSocket;
+  std::string uri = "qemu:///system";
+};
+
+// Errors name the file and line.
+Result<Config> parse_config(const std::string& text, const std::string& origin);
+Result<Config> load_config(const std::string& path);
+
+}  // namespace seamless::ctl

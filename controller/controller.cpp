@@ -1,0 +1,654 @@
+// SPDX-License-Identifier: Apache-2.0
+// Park and wake, step by step.
+#include "controller/controller.h"
+
+#include <ctime>
+#include <filesystem>
+#include <future>
+
+#include "common/encoding.h"
+#include "common/log.h"
+#include "common/sys.h"
+#include "controller/guest_helper.h"
+#include "hooks/libvirt_domain.h"
+#include "hooks/suspend.h"
+#include "qmp/guest.h"
+#include "qmp/json.h"
+
+namespace seamless::ctl {
+namespace {
+
+constexpr const char* kModule = "controller";
+constexpr const char* kGuestPark = "/run/seamless-guest/park.pack";
+constexpr const char* kGuestWake = "/run/seamless-guest/wake.pack";
+constexpr const char* kWakeDir = "/run/seamless/wakes";
+constexpr const char* kAnnounce = "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}";
+
+std::string sink_pack(const std::string& id) { return cat("/run/seamless-pack-", id, ".pack"); }
+std::string sink_back_pack(const std::string& id) { return cat("/run/seamless-pack-", id, "-back.pack"); }
+std::string key(const std::string& sink, const std::string& container) { return sink + "/" + container; }
+
+std::string report_json(const ProcedureReport& r) {
+  std::string steps = "[";
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    const auto& s = r.steps[i];
+    qmp::ArgWriter w;
+    w.str("step", s.name).raw("seconds", cat(s.seconds)).boolean("ok", s.ok);
+    if (s.undone) w.boolean("undone", true);
+    if (!s.error.empty()) w.str("error", s.error);
+    steps += (i ? "," : "") + w.finish();
+  }
+  return steps + "]";
+}
+
+Result<bool> running(qmp::Channel& monitor) {
+  auto st = SL_TRY(qmp::execute(monitor, qmp::QueryStatus{}));
+  return st.running;
+}
+
+// The monitor is reached through libvirt; a domain that is not running has none.
+Result<void> cont_and_announce(qmp::Channel& monitor) {
+  if (!SL_TRY(running(monitor))) SL_TRY_CTX(qmp::execute(monitor, qmp::Cont{}), "resuming");
+  SL_TRY_CTX(monitor.call("announce-self", kAnnounce, Millis(30000)), "announce-self");
+  return ok();
+}
+
+// The VM's IP addresses on its NIC `mac`, as the guest reported them (validated here:
+// only well-formed addresses of that very interface reach a flow).
+void addresses_of(const Added& added, const std::string& mac, Redirect* r) {
+  for (const auto& iface : added.interfaces) {
+    if (strcasecmp(iface.mac.c_str(), mac.c_str()) != 0) continue;
+    for (const auto& a : iface.addresses) {
+      std::string ip = a.substr(0, a.find('/'));
+      if (check_ipv4(ip).ok()) r->ipv4.push_back(ip);
+      else if (check_ipv6(ip).ok()) r->ipv6.push_back(ip);
+    }
+  }
+}
+
+Result<void> ignore_not_found(Result<void> r) {
+  if (!r.ok() && r.error().message.find("hosts no gateway") != std::string::npos) return ok();
+  return r;
+}
+
+}  // namespace
+
+std::string container_id_for(const std::string& domain) {
+  bool fine = !domain.empty() && domain.size() <= 64 && domain[0] != '.';
+  for (char c : domain)
+    fine = fine && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
+  if (fine) return domain;
+  return cat("vm-", sha256_hex(domain).substr(0, 16));
+}
+
+std::string ParkResult::to_json() const {
+  qmp::ArgWriter w;
+  w.str("domain", domain)
+      .str("mode", state.mode)
+      .str("sink", state.sink)
+      .str("container", state.container)
+      .strings("gateways", gateways)
+      .num("pack_bytes", pack_bytes)
+      .num("memory_before", state.memory_before)
+      .num("memory_after", state.memory_after)
+      .raw("seconds", cat(report.seconds))
+      .raw("steps", report_json(report));
+  return w.finish();
+}
+
+std::string WakeResult::to_json() const {
+  qmp::ArgWriter w;
+  w.str("domain", domain).str("trigger", trigger).raw("seconds", cat(report.seconds));
+  if (activity_to_event >= 0) w.raw("activity_to_event", cat(activity_to_event));
+  w.raw("hand_back", cat(hand_back)).raw("resume", cat(resume));
+  for (const char* s : {"transfer", "restore", "switch", "release"}) w.raw(s, cat(report.step_seconds(s)));
+  w.num("released", released).boolean("fallback", fallback).num("finished_at", finished_at);
+  w.raw("steps", report_json(report));
+  return w.finish();
+}
+
+Controller::Controller(Config config, virt::Connection& conn, Switch& sw)
+    : cfg_(std::move(config)), conn_(conn), switch_(sw) {}
+
+Controller::~Controller() {
+  stop_ = true;
+  if (watchdog_.joinable()) watchdog_.join();
+  std::vector<std::thread> ws;
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    ws.swap(workers_);
+  }
+  for (auto& t : ws)
+    if (t.joinable()) t.join();
+  links_.clear();
+}
+
+std::shared_ptr<std::mutex> Controller::lock_for(const std::string& domain) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& m = locks_[domain];
+  if (!m) m = std::make_shared<std::mutex>();
+  return m;
+}
+
+SinkLink* Controller::link(const std::string& sink) {
+  auto it = links_.find(sink);
+  return it == links_.end() ? nullptr : it->second.get();
+}
+
+void Controller::start() {
+  for (const auto& name : cfg_.sinks) {
+    std::string socket;
+    auto dom = conn_.lookup(name);
+    if (dom.ok())
+      if (auto x = dom->xml(); x.ok())
+        if (auto f = parse_domain_xml(*x); f.ok()) socket = f->sink_socket;
+    if (socket.empty()) {
+      SL_LOG(Error, kModule, "sink `", name, "`: no running domain with a `", kSinkChannel,
+             "` unix channel; it is left out");
+      continue;
+    }
+    auto l = std::make_unique<SinkLink>(name, socket,
+                                        [this](const std::string& s, const qmp::Event& e) { on_event(s, e); });
+    l->start();
+    links_[name] = std::move(l);
+  }
+  if (auto parked = parked_domains(); parked.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [domain, st] : *parked) container_domain_[key(st.sink, st.container)] = domain;
+    SL_LOG(Info, kModule, parked->size(), " parked domain(s) found");
+  }
+  if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
+  watchdog_ = std::thread([this] { watchdog(); });
+}
+
+Result<std::map<std::string, ParkState>> Controller::parked_domains() {
+  std::map<std::string, ParkState> out;
+  for (auto& d : SL_TRY(conn_.list())) {
+    auto x = d.xml();
+    if (!x.ok()) continue;
+    auto f = parse_domain_xml(*x);
+    if (!f.ok() || !f->park_xml) continue;
+    auto st = ParkState::from_xml(*f->park_xml);
+    if (!st.ok()) {
+      SL_LOG(Warn, kModule, "domain `", d.name(), "`: ", st.error().message);
+      continue;
+    }
+    out[d.name()] = *st;
+  }
+  return out;
+}
+
+Result<std::string> Controller::reconcile() {
+  auto parked = SL_TRY(parked_domains());
+  std::set<uint64_t> ours;
+  for (const auto& [d, st] : parked) ours.insert(st.cookie);
+  std::set<std::string> busy;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy = busy_containers_;
+  }
+  int flows = 0, containers = 0;
+  // Flows of a domain being parked right now belong to it even before its metadata.
+  std::set<uint64_t> busy_cookies;
+  for (const auto& k : busy) busy_cookies.insert(cookie_for(k.substr(k.find('/') + 1)));
+  if (auto cookies = switch_.cookies(); cookies.ok()) {
+    for (uint64_t c : *cookies) {
+      if (ours.count(c)) continue;
+      bool in_use = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& [k, d] : container_domain_) in_use = in_use || cookie_for(d) == c;
+      }
+      if (in_use && !parked.empty()) continue;
+      if (switch_.clear(c).ok()) ++flows;
+    }
+  }
+  for (auto& [name, l] : links_) {
+    if (!l->connected()) continue;
+    auto listed = l->list_gateways();
+    if (!listed.ok()) continue;
+    for (const auto& g : *listed) {
+      const std::string k = key(name, g.id);
+      if (busy.count(k)) continue;
+      std::string owner;
+      for (const auto& [d, st] : parked)
+        if (st.sink == name && st.container == g.id) owner = d;
+      if (owner.empty()) {
+        SL_LOG(Info, kModule, "sink `", name, "`: container `", g.id, "` belongs to no parked domain: removed");
+        if (l->remove_gateway(g.id).ok()) ++containers;
+      } else if (g.state == GatewayState::Woken || g.state == GatewayState::Stopped ||
+                 g.state == GatewayState::Crashed || g.state == GatewayState::Lost) {
+        // Activity (or a crash) while nobody listened: wake it now.
+        wake_async(owner, cat("sink state ", to_string(g.state), " found at reconnect"), -1);
+      }
+    }
+  }
+  qmp::ArgWriter w;
+  w.num("parked", int64_t(parked.size())).num("flows_removed", flows).num("containers_removed", containers);
+  return w.finish();
+}
+
+void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
+  if (ev.name == "CONNECTED") {
+    // Events may have been missed while the link was down.
+    std::thread([this] {
+      if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
+    }).detach();
+    return;
+  }
+  if (ev.name != "ACTIVITY" && ev.name != "ERROR") return;
+  auto id = qmp::opt_string(ev.data.root(), "id");
+  if (!id) return;
+  std::string domain;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = container_domain_.find(key(sink, *id));
+    if (it == container_domain_.end() || busy_containers_.count(key(sink, *id))) return;
+    domain = it->second;
+  }
+  const std::string trigger =
+      ev.name == "ACTIVITY" ? cat("activity: ", qmp::opt_string(ev.data.root(), "reason").value_or("?"))
+                            : cat("gateway error in the sink: ", qmp::opt_string(ev.data.root(), "error").value_or("?"));
+  SL_LOG(Info, kModule, "domain `", domain, "`: ", trigger);
+  if (ev.name == "ACTIVITY" && !cfg_.auto_wake) return;
+  wake_async(domain, trigger, ev.timestamp);
+}
+
+void Controller::wake_async(const std::string& domain, const std::string& trigger, double stamp) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (waking_.count(domain)) return;
+    waking_.insert(domain);
+  }
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  workers_.emplace_back([this, domain, trigger, stamp] {
+    auto r = wake(domain, trigger, {});
+    if (r.ok() && stamp > 0) {
+      // The sink's clock stamped the event; the wake was recorded already.
+    }
+    if (!r.ok()) SL_LOG(Error, kModule, "waking `", domain, "`: ", r.error().message);
+    std::lock_guard<std::mutex> l(mu_);
+    waking_.erase(domain);
+  });
+}
+
+void Controller::watchdog() {
+  std::map<std::string, Clock::time_point> down_since;
+  while (!stop_) {
+    for (int i = 0; i < 20 && !stop_; ++i) std::this_thread::sleep_for(Millis(100));
+    for (auto& [name, l] : links_) {
+      if (l->connected()) {
+        down_since.erase(name);
+        continue;
+      }
+      auto [it, fresh] = down_since.emplace(name, Clock::now());
+      if (fresh || seconds_since(it->second) < 20) continue;
+      // The sink has been unreachable for a while: its parked VMs come home.
+      std::vector<std::string> orphans;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& [k, d] : container_domain_)
+          if (k.rfind(name + "/", 0) == 0) orphans.push_back(d);
+      }
+      for (const auto& d : orphans) wake_async(d, cat("sink `", name, "` unreachable"), -1);
+      it->second = Clock::now();
+    }
+  }
+}
+
+Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& opts, const ProgressFn& progress) {
+  auto guard_mu = lock_for(name);
+  std::unique_lock<std::mutex> guard(*guard_mu, std::try_to_lock);
+  if (!guard.owns_lock()) return make_error(ErrorKind::Invalid, "domain `", name, "` is being parked or woken already");
+
+  // --- pre-checks: each a clear error, nothing touched ---
+  auto dom = SL_TRY(conn_.lookup(name));
+  if (!SL_TRY(dom.active())) return make_error(ErrorKind::Invalid, "domain `", name, "` is not running");
+  auto facts = SL_TRY(parse_domain_xml(SL_TRY(dom.xml())));
+  if (facts.park_xml) return make_error(ErrorKind::Invalid, "domain `", name, "` is parked already");
+  if (facts.macs.empty()) return make_error(ErrorKind::Invalid, "domain `", name, "` has no network interface");
+  if (!facts.sink_socket.empty()) return make_error(ErrorKind::Invalid, "domain `", name, "` is a sink");
+  if (links_.empty())
+    return make_error(ErrorKind::Invalid, "no sink is configured (add `sink NAME` to ", kDefaultConfig, ")");
+  SinkLink* sink = nullptr;
+  std::string sink_errors;
+  for (auto& [n, l] : links_) {
+    auto st = l->call("query-status", "", Millis(10000));
+    if (st.ok()) {
+      sink = l.get();
+      break;
+    }
+    sink_errors += cat("; ", st.error().message);
+  }
+  if (!sink) return make_error(ErrorKind::Closed, "no configured sink answers", sink_errors);
+  auto sink_dom = SL_TRY_CTX(conn_.lookup(sink->name()), "sink");
+  qmp::LibvirtAgent sink_raw(sink_dom);
+  PatientAgent sink_agent(sink_raw);
+  qmp::LibvirtAgent raw_agent(dom);
+  PatientAgent agent(raw_agent, Millis(15000));
+  SL_TRY_CTX(qmp::execute(raw_agent, qmp::GuestPing{}, Millis(10000)), "the guest agent of `", name, "`");
+  auto ldom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  suspend::Options sopt;
+  sopt.mode = SL_TRY(suspend::parse_mode(opts.mode.empty() ? cfg_.mode : opts.mode));
+  sopt.margin_bytes = cfg_.margin_mib << 20;
+  sopt.throttle_bytes = cfg_.throttle_mib << 20;
+  sopt.prefetch_timeout = cfg_.prefetch_timeout;
+  if (sopt.mode == suspend::Mode::Swap) sopt.prefetch = GuestHelper::prewarm_command(kGuestPark);
+  SL_TRY(suspend::precheck(*ldom, sopt, SL_TRY(suspend::host_memory())));
+
+  const std::string id = container_id_for(name);
+  const std::string k = key(sink->name(), id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_containers_.insert(k);
+  }
+  struct Unbusy {
+    Controller* c;
+    std::string k;
+    ~Unbusy() {
+      std::lock_guard<std::mutex> lock(c->mu_);
+      c->busy_containers_.erase(k);
+    }
+  } unbusy{this, k};
+
+  ParkResult result;
+  result.domain = name;
+  ParkState& st = result.state;
+  st.mode = std::string(suspend::to_string(sopt.mode));
+  st.sink = sink->name();
+  st.container = id;
+  st.mac = facts.macs.front();
+  st.cookie = cookie_for(name);
+  GuestHelper helper(agent);
+  DumpOutcome dumped;
+  Added added;
+  suspend::Parked parked;
+  suspend::Report srep;
+  Redirect redirect{st.cookie, st.mac, {}, {}, ""};
+  if (auto sf = parse_domain_xml(SL_TRY(sink_dom.xml())); sf.ok() && !sf->macs.empty()) redirect.to_mac = sf->macs[0];
+
+  Procedure p(cat("park `", name, "`"));
+  p.step(
+      "dump",
+      [&]() -> Result<void> {
+        dumped = SL_TRY(helper.dump(kGuestPark, {}, cfg_.dump_attempts));
+        result.gateways = dumped.gateways;
+        return ok();
+      },
+      [&]() -> Result<void> { return helper.restore(kGuestPark); });
+  p.step(
+      "transfer",
+      [&]() -> Result<void> {
+        auto bytes = SL_TRY(qmp::read_guest_file(agent, kGuestPark));
+        result.pack_bytes = int64_t(bytes.size());
+        st.pack_sha256 = sha256_hex(bytes);
+        SL_TRY_CTX(qmp::write_guest_file(sink_agent, sink_pack(id), bytes), "to sink `", sink->name(), "`");
+        return ok();
+      },
+      [&]() -> Result<void> {
+        (void)qmp::guest_run(sink_agent, "/bin/rm", {"-f", sink_pack(id)});
+        return ok();
+      });
+  p.step(
+      "sink-restore",
+      [&]() -> Result<void> {
+        added = SL_TRY(sink->add_gateway(sink_pack(id), id, true));
+        addresses_of(added, st.mac, &redirect);
+        return ok();
+      },
+      [&]() -> Result<void> { return ignore_not_found(sink->remove_gateway(id)); });
+  p.step(
+      "pause",
+      [&]() -> Result<void> {
+        SL_TRY_CTX(qmp::execute(ldom->monitor(), qmp::Stop{}), "pausing");
+        return ok();
+      },
+      [&]() -> Result<void> { return cont_and_announce(ldom->monitor()); });
+  p.step(
+      "switch", [&]() -> Result<void> { return switch_.redirect(redirect); },
+      [&]() -> Result<void> { return switch_.clear(st.cookie); });
+  p.step(
+      "speak", [&]() -> Result<void> { return sink->speak(id); },
+      // Off the wire before the VM announces itself again.
+      [&]() -> Result<void> { return ignore_not_found(sink->remove_gateway(id)); });
+  p.step(
+      "suspend",
+      [&]() -> Result<void> {
+        // The traffic stays with the sink while the guest runs to give memory back.
+        SL_TRY(qmp::execute(ldom->monitor(), qmp::Cont{}));
+        parked = SL_TRY(suspend::suspend(*ldom, sopt, &srep));
+        st.balloon_before = parked.balloon_before;
+        st.memory_before = srep.usage_before;
+        st.memory_after = srep.usage_after;
+        return ok();
+      },
+      [&]() -> Result<void> { return suspend::resume(*ldom, parked); });
+  p.step(
+      "record",
+      [&]() -> Result<void> {
+        st.parked_at = int64_t(std::time(nullptr));
+        return dom.set_metadata(kMetadataKey, kMetadataUri, st.to_xml());
+      },
+      [&]() -> Result<void> { return dom.set_metadata(kMetadataKey, kMetadataUri, ""); });
+  if (fail_at_.rfind("park:", 0) == 0) p.fail_at(fail_at_.substr(5));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    container_domain_[k] = name;
+  }
+  auto r = p.run(&result.report, progress);
+  if (!r.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    container_domain_.erase(k);
+    return std::move(r).error();
+  }
+  st.park_seconds = result.report.seconds;
+  SL_LOG(Info, kModule, "parked `", name, "` on sink `", st.sink, "` in ", result.report.seconds, " s");
+  return result;
+}
+
+Result<WakeResult> Controller::wake(const std::string& name, const std::string& trigger, const ProgressFn& progress) {
+  auto guard_mu = lock_for(name);
+  std::lock_guard<std::mutex> guard(*guard_mu);
+  auto dom = SL_TRY(conn_.lookup(name));
+  auto facts = SL_TRY(parse_domain_xml(SL_TRY(dom.xml())));
+  if (!facts.park_xml) return make_error(ErrorKind::Invalid, "domain `", name, "` is not parked");
+  const ParkState st = SL_TRY(ParkState::from_xml(*facts.park_xml));
+  SinkLink* sink = link(st.sink);
+  const std::string k = key(st.sink, st.container);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_containers_.insert(k);
+  }
+  struct Unbusy {
+    Controller* c;
+    std::string k;
+    ~Unbusy() {
+      std::lock_guard<std::mutex> lock(c->mu_);
+      c->busy_containers_.erase(k);
+    }
+  } unbusy{this, k};
+
+  WakeResult result;
+  result.domain = name;
+  result.trigger = trigger;
+  auto ldom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  qmp::LibvirtAgent raw_agent(dom);
+  PatientAgent agent(raw_agent);
+  GuestHelper helper(agent);
+  std::optional<virt::Domain> sink_dom;
+  if (auto sd = conn_.lookup(st.sink); sd.ok()) sink_dom.emplace(std::move(sd).value());
+  std::unique_ptr<qmp::LibvirtAgent> sink_raw;
+  std::unique_ptr<PatientAgent> sink_agent;
+  if (sink_dom) {
+    sink_raw = std::make_unique<qmp::LibvirtAgent>(*sink_dom);
+    sink_agent = std::make_unique<PatientAgent>(*sink_raw, Millis(15000));
+  }
+  suspend::Parked parked;
+  parked.mode = SL_TRY(suspend::parse_mode(st.mode));
+  parked.balloon_before = st.balloon_before;
+  HandedBack back;
+  bool home = false;
+
+  // Whatever failed after the VM runs again: the VM comes home with the gateway it parked
+  // with (its pack is still in the guest), its traffic back, the sink's copy gone.
+  auto fallback = [&]() -> Result<void> {
+    result.fallback = true;
+    SL_TRY(cont_and_announce(ldom->monitor()));
+    if (!home) SL_TRY_CTX(helper.restore(kGuestPark), "restoring the gateway the VM parked with");
+    SL_TRY(switch_.clear(st.cookie));
+    (void)ldom->monitor().call("announce-self", kAnnounce, Millis(30000));
+    if (sink) {
+      if (auto rel = sink->release_packets(st.container); !rel.ok())
+        SL_LOG(Warn, kModule, "`", name, "`: ", rel.error().message);
+      if (auto rm = ignore_not_found(sink->remove_gateway(st.container)); !rm.ok())
+        SL_LOG(Warn, kModule, "`", name, "`: ", rm.error().message);
+    }
+    return dom.set_metadata(kMetadataKey, kMetadataUri, "");
+  };
+
+  Procedure p(cat("wake `", name, "`"));
+  p.step(
+      "hand-back+resume",
+      [&]() -> Result<void> {
+        // The VM resumes (and its balloon deflates) while the sink checkpoints the gateway.
+        auto resumed = std::async(std::launch::async, [&]() -> Result<void> {
+          const auto t0 = Clock::now();
+          auto r = suspend::resume(*ldom, parked);
+          result.resume = seconds_since(t0);
+          return r;
+        });
+        const auto t0 = Clock::now();
+        Result<HandedBack> hb = sink ? sink->hand_back(st.container, sink_back_pack(st.container))
+                                     : Result<HandedBack>(make_error(ErrorKind::NotFound, "sink `", st.sink,
+                                                                     "` is not configured"));
+        result.hand_back = seconds_since(t0);
+        auto r = resumed.get();
+        if (!r.ok()) return std::move(r).error().wrap("resuming the VM");
+        if (!hb.ok()) return std::move(hb).error();
+        back = *hb;
+        return ok();
+      },
+      fallback);
+  p.step("transfer", [&]() -> Result<void> {
+    if (!sink_agent) return make_error(ErrorKind::NotFound, "sink domain `", st.sink, "` is gone");
+    auto bytes = SL_TRY(qmp::read_guest_file(*sink_agent, back.pack, {}, size_t(1) << 30));
+    return qmp::write_guest_file(agent, kGuestWake, bytes);
+  });
+  p.step("restore", [&]() -> Result<void> {
+    SL_TRY(helper.restore(kGuestWake));
+    home = true;
+    return ok();
+  });
+  p.step("switch", [&]() -> Result<void> {
+    SL_TRY(switch_.clear(st.cookie));
+    SL_TRY_CTX(ldom->monitor().call("announce-self", kAnnounce, Millis(30000)), "announce-self");
+    return ok();
+  });
+  p.step("release", [&]() -> Result<void> {
+    if (!sink) return make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured");
+    result.released = SL_TRY(sink->release_packets(st.container));
+    return ok();
+  });
+  p.step("drop-container", [&]() -> Result<void> {
+    if (!sink) return make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured");
+    SL_TRY(ignore_not_found(sink->remove_gateway(st.container)));
+    if (sink_agent)
+      (void)qmp::guest_run(*sink_agent, "/bin/rm", {"-f", sink_pack(st.container), back.pack});
+    return ok();
+  });
+  p.step("clear", [&]() -> Result<void> { return dom.set_metadata(kMetadataKey, kMetadataUri, ""); });
+  if (fail_at_.rfind("wake:", 0) == 0) p.fail_at(fail_at_.substr(5));
+  auto r = p.run(&result.report, progress);
+  result.finished_at = int64_t(std::time(nullptr));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Still parked only if the first step failed and its fallback did too.
+    if (r.ok() || result.report.rolled_back) container_domain_.erase(k);
+  }
+  remember_wake(result);
+  if (!r.ok()) {
+    if (result.report.rolled_back)
+      return std::move(r).error().wrap(cat("woken with the gateway it parked with (its connections since the park "
+                                           "may be lost)"));
+    return std::move(r).error();
+  }
+  SL_LOG(Info, kModule, "woke `", name, "` (", trigger, ") in ", result.report.seconds, " s");
+  return result;
+}
+
+void Controller::remember_wake(const WakeResult& w) {
+  const std::string json = w.to_json();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_wakes_[w.domain] = json;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(kWakeDir, ec);
+  (void)sys::write_file(cat(kWakeDir, "/", container_id_for(w.domain), ".json"), json, 0644);
+}
+
+Result<std::string> Controller::status_json() {
+  auto parked = SL_TRY(parked_domains());
+  std::string list = "[";
+  bool first = true;
+  for (const auto& [d, st] : parked) {
+    qmp::ArgWriter w;
+    w.str("domain", d)
+        .str("mode", st.mode)
+        .str("sink", st.sink)
+        .str("container", st.container)
+        .num("parked_at", st.parked_at)
+        .num("memory_before", st.memory_before)
+        .num("memory_after", st.memory_after)
+        .num("reclaimed", std::max<int64_t>(0, st.memory_before - st.memory_after))
+        .raw("park_seconds", cat(st.park_seconds));
+    list += (first ? "" : ",") + w.finish();
+    first = false;
+  }
+  std::string wakes = "{";
+  first = true;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(kWakeDir, ec)) {
+    auto text = sys::read_file(e.path());
+    if (!text.ok() || !qmp::parse(*text).ok()) continue;
+    wakes += cat(first ? "" : ",", qmp::quote(e.path().stem().string()), ":", *text);
+    first = false;
+  }
+  return cat("{\"parked\":", list, "],\"last_wakes\":", wakes, "},\"sinks\":", sinks_json(), "}");
+}
+
+std::string Controller::sinks_json() {
+  std::string out = "[";
+  bool first = true;
+  for (auto& [n, l] : links_) {
+    qmp::ArgWriter w;
+    w.str("name", n).str("socket", l->socket()).boolean("connected", l->connected());
+    out += (first ? "" : ",") + w.finish();
+    first = false;
+  }
+  return out + "]";
+}
+
+Result<void> Controller::forget(const std::string& name) {
+  auto guard_mu = lock_for(name);
+  std::lock_guard<std::mutex> guard(*guard_mu);
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, d] : container_domain_)
+      if (d == name) gone.push_back(k);
+    for (const auto& k : gone) container_domain_.erase(k);
+  }
+  for (const auto& k : gone) {
+    auto slash = k.find('/');
+    if (SinkLink* l = link(k.substr(0, slash)))
+      if (auto rm = ignore_not_found(l->remove_gateway(k.substr(slash + 1))); !rm.ok())
+        SL_LOG(Warn, kModule, "forgetting `", name, "`: ", rm.error().message);
+  }
+  SL_TRY(switch_.clear(cookie_for(name)));
+  if (auto dom = conn_.lookup(name); dom.ok()) (void)dom->set_metadata(kMetadataKey, kMetadataUri, "");
+  SL_LOG(Info, kModule, "forgot `", name, "`");
+  return ok();
+}
+
+}  // namespace seamless::ctl

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+// The park/wake controller: the only place the order of a park and of a wake lives.
+// Each is a Procedure of named steps with their undo; the daemon (seamlessd), its
+// control commands, the e2e tests and the benchmark all run them through here.
+//
+// Park: dump in the guest (retried on user activity) -> pack to the sink -> the sink
+// restores it in a quiet container -> pause the VM -> switch its traffic to the sink ->
+// the sink speaks -> suspend (swap by default, prewarm as the prefetch) -> record the
+// park state in the domain's metadata.
+// Wake: the sink hands the gateway back while the VM resumes (in parallel) -> pack into
+// the guest -> restore there -> switch the traffic back + announce-self -> release the
+// held packets -> drop the container -> clear the metadata. A wake that fails after the
+// VM resumed brings the VM home with the gateway it parked with (fallback), so every
+// failure ends with the VM running its gateway or parked behind the sink.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controller/config.h"
+#include "controller/ovs.h"
+#include "controller/park_state.h"
+#include "controller/procedure.h"
+#include "controller/sink_link.h"
+#include "qmp/libvirt.h"
+
+namespace seamless::ctl {
+
+struct ParkOptions {
+  std::string mode;  // empty: the configured default
+};
+
+struct ParkResult {
+  std::string domain;
+  ParkState state;
+  ProcedureReport report;
+  std::vector<std::string> gateways;
+  int64_t pack_bytes = 0;
+  std::string to_json() const;
+};
+
+struct WakeResult {
+  std::string domain, trigger;
+  ProcedureReport report;
+  double activity_to_event = -1;  // seconds from the sink's event stamp to its arrival here
+  double hand_back = 0, resume = 0;  // the two halves of the parallel step
+  int64_t released = 0;
+  bool fallback = false;  // came home with the gateway it parked with
+  int64_t finished_at = 0;
+  std::string to_json() const;
+};
+
+// Container ids in the sink for a domain: its name when the sink accepts it as an id.
+std::string container_id_for(const std::string& domain);
+
+class Controller {
+ public:
+  Controller(Config config, virt::Connection& conn, Switch& sw);
+  ~Controller();
+  // Connects the sinks, picks up parked domains (metadata), reconciles flows.
+  void start();
+  Result<ParkResult> park(const std::string& domain, const ParkOptions& opts, const ProgressFn& progress = {});
+  Result<WakeResult> wake(const std::string& domain, const std::string& trigger, const ProgressFn& progress = {});
+  // The parked domains with their state and the last wake of each domain, as JSON.
+  Result<std::string> status_json();
+  // The domain stopped or went away (hook): its container, flows and metadata go.
+  Result<void> forget(const std::string& domain);
+  // Reconciles flows and containers with the parked domains.
+  Result<std::string> reconcile();
+  // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.
+  void fail_at(std::string where) { fail_at_ = std::move(where); }
+  std::string sinks_json();
+
+ private:
+  struct DomainLock;
+  std::shared_ptr<std::mutex> lock_for(const std::string& domain);
+  SinkLink* link(const std::string& sink);
+  void on_event(const std::string& sink, const qmp::Event& ev);
+  void wake_async(const std::string& domain, const std::string& trigger, double stamp);
+  void watchdog();
+  Result<std::map<std::string, ParkState>> parked_domains();
+  void remember_wake(const WakeResult& w);
+
+  Config cfg_;
+  virt::Connection& conn_;
+  Switch& switch_;
+  std::string fail_at_;
+  std::map<std::string, std::unique_ptr<SinkLink>> links_;
+  std::mutex mu_;  // guards the maps below
+  std::map<std::string, std::shared_ptr<std::mutex>> locks_;
+  std::map<std::string, std::string> container_domain_;  // "sink/container" -> domain
+  std::set<std::string> busy_containers_;              // being parked or woken
+  std::map<std::string, std::string> last_wakes_;       // domain -> WakeResult JSON
+  std::set<std::string> waking_;
+  std::atomic<bool> stop_{false};
+  std::thread watchdog_;
+  std::mutex workers_mu_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace seamless::ctl
