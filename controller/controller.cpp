@@ -487,7 +487,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   parked.mode = SL_TRY(suspend::parse_mode(st.mode));
   parked.balloon_before = st.balloon_before;
   HandedBack back;
-  bool home = false;
+  bool home = false;       // the sink's gateway is restored in the VM
+  bool came_home = false;  // the fallback brought the VM home
 
   // Whatever failed after the VM runs again: the VM comes home with the gateway it parked
   // with (its pack is still in the guest), its traffic back, the sink's copy gone.
@@ -503,7 +504,9 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
       if (auto rm = ignore_not_found(sink->remove_gateway(st.container)); !rm.ok())
         SL_LOG(Warn, kModule, "`", name, "`: ", rm.error().message);
     }
-    return dom.set_metadata(kMetadataKey, kMetadataUri, "");
+    SL_TRY(dom.set_metadata(kMetadataKey, kMetadataUri, ""));
+    came_home = true;
+    return ok();
   };
 
   Procedure p(cat("wake `", name, "`"));
@@ -523,8 +526,20 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
                                                                      "` is not configured"));
         result.hand_back = seconds_since(t0);
         auto r = resumed.get();
-        if (!r.ok()) return std::move(r).error().wrap("resuming the VM");
-        if (!hb.ok()) return std::move(hb).error();
+        if (!r.ok()) {
+          // The VM cannot run: it stays parked, and its gateway must stay reachable.
+          if (hb.ok() && sink)
+            return std::move(r).error().wrap(cat("resuming the VM (its gateway was handed back: the sink holds ",
+                                                 "its packets in `", hb->pack, "`; operator action needed)"));
+          return std::move(r).error().wrap("resuming the VM (it stays parked)");
+        }
+        if (!hb.ok()) {
+          // The VM runs but the sink's copy of the gateway cannot come: it comes home with
+          // the one it parked with.
+          auto fb = fallback();
+          if (!fb.ok()) return std::move(hb).error().wrap(cat("hand-back (and the fallback: ", fb.error().message, ")"));
+          return std::move(hb).error().wrap("hand-back failed; woken with the gateway it parked with");
+        }
         back = *hb;
         return ok();
       },
@@ -562,12 +577,11 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   result.finished_at = int64_t(std::time(nullptr));
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // Still parked only if the first step failed and its fallback did too.
-    if (r.ok() || result.report.rolled_back) container_domain_.erase(k);
+    if (r.ok() || came_home) container_domain_.erase(k);
   }
   remember_wake(result);
   if (!r.ok()) {
-    if (result.report.rolled_back)
+    if (came_home)
       return std::move(r).error().wrap(cat("woken with the gateway it parked with (its connections since the park "
                                            "may be lost)"));
     return std::move(r).error();
@@ -627,6 +641,34 @@ std::string Controller::sinks_json() {
     first = false;
   }
   return out + "]";
+}
+
+void Controller::notice(const std::string& domain, const std::string& op) {
+  if (op != "stopped" && op != "release" && op != "reconnect") return;
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  workers_.emplace_back([this, domain, op] {
+    if (op == "reconnect") {
+      if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
+      return;
+    }
+    if (auto dom = conn_.lookup(domain); dom.ok() && virDomainHasManagedSaveImage(dom->get(), 0) == 1) {
+      SL_LOG(Info, kModule, "`", domain, "` ", op, ": parked to disk, kept");
+      return;
+    }
+    if (auto r = forget(domain); !r.ok()) SL_LOG(Warn, kModule, "forgetting `", domain, "`: ", r.error().message);
+  });
+}
+
+void Controller::read_spool(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename();
+    auto dot = name.rfind('.');
+    std::filesystem::remove(e.path(), ec);
+    if (dot == std::string::npos || dot == 0) continue;
+    SL_LOG(Info, kModule, "spooled notice: `", name.substr(0, dot), "` ", name.substr(dot + 1));
+    notice(name.substr(0, dot), name.substr(dot + 1));
+  }
 }
 
 Result<void> Controller::forget(const std::string& name) {

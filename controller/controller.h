@@ -74,6 +74,13 @@ class Controller {
   Result<std::string> status_json();
   // The domain stopped or went away (hook): its container, flows and metadata go.
   Result<void> forget(const std::string& domain);
+  // A libvirt lifecycle notice (from the hook), acted on in the background: the hook
+  // runs inside libvirtd, which waits for it, so nothing here may call libvirt before the
+  // hook has its answer. stopped/release: forget (unless the domain was parked to disk:
+  // its managed save is the park); reconnect: reconcile.
+  void notice(const std::string& domain, const std::string& operation);
+  // Notices the hook spooled while seamlessd was down (`dir`/DOMAIN.OPERATION).
+  void read_spool(const std::string& dir);
   // Reconciles flows and containers with the parked domains.
   Result<std::string> reconcile();
   // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.

@@ -71,8 +71,14 @@ Result<DumpOutcome> GuestHelper::dump(const std::string& out, const std::vector<
 Result<void> GuestHelper::restore(const std::string& pack) {
   qmp::RunOptions ro;
   ro.timeout = Millis(300000);
-  SL_TRY(qmp::guest_run_ok(agent_, kGuestHelper, {"restore", pack}, ro));
-  return ok();
+  auto st = SL_TRY_CTX(qmp::guest_run(agent_, kGuestHelper, {"restore", pack}, ro), "seamless-guest restore");
+  if (st.exitcode.value_or(-1) == 0) return ok();
+  // The reason is in the one JSON object on stdout.
+  std::string why = st.err.substr(0, 400);
+  if (auto json = qmp::parse(st.out.substr(0, st.out.find('\n'))); json.ok() && json->root().IsObject())
+    why = qmp::opt_string(json->root(), "error").value_or(why).substr(0, 1000);
+  return make_error(ErrorKind::Remote, "seamless-guest restore `", pack, "` failed in the guest (exit ",
+                    st.exitcode.value_or(-1), "): ", why);
 }
 
 }  // namespace seamless::ctl

@@ -48,11 +48,11 @@ Result<void> Procedure::run(ProcedureReport* report, const ProgressFn& progress)
     r.seconds = seconds_since(t0);
     return ok();
   }
-  // The failed step is undone too: a step leaves nothing behind when it fails only if
-  // it was written so, and its undo must cope with a half-done step anyway.
+  // A step that fails leaves nothing behind (each is written so); the steps done before
+  // it are undone, newest first.
   std::string undo_errors;
   r.rolled_back = true;
-  for (size_t i = done + 1; i-- > 0;) {
+  for (size_t i = done; i-- > 0;) {
     const Step& s = steps_[i];
     if (!s.undo) continue;
     tell(Progress::Undoing, s.name, "");

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A procedure with side effects as a list of named steps, each with its undo. Steps run
 // in order; when one fails, the undos of the steps already done run in reverse order, so
-// the system ends where it started. Every step is timed; a progress callback sees each
+// the system ends where it started. A step that fails must leave nothing behind itself. Every step is timed; a progress callback sees each
 // step begin and end (the operator commands print one line per step).
 #pragma once
 

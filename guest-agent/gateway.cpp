@@ -74,6 +74,8 @@ Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std:
 // connection: clear what is left only afterwards (connections that ended elsewhere).
 Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
   auto cleared = env.netfilter->clear_criu_locks();
+  // The gateways listen here again (or failed to): new connections may come in.
+  env.netfilter->release_new();
   SL_TRY(std::move(restored));
   return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
 }
@@ -248,6 +250,10 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     }
     dumped.push_back(g);
   }
+  // From now until a restore (here or, after a wake, of the sink's pack) new connections
+  // are dropped, not refused: the client retries and finds the gateway wherever it is.
+  if (auto held = env.netfilter->hold_new(tcp_ports); !held.ok())
+    SL_LOG(Warn, "guest", "new connections will be refused until the sink answers: ", held.error().message);
   auto activity = env.netfilter->read_watch();
   env.netfilter->unwatch();
   if (!activity.ok() || activity->any()) {

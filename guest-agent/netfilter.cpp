@@ -16,6 +16,7 @@ namespace seamless::guest {
 namespace {
 
 constexpr const char* kChain = "SEAMLESS-WATCH";
+constexpr const char* kHold = "SEAMLESS-HOLD";
 // CRIU marks its own repair traffic with SOCCR_MARK and locks everything else.
 constexpr const char* kSoccrMark = "0xc114";
 
@@ -32,9 +33,9 @@ std::vector<std::string> words(const std::string& line) {
   return out;
 }
 
-int count_jumps(const std::string& save_output) {
+int count_jumps(const std::string& save_output, const char* chain = kChain) {
   int n = 0;
-  for (size_t at = 0; (at = save_output.find(cat("-A PREROUTING -j ", kChain), at)) != std::string::npos; ++at) ++n;
+  for (size_t at = 0; (at = save_output.find(cat("-A PREROUTING -j ", chain), at)) != std::string::npos; ++at) ++n;
   return n;
 }
 
@@ -134,6 +135,28 @@ void Iptables::unwatch() {
     for (int i = 0, n = count_jumps(*saved); i < n; ++i) batch += cat("-D PREROUTING -j ", kChain, "\n");
     batch += cat("-F ", kChain, "\n-X ", kChain, "\nCOMMIT\n");
     if (auto r = apply(tool, batch); !r.ok()) SL_LOG(Warn, "guest", "removing the activity watch: ", r.error().message);
+  }
+}
+
+Result<void> Iptables::hold_new(const std::vector<uint16_t>& tcp) {
+  release_new();
+  if (tcp.empty()) return ok();
+  // Appended: the watch chain (inserted first) still counts what is dropped here.
+  const std::string batch = cat("*raw\n:", kHold, " - [0:0]\n",  //
+                                "-A ", kHold, " -p tcp --syn -m multiport --dports ", port_list(tcp), " -j DROP\n",
+                                "-A PREROUTING -j ", kHold, "\nCOMMIT\n");
+  for (const char* tool : {"iptables", "ip6tables"}) SL_TRY(apply(tool, batch));
+  return ok();
+}
+
+void Iptables::release_new() {
+  for (const std::string tool : {"iptables", "ip6tables"}) {
+    auto saved = run_ok({tool + "-save", "-t", "raw"});
+    if (!saved.ok() || saved->find(kHold) == std::string::npos) continue;
+    std::string batch = "*raw\n";
+    for (int i = 0, n = count_jumps(*saved, kHold); i < n; ++i) batch += cat("-D PREROUTING -j ", kHold, "\n");
+    batch += cat("-F ", kHold, "\n-X ", kHold, "\nCOMMIT\n");
+    if (auto r = apply(tool, batch); !r.ok()) SL_LOG(Warn, "guest", "releasing new connections: ", r.error().message);
   }
 }
 

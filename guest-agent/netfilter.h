@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The netfilter seam of the guest helper: counting user activity that reaches the
-// gateways while they are dumped, and removing the connection locks CRIU's dump left.
+// gateways while they are dumped, holding new connections off while they are away, and
+// removing the connection locks CRIU's dump left.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,11 @@ class Netfilter {
   virtual void unwatch() = 0;
   // Deletes every connection lock CRIU added (its rules carry the SOCCR mark match).
   virtual Result<int> clear_criu_locks() = 0;
+  // Once the gateways are dumped, their ports have no listener here: a SYN would get a
+  // reset ("connection refused"). It is dropped instead (after the watch counts it), so
+  // the client's retransmission reaches the sink, or the gateway restored here.
+  virtual Result<void> hold_new(const std::vector<uint16_t>& tcp_ports) = 0;
+  virtual void release_new() = 0;
 };
 
 class Iptables final : public Netfilter {
@@ -36,6 +42,8 @@ class Iptables final : public Netfilter {
   Result<Activity> read_watch() override;
   void unwatch() override;
   Result<int> clear_criu_locks() override;
+  Result<void> hold_new(const std::vector<uint16_t>& tcp_ports) override;
+  void release_new() override;
 };
 
 // Parses `iptables -t raw -L SEAMLESS-WATCH -v -x -n` output into counts (rule order:

@@ -4,7 +4,10 @@
 
 #include <filesystem>
 
+#include "common/sys.h"
 #include "hooks/cgroup.h"
+#include "qmp/json.h"
+#include "qmp/socket.h"
 
 namespace seamless::hook {
 namespace {
@@ -34,6 +37,10 @@ Result<void> handle(const std::vector<std::string>& args, const Env& env) {
   const std::string& domain = args[0];
   const std::string& op = args[1];
   if (!valid_domain_name(domain)) return make_error(ErrorKind::Invalid, "invalid domain name `", domain, "`");
+  if (is_notice(op)) {
+    auto n = notify(domain, op, env);
+    if (!n.ok()) return n;
+  }
   if (op == "started") return prepare_cgroup(domain, env).wrap(cat("preparing the memory cgroup of `", domain, "`"));
   if (op == "release") {
     std::error_code ec;
@@ -42,6 +49,28 @@ Result<void> handle(const std::vector<std::string>& args, const Env& env) {
     return ok();
   }
   return ok();  // prepare, start, stopped, migrate, restore, reconnect, attach: nothing to do yet
+}
+
+bool is_notice(const std::string& op) { return op == "stopped" || op == "release" || op == "reconnect"; }
+
+Result<void> notify(const std::string& domain, const std::string& op, const Env& env) {
+  qmp::ArgWriter w;
+  const std::string args = w.str("domain", domain).str("operation", op).finish();
+  auto c = qmp::QmpSocket::connect(env.controller_socket, env.notify_timeout);
+  if (c.ok() && (*c)->call("hook", args, env.notify_timeout).ok()) return ok();
+  // seamlessd is down or busy: the notice waits for it (it reads the spool when it starts).
+  std::error_code ec;
+  std::filesystem::create_directories(env.spool_dir, ec);
+  if (ec) return make_error(ErrorKind::System, "spool `", env.spool_dir, "`: ", ec.message());
+  return sys::write_file(cat(env.spool_dir, "/", domain, ".", op), args, 0600);
+}
+
+Result<void> check_migration(const std::string& domain, const std::string& xml) {
+  if (xml.find("https://seamless.dev/xmlns/park/1") != std::string::npos)
+    return make_error(ErrorKind::Invalid, "domain `", domain,
+                      "` is parked by seamless (its services run in a sink on this host): wake it first "
+                      "(virsh-wake ", domain, ")");
+  return ok();
 }
 
 }  // namespace seamless::hook

@@ -23,6 +23,7 @@ using namespace seamless;
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
+constexpr const char* kSpool = "/run/seamless/hook-spool";  // the hook's, see hooks/hook.h
 constexpr const char* kUsage =
     R"(usage: seamlessd [--config PATH] [--socket PATH] [-c URI]
 
@@ -96,9 +97,7 @@ void install(qmp::ControlServer& server, ctl::Controller& c, const ctl::Config& 
     });
   server.on("hook", [&](const qmp::Value& args) -> Result<std::string> {
     auto d = SL_TRY(domain_arg(args));
-    auto op = SL_TRY(qmp::get_string(args, "operation"));
-    if (op == "stopped" || op == "release") SL_TRY(c.forget(d));
-    if (op == "reconnect") SL_TRY(c.reconcile());
+    c.notice(d, SL_TRY(qmp::get_string(args, "operation")));
     return std::string("{}");
   });
 }
@@ -149,6 +148,7 @@ int main_impl(int argc, char** argv) {
   }
   ::chmod(cfg->socket.c_str(), 0600);
   controller.start();
+  controller.read_spool(kSpool);
   SL_LOG(Info, "seamlessd", "listening on `", cfg->socket, "` (", cfg->sinks.size(), " sink(s))");
 
   struct Session {

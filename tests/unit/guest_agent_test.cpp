@@ -401,6 +401,12 @@ struct FakeNetfilter : Netfilter {
     if (restored) restored_at_clear = restored->size();
     return ++cleared;
   }
+  bool holding = false;
+  Result<void> hold_new(const std::vector<uint16_t>&) override {
+    holding = true;
+    return ok();
+  }
+  void release_new() override { holding = false; }
 };
 
 class GatewayOps : public ::testing::Test {
@@ -571,6 +577,7 @@ TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_FALSE(r->aborted);
   EXPECT_FALSE(nf_.watching) << "the watch is removed";
+  EXPECT_TRUE(nf_.holding) << "new connections are dropped (not refused) while the gateway is away";
   EXPECT_GT(r->pack_bytes, 0u);
   ASSERT_EQ(r->manifest.gateways.size(), 1u);
   bool exe_recorded = false;
@@ -583,6 +590,7 @@ TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
   EXPECT_EQ(back->restored[0].first, "first");
   EXPECT_EQ(nf_.cleared, 1);
   EXPECT_EQ(nf_.restored_at_clear, 1u) << "CRIU's leftover locks are cleared after the restore, not before";
+  EXPECT_FALSE(nf_.holding) << "the gateway listens again: new connections come in";
 }
 
 TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
@@ -593,6 +601,7 @@ TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
   EXPECT_NE(r->abort_reason.find("1 new connection"), std::string::npos) << r->abort_reason;
   EXPECT_EQ(criu_.restored.size(), 1u) << "restored in place";
   EXPECT_EQ(nf_.restored_at_clear, 1u) << "the locks stay until the gateway is back";
+  EXPECT_FALSE(nf_.holding);
   EXPECT_FALSE(std::filesystem::exists(work_ / "out.pack"));
 }
 

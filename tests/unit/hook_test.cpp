@@ -10,6 +10,10 @@
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
+#include "qmp/json.h"
+#include "qmp/server.h"
+
+#include <thread>
 
 namespace seamless::hook {
 namespace {
@@ -23,6 +27,9 @@ struct FakeHost {
     env.libvirt_run_dir = root / "run";
     env.state_dir = root / "state";
     env.file_knobs = true;
+    env.controller_socket = root / "seamlessd.sock";
+    env.spool_dir = root / "spool";
+    env.notify_timeout = Millis(500);
     std::string mount = root / "cg";
     for (const auto& d : {env.proc + "/self", env.proc + "/4242", env.libvirt_run_dir, env.state_dir})
       std::filesystem::create_directories(d);
@@ -78,9 +85,55 @@ TEST(Hook, ReleaseForgetsParkedState) {
 
 TEST(Hook, UnknownOperationsChangeNothing) {
   FakeHost host(false);
-  for (const char* op : {"prepare", "start", "stopped", "migrate", "reconnect", "attach", "something-new"})
+  for (const char* op : {"prepare", "start", "stopped", "reconnect", "attach", "something-new"})
     EXPECT_TRUE(handle({"vm1", op, "begin", "-"}, host.env).ok()) << op;
   EXPECT_EQ(host.knob("memory.swappiness"), "0");
+}
+
+TEST(Hook, NoticesWaitInTheSpoolWhileSeamlessdIsDown) {
+  FakeHost host(false);
+  ASSERT_TRUE(handle({"vm1", "stopped", "end", "-"}, host.env).ok());
+  auto spooled = sys::read_file(host.env.spool_dir + "/vm1.stopped");
+  ASSERT_TRUE(spooled.ok()) << spooled.error().message;
+  EXPECT_EQ(*spooled, R"({"domain":"vm1","operation":"stopped"})");
+  EXPECT_FALSE(std::filesystem::exists(host.env.spool_dir + "/vm1.prepare"));
+}
+
+TEST(Hook, NoticesGoToSeamlessdWhenItListens) {
+  FakeHost host(false);
+  auto listener = sys::listen_unix(host.env.controller_socket);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  qmp::ControlServer server("test");
+  std::string got;
+  server.on("hook", [&](const qmp::Value& args) -> Result<std::string> {
+    got = qmp::dump(args);
+    return std::string("{}");
+  });
+  std::thread t([&] {
+    auto peer = sys::accept(listener->get(), Deadline(Millis(10000)));
+    if (peer.ok()) (void)server.serve(std::move(peer).value(), "test");
+  });
+  ASSERT_TRUE(handle({"vm1", "release", "end", "-"}, host.env).ok());
+  t.join();
+  EXPECT_EQ(got, R"({"domain":"vm1","operation":"release"})");
+  EXPECT_FALSE(std::filesystem::exists(host.env.spool_dir + "/vm1.release")) << "delivered, not spooled";
+}
+
+TEST(Hook, AParkedDomainMayNotMigrate) {
+  const std::string parked = R"(<domain><name>vm1</name><metadata><seamless:park
+      xmlns:seamless="https://seamless.dev/xmlns/park/1" mode="swap"/></metadata></domain>)";
+  auto refused = check_migration("vm1", parked);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("virsh-wake vm1"), std::string::npos) << refused.error().message;
+  EXPECT_TRUE(check_migration("vm1", "<domain><name>vm1</name></domain>").ok());
+  // The binary: libvirt's stdin, exit 1 and the reason on stderr.
+  const std::string xml_file = "/tmp/seamless-hook-migrate.xml";
+  ASSERT_TRUE(sys::write_file(xml_file, parked).ok());
+  auto r = run({"/bin/sh", "-c", std::string(SEAMLESS_BINARY_DIR "/hooks/seamless-hook vm1 migrate begin - < ") + xml_file});
+  std::filesystem::remove(xml_file);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status.code, 1);
+  EXPECT_NE(r->err.find("is parked by seamless"), std::string::npos) << r->err;
 }
 
 TEST(Hook, BadInputIsNamed) {
@@ -94,7 +147,7 @@ TEST(Hook, BadInputIsNamed) {
   EXPECT_FALSE(handle({"vm1"}, host.env).ok());
 }
 
-TEST(Hook, BinaryAlwaysExitsZero) {
+TEST(Hook, BinaryExitsZeroOtherwise) {
   auto r = run({SEAMLESS_BINARY_DIR "/hooks/seamless-hook", "no-such-domain-xyz", "started", "begin", "-"});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->status.code, 0);

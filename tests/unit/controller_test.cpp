@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unit tests of the controller's parts: the step runner's rollback order, the OVS flows
+// and commands (through a fake runner), park state in XML, domain XML facts, the
+// configuration, and the parsers of sinkd's and seamless-guest's untrusted replies.
+#include <gtest/gtest.h>
+
+#include "controller/config.h"
+#include "controller/guest_helper.h"
+#include "controller/ovs.h"
+#include "controller/park_state.h"
+#include "controller/procedure.h"
+#include "controller/sink_link.h"
+#include "qmp/json.h"
+
+namespace seamless::ctl {
+namespace {
+
+TEST(Procedure, RunsEveryStepInOrderAndTimesThem) {
+  std::string trace;
+  Procedure p("test");
+  p.step("a", [&]() -> Result<void> { trace += "a"; return ok(); }, [&]() -> Result<void> { trace += "A"; return ok(); });
+  p.step("b", [&]() -> Result<void> { trace += "b"; return ok(); });
+  ProcedureReport r;
+  std::vector<std::string> seen;
+  ASSERT_TRUE(p.run(&r, [&](Progress what, const std::string& step, const std::string&) {
+                 if (what == Progress::Done) seen.push_back(step);
+               }).ok());
+  EXPECT_EQ(trace, "ab");
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b"}));
+  ASSERT_EQ(r.steps.size(), 2u);
+  EXPECT_TRUE(r.failed_step.empty());
+}
+
+TEST(Procedure, AFailureUndoesTheStepsDoneNewestFirst) {
+  std::string trace;
+  Procedure p("park `x`");
+  for (const char* n : {"a", "b", "c", "d"}) {
+    std::string name = n;
+    p.step(
+        name,
+        [&, name]() -> Result<void> {
+          trace += name;
+          if (name == "c") return make_error(ErrorKind::Remote, "boom");
+          return ok();
+        },
+        [&, name]() -> Result<void> {
+          trace += "~" + name;
+          return ok();
+        });
+  }
+  ProcedureReport r;
+  auto res = p.run(&r);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(trace, "abc~b~a");
+  EXPECT_EQ(r.failed_step, "c");
+  EXPECT_TRUE(r.rolled_back);
+  EXPECT_NE(res.error().message.find("park `x`: step `c`: boom (rolled back)"), std::string::npos)
+      << res.error().message;
+}
+
+TEST(Procedure, AFailedUndoIsReportedAndTheRestStillRun) {
+  std::string trace;
+  Procedure p("p");
+  p.step("a", [&]() -> Result<void> { return ok(); }, [&]() -> Result<void> { trace += "~a"; return ok(); });
+  p.step("b", [&]() -> Result<void> { return ok(); },
+         [&]() -> Result<void> { return make_error(ErrorKind::System, "stuck"); });
+  p.step("c", [&]() -> Result<void> { return make_error(ErrorKind::System, "no"); });
+  ProcedureReport r;
+  auto res = p.run(&r);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(trace, "~a");
+  EXPECT_FALSE(r.rolled_back);
+  EXPECT_NE(res.error().message.find("undoing `b` failed too: stuck"), std::string::npos) << res.error().message;
+  EXPECT_EQ(res.error().message.find("rolled back"), std::string::npos);
+}
+
+TEST(Procedure, AnInjectedFailureStopsBeforeTheStepRuns) {
+  bool ran = false;
+  Procedure p("p");
+  p.step("x", [&]() -> Result<void> { ran = true; return ok(); });
+  p.fail_at("x");
+  auto res = p.run();
+  ASSERT_FALSE(res.ok());
+  EXPECT_FALSE(ran);
+  EXPECT_NE(res.error().message.find("injected failure"), std::string::npos);
+}
+
+TEST(Ovs, CookiesAreStablePerDomainAndMarked) {
+  EXPECT_EQ(cookie_for("vm1"), cookie_for("vm1"));
+  EXPECT_NE(cookie_for("vm1"), cookie_for("vm2"));
+  EXPECT_TRUE(is_seamless_cookie(cookie_for("vm1")));
+  EXPECT_FALSE(is_seamless_cookie(0x5e1));
+}
+
+TEST(Ovs, FlowsCoverTheMacArpAndNeighbourDiscovery) {
+  Redirect r{cookie_for("vm"), "52:54:00:5e:a0:1c", {"10.77.0.28"}, {"fd00::1c"}, "52:54:00:5e:a0:1b"};
+  auto flows = redirect_flows(r, "7");
+  ASSERT_TRUE(flows.ok()) << flows.error().message;
+  EXPECT_NE(flows->find("priority=100,dl_dst=52:54:00:5e:a0:1c,actions=output:7"), std::string::npos) << *flows;
+  EXPECT_NE(flows->find("arp,arp_tpa=10.77.0.28,actions=output:7"), std::string::npos) << *flows;
+  EXPECT_NE(flows->find("icmp6,icmp_type=135,nd_target=fd00::1c,actions=output:7"), std::string::npos) << *flows;
+}
+
+TEST(Ovs, HostileAddressesNeverReachAFlow) {
+  Redirect r{cookie_for("vm"), "52:54:00:5e:a0:1c", {"10.0.0.1,actions=drop"}, {}, ""};
+  EXPECT_FALSE(redirect_flows(r, "7").ok());
+  r.ipv4 = {};
+  r.ipv6 = {"::1\nadd priority=999,actions=flood"};
+  EXPECT_FALSE(redirect_flows(r, "7").ok());
+  r.ipv6 = {};
+  r.mac = "52:54:00:5e:a0:1c,in_port=1";
+  EXPECT_FALSE(redirect_flows(r, "7").ok());
+  r.mac = "52:54:00:5e:a0:1c";
+  EXPECT_FALSE(redirect_flows(r, "7,8").ok());
+  r.cookie = 0x1234;
+  EXPECT_FALSE(redirect_flows(r, "7").ok());
+}
+
+// The switch seam: what OvsSwitch asks ovs-vsctl / ovs-ofctl, with canned answers.
+struct FakeOvs {
+  std::vector<std::string> calls;
+  std::vector<std::string> inputs;
+  Result<std::string> operator()(const std::vector<std::string>& argv, const std::string& input) {
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
+    calls.push_back(line);
+    inputs.push_back(input);
+    if (line.find("find interface external_ids:attached-mac=\"52:54:00:00:00:01\"") != std::string::npos)
+      return std::string("vnet0 3\n");
+    if (line.find("find interface external_ids:attached-mac=\"52:54:00:00:00:02\"") != std::string::npos)
+      return std::string("vnet1 5\n");
+    if (line.find("find interface") != std::string::npos) return std::string("");
+    if (line.find("iface-to-br") != std::string::npos) return std::string("br0\n");
+    if (line == "ovs-vsctl list-br") return std::string("br0\n");
+    if (line == "ovs-ofctl dump-flows br0")
+      return std::string(" cookie=0x5e1e000000000123, priority=100,dl_dst=52:54:00:00:00:01 actions=output:5\n"
+                         " cookie=0x0, priority=0 actions=NORMAL\n");
+    return std::string("");
+  }
+};
+
+TEST(Ovs, ARedirectIsOneBundleThatReplacesTheCookiesFlows) {
+  FakeOvs fake;
+  OvsSwitch sw([&](const std::vector<std::string>& a, const std::string& in) { return fake(a, in); });
+  Redirect r{cookie_for("vm"), "52:54:00:00:00:01", {"10.0.0.9"}, {}, "52:54:00:00:00:02"};
+  ASSERT_TRUE(sw.redirect(r).ok());
+  ASSERT_FALSE(fake.calls.empty());
+  EXPECT_EQ(fake.calls.back(), "ovs-ofctl --bundle add-flows br0 -");
+  const std::string& bundle = fake.inputs.back();
+  EXPECT_EQ(bundle.rfind("delete cookie=", 0), 0u) << bundle;
+  EXPECT_NE(bundle.find("add cookie="), std::string::npos) << bundle;
+  EXPECT_NE(bundle.find("actions=output:5"), std::string::npos) << bundle;
+}
+
+TEST(Ovs, AnUnknownMacIsAClearError) {
+  FakeOvs fake;
+  OvsSwitch sw([&](const std::vector<std::string>& a, const std::string& in) { return fake(a, in); });
+  Redirect r{cookie_for("vm"), "52:54:00:00:00:09", {}, {}, "52:54:00:00:00:02"};
+  auto res = sw.redirect(r);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message.find("no Open vSwitch interface carries MAC 52:54:00:00:00:09"), std::string::npos)
+      << res.error().message;
+}
+
+TEST(Ovs, CookiesListsOnlySeamlessFlowsAndClearRemovesByCookie) {
+  FakeOvs fake;
+  OvsSwitch sw([&](const std::vector<std::string>& a, const std::string& in) { return fake(a, in); });
+  auto cookies = sw.cookies();
+  ASSERT_TRUE(cookies.ok());
+  ASSERT_EQ(cookies->size(), 1u);
+  EXPECT_EQ((*cookies)[0], 0x5e1e000000000123ULL);
+  ASSERT_TRUE(sw.clear(0x5e1e000000000123ULL).ok());
+  EXPECT_EQ(fake.calls.back(), "ovs-ofctl --bundle del-flows br0 cookie=0x5e1e000000000123/-1");
+}
+
+TEST(ParkState, RoundTripsThroughXml) {
+  ParkState s;
+  s.mode = "swap";
+  s.sink = "sink1";
+  s.container = "vm1";
+  s.mac = "52:54:00:00:00:01";
+  s.pack_sha256 = std::string(64, 'a');
+  s.cookie = cookie_for("vm1");
+  s.balloon_before = 512 << 20;
+  s.memory_before = 300 << 20;
+  s.memory_after = 12 << 20;
+  s.parked_at = 1796000000;
+  auto back = ParkState::from_xml(s.to_xml());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->mode, "swap");
+  EXPECT_EQ(back->cookie, s.cookie);
+  EXPECT_EQ(back->balloon_before, s.balloon_before);
+  EXPECT_EQ(back->memory_after, s.memory_after);
+  EXPECT_EQ(back->mac, s.mac);
+}
+
+TEST(ParkState, EditedOrHostileMetadataIsRefused) {
+  EXPECT_FALSE(ParkState::from_xml("<park mode='swap'").ok());
+  EXPECT_FALSE(ParkState::from_xml("<other/>").ok());
+  EXPECT_FALSE(ParkState::from_xml("<park mode='nap' sink='s' container='c' mac='52:54:00:00:00:01' "
+                                   "cookie='0x5e1e000000000001'/>")
+                   .ok());
+  EXPECT_FALSE(ParkState::from_xml("<park mode='ram' sink='s' container='c' mac='52:54:00:00:00:01' "
+                                   "cookie='0x1'/>")
+                   .ok());
+  EXPECT_FALSE(ParkState::from_xml("<park mode='ram' sink='s' container='c' mac='x' cookie='0x5e1e000000000001'/>")
+                   .ok());
+  EXPECT_FALSE(ParkState::from_xml("<!DOCTYPE p [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><park mode='&e;'/>").ok());
+}
+
+TEST(DomainXml, FindsMacsTheSinkChannelAndParkMetadata) {
+  const std::string xml = R"(<domain type='qemu'><name>vm1</name>
+    <metadata><seamless:park xmlns:seamless="https://seamless.dev/xmlns/park/1" mode="ram" sink="s"
+      container="vm1" mac="52:54:00:00:00:01" cookie="0x5e1e000000000001"/></metadata>
+    <devices>
+      <interface type='bridge'><mac address='52:54:00:00:00:01'/></interface>
+      <channel type='unix'><source mode='bind' path='/run/x/sinkd.sock'/>
+        <target type='virtio' name='org.seamless.sinkd.0'/></channel>
+      <channel type='unix'><source mode='bind' path='/run/x/qga.sock'/>
+        <target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    </devices></domain>)";
+  auto f = parse_domain_xml(xml);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(f->name, "vm1");
+  EXPECT_EQ(f->macs, (std::vector<std::string>{"52:54:00:00:00:01"}));
+  EXPECT_EQ(f->sink_socket, "/run/x/sinkd.sock");
+  ASSERT_TRUE(f->park_xml.has_value());
+  auto st = ParkState::from_xml(*f->park_xml);
+  ASSERT_TRUE(st.ok()) << st.error().message << " in " << *f->park_xml;
+  EXPECT_EQ(st->container, "vm1");
+}
+
+TEST(Config, ReadsSinksAndDefaults) {
+  auto c = parse_config("# sinks\nsink sink-a\nsink sink-b\nmode ram\nmargin-mib 64\nauto-wake no\n", "t.conf");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->sinks, (std::vector<std::string>{"sink-a", "sink-b"}));
+  EXPECT_EQ(c->mode, "ram");
+  EXPECT_EQ(c->margin_mib, 64);
+  EXPECT_FALSE(c->auto_wake);
+  auto d = parse_config("", "t.conf");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->mode, "swap");
+  EXPECT_EQ(d->socket, kDefaultSocket);
+}
+
+TEST(Config, ErrorsNameTheFileAndLine) {
+  auto bad = parse_config("sink a\nmode nap\n", "/etc/seamless/seamless.conf");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("/etc/seamless/seamless.conf:2:"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(parse_config("colour blue\n", "x").ok());
+  EXPECT_FALSE(parse_config("sink a b\n", "x").ok());
+  EXPECT_FALSE(parse_config("sink ../etc\n", "x").ok());
+  EXPECT_FALSE(parse_config("margin-mib -4\n", "x").ok());
+}
+
+TEST(SinkReplies, AddedListedAndHandedBackAreChecked) {
+  auto added = qmp::parse(R"({"id":"vm1","hostname":"h","seconds":"4.5",
+      "interfaces":[{"name":"eth0","mac":"52:54:00:00:00:01","addresses":["10.0.0.2/24"]}]})");
+  ASSERT_TRUE(added.ok());
+  auto a = parse_added(added->root());
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(a->interfaces.at(0).addresses.at(0), "10.0.0.2/24");
+  EXPECT_DOUBLE_EQ(a->seconds, 4.5);
+  auto listed = qmp::parse(R"([{"id":"a","state":"traced"},{"id":"b","state":"handed-back"},{"id":"c","state":"?"}])");
+  ASSERT_TRUE(listed.ok());
+  auto l = parse_listed(listed->root());
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ((*l)[0].state, GatewayState::Traced);
+  EXPECT_EQ((*l)[1].state, GatewayState::HandedBack);
+  EXPECT_EQ((*l)[2].state, GatewayState::Unknown);
+  for (const char* bad : {R"({"id":1})", R"([])", R"({"hostname":"x"})"}) {
+    auto j = qmp::parse(bad);
+    ASSERT_TRUE(j.ok());
+    EXPECT_FALSE(parse_added(j->root()).ok()) << bad;
+  }
+  auto hb = qmp::parse(R"({"pack":"/run/p","bytes":10,"seconds":"-3"})");
+  ASSERT_TRUE(hb.ok());
+  EXPECT_FALSE(parse_handed_back(hb->root()).ok());
+}
+
+TEST(GuestReplies, AnAbortedDumpIsToldApartFromAFailure) {
+  auto aborted = parse_dump(R"({"ok":false,"aborted":"SYN to port 22"})", 3, "");
+  ASSERT_TRUE(aborted.ok()) << aborted.error().message;
+  EXPECT_TRUE(aborted->aborted);
+  EXPECT_EQ(aborted->abort_reason, "SYN to port 22");
+  auto failed = parse_dump(R"({"ok":false,"error":"criu dump failed","kind":"remote"})", 1, "");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.error().message.find("criu dump failed"), std::string::npos);
+  auto done = parse_dump(R"({"ok":true,"pack":"/run/p","pack_bytes":1000,"gateways":[{"name":"dropbear"}]})", 0, "");
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_EQ(done->gateways, (std::vector<std::string>{"dropbear"}));
+  EXPECT_FALSE(parse_dump("garbage", 0, "").ok());
+  EXPECT_FALSE(parse_dump(R"({"ok":true})", 0, "").ok()) << "no pack path";
+}
+
+TEST(GuestReplies, OnlyRequestsThatNeverLeftAreRetried) {
+  EXPECT_TRUE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent not available for now")));
+  EXPECT_FALSE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent is not responding")));
+}
+
+}  // namespace
+}  // namespace seamless::ctl
