@@ -283,7 +283,14 @@ void Controller::watchdog() {
       }
       auto [it, fresh] = down_since.emplace(name, Clock::now());
       if (fresh || seconds_since(it->second) < 20) continue;
-      // The sink has been unreachable for a while: its parked VMs come home.
+      // A sink VM that stopped took its containers with it: its parked VMs come home.
+      // One that runs but whose sinkd does not answer keeps them (its containers still
+      // answer for the VMs, and would keep speaking for a VM woken without them).
+      if (auto sd = conn_.lookup(name); sd.ok() && sd->active().ok() && *sd->active()) {
+        SL_LOG(Warn, kModule, "sink `", name, "` runs but its sinkd does not answer");
+        it->second = Clock::now();
+        continue;
+      }
       std::vector<std::string> orphans;
       {
         std::lock_guard<std::mutex> lock(mu_);

@@ -119,6 +119,7 @@ Result<void> SinkLink::ensure_connected(Deadline deadline) {
     std::this_thread::sleep_for(Millis(1000));
   }
   conn_ = std::move(c).value();
+  last_heard_ = Clock::now();
   SL_LOG(Info, kModule, "connected to sink `", name_, "`");
   return ok();
 }
@@ -141,10 +142,21 @@ Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& ar
   Result<void> up = ensure_connected(Deadline(connect_timeout));
   if (!up.ok()) return std::move(up).error();
   auto r = conn_->call(command, args, timeout);
+  if (!r.ok() && r.error().kind == ErrorKind::Remote &&
+      r.error().message.find("capabilities negotiation") != std::string::npos) {
+    // sinkd restarted behind a connection the host kept open (a virtio-serial port shows
+    // the guest no hang-up): a new session, and the command once more.
+    SL_LOG(Warn, kModule, "sink `", name_, "` restarted; reconnecting");
+    conn_.reset();
+    Result<void> again = ensure_connected(Deadline(connect_timeout));
+    if (!again.ok()) return std::move(again).error();
+    r = conn_->call(command, args, timeout);
+  }
   if (!r.ok() && (r.error().kind == ErrorKind::Closed || r.error().kind == ErrorKind::System)) {
     SL_LOG(Warn, kModule, "sink `", name_, "` went away: ", r.error().message);
     conn_.reset();
   }
+  last_heard_ = Clock::now();
   dispatch_events();
   if (!r.ok()) return std::move(r).error().wrap(cat("sink `", name_, "`: ", command));
   return r;
@@ -171,6 +183,18 @@ void SinkLink::reader() {
     if (!pumped.ok() && pumped.error().kind != ErrorKind::Timeout) {
       SL_LOG(Warn, kModule, "sink `", name_, "` went away: ", pumped.error().message);
       conn_.reset();
+    } else if (seconds_since(last_heard_) > 10) {
+      // A sinkd that died leaves the host's end of the port open and silent: ask.
+      auto st = conn_->call("query-status", "", Millis(5000));
+      last_heard_ = Clock::now();
+      if (!st.ok() && st.error().kind == ErrorKind::Remote &&
+          st.error().message.find("capabilities negotiation") != std::string::npos) {
+        SL_LOG(Warn, kModule, "sink `", name_, "` restarted; reconnecting");
+        conn_.reset();
+      } else if (!st.ok()) {
+        SL_LOG(Warn, kModule, "sink `", name_, "` does not answer: ", st.error().message);
+        conn_.reset();
+      }
     }
     dispatch_events();
     lock.unlock();

@@ -88,6 +88,7 @@ class SinkLink {
   std::mutex mu_;
   std::unique_ptr<qmp::QmpSocket> conn_;
   std::atomic<int> waiting_{0};
+  Clock::time_point last_heard_ = Clock::now();  // with mu_ held
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

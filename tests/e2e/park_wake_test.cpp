@@ -60,7 +60,8 @@ class ParkWake : public ::testing::Test {
     auto key = make_trusted_ssh_key(*guest_->agent, dir_->path());
     if (!key.ok()) return fail(key.error().message);
     key_ = *key;
-    socket_ = *dir_ / "seamlessd.sock";
+    // The default socket: the libvirt hook notifies seamlessd there.
+    socket_ = "/run/seamless/seamlessd.sock";
     if (auto w = sys::write_file(*dir_ / "seamless.conf", cat("# e2e\nsink ", kSinkName, "\nmode ram\n")); !w.ok())
       return fail(w.error().message);
     if (auto up = start_daemon(); !up.ok()) return fail(up.error().message);
@@ -167,17 +168,22 @@ class ParkWake : public ::testing::Test {
   static inline ChildProcess daemon_;
 };
 
-// The journey: park; ping answers through the sink; the SSH session opened before is typed
-// into while parked (the sink's dropbear answers) and after; a page request wakes the VM by
-// itself and gets its answer; virsh-parked shows the wake's breakdown.
+// The journey: park; ping answers through the sink; two minutes of SSH and TCP
+// keep-alives (and lighttpd's idle keep-alive connection) wake nothing; the SSH session
+// opened before is typed into while parked and after; a page request wakes the VM by
+// itself and gets its answer with no client packet retransmitted and no reset;
+// virsh-parked shows the wake's breakdown.
 TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   const Testbed& bed = guest_->bed;
   const std::string ip = bed.guest_ip(kGuest);
+  ClientKeepalives tcp_keepalives(bed, 5);
   auto ssh = SshSession::open(bed, key_, dir_->path(), ip, 2222, 10);
   ASSERT_TRUE(ssh.ok()) << ssh.error().message;
   ASSERT_TRUE((*ssh)->type("echo before-$((20+22))", "before-42").ok());
-  auto page = fetch_page();
-  ASSERT_TRUE(page.ok()) << page.error().message;
+  auto http = bed.connect_from_client(ip, 80);
+  ASSERT_TRUE(http.ok()) << http.error().message;
+  ASSERT_TRUE(sys::write_all(http->get(), kPage, Deadline(Millis(5000))).ok());
+  ASSERT_TRUE(read_until(http->get(), "php ok").ok());
   std::this_thread::sleep_for(Millis(2000));
 
   auto parked_now = park_ok();
@@ -191,14 +197,30 @@ TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   ASSERT_TRUE(xml.ok());
   EXPECT_NE(xml->find("seamless.dev/xmlns/park"), std::string::npos) << "park state in the domain's metadata";
 
-  // Typing into the old session wakes nothing: it is a read/write on what dropbear has.
-  // (A new command in the shell would: the shell runs in the VM, not in dropbear.)
+  // Two minutes of keep-alives: served in the sink.
+  std::this_thread::sleep_for(Millis(120000));
+  EXPECT_TRUE(is_parked()) << "keep-alives woke it";
   EXPECT_TRUE((*ssh)->alive());
-  EXPECT_TRUE(is_parked()) << "nothing woke it yet";
+  // Typed into while parked: the line is answered (by the sink, or at home if it woke it).
+  auto during = (*ssh)->type("echo during-$((30+3))", "during-33", Millis(300000));
+  EXPECT_TRUE(during.ok()) << "the session while parked: " << during.error().message;
 
-  // A page request wakes it by itself and is answered.
-  page = fetch_page(Millis(300000));
+  // A page request wakes it by itself and is answered: no retransmission, no reset.
+  if (!is_parked()) ASSERT_TRUE(park_ok().ok());
+  auto capture = ClientCapture::start(bed, dir_->path(), "tcp port 80");
+  ASSERT_TRUE(capture.ok()) << capture.error().message;
+  auto waking = bed.connect_from_client(ip, 80, Millis(300000));
+  ASSERT_TRUE(waking.ok()) << waking.error().message;
+  ASSERT_TRUE(sys::write_all(waking->get(), kPage, Deadline(Millis(5000))).ok());
+  auto page = read_until(waking->get(), "php ok", Millis(300000));
   EXPECT_TRUE(page.ok()) << "the waking request: " << page.error().message;
+  auto seen = (*capture)->stop();  // before the connection closes
+  ASSERT_TRUE(seen.ok()) << seen.error().message;
+  std::string lines;
+  for (const auto& l : seen->lines) lines += l + "\n";
+  EXPECT_GT(seen->packets, 4) << lines;
+  EXPECT_EQ(seen->resets, 0) << lines;
+  EXPECT_EQ(seen->retransmitted, 0) << lines;
   auto woken = wait_woken();
   ASSERT_TRUE(woken.ok()) << woken.error().message;
   running = vm_running();
@@ -343,6 +365,70 @@ TEST_F(ParkWake, ARestartedDaemonStillWakesAParkedVm) {
   EXPECT_TRUE(page.ok()) << "the waking request: " << page.error().message;
   EXPECT_TRUE(wait_woken().ok());
   EXPECT_EQ(leftovers(), "");
+}
+
+// sinkd killed in the sink VM while a VM is parked: its container goes on answering for
+// the VM; once sinkd is back (a supervisor restarts it) it adopts the container, seamlessd
+// reconnects, and a request still wakes the VM.
+TEST_F(ParkWake, AKilledSinkdComesBackAndStillWakesTheVm) {
+  ASSERT_TRUE(park_ok().ok());
+  qmp::RunOptions ro;
+  ro.timeout = Millis(60000);
+  auto killed = qmp::guest_run_ok(*sink_->agent, "/bin/sh",
+                                  {"-c",
+                                   "pkill -KILL -f '^seamless-sinkd --port'; sleep 3; setsid seamless-sinkd --port "
+                                   "/dev/virtio-ports/org.seamless.sinkd.0 </dev/null >>/var/log/seamless/sinkd.log "
+                                   "2>&1 &"},
+                                  ro);
+  ASSERT_TRUE(killed.ok()) << killed.error().message;
+  EXPECT_TRUE(guest_->bed.answers_ping(guest_->bed.guest_ip(kGuest))) << "the container answers without sinkd";
+  // seamlessd notices the new session within its health check and reconnects.
+  std::this_thread::sleep_for(Millis(20000));
+  auto page = fetch_page(Millis(300000));
+  EXPECT_TRUE(page.ok()) << "the waking request: " << page.error().message;
+  EXPECT_TRUE(wait_woken().ok());
+  EXPECT_EQ(leftovers(), "");
+}
+
+// Run a command in the guest over SSH from the client namespace (the agent may be down).
+static Result<std::string> ssh_run(const Testbed& bed, const std::string& key, const std::string& ip,
+                                   const std::string& command) {
+  return run_ok({"ip", "netns", "exec", bed.netns, "ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o",
+                 "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-p", "2222",
+                 "root@" + ip, command},
+                Millis(120000));
+}
+
+// A dead guest agent: the park is refused by name and nothing changes.
+TEST_F(ParkWake, ADeadGuestAgentIsRefusedByName) {
+  const Testbed& bed = guest_->bed;
+  const std::string ip = bed.guest_ip(kGuest);
+  auto killed = ssh_run(bed, key_, ip, "kill $(cat /run/qemu-ga.pid); sleep 1");
+  ASSERT_TRUE(killed.ok()) << killed.error().message;
+  auto r = virsh("park", {kGuestName});
+  auto back = ssh_run(bed, key_, ip,
+                      "qemu-ga -d -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -f /run/qemu-ga.pid");
+  EXPECT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(r.code, 4) << r.err;
+  EXPECT_NE(r.err.find("guest agent"), std::string::npos) << r.err;
+  EXPECT_FALSE(is_parked());
+  EXPECT_EQ(leftovers(), "");
+  bool answers = false;
+  for (Deadline d(Millis(120000)); !answers && !d.expired(); std::this_thread::sleep_for(Millis(1000)))
+    answers = qmp::execute(*guest_->agent, qmp::GuestPing{}, Millis(5000)).ok();
+  EXPECT_TRUE(answers) << "the guest agent is back";
+}
+
+// `virsh destroy` of a parked domain: the libvirt hook tells seamlessd, and its container,
+// flows and metadata go. (Last: the guest VM is gone after it.)
+TEST_F(ParkWake, DestroyingAParkedDomainLeavesNothing) {
+  ASSERT_TRUE(park_ok().ok());
+  ASSERT_TRUE(guest_->vm->domain().destroy().ok());
+  std::string left = "not checked";
+  for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(1000)))
+    if ((left = leftovers()).empty()) break;
+  EXPECT_EQ(left, "");
+  EXPECT_FALSE(is_parked());
 }
 
 }  // namespace

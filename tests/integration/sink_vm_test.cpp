@@ -26,28 +26,6 @@ namespace {
 
 constexpr int kSink = 15, kGuest = 16;
 
-// TCP keep-alives from the client namespace every `seconds` (the kernel's default waits
-// two hours) while it lives; the old values come back after.
-class ClientKeepalives {
- public:
-  ClientKeepalives(const test::Testbed& bed, int seconds) : netns_(bed.netns) {
-    for (const char* key : kKeys) {
-      auto v = run_ok({"ip", "netns", "exec", netns_, "sysctl", "-n", key});
-      old_.push_back(v.ok() ? v->substr(0, v->find('\n')) : "");
-      (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(key, "=", seconds)});
-    }
-  }
-  ~ClientKeepalives() {
-    for (size_t i = 0; i < old_.size(); ++i)
-      if (!old_[i].empty()) (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(kKeys[i], "=", old_[i])});
-  }
-
- private:
-  static constexpr const char* kKeys[] = {"net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl"};
-  std::string netns_;
-  std::vector<std::string> old_;
-};
-
 class SinkVm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -275,7 +253,7 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
     auto text = test::journal_text(*guest_->agent);
     return text.ok() ? *text : std::string();
   };
-  ClientKeepalives tcp_keepalives(bed, 5);
+  test::ClientKeepalives tcp_keepalives(bed, 5);
   auto ssh = test::SshSession::open(bed, key_, dir_->path(), ip, 2222, 10);
   ASSERT_TRUE(ssh.ok()) << ssh.error().message;
   auto typed = (*ssh)->type("echo before-$((20+22))", "before-42");

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -101,6 +102,77 @@ Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t po
     out = std::move(s);
   }).join();
   return out;
+}
+
+ClientKeepalives::ClientKeepalives(const Testbed& bed, int seconds) : netns_(bed.netns) {
+  for (const char* key : kKeys) {
+    auto v = run_ok({"ip", "netns", "exec", netns_, "sysctl", "-n", key});
+    old_.push_back(v.ok() ? v->substr(0, v->find('\n')) : "");
+    (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(key, "=", seconds)});
+  }
+}
+
+ClientKeepalives::~ClientKeepalives() {
+  for (size_t i = 0; i < old_.size(); ++i)
+    if (!old_[i].empty()) (void)run_ok({"ip", "netns", "exec", netns_, "sysctl", "-qw", cat(kKeys[i], "=", old_[i])});
+}
+
+Result<std::unique_ptr<ClientCapture>> ClientCapture::start(const Testbed& bed, const std::string& dir,
+                                                            const std::string& filter) {
+  std::unique_ptr<ClientCapture> c(new ClientCapture);
+  c->file_ = dir + "/client.pcap";
+  c->client_ip_ = bed.client_ip;
+  std::filesystem::remove(c->file_);
+  SpawnOptions so;
+  so.stderr_path = dir + "/tcpdump.log";
+  c->tcpdump_ = SL_TRY(ChildProcess::spawn({"ip", "netns", "exec", bed.netns, "tcpdump", "-i", "any", "-U", "-n", "-w",
+                                            c->file_, filter},
+                                           so));
+  // Capturing once the file has its header.
+  for (Deadline d(Millis(10000)); !d.expired(); std::this_thread::sleep_for(Millis(100))) {
+    std::error_code ec;
+    if (std::filesystem::file_size(c->file_, ec) >= 24 && !ec) {
+      std::this_thread::sleep_for(Millis(300));
+      return c;
+    }
+  }
+  return make_error(ErrorKind::Timeout, "tcpdump did not start in the client namespace");
+}
+
+ClientCapture::~ClientCapture() { tcpdump_.stop(Millis(2000)); }
+
+Result<ClientCapture::Summary> ClientCapture::stop() {
+  std::this_thread::sleep_for(Millis(500));
+  tcpdump_.stop(Millis(5000));
+  auto text = SL_TRY(run_ok({"tcpdump", "-nn", "-S", "-r", file_}));
+  return summarize_capture(text, client_ip_);
+}
+
+ClientCapture::Summary summarize_capture(const std::string& text, const std::string& client_ip) {
+  ClientCapture::Summary s;
+  std::set<std::string> seen;  // "src > dst flags seq" of client segments that carry a sequence
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(" IP") == std::string::npos || line.find("Flags [") == std::string::npos) continue;
+    ++s.packets;
+    s.lines.push_back(line);
+    auto flags_at = line.find("Flags [");
+    auto flags = line.substr(flags_at + 7, line.find(']', flags_at) - flags_at - 7);
+    if (flags.find('R') != std::string::npos) ++s.resets;
+    // Client segments: "IP 10.77.0.1.PORT > ...". A SYN, or one with data (seq A:B), sent
+    // twice is a retransmission.
+    auto ip_at = line.find(" IP ");
+    if (ip_at == std::string::npos || line.compare(ip_at + 4, client_ip.size() + 1, client_ip + ".") != 0) continue;
+    auto seq_at = line.find(", seq ");
+    if (seq_at == std::string::npos) continue;
+    auto seq = line.substr(seq_at + 6, line.find(',', seq_at + 6) - seq_at - 6);
+    const bool syn = flags.find('S') != std::string::npos;
+    if (!syn && seq.find(':') == std::string::npos) continue;
+    auto gt = line.find(" > ", ip_at);
+    const std::string key = cat(line.substr(ip_at + 4, gt - ip_at - 4), " ", flags, " ", seq);
+    if (!seen.insert(key).second) ++s.retransmitted;
+  }
+  return s;
 }
 
 Result<std::string> read_until(int fd, const std::string& expect, Millis timeout) {

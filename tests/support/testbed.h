@@ -52,6 +52,45 @@ struct VmSpec {
   bool sink_channel = false;
 };
 
+// TCP keep-alives from the client namespace every `seconds` (the kernel's default waits
+// two hours) while it lives; the old values come back after.
+class ClientKeepalives {
+ public:
+  ClientKeepalives(const Testbed& bed, int seconds);
+  ~ClientKeepalives();
+  ClientKeepalives(const ClientKeepalives&) = delete;
+  ClientKeepalives& operator=(const ClientKeepalives&) = delete;
+
+ private:
+  static constexpr const char* kKeys[] = {"net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl"};
+  std::string netns_;
+  std::vector<std::string> old_;
+};
+
+// A packet capture in the client namespace (tcpdump) while it lives; summary() counts
+// what the client saw and sent.
+class ClientCapture {
+ public:
+  static Result<std::unique_ptr<ClientCapture>> start(const Testbed& bed, const std::string& dir,
+                                                      const std::string& filter);
+  ~ClientCapture();
+  struct Summary {
+    int packets = 0;
+    int resets = 0;                // TCP segments with RST, either way
+    int retransmitted = 0;         // client segments (SYN or data) sent again with the same sequence numbers
+    std::vector<std::string> lines;  // tcpdump's text, for messages
+  };
+  // Stops the capture and reads it back.
+  Result<Summary> stop();
+
+ private:
+  ClientCapture() = default;
+  std::string file_, client_ip_;
+  ChildProcess tcpdump_;
+};
+// Counts resets and client retransmissions in `tcpdump -nn -S -r` text (exposed for unit tests).
+ClientCapture::Summary summarize_capture(const std::string& text, const std::string& client_ip);
+
 // Reads from fd until `expect` shows up; returns everything read.
 Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000));
 

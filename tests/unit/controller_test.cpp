@@ -11,6 +11,7 @@
 #include "controller/procedure.h"
 #include "controller/sink_link.h"
 #include "qmp/json.h"
+#include "tests/support/testbed.h"
 
 namespace seamless::ctl {
 namespace {
@@ -296,6 +297,23 @@ TEST(GuestReplies, AnAbortedDumpIsToldApartFromAFailure) {
 TEST(GuestReplies, OnlyRequestsThatNeverLeftAreRetried) {
   EXPECT_TRUE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent not available for now")));
   EXPECT_FALSE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent is not responding")));
+}
+
+TEST(ClientCapture, CountsResetsAndClientRetransmissions) {
+  const std::string text =
+      "10:00:00.1 veth0 Out IP 10.77.0.1.40000 > 10.77.0.28.80: Flags [S], seq 100, win 64240, length 0\n"
+      "10:00:00.2 veth0 In  IP 10.77.0.28.80 > 10.77.0.1.40000: Flags [S.], seq 900, ack 101, win 65160, length 0\n"
+      "10:00:00.3 veth0 Out IP 10.77.0.1.40000 > 10.77.0.28.80: Flags [.], ack 901, win 502, length 0\n"
+      "10:00:00.4 veth0 Out IP 10.77.0.1.40000 > 10.77.0.28.80: Flags [P.], seq 101:180, ack 901, length 79\n"
+      "10:00:01.4 veth0 Out IP 10.77.0.1.40000 > 10.77.0.28.80: Flags [P.], seq 101:180, ack 901, length 79\n"
+      "10:00:01.5 veth0 In  IP 10.77.0.28.80 > 10.77.0.1.40000: Flags [R.], seq 901, ack 180, length 0\n";
+  auto s = test::summarize_capture(text, "10.77.0.1");
+  EXPECT_EQ(s.packets, 6);
+  EXPECT_EQ(s.resets, 1);
+  EXPECT_EQ(s.retransmitted, 1);
+  auto clean = test::summarize_capture(text.substr(0, text.find("10:00:01.4")), "10.77.0.1");
+  EXPECT_EQ(clean.resets, 0);
+  EXPECT_EQ(clean.retransmitted, 0);
 }
 
 }  // namespace
