@@ -123,6 +123,25 @@ Controller::~Controller() {
   links_.clear();
 }
 
+// A container being parked or woken: reconcile leaves it alone, events for it wait.
+class Controller::Busy {
+ public:
+  Busy(Controller& c, std::string key) : c_(c), key_(std::move(key)) {
+    std::lock_guard<std::mutex> lock(c_.mu_);
+    c_.busy_containers_.insert(key_);
+  }
+  ~Busy() {
+    std::lock_guard<std::mutex> lock(c_.mu_);
+    c_.busy_containers_.erase(key_);
+  }
+  Busy(const Busy&) = delete;
+  Busy& operator=(const Busy&) = delete;
+
+ private:
+  Controller& c_;
+  std::string key_;
+};
+
 std::shared_ptr<std::mutex> Controller::lock_for(const std::string& domain) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& m = locks_[domain];
@@ -345,18 +364,7 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
 
   const std::string id = container_id_for(name);
   const std::string k = key(sink->name(), id);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    busy_containers_.insert(k);
-  }
-  struct Unbusy {
-    Controller* c;
-    std::string k;
-    ~Unbusy() {
-      std::lock_guard<std::mutex> lock(c->mu_);
-      c->busy_containers_.erase(k);
-    }
-  } unbusy{this, k};
+  Busy busy(*this, k);
 
   ParkResult result;
   result.domain = name;
@@ -462,18 +470,7 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   const ParkState st = SL_TRY(ParkState::from_xml(*facts.park_xml));
   SinkLink* sink = link(st.sink);
   const std::string k = key(st.sink, st.container);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    busy_containers_.insert(k);
-  }
-  struct Unbusy {
-    Controller* c;
-    std::string k;
-    ~Unbusy() {
-      std::lock_guard<std::mutex> lock(c->mu_);
-      c->busy_containers_.erase(k);
-    }
-  } unbusy{this, k};
+  Busy busy(*this, k);
 
   WakeResult result;
   result.domain = name;
@@ -608,6 +605,13 @@ void Controller::remember_wake(const WakeResult& w) {
   (void)sys::write_file(cat(kWakeDir, "/", container_id_for(w.domain), ".json"), json, 0644);
 }
 
+std::optional<std::string> Controller::last_wake(const std::string& domain) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = last_wakes_.find(domain);
+  if (it == last_wakes_.end()) return std::nullopt;
+  return it->second;
+}
+
 Result<std::string> Controller::status_json() {
   auto parked = SL_TRY(parked_domains());
   std::string list = "[";
@@ -658,11 +662,7 @@ void Controller::notice(const std::string& domain, const std::string& op) {
       if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
       return;
     }
-    if (auto dom = conn_.lookup(domain); dom.ok() && virDomainHasManagedSaveImage(dom->get(), 0) == 1) {
-      SL_LOG(Info, kModule, "`", domain, "` ", op, ": parked to disk, kept");
-      return;
-    }
-    if (auto r = forget(domain); !r.ok()) SL_LOG(Warn, kModule, "forgetting `", domain, "`: ", r.error().message);
+    if (auto r = forget(domain, true); !r.ok()) SL_LOG(Warn, kModule, "forgetting `", domain, "`: ", r.error().message);
   });
 }
 
@@ -678,9 +678,15 @@ void Controller::read_spool(const std::string& dir) {
   }
 }
 
-Result<void> Controller::forget(const std::string& name) {
+Result<void> Controller::forget(const std::string& name, bool unless_saved) {
   auto guard_mu = lock_for(name);
   std::lock_guard<std::mutex> guard(*guard_mu);
+  // Checked under the domain's lock: a park to disk stops the domain (the hook's notice
+  // comes) before the park has finished.
+  if (auto dom = conn_.lookup(name); unless_saved && dom.ok() && virDomainHasManagedSaveImage(dom->get(), 0) == 1) {
+    SL_LOG(Info, kModule, "`", name, "` stopped: parked to disk, kept");
+    return ok();
+  }
   std::vector<std::string> gone;
   {
     std::lock_guard<std::mutex> lock(mu_);

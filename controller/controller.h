@@ -72,8 +72,9 @@ class Controller {
   Result<WakeResult> wake(const std::string& domain, const std::string& trigger, const ProgressFn& progress = {});
   // The parked domains with their state and the last wake of each domain, as JSON.
   Result<std::string> status_json();
-  // The domain stopped or went away (hook): its container, flows and metadata go.
-  Result<void> forget(const std::string& domain);
+  // The domain stopped or went away (hook): its container, flows and metadata go; with
+  // `unless_saved`, not when it stopped into a managed save (a park to disk).
+  Result<void> forget(const std::string& domain, bool unless_saved = false);
   // A libvirt lifecycle notice (from the hook), acted on in the background: the hook
   // runs inside libvirtd, which waits for it, so nothing here may call libvirt before the
   // hook has its answer. stopped/release: forget (unless the domain was parked to disk:
@@ -86,9 +87,11 @@ class Controller {
   // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.
   void fail_at(std::string where) { fail_at_ = std::move(where); }
   std::string sinks_json();
+  // The last wake of `domain` (WakeResult::to_json), if any since this controller started.
+  std::optional<std::string> last_wake(const std::string& domain);
 
  private:
-  struct DomainLock;
+  class Busy;
   std::shared_ptr<std::mutex> lock_for(const std::string& domain);
   SinkLink* link(const std::string& sink);
   void on_event(const std::string& sink, const qmp::Event& ev);

@@ -47,13 +47,6 @@ int die(const Error& e) {
   return 1;
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string w; std::getline(in, w, ',');)
-    if (!w.empty()) out.push_back(w);
-  return out;
-}
 
 Result<std::unique_ptr<qmp::QmpSocket>> control(const std::string& socket) {
   Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
@@ -130,10 +123,10 @@ int main(int argc, char** argv) {
       json = true;
     } else if (a == "--counts" && i + 1 < argc) {
       counts.clear();
-      for (const auto& w : split(argv[++i])) counts.push_back(std::max(1, std::atoi(w.c_str())));
+      for (const auto& w : test::split_list(argv[++i])) counts.push_back(std::max(1, std::atoi(w.c_str())));
       std::sort(counts.begin(), counts.end());
     } else if (a == "--gateways" && i + 1 < argc) {
-      only = split(argv[++i]);
+      only = test::split_list(argv[++i]);
     } else if (a == "--sink-mib" && i + 1 < argc) {
       sink_mib = std::max(512, std::atoi(argv[++i]));
     } else {
@@ -150,13 +143,8 @@ int main(int argc, char** argv) {
   gs.tools = {SEAMLESS_GUEST_BIN};
   auto guest = test::LibvirtGuest::boot(gs);
   if (!guest.ok()) return die(guest.error());
-  test::VmSpec ss;
-  ss.name = "sl-bench-sink";
-  ss.index = 19;
+  test::VmSpec ss = test::sink_vm_spec("sl-bench-sink", 19, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN);
   ss.memory_mib = sink_mib;
-  ss.services = "sinkd";
-  ss.tools = {SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN};
-  ss.sink_channel = true;
   auto sink = test::LibvirtGuest::boot(ss);
   if (!sink.ok()) return die(sink.error());
   auto c = control((*sink)->vm->sink_socket());

@@ -37,13 +37,7 @@ struct Ran {
 class ParkWake : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    VmSpec sink;
-    sink.name = kSinkName;
-    sink.index = kSink;
-    sink.services = "sinkd";
-    sink.tools = {SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN};
-    sink.sink_channel = true;
-    auto s = LibvirtGuest::boot(sink);
+    auto s = LibvirtGuest::boot(sink_vm_spec(kSinkName, kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN));
     if (!s.ok()) return fail(s.error().message);
     sink_ = std::move(s).value();
     VmSpec guest;

@@ -29,13 +29,7 @@ constexpr int kSink = 15, kGuest = 16;
 class SinkVm : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    test::VmSpec sink;
-    sink.name = "sl-sink";
-    sink.index = kSink;
-    sink.services = "sinkd";
-    sink.tools = {SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN};
-    sink.sink_channel = true;
-    auto s = test::LibvirtGuest::boot(sink);
+    auto s = test::LibvirtGuest::boot(test::sink_vm_spec("sl-sink", kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN));
     if (!s.ok()) return fail(s.error().message);
     sink_ = std::move(s).value();
     test::VmSpec guest;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "common/sys.h"
+#include "controller/ovs.h"
 #include "hooks/cgroup.h"
 #include "qmp/guest.h"
 
@@ -104,6 +105,23 @@ Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t po
   return out;
 }
 
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string w; std::getline(in, w, ',');) out.push_back(w);
+  return out;
+}
+
+VmSpec sink_vm_spec(const std::string& name, int index, const std::string& sinkd_bin, const std::string& guest_bin) {
+  VmSpec sink;
+  sink.name = name;
+  sink.index = index;
+  sink.services = "sinkd";
+  sink.tools = {sinkd_bin, guest_bin};
+  sink.sink_channel = true;
+  return sink;
+}
+
 ClientKeepalives::ClientKeepalives(const Testbed& bed, int seconds) : netns_(bed.netns) {
   for (const char* key : kKeys) {
     auto v = run_ok({"ip", "netns", "exec", netns_, "sysctl", "-n", key});
@@ -187,20 +205,15 @@ Result<std::string> read_until(int fd, const std::string& expect, Millis timeout
   return got;
 }
 
+// The product's switch seam does it (controller/ovs.h), with the cookie of the MAC.
 Result<void> Testbed::redirect(const std::string& mac, const std::string& to_mac) const {
-  auto port = SL_TRY(run_ok({"ovs-vsctl", "--bare", "--columns=ofport", "find", "interface",
-                             cat("external_ids:attached-mac=\"", to_mac, "\"")}));
-  while (!port.empty() && (port.back() == '\n' || port.back() == ' ')) port.pop_back();
-  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
-    return make_error(ErrorKind::NotFound, "no OVS port carries MAC ", to_mac, " (`", port, "`)");
-  SL_TRY(run_ok(
-      {"ovs-ofctl", "add-flow", bridge, cat("cookie=0x5e1,priority=100,dl_dst=", mac, ",actions=output:", port)}));
-  return ok();
+  ctl::OvsSwitch ovs;
+  return ovs.redirect(ctl::Redirect{ctl::cookie_for(mac), mac, {}, {}, to_mac});
 }
 
 Result<void> Testbed::end_redirect(const std::string& mac) const {
-  SL_TRY(run_ok({"ovs-ofctl", "del-flows", bridge, cat("cookie=0x5e1/-1,dl_dst=", mac)}));
-  return ok();
+  ctl::OvsSwitch ovs;
+  return ovs.clear(ctl::cookie_for(mac));
 }
 
 std::string Testbed::guest_mac(int index) {

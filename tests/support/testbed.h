@@ -34,8 +34,8 @@ struct Testbed {
   Result<UniqueFd> connect_from_client(const std::string& ip, uint16_t port, Millis timeout = Millis(10000)) const;
   // Whether `ip` answers an ICMP echo from the client namespace (3 tries, 1 s apart).
   bool answers_ping(const std::string& ip) const;
-  // Open vSwitch: frames for `mac` go to the port of the guest NIC carrying `to_mac` (the
-  // park path's traffic switch, as the controller will make it), and back to learning.
+  // Open vSwitch: frames for `mac` go to the port of the guest NIC carrying `to_mac`
+  // (through the controller's switch seam), and back to learning.
   Result<void> redirect(const std::string& mac, const std::string& to_mac) const;
   Result<void> end_redirect(const std::string& mac) const;
 };
@@ -90,6 +90,13 @@ class ClientCapture {
 };
 // Counts resets and client retransmissions in `tcpdump -nn -S -r` text (exposed for unit tests).
 ClientCapture::Summary summarize_capture(const std::string& text, const std::string& client_ip);
+
+// "a,b,c" -> {"a", "b", "c"} (benchmark and tool arguments).
+std::vector<std::string> split_list(const std::string& s);
+
+// A sink VM as the tests and benchmarks boot it: seamless-sinkd on its virtio-serial
+// channel, the project's sinkd and guest helper on its tools disk.
+VmSpec sink_vm_spec(const std::string& name, int index, const std::string& sinkd_bin, const std::string& guest_bin);
 
 // Reads from fd until `expect` shows up; returns everything read.
 Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000));

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: Apache-2.0
+// Benchmark: reaction of each gateway of a VM, running (baseline) and parked in ram, swap
+// and disk modes, in one run. Reaction = from the client's connect() (its first packet)
+// to the first byte of the answer (a banner, or the answer to a page request); the wake
+// triggers by itself on that request. Per parked run also the wake's breakdown (its wall
+// time against its critical path: hand-back and resume overlap) and the host memory the
+// parked VM holds. Park and wake run through the controller library, as seamlessd does.
+//   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...] [--modes ram,swap,disk]
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <sstream>
+#include <thread>
+
+#include "common/sys.h"
+#include "controller/controller.h"
+#include "hooks/cgroup.h"
+#include "qmp/guest.h"
+#include "qmp/json.h"
+#include "tests/support/testbed.h"
+
+using namespace seamless;
+
+namespace {
+
+struct Gw {
+  std::string name;
+  uint16_t port;
+  bool http;
+};
+const Gw kGateways[] = {{"dropbear", 2222, false},
+                        {"openssh", 22, false},
+                        {"lighttpd+php", 80, true},
+                        {"apache2+php", 8080, true},
+                        {"vsftpd", 21, false}};
+
+struct Row {
+  std::string gateway, mode;
+  double reaction_s = 0;
+  double wake_s = 0, critical_s = 0, serial_s = 0;
+  double hand_back_s = 0, resume_s = 0, transfer_s = 0, restore_s = 0, switch_s = 0, release_s = 0;
+  double held_mib = 0, held_pct = 0, park_s = 0;
+};
+
+// Connect, ask (HTTP) or wait for the banner, and time the first byte of the answer.
+Result<double> reaction(const test::Testbed& bed, const std::string& ip, const Gw& gw, Millis timeout) {
+  const auto t0 = Clock::now();
+  auto fd = SL_TRY(bed.connect_from_client(ip, gw.port, timeout));
+  if (gw.http)
+    SL_TRY(sys::write_all(fd.get(), "GET /info.php HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n",
+                          Deadline(Millis(5000))));
+  char c;
+  auto n = SL_TRY(sys::read_some(fd.get(), &c, 1, Deadline(timeout)));
+  if (n != 1) return make_error(ErrorKind::Closed, gw.name, ": closed before answering");
+  return seconds_since(t0);
+}
+
+double num(const qmp::Value& v, const char* k) {
+  auto it = v.FindMember(k);
+  return it != v.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0;
+}
+
+int64_t rss_bytes(pid_t pid) {
+  auto status = sys::read_file(cat("/proc/", pid, "/status"));
+  if (!status.ok()) return 0;
+  auto at = status->find("VmRSS:");
+  return at == std::string::npos ? 0 : std::atoll(status->c_str() + at + 6) * 1024;
+}
+
+int die(const Error& e) {
+  std::fprintf(stderr, "bench_park_wake: %s\n", e.message.c_str());
+  return 1;
+}
+
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false;
+  std::string json_out;
+  int memory = 2048;
+  std::vector<std::string> gateways = {"dropbear", "openssh", "lighttpd+php", "apache2+php", "vsftpd"};
+  std::vector<std::string> modes = {"ram", "swap", "disk"};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") json = true;
+    else if (a == "--json-out" && i + 1 < argc) json_out = argv[++i];
+    else if (a == "--memory" && i + 1 < argc) memory = std::atoi(argv[++i]);
+    else if (a == "--gateways" && i + 1 < argc) gateways = test::split_list(argv[++i]);
+    else if (a == "--modes" && i + 1 < argc) modes = test::split_list(argv[++i]);
+    else {
+      std::fprintf(stderr,
+                   "usage: bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways a,b] [--modes m,n]\n");
+      return a == "-h" || a == "--help" ? 0 : 2;
+    }
+  }
+  auto bed = test::Testbed::load();
+  if (!bed.ok()) return die(bed.error());
+  test::VmSpec sink = test::sink_vm_spec("sl-bench-sink", 31, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN);
+  sink.memory_mib = 1024;
+  auto s = test::LibvirtGuest::boot(sink);
+  if (!s.ok()) return die(s.error());
+  test::VmSpec guest;
+  guest.name = "sl-bench-guest";
+  guest.index = 32;
+  guest.memory_mib = memory;
+  guest.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
+  guest.tools = {SEAMLESS_GUEST_BIN};
+  auto g = test::LibvirtGuest::boot(guest);
+  if (!g.ok()) return die(g.error());
+  const std::string ip = bed->guest_ip(guest.index);
+
+  auto conn = virt::Connection::open();
+  if (!conn.ok()) return die(conn.error());
+  ctl::Config cfg;
+  cfg.sinks = {sink.name};
+  ctl::OvsSwitch ovs;
+  ctl::Controller controller(cfg, *conn, ovs);
+  controller.start();
+  for (Deadline d(Millis(120000)); !d.expired() && controller.sinks_json().find("\"connected\":true") == std::string::npos;)
+    std::this_thread::sleep_for(Millis(500));
+
+  std::vector<Row> rows;
+  for (const auto& name : gateways) {
+    const Gw* gw = nullptr;
+    for (const auto& k : kGateways)
+      if (k.name == name) gw = &k;
+    if (!gw) return die(make_error(ErrorKind::Invalid, "unknown gateway `", name, "`"));
+    // Baseline: the VM running, its gateway at home.
+    Row base{gw->name, "running"};
+    auto r0 = reaction(*bed, ip, *gw, Millis(60000));
+    if (!r0.ok()) return die(r0.error().wrap("baseline"));
+    base.reaction_s = *r0;
+    rows.push_back(base);
+    for (const auto& mode : modes) {
+      Row row{gw->name, mode};
+      // Idle first: apache2 tops up its spare children for a second after a request.
+      std::this_thread::sleep_for(Millis(3000));
+      ctl::ParkOptions po;
+      po.mode = mode;
+      auto parked = controller.park(guest.name, po);
+      if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
+      row.park_s = parked->report.seconds;
+      std::this_thread::sleep_for(Millis(2000));
+      if (mode != "disk") {
+        if (auto pid = cgroup::qemu_pid(guest.name); pid.ok()) {
+          auto group = cgroup::for_pid(*pid);
+          int64_t usage = 0;
+          if (group.ok())
+            if (auto knobs = cgroup::libcgroup_knobs(*group); knobs.ok()) {
+              cgroup::Memory mem(*group, std::move(*knobs));
+              usage = mem.usage().ok() ? *mem.usage() : 0;
+            }
+          row.held_mib = std::max(usage, rss_bytes(*pid)) / 1048576.0;
+        }
+      }
+      row.held_pct = 100.0 * row.held_mib / memory;
+      auto r = reaction(*bed, ip, *gw, Millis(600000));
+      if (!r.ok()) return die(r.error().wrap(cat(gw->name, " ", mode, ": reaction")));
+      row.reaction_s = *r;
+      std::optional<std::string> wake;
+      for (Deadline d(Millis(300000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
+        wake = controller.last_wake(guest.name);
+        auto st = controller.status_json();
+        if (wake && st.ok() && st->find(cat("\"domain\":\"", guest.name, "\",\"mode\"")) == std::string::npos) break;
+      }
+      if (!wake) return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
+      auto wj = qmp::parse(*wake);
+      if (!wj.ok()) return die(wj.error());
+      const auto& w = wj->root();
+      row.wake_s = num(w, "seconds");
+      row.hand_back_s = num(w, "hand_back");
+      row.resume_s = num(w, "resume");
+      row.transfer_s = num(w, "transfer");
+      row.restore_s = num(w, "restore");
+      row.switch_s = num(w, "switch");
+      row.release_s = num(w, "release");
+      double rest = 0;
+      if (auto steps = w.FindMember("steps"); steps != w.MemberEnd() && steps->value.IsArray())
+        for (const auto& st : steps->value.GetArray())
+          if (qmp::opt_string(st, "step").value_or("") != "hand-back+resume") rest += num(st, "seconds");
+      row.critical_s = std::max(row.hand_back_s, row.resume_s) + rest;
+      row.serial_s = row.hand_back_s + row.resume_s + rest;
+      rows.push_back(row);
+      std::fprintf(stderr, "bench_park_wake: %s %s: reaction %.2f s, wake %.2f s\n", gw->name.c_str(), mode.c_str(),
+                   row.reaction_s, row.wake_s);
+      // Let the balloon come back before the next park.
+      std::this_thread::sleep_for(Millis(5000));
+    }
+  }
+  std::string lines;
+  for (const auto& r : rows)
+    lines += cat("{\"gateway\": \"", r.gateway, "\", \"mode\": \"", r.mode, "\", \"reaction_s\": ", r.reaction_s,
+                 ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s, ", \"critical_path_s\": ", r.critical_s,
+                 ", \"serial_s\": ", r.serial_s, ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s,
+                 ", \"transfer_s\": ", r.transfer_s, ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s,
+                 ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_pct\": ", r.held_pct,
+                 ", \"guest_mib\": ", memory, "}\n");
+  if (!json_out.empty())
+    if (auto wr = sys::write_file(json_out, lines); !wr.ok()) return die(wr.error());
+  if (json) {
+    std::fputs(lines.c_str(), stdout);
+    return 0;
+  }
+  std::printf("| gateway | mode | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
+              "resume s | transfer s | restore s | switch s | release s | held MiB | held %% of RAM |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : rows)
+    std::printf("| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f |\n",
+                r.gateway.c_str(), r.mode.c_str(), r.reaction_s, r.park_s, r.wake_s, r.critical_s,
+                r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
+                r.switch_s, r.release_s, r.held_mib, r.held_pct);
+  std::printf("\nReaction ratios per gateway:\n\n| gateway | swap / ram | swap / disk | ram / running |\n|---|---|---|---|\n");
+  for (const auto& name : gateways) {
+    double run = 0, ram = 0, swap = 0, disk = 0;
+    for (const auto& r : rows) {
+      if (r.gateway != name) continue;
+      (r.mode == "running" ? run : r.mode == "ram" ? ram : r.mode == "swap" ? swap : disk) = r.reaction_s;
+    }
+    std::printf("| %s | %.2f | %.2f | %.1f |\n", name.c_str(), ram > 0 ? swap / ram : 0, disk > 0 ? swap / disk : 0,
+                run > 0 ? ram / run : 0);
+  }
+  return 0;
+}
