@@ -123,25 +123,6 @@ Controller::~Controller() {
   links_.clear();
 }
 
-// A container being parked or woken: reconcile leaves it alone, events for it wait.
-class Controller::Busy {
- public:
-  Busy(Controller& c, std::string key) : c_(c), key_(std::move(key)) {
-    std::lock_guard<std::mutex> lock(c_.mu_);
-    c_.busy_containers_.insert(key_);
-  }
-  ~Busy() {
-    std::lock_guard<std::mutex> lock(c_.mu_);
-    c_.busy_containers_.erase(key_);
-  }
-  Busy(const Busy&) = delete;
-  Busy& operator=(const Busy&) = delete;
-
- private:
-  Controller& c_;
-  std::string key_;
-};
-
 std::shared_ptr<std::mutex> Controller::lock_for(const std::string& domain) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& m = locks_[domain];
@@ -198,47 +179,41 @@ Result<std::map<std::string, ParkState>> Controller::parked_domains() {
 }
 
 Result<std::string> Controller::reconcile() {
+  // The parked domains (metadata) and the ones being parked or woken (mapped before their
+  // procedure runs) own their flows and containers; nothing else does.
   auto parked = SL_TRY(parked_domains());
-  std::set<uint64_t> ours;
-  for (const auto& [d, st] : parked) ours.insert(st.cookie);
-  std::set<std::string> busy;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    busy = busy_containers_;
+    for (const auto& [d, st] : parked) container_domain_.emplace(key(st.sink, st.container), d);
   }
+  auto owner_of = [&](const std::string& k) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = container_domain_.find(k);
+    return it == container_domain_.end() ? std::string() : it->second;
+  };
+  auto cookie_owned = [&](uint64_t c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [k, d] : container_domain_)
+      if (cookie_for(d) == c) return true;
+    return false;
+  };
   int flows = 0, containers = 0;
-  // Flows of a domain being parked right now belong to it even before its metadata.
-  std::set<uint64_t> busy_cookies;
-  for (const auto& k : busy) busy_cookies.insert(cookie_for(k.substr(k.find('/') + 1)));
-  if (auto cookies = switch_.cookies(); cookies.ok()) {
-    for (uint64_t c : *cookies) {
-      if (ours.count(c)) continue;
-      bool in_use = false;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        for (const auto& [k, d] : container_domain_) in_use = in_use || cookie_for(d) == c;
-      }
-      if (in_use && !parked.empty()) continue;
-      if (switch_.clear(c).ok()) ++flows;
-    }
-  }
+  if (auto cookies = switch_.cookies(); cookies.ok())
+    for (uint64_t c : *cookies)
+      if (!cookie_owned(c) && switch_.clear(c).ok()) ++flows;
   for (auto& [name, l] : links_) {
     if (!l->connected()) continue;
     auto listed = l->list_gateways();
     if (!listed.ok()) continue;
     for (const auto& g : *listed) {
-      const std::string k = key(name, g.id);
-      if (busy.count(k)) continue;
-      std::string owner;
-      for (const auto& [d, st] : parked)
-        if (st.sink == name && st.container == g.id) owner = d;
+      const std::string owner = owner_of(key(name, g.id));
       if (owner.empty()) {
         SL_LOG(Info, kModule, "sink `", name, "`: container `", g.id, "` belongs to no parked domain: removed");
         if (l->remove_gateway(g.id).ok()) ++containers;
       } else if (g.state == GatewayState::Woken || g.state == GatewayState::Stopped ||
                  g.state == GatewayState::Crashed || g.state == GatewayState::Lost) {
-        // Activity (or a crash) while nobody listened: wake it now.
-        wake_async(owner, cat("sink state ", to_string(g.state), " found at reconnect"), -1);
+        // Activity (or a crash) while nobody listened: wake it (after any operation on it).
+        wake_async(owner, cat("sink state ", to_string(g.state), " found at reconnect"));
       }
     }
   }
@@ -250,9 +225,10 @@ Result<std::string> Controller::reconcile() {
 void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   if (ev.name == "CONNECTED") {
     // Events may have been missed while the link was down.
-    std::thread([this] {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    workers_.emplace_back([this] {
       if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
-    }).detach();
+    });
     return;
   }
   if (ev.name != "ACTIVITY" && ev.name != "ERROR") return;
@@ -261,8 +237,9 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   std::string domain;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // A park still under way is finished first: the wake waits for the domain's lock.
     auto it = container_domain_.find(key(sink, *id));
-    if (it == container_domain_.end() || busy_containers_.count(key(sink, *id))) return;
+    if (it == container_domain_.end()) return;
     domain = it->second;
   }
   const std::string trigger =
@@ -270,22 +247,28 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
                             : cat("gateway error in the sink: ", qmp::opt_string(ev.data.root(), "error").value_or("?"));
   SL_LOG(Info, kModule, "domain `", domain, "`: ", trigger);
   if (ev.name == "ACTIVITY" && !cfg_.auto_wake) return;
-  wake_async(domain, trigger, ev.timestamp);
+  // The sink stamped the event when it saw the activity (its clock, from the same host).
+  double delay = -1;
+  if (ev.timestamp > 0) {
+    auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    if (now >= ev.timestamp && now - ev.timestamp < 60) delay = now - ev.timestamp;
+  }
+  wake_async(domain, trigger, delay);
 }
 
-void Controller::wake_async(const std::string& domain, const std::string& trigger, double stamp) {
+void Controller::wake_async(const std::string& domain, const std::string& trigger, double event_delay) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (waking_.count(domain)) return;
     waking_.insert(domain);
   }
   std::lock_guard<std::mutex> lock(workers_mu_);
-  workers_.emplace_back([this, domain, trigger, stamp] {
-    auto r = wake(domain, trigger, {});
-    if (r.ok() && stamp > 0) {
-      // The sink's clock stamped the event; the wake was recorded already.
-    }
-    if (!r.ok()) SL_LOG(Error, kModule, "waking `", domain, "`: ", r.error().message);
+  workers_.emplace_back([this, domain, trigger, event_delay] {
+    auto r = wake(domain, trigger, {}, event_delay);
+    if (!r.ok() && r.error().message.find("is not parked") != std::string::npos)
+      SL_LOG(Info, kModule, "`", domain, "` is home already (", trigger, ")");
+    else if (!r.ok())
+      SL_LOG(Error, kModule, "waking `", domain, "`: ", r.error().message);
     std::lock_guard<std::mutex> l(mu_);
     waking_.erase(domain);
   });
@@ -316,7 +299,7 @@ void Controller::watchdog() {
         for (const auto& [k, d] : container_domain_)
           if (k.rfind(name + "/", 0) == 0) orphans.push_back(d);
       }
-      for (const auto& d : orphans) wake_async(d, cat("sink `", name, "` unreachable"), -1);
+      for (const auto& d : orphans) wake_async(d, cat("sink `", name, "` stopped"));
       it->second = Clock::now();
     }
   }
@@ -339,6 +322,10 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   SinkLink* sink = nullptr;
   std::string sink_errors;
   for (auto& [n, l] : links_) {
+    if (!l->connected()) {
+      sink_errors += cat("; sink `", n, "` is not connected (`", l->socket(), "`)");
+      continue;
+    }
     auto st = l->call("query-status", "", Millis(10000));
     if (st.ok()) {
       sink = l.get();
@@ -364,7 +351,6 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
 
   const std::string id = container_id_for(name);
   const std::string k = key(sink->name(), id);
-  Busy busy(*this, k);
 
   ParkResult result;
   result.domain = name;
@@ -461,7 +447,8 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   return result;
 }
 
-Result<WakeResult> Controller::wake(const std::string& name, const std::string& trigger, const ProgressFn& progress) {
+Result<WakeResult> Controller::wake(const std::string& name, const std::string& trigger, const ProgressFn& progress,
+                                    double event_delay) {
   auto guard_mu = lock_for(name);
   std::lock_guard<std::mutex> guard(*guard_mu);
   auto dom = SL_TRY(conn_.lookup(name));
@@ -470,11 +457,11 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   const ParkState st = SL_TRY(ParkState::from_xml(*facts.park_xml));
   SinkLink* sink = link(st.sink);
   const std::string k = key(st.sink, st.container);
-  Busy busy(*this, k);
 
   WakeResult result;
   result.domain = name;
   result.trigger = trigger;
+  result.activity_to_event = event_delay;
   auto ldom = SL_TRY(suspend::LibvirtDomain::open(dom));
   qmp::LibvirtAgent raw_agent(dom);
   PatientAgent agent(raw_agent);

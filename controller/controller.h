@@ -69,7 +69,9 @@ class Controller {
   // Connects the sinks, picks up parked domains (metadata), reconciles flows.
   void start();
   Result<ParkResult> park(const std::string& domain, const ParkOptions& opts, const ProgressFn& progress = {});
-  Result<WakeResult> wake(const std::string& domain, const std::string& trigger, const ProgressFn& progress = {});
+  // `event_delay`: seconds from the sink's activity event to its arrival here (-1: none).
+  Result<WakeResult> wake(const std::string& domain, const std::string& trigger, const ProgressFn& progress = {},
+                          double event_delay = -1);
   // The parked domains with their state and the last wake of each domain, as JSON.
   Result<std::string> status_json();
   // The domain stopped or went away (hook): its container, flows and metadata go; with
@@ -91,11 +93,10 @@ class Controller {
   std::optional<std::string> last_wake(const std::string& domain);
 
  private:
-  class Busy;
   std::shared_ptr<std::mutex> lock_for(const std::string& domain);
   SinkLink* link(const std::string& sink);
   void on_event(const std::string& sink, const qmp::Event& ev);
-  void wake_async(const std::string& domain, const std::string& trigger, double stamp);
+  void wake_async(const std::string& domain, const std::string& trigger, double event_delay = -1);
   void watchdog();
   Result<std::map<std::string, ParkState>> parked_domains();
   void remember_wake(const WakeResult& w);
@@ -107,8 +108,9 @@ class Controller {
   std::map<std::string, std::unique_ptr<SinkLink>> links_;
   std::mutex mu_;  // guards the maps below
   std::map<std::string, std::shared_ptr<std::mutex>> locks_;
-  std::map<std::string, std::string> container_domain_;  // "sink/container" -> domain
-  std::set<std::string> busy_containers_;              // being parked or woken
+  // "sink/container" -> domain: parked, or being parked or woken (set before the
+  // procedure runs): reconcile leaves what is here alone.
+  std::map<std::string, std::string> container_domain_;
   std::map<std::string, std::string> last_wakes_;       // domain -> WakeResult JSON
   std::set<std::string> waking_;
   std::atomic<bool> stop_{false};

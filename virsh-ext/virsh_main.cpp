@@ -90,6 +90,9 @@ void print_human(const qmp::Value& r) {
   } else if (verb == "wake") {
     std::printf("Domain '%s' woken in %.2f s%s\n", qmp::opt_string(r, "domain").value_or("").c_str(),
                 num(r, "seconds"), qmp::opt_bool(r, "fallback").value_or(false) ? " (fallback)" : "");
+    if (r.HasMember("activity_to_event"))
+      std::printf("  activity -> event %.3f s (%s)\n", num(r, "activity_to_event"),
+                  qmp::opt_string(r, "trigger").value_or("").c_str());
     std::printf("  hand-back %.2f s | resume %.2f s (in parallel)\n", num(r, "hand_back"), num(r, "resume"));
     std::printf("  transfer %.2f s, restore %.2f s, switch %.2f s, release %.2f s (%lld packets held)\n",
                 num(r, "transfer"), num(r, "restore"), num(r, "switch"), num(r, "release"),

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "controller/config.h"
+#include "controller/controller.h"
 #include "controller/guest_helper.h"
 #include "controller/ovs.h"
 #include "controller/park_state.h"
@@ -297,6 +298,34 @@ TEST(GuestReplies, AnAbortedDumpIsToldApartFromAFailure) {
 TEST(GuestReplies, OnlyRequestsThatNeverLeftAreRetried) {
   EXPECT_TRUE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent not available for now")));
   EXPECT_FALSE(PatientAgent::not_sent(make_error(ErrorKind::Timeout, "Guest agent is not responding")));
+}
+
+TEST(Controller, ContainerIdsAreTheDomainNameWhenTheSinkTakesIt) {
+  EXPECT_EQ(container_id_for("web-1.example_a"), "web-1.example_a");
+  for (const char* odd : {"web 1", "../x", ".hidden", "ünï", std::string(80, 'a').c_str()}) {
+    auto id = container_id_for(odd);
+    EXPECT_EQ(id.rfind("vm-", 0), 0u) << odd;
+    EXPECT_EQ(id.size(), 19u) << odd;
+    EXPECT_EQ(id.find_first_not_of("vm-0123456789abcdef"), std::string::npos) << odd;
+  }
+  EXPECT_NE(container_id_for("web 1"), container_id_for("web 2"));
+}
+
+TEST(Controller, AWakeReportsItsBreakdown) {
+  WakeResult w;
+  w.domain = "vm1";
+  w.trigger = "activity: accept4";
+  w.hand_back = 2.5;
+  w.resume = 0.5;
+  w.activity_to_event = 0.01;
+  w.report.steps = {{"hand-back+resume", 2.5, true, false, ""}, {"transfer", 1, true, false, ""},
+                    {"restore", 2, true, false, ""}};
+  auto j = qmp::parse(w.to_json());
+  ASSERT_TRUE(j.ok()) << w.to_json();
+  EXPECT_DOUBLE_EQ(j->root()["restore"].GetDouble(), 2);
+  EXPECT_DOUBLE_EQ(j->root()["hand_back"].GetDouble(), 2.5);
+  EXPECT_TRUE(j->root().HasMember("activity_to_event"));
+  EXPECT_EQ(j->root()["steps"].Size(), 3u);
 }
 
 TEST(ClientCapture, CountsResetsAndClientRetransmissions) {
