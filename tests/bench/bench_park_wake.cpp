@@ -29,12 +29,13 @@ struct Gw {
   std::string name;
   uint16_t port;
   bool http;
+  std::string service;  // the template's boot script starts it
 };
-const Gw kGateways[] = {{"dropbear", 2222, false},
-                        {"openssh", 22, false},
-                        {"lighttpd+php", 80, true},
-                        {"apache2+php", 8080, true},
-                        {"vsftpd", 21, false}};
+const Gw kGateways[] = {{"dropbear", 2222, false, "dropbear"},
+                        {"openssh", 22, false, "sshd"},
+                        {"lighttpd+php", 80, true, "lighttpd"},
+                        {"apache2+php", 8080, true, "apache2"},
+                        {"vsftpd", 21, false, "vsftpd"}};
 
 struct Row {
   std::string gateway, mode;
@@ -102,16 +103,6 @@ int main(int argc, char** argv) {
   sink.memory_mib = 1024;
   auto s = test::LibvirtGuest::boot(sink);
   if (!s.ok()) return die(s.error());
-  test::VmSpec guest;
-  guest.name = "sl-bench-guest";
-  guest.index = 32;
-  guest.memory_mib = memory;
-  guest.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
-  guest.tools = {SEAMLESS_GUEST_BIN};
-  auto g = test::LibvirtGuest::boot(guest);
-  if (!g.ok()) return die(g.error());
-  const std::string ip = bed->guest_ip(guest.index);
-
   auto conn = virt::Connection::open();
   if (!conn.ok()) return die(conn.error());
   ctl::Config cfg;
@@ -128,6 +119,16 @@ int main(int argc, char** argv) {
     for (const auto& k : kGateways)
       if (k.name == name) gw = &k;
     if (!gw) return die(make_error(ErrorKind::Invalid, "unknown gateway `", name, "`"));
+    // A VM of its own per gateway: a wake moves every gateway of a VM.
+    test::VmSpec guest;
+    guest.name = "sl-bench-guest";
+    guest.index = 32;
+    guest.memory_mib = memory;
+    guest.services = gw->service;
+    guest.tools = {SEAMLESS_GUEST_BIN};
+    auto g = test::LibvirtGuest::boot(guest);
+    if (!g.ok()) return die(g.error());
+    const std::string ip = bed->guest_ip(guest.index);
     // Baseline: the VM running, its gateway at home.
     Row base{gw->name, "running"};
     auto r0 = reaction(*bed, ip, *gw, Millis(60000));

@@ -20,6 +20,7 @@
 #include "qmp/socket.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::test {
 namespace {
@@ -34,7 +35,7 @@ struct Ran {
   std::string out, err;
 };
 
-class ParkWake : public ::testing::Test {
+class ParkWake : public VmSuite<ParkWake> {
  protected:
   static void SetUpTestSuite() {
     auto s = LibvirtGuest::boot(sink_vm_spec(kSinkName, kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN));
@@ -67,8 +68,7 @@ class ParkWake : public ::testing::Test {
     sink_.reset();
     dir_.reset();
   }
-  static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(sink_ != nullptr && guest_ != nullptr, setup_error_); }
+  void SetUp() override { require(sink_ != nullptr && guest_ != nullptr); }
   void TearDown() override {
     if (HasFailure()) {
       auto log = sys::read_file(*dir_ / "seamlessd.log");
@@ -156,7 +156,7 @@ class ParkWake : public ::testing::Test {
     return make_error(ErrorKind::Timeout, "still parked");
   }
 
-  static inline std::string setup_error_, key_, socket_;
+  static inline std::string key_, socket_;
   static inline std::unique_ptr<LibvirtGuest> sink_, guest_;
   static inline std::unique_ptr<TempDir> dir_;
   static inline ChildProcess daemon_;

@@ -13,6 +13,7 @@
 #include "hooks/direct_domain.h"
 #include "qmp/guest.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::suspend {
 namespace {
@@ -20,7 +21,7 @@ namespace {
 constexpr int kRamMib = 512;
 constexpr int64_t kRam = int64_t(kRamMib) << 20;
 
-class DirectSuspend : public ::testing::Test {
+class DirectSuspend : public test::VmSuite<DirectSuspend> {
  protected:
   static void SetUpTestSuite() {
     auto bed = test::Testbed::load();
@@ -44,8 +45,7 @@ class DirectSuspend : public ::testing::Test {
     domain_.reset();
     vm_.reset();
   }
-  static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(domain_ != nullptr, setup_error_); }
+  void SetUp() override { require(domain_ != nullptr); }
 
   static double uptime() {
     auto out = qmp::guest_run_ok(*domain_->agent(), "cat", {"/proc/uptime"});
@@ -72,7 +72,6 @@ class DirectSuspend : public ::testing::Test {
     EXPECT_TRUE(ssh_answers());
   }
 
-  static inline std::string setup_error_;
   static inline std::unique_ptr<test::DirectVm> vm_;
   static inline std::unique_ptr<DirectDomain> domain_;
 };

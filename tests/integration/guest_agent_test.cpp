@@ -20,6 +20,7 @@
 #include "qmp/json.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::guest {
 namespace {
@@ -27,7 +28,7 @@ namespace {
 constexpr int kIndex = 14;
 constexpr const char* kName = "sl-guest-agent";
 
-class GuestAgent : public ::testing::Test {
+class GuestAgent : public test::VmSuite<GuestAgent> {
  protected:
   static void SetUpTestSuite() {
     test::VmSpec spec;
@@ -49,8 +50,7 @@ class GuestAgent : public ::testing::Test {
     guest_.reset();
     dir_.reset();
   }
-  static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(guest_ != nullptr, setup_error_); }
+  void SetUp() override { require(guest_ != nullptr); }
 
   // Runs seamless-guest in the guest; returns its exit code and parsed JSON output.
   struct Out {
@@ -78,7 +78,7 @@ class GuestAgent : public ::testing::Test {
     return r.ok() && r->out == "SSH-";
   }
 
-  static inline std::string setup_error_, key_;
+  static inline std::string key_;
   static inline std::unique_ptr<test::LibvirtGuest> guest_;
   static inline std::unique_ptr<TempDir> dir_;
 };

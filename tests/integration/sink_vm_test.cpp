@@ -20,13 +20,14 @@
 #include "qmp/stream.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::sink {
 namespace {
 
 constexpr int kSink = 15, kGuest = 16;
 
-class SinkVm : public ::testing::Test {
+class SinkVm : public test::VmSuite<SinkVm> {
  protected:
   static void SetUpTestSuite() {
     auto s = test::LibvirtGuest::boot(test::sink_vm_spec("sl-sink", kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN));
@@ -53,8 +54,7 @@ class SinkVm : public ::testing::Test {
     sink_.reset();
     dir_.reset();
   }
-  static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(sink_ != nullptr && guest_ != nullptr, setup_error_); }
+  void SetUp() override { require(sink_ != nullptr && guest_ != nullptr); }
   void TearDown() override {
     if (HasFailure() && sink_ && guest_) std::printf("%s", vm_state().c_str());
   }
@@ -146,7 +146,7 @@ class SinkVm : public ::testing::Test {
     return out;
   }
 
-  static inline std::string setup_error_, key_;
+  static inline std::string key_;
   static inline std::unique_ptr<test::LibvirtGuest> sink_, guest_;
   static inline std::unique_ptr<TempDir> dir_;
 };

@@ -12,6 +12,7 @@
 #include "qmp/guest.h"
 #include "tests/integration/transport_checks.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::suspend {
 namespace {
@@ -57,7 +58,7 @@ class FaultyDomain final : public Domain {
   std::optional<cgroup::Memory> faulty_;
 };
 
-class SuspendModes : public ::testing::Test {
+class SuspendModes : public test::VmSuite<SuspendModes> {
  protected:
   static void SetUpTestSuite() {
     test::VmSpec spec;
@@ -75,8 +76,7 @@ class SuspendModes : public ::testing::Test {
     domain_.reset();
     guest_.reset();
   }
-  static void fail(const std::string& why) { setup_error_ = why; }
-  void SetUp() override { SL_REQUIRE(domain_ != nullptr, setup_error_); }
+  void SetUp() override { require(domain_ != nullptr); }
 
   static double uptime() {
     auto out = qmp::guest_run_ok(*domain_->agent(), "cat", {"/proc/uptime"});
@@ -142,7 +142,6 @@ class SuspendModes : public ::testing::Test {
     EXPECT_TRUE(wait_balloon_full()) << "balloon deflated (now " << balloon() << ")";
   }
 
-  static inline std::string setup_error_;
   static inline std::unique_ptr<test::LibvirtGuest> guest_;
   static inline std::unique_ptr<LibvirtDomain> domain_;
 };
