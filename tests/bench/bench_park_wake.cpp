@@ -42,7 +42,7 @@ struct Row {
   double reaction_s = 0;
   double wake_s = 0, critical_s = 0, serial_s = 0;
   double hand_back_s = 0, resume_s = 0, transfer_s = 0, restore_s = 0, switch_s = 0, release_s = 0;
-  double held_mib = 0, held_pct = 0, park_s = 0;
+  double held_mib = 0, held_rss_mib = 0, held_pct = 0, park_s = 0;  // held: QEMU's memory cgroup
 };
 
 // Connect, ask (HTTP) or wait for the banner, and time the first byte of the answer.
@@ -154,20 +154,21 @@ int main(int argc, char** argv) {
               cgroup::Memory mem(*group, std::move(*knobs));
               usage = mem.usage().ok() ? *mem.usage() : 0;
             }
-          row.held_mib = std::max(usage, rss_bytes(*pid)) / 1048576.0;
+          row.held_mib = usage / 1048576.0;
+          row.held_rss_mib = rss_bytes(*pid) / 1048576.0;
         }
       }
       row.held_pct = 100.0 * row.held_mib / memory;
+      const auto before = controller.last_wake(guest.name);
       auto r = reaction(*bed, ip, *gw, Millis(600000));
       if (!r.ok()) return die(r.error().wrap(cat(gw->name, " ", mode, ": reaction")));
       row.reaction_s = *r;
       std::optional<std::string> wake;
       for (Deadline d(Millis(300000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
         wake = controller.last_wake(guest.name);
-        auto st = controller.status_json();
-        if (wake && st.ok() && st->find(cat("\"domain\":\"", guest.name, "\",\"mode\"")) == std::string::npos) break;
+        if (wake && wake != before) break;
       }
-      if (!wake) return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
+      if (!wake || wake == before) return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
       auto wj = qmp::parse(*wake);
       if (!wj.ok()) return die(wj.error());
       const auto& w = wj->root();
@@ -185,8 +186,8 @@ int main(int argc, char** argv) {
       row.critical_s = std::max(row.hand_back_s, row.resume_s) + rest;
       row.serial_s = row.hand_back_s + row.resume_s + rest;
       rows.push_back(row);
-      std::fprintf(stderr, "bench_park_wake: %s %s: reaction %.2f s, wake %.2f s\n", gw->name.c_str(), mode.c_str(),
-                   row.reaction_s, row.wake_s);
+      std::fprintf(stderr, "bench_park_wake: %s %s: reaction %.2f s, park %.1f s, held %.0f MiB, wake %s\n",
+                   gw->name.c_str(), mode.c_str(), row.reaction_s, row.park_s, row.held_mib, wake->c_str());
       // Let the balloon come back before the next park.
       std::this_thread::sleep_for(Millis(5000));
     }
@@ -197,7 +198,7 @@ int main(int argc, char** argv) {
                  ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s, ", \"critical_path_s\": ", r.critical_s,
                  ", \"serial_s\": ", r.serial_s, ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s,
                  ", \"transfer_s\": ", r.transfer_s, ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s,
-                 ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_pct\": ", r.held_pct,
+                 ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_rss_mib\": ", r.held_rss_mib, ", \"held_pct\": ", r.held_pct,
                  ", \"guest_mib\": ", memory, "}\n");
   if (!json_out.empty())
     if (auto wr = sys::write_file(json_out, lines); !wr.ok()) return die(wr.error());
@@ -206,13 +207,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf("| gateway | mode | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
-              "resume s | transfer s | restore s | switch s | release s | held MiB | held %% of RAM |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "resume s | transfer s | restore s | switch s | release s | held cgroup MiB | held RSS MiB | held %% of RAM |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows)
-    std::printf("| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f |\n",
+    std::printf("| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f |\n",
                 r.gateway.c_str(), r.mode.c_str(), r.reaction_s, r.park_s, r.wake_s, r.critical_s,
                 r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
-                r.switch_s, r.release_s, r.held_mib, r.held_pct);
+                r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.held_pct);
   std::printf("\nReaction ratios per gateway:\n\n| gateway | swap / ram | swap / disk | ram / running |\n|---|---|---|---|\n");
   for (const auto& name : gateways) {
     double run = 0, ram = 0, swap = 0, disk = 0;
