@@ -6,6 +6,7 @@
 //   margin-mib N         memory left to the parked guest above its use (48)
 //   throttle-mib N       QEMU's cgroup limit while swapping out (10)
 //   prefetch-timeout S   seconds the prewarm may take (300)
+//   prefetch-room-mib N  memory given back to the guest for the prewarm, taken after (256)
 //   dump-attempts N      dumps tried when user activity aborts one (5)
 //   auto-wake yes|no     wake on the sink's ACTIVITY event (yes)
 //   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
@@ -29,6 +30,7 @@ struct Config {
   int64_t margin_mib = 48;
   int64_t throttle_mib = 10;
   Millis prefetch_timeout = Millis(300000);
+  int64_t prefetch_room_mib = 256;
   int dump_attempts = 5;
   bool auto_wake = true;
   std::string socket = kDefaultSocket;

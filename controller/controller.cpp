@@ -66,6 +66,23 @@ void addresses_of(const Added& added, const std::string& mac, Redirect* r) {
   }
 }
 
+// The suspend engine's view of a libvirt domain, with a guest agent that rides out
+// libvirt's "not available for now" (a guest paging in after a swap-out answers slowly).
+class PatientDomain final : public suspend::Domain {
+ public:
+  explicit PatientDomain(suspend::LibvirtDomain& d) : d_(d), agent_(*d.agent()) {}
+  std::string name() const override { return d_.name(); }
+  qmp::Channel& monitor() override { return d_.monitor(); }
+  qmp::Channel* agent() override { return &agent_; }
+  Result<cgroup::Memory*> memory() override { return d_.memory(); }
+  Result<void> save_to_disk() override { return d_.save_to_disk(); }
+  Result<void> restore_from_disk() override { return d_.restore_from_disk(); }
+
+ private:
+  suspend::LibvirtDomain& d_;
+  PatientAgent agent_;
+};
+
 Result<void> ignore_not_found(Result<void> r) {
   if (!r.ok() && r.error().message.find("hosts no gateway") != std::string::npos) return ok();
   return r;
@@ -340,13 +357,17 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   qmp::LibvirtAgent raw_agent(dom);
   PatientAgent agent(raw_agent, Millis(15000));
   SL_TRY_CTX(qmp::execute(raw_agent, qmp::GuestPing{}, Millis(10000)), "the guest agent of `", name, "`");
-  auto ldom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  auto libvirt_dom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  auto ldom = std::make_unique<PatientDomain>(*libvirt_dom);
   suspend::Options sopt;
   sopt.mode = SL_TRY(suspend::parse_mode(opts.mode.empty() ? cfg_.mode : opts.mode));
   sopt.margin_bytes = cfg_.margin_mib << 20;
   sopt.throttle_bytes = cfg_.throttle_mib << 20;
   sopt.prefetch_timeout = cfg_.prefetch_timeout;
-  if (sopt.mode == suspend::Mode::Swap) sopt.prefetch = GuestHelper::prewarm_command(kGuestPark);
+  if (sopt.mode == suspend::Mode::Swap) {
+    sopt.prefetch = GuestHelper::prewarm_command(kGuestPark);
+    sopt.prefetch_room_bytes = cfg_.prefetch_room_mib << 20;
+  }
   SL_TRY(suspend::precheck(*ldom, sopt, SL_TRY(suspend::host_memory())));
 
   const std::string id = container_id_for(name);
@@ -462,7 +483,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   result.domain = name;
   result.trigger = trigger;
   result.activity_to_event = event_delay;
-  auto ldom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  auto libvirt_dom = SL_TRY(suspend::LibvirtDomain::open(dom));
+  auto ldom = std::make_unique<PatientDomain>(*libvirt_dom);
   qmp::LibvirtAgent raw_agent(dom);
   PatientAgent agent(raw_agent);
   GuestHelper helper(agent);

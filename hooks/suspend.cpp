@@ -98,6 +98,15 @@ Result<qmp::BalloonStats> fresh_stats(qmp::Channel& monitor, Millis timeout) {
                     "virtio_balloon loaded in the guest?)");
 }
 
+// Balloon statistics the guest reported after `stamp` (seconds since the epoch).
+Result<qmp::BalloonStats> stats_after(qmp::Channel& monitor, int64_t stamp, Millis timeout) {
+  for (Deadline d(timeout);; std::this_thread::sleep_for(Millis(200))) {
+    auto stats = SL_TRY(qmp::balloon_stats(monitor));
+    if (stats.last_update > stamp && stats.total) return stats;
+    if (d.expired()) return make_error(ErrorKind::Timeout, "no balloon statistics newer than ", stamp);
+  }
+}
+
 Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report) {
   Steps steps(report);
   auto& monitor = domain.monitor();
@@ -131,9 +140,18 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   steps.done("swap-out");
 
   // (4) Prefetch: the caller's command brings back the pages a wake-up needs.
+  int64_t stamp = stats.last_update;
+  int64_t current = reached;  // the balloon's size now
+  if (auto latest = qmp::balloon_stats(monitor); latest.ok()) stamp = std::max(stamp, latest->last_update);
   if (!opts.prefetch.empty()) {
     qmp::Channel* agent = domain.agent();
     if (!agent) return make_error(ErrorKind::Invalid, "prefetch needs the guest agent of `", domain.name(), "`");
+    if (opts.prefetch_room_bytes > 0) {
+      const int64_t room = std::min(reached + opts.prefetch_room_bytes, parked.balloon_before);
+      current = room;
+      SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{room}), "deflating the balloon to ", mib(room), " for the prefetch");
+      (void)wait_balloon(monitor, room, opts.balloon_timeout);
+    }
     qmp::RunOptions ro;
     ro.timeout = opts.prefetch_timeout;
     SL_TRY_CTX(qmp::guest_run_ok(*agent, opts.prefetch[0], {opts.prefetch.begin() + 1, opts.prefetch.end()}, ro),
@@ -141,13 +159,18 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   }
   steps.done("prefetch");
 
-  // (5) Inflate again: whatever the guest freed since goes too; (6) pause.
-  if (auto again = fresh_stats(monitor, Millis(2000)); again.ok()) {
-    auto t2 = balloon_target(*again, reached, opts.margin_bytes, opts.floor_bytes);
-    if (t2.ok() && *t2 < reached) {
-      SL_TRY(qmp::execute(monitor, qmp::Balloon{*t2}));
-      (void)wait_balloon(monitor, *t2, opts.balloon_timeout / 4);
-    }
+  // (5) Inflate again: whatever the guest freed since goes too (what the prefetch allocated
+  // and freed, a decompressor's window, CRIU's buffers, is resident on the host until the
+  // balloon takes it): once the guest has reported its memory after the prefetch.
+  // (6) pause.
+  std::optional<int64_t> t2;
+  if (auto again = stats_after(monitor, stamp, opts.stats_timeout); again.ok()) {
+    if (auto t = balloon_target(*again, current, opts.margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
+  }
+  if (!t2 && current > reached) t2 = reached;  // no news from the guest: back to where it was
+  if (t2 && *t2 < current) {
+    SL_TRY(qmp::execute(monitor, qmp::Balloon{*t2}));
+    (void)wait_balloon(monitor, *t2, opts.balloon_timeout / 4);
   }
   SL_TRY_CTX(qmp::execute(monitor, qmp::Stop{}), "pausing `", domain.name(), "`");
   steps.done("pause");

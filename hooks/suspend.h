@@ -50,6 +50,10 @@ struct Options {
   Millis stats_timeout = Millis(5000);  // first balloon statistics after enabling them
   Millis settle_timeout = Millis(30000);
   std::vector<std::string> prefetch;  // program + args run in the guest (step 4); empty: none
+  // Memory the balloon gives back for the prefetch to run in (a dummy restore needs room:
+  // in a guest squeezed to its use plus the margin it thrashes and its agent stops
+  // answering); taken again in step 5.
+  int64_t prefetch_room_bytes = 0;
   Millis prefetch_timeout = Millis(60000);
 };
 

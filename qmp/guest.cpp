@@ -2,6 +2,8 @@
 // Guest program execution and chunked, verified file transfer over QGA.
 #include "qmp/guest.h"
 
+#include <algorithm>
+
 #include <thread>
 
 #include "common/encoding.h"
@@ -46,8 +48,11 @@ Result<ExecStatus> guest_run(Channel& agent, const std::string& path, const std:
   auto pid = SL_TRY_CTX(execute(agent, cmd), "running `", path, "` in the guest");
   auto pause = Millis(1);
   for (;;) {
-    auto st =
-        SL_TRY_CTX(execute(agent, GuestExecStatus{pid.pid}), "waiting for `", path, "` (guest pid ", pid.pid, ")");
+    // A guest busy paging (just after a swap-out) answers slowly; asking about a process is
+    // harmless to wait for, and a timeout makes libvirt shut the agent off for a while.
+    const Millis patience = std::clamp(deadline.left(), Millis(10000), Millis(60000));
+    auto st = SL_TRY_CTX(execute(agent, GuestExecStatus{pid.pid}, patience), "waiting for `", path, "` (guest pid ",
+                         pid.pid, ")");
     if (st.exited) return st;
     if (deadline.expired())
       return make_error(ErrorKind::Timeout, "`", path, "` (guest pid ", pid.pid, ") still running after ",

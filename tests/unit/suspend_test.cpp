@@ -182,6 +182,20 @@ Options fast_swap() {
 
 const HostMemory kPlentyOfSwap{8LL << 30, 8LL << 30};
 
+TEST(Suspend, ThePrefetchGetsRoomThatTheBalloonTakesBackBeforeThePause) {
+  FakeQemu q;
+  FakeAgent a;
+  FakeDomain d(q, &a);
+  auto opts = fast_swap();
+  opts.prefetch = {"/usr/sbin/seamless-guest", "prewarm"};
+  opts.prefetch_room_bytes = 64 * kMiB;
+  auto parked = suspend(d, opts);
+  ASSERT_TRUE(parked.ok()) << parked.error().message;
+  EXPECT_EQ(a.runs, 1);
+  // 100 used + 48 margin; 64 MiB more while the prefetch runs; back before the pause.
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 212", "balloon 148", "stop"}));
+}
+
 TEST(Suspend, SwapRunsTheStepsInOrderAndResumeUndoesThem) {
   FakeQemu q;
   FakeAgent a;
