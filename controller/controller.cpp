@@ -154,17 +154,14 @@ SinkLink* Controller::link(const std::string& sink) {
 
 void Controller::start() {
   for (const auto& name : cfg_.sinks) {
-    std::string socket;
-    auto dom = conn_.lookup(name);
-    if (dom.ok())
-      if (auto x = dom->xml(); x.ok())
-        if (auto f = parse_domain_xml(*x); f.ok()) socket = f->sink_socket;
-    if (socket.empty()) {
-      SL_LOG(Error, kModule, "sink `", name, "`: no running domain with a `", kSinkChannel,
-             "` unix channel; it is left out");
-      continue;
-    }
-    auto l = std::make_unique<SinkLink>(name, socket,
+    auto socket_of = [this, name]() -> std::string {
+      auto dom = conn_.lookup(name);
+      if (!dom.ok() || !dom->active().ok() || !*dom->active()) return "";
+      auto x = dom->xml();
+      auto f = x.ok() ? parse_domain_xml(*x) : Result<DomainFacts>(x.error());
+      return f.ok() ? f->sink_socket : "";
+    };
+    auto l = std::make_unique<SinkLink>(name, socket_of,
                                         [this](const std::string& s, const qmp::Event& e) { on_event(s, e); });
     l->start();
     links_[name] = std::move(l);
@@ -340,7 +337,9 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   std::string sink_errors;
   for (auto& [n, l] : links_) {
     if (!l->connected()) {
-      sink_errors += cat("; sink `", n, "` is not connected (`", l->socket(), "`)");
+      const std::string sock = l->socket();
+      sink_errors += sock.empty() ? cat("; sink `", n, "` has no running domain with a `", kSinkChannel, "` channel")
+                                  : cat("; sink `", n, "` does not answer at `", sock, "`");
       continue;
     }
     auto st = l->call("query-status", "", Millis(10000));

@@ -90,8 +90,13 @@ Result<std::vector<ListedGateway>> parse_listed(const qmp::Value& v) {
   return out;
 }
 
-SinkLink::SinkLink(std::string name, std::string socket, EventFn on_event)
-    : name_(std::move(name)), socket_(std::move(socket)), on_event_(std::move(on_event)) {}
+SinkLink::SinkLink(std::string name, SocketFn socket_of, EventFn on_event)
+    : name_(std::move(name)), socket_of_(std::move(socket_of)), on_event_(std::move(on_event)) {}
+
+std::string SinkLink::socket() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return socket_;
+}
 
 SinkLink::~SinkLink() {
   stop_ = true;
@@ -113,8 +118,12 @@ Result<void> SinkLink::ensure_connected(Deadline deadline) {
   // first attempt after a reconnect may get no greeting. Wait a moment and retry.
   Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
   for (;;) {
-    c = qmp::QmpSocket::connect(socket_, std::min(Millis(3000), std::max(Millis(500), deadline.left())));
+    if (socket_.empty()) socket_ = socket_of_();
+    c = socket_.empty() ? Result<std::unique_ptr<qmp::QmpSocket>>(make_error(
+                              ErrorKind::NotFound, "no running domain with a `org.seamless.sinkd.0` unix channel"))
+                        : qmp::QmpSocket::connect(socket_, std::min(Millis(3000), std::max(Millis(500), deadline.left())));
     if (c.ok()) break;
+    socket_.clear();  // looked up again: the sink VM may have restarted elsewhere
     if (deadline.expired() || stop_) return c.error().wrap(cat("sink `", name_, "` (`", socket_, "`)"));
     std::this_thread::sleep_for(Millis(1000));
   }

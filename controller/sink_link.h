@@ -55,13 +55,16 @@ Result<std::vector<ListedGateway>> parse_listed(const qmp::Value& v);
 class SinkLink {
  public:
   using EventFn = std::function<void(const std::string& sink, const qmp::Event&)>;
-  // `socket`: the host end of the sink VM's org.seamless.sinkd.0 channel.
-  SinkLink(std::string name, std::string socket, EventFn on_event);
+  // Finds the host end of the sink VM's org.seamless.sinkd.0 channel ("" while the sink
+  // VM is not running); asked again whenever a connection fails (a restarted sink VM may
+  // have another).
+  using SocketFn = std::function<std::string()>;
+  SinkLink(std::string name, SocketFn socket_of, EventFn on_event);
   ~SinkLink();
   SinkLink(const SinkLink&) = delete;
   SinkLink& operator=(const SinkLink&) = delete;
   const std::string& name() const { return name_; }
-  const std::string& socket() const { return socket_; }
+  std::string socket();
 
   // Starts the reader thread (connects in the background).
   void start();
@@ -83,7 +86,8 @@ class SinkLink {
   Result<void> ensure_connected(Deadline deadline);  // with mu_ held
   void dispatch_events();                            // with mu_ held; calls on_event_ unlocked
   void reader();
-  std::string name_, socket_;
+  std::string name_, socket_;  // socket_: with mu_ held
+  SocketFn socket_of_;
   EventFn on_event_;
   std::mutex mu_;
   std::unique_ptr<qmp::QmpSocket> conn_;
