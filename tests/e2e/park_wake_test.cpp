@@ -200,7 +200,9 @@ TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   EXPECT_TRUE(during.ok()) << "the session while parked: " << during.error().message;
 
   // A page request wakes it by itself and is answered: no retransmission, no reset.
-  if (!is_parked()) ASSERT_TRUE(park_ok().ok());
+  if (!is_parked()) {
+    ASSERT_TRUE(park_ok().ok());
+  }
   auto capture = ClientCapture::start(bed, dir_->path(), "tcp port 80");
   ASSERT_TRUE(capture.ok()) << capture.error().message;
   auto waking = bed.connect_from_client(ip, 80, Millis(300000));
