@@ -124,11 +124,53 @@ std::string WakeResult::to_json() const {
   return w.finish();
 }
 
+struct Controller::Watch {
+  virt::Domain dom;
+  std::unique_ptr<qmp::LibvirtMonitor> monitor;
+  int subscription = 0;
+  ~Watch() {
+    if (monitor) monitor->events().unsubscribe(subscription);
+    monitor.reset();  // before the domain it refers to
+  }
+};
+
+void Controller::watch_powerdown(const std::string& domain) {
+  auto dom = conn_.lookup(domain);
+  if (!dom.ok() || !dom->active().ok() || !*dom->active()) return;  // parked to disk: no QEMU
+  auto w = std::unique_ptr<Watch>(new Watch{std::move(dom).value(), nullptr, 0});
+  auto m = qmp::LibvirtMonitor::attach(w->dom);
+  if (!m.ok()) {
+    SL_LOG(Warn, kModule, "`", domain, "`: ", m.error().message);
+    return;
+  }
+  w->monitor = std::move(m).value();
+  w->subscription = w->monitor->events().subscribe([this, domain](const qmp::Event& ev) {
+    if (ev.name == "POWERDOWN") wake_async(domain, "powerdown requested (shutdown of a parked domain)");
+  });
+  std::lock_guard<std::mutex> lock(watch_mu_);
+  watches_[domain] = std::move(w);
+}
+
+void Controller::unwatch(const std::string& domain) {
+  std::unique_ptr<Watch> gone;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    auto it = watches_.find(domain);
+    if (it == watches_.end()) return;
+    gone = std::move(it->second);
+    watches_.erase(it);
+  }
+}
+
 Controller::Controller(Config config, virt::Connection& conn, Switch& sw)
     : cfg_(std::move(config)), conn_(conn), switch_(sw) {}
 
 Controller::~Controller() {
   stop_ = true;
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    watches_.clear();
+  }
   if (watchdog_.joinable()) watchdog_.join();
   std::vector<std::thread> ws;
   {
@@ -167,8 +209,11 @@ void Controller::start() {
     links_[name] = std::move(l);
   }
   if (auto parked = parked_domains(); parked.ok()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [domain, st] : *parked) container_domain_[key(st.sink, st.container)] = domain;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [domain, st] : *parked) container_domain_[key(st.sink, st.container)] = domain;
+    }
+    for (const auto& [domain, st] : *parked) watch_powerdown(domain);
     SL_LOG(Info, kModule, parked->size(), " parked domain(s) found");
   }
   if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
@@ -463,6 +508,7 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
     return std::move(r).error();
   }
   st.park_seconds = result.report.seconds;
+  watch_powerdown(name);
   SL_LOG(Info, kModule, "parked `", name, "` on sink `", st.sink, "` in ", result.report.seconds, " s");
   return result;
 }
@@ -591,6 +637,7 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
     std::lock_guard<std::mutex> lock(mu_);
     if (r.ok() || came_home) container_domain_.erase(k);
   }
+  if (r.ok() || came_home) unwatch(name);
   remember_wake(result);
   if (!r.ok()) {
     if (came_home)
@@ -708,6 +755,7 @@ Result<void> Controller::forget(const std::string& name, bool unless_saved) {
       if (auto rm = ignore_not_found(l->remove_gateway(k.substr(slash + 1))); !rm.ok())
         SL_LOG(Warn, kModule, "forgetting `", name, "`: ", rm.error().message);
   }
+  unwatch(name);
   SL_TRY(switch_.clear(cookie_for(name)));
   if (auto dom = conn_.lookup(name); dom.ok()) (void)dom->set_metadata(kMetadataKey, kMetadataUri, "");
   SL_LOG(Info, kModule, "forgot `", name, "`");

@@ -98,6 +98,11 @@ class Controller {
   void on_event(const std::string& sink, const qmp::Event& ev);
   void wake_async(const std::string& domain, const std::string& trigger, double event_delay = -1);
   void watchdog();
+  // A parked domain's QMP events: POWERDOWN (`virsh shutdown` of a paused VM: the guest
+  // would never see it) wakes it, and the guest then shuts down with its gateway home.
+  void watch_powerdown(const std::string& domain);
+  void unwatch(const std::string& domain);
+  struct Watch;
   Result<std::map<std::string, ParkState>> parked_domains();
   void remember_wake(const WakeResult& w);
 
@@ -113,6 +118,8 @@ class Controller {
   std::map<std::string, std::string> container_domain_;
   std::map<std::string, std::string> last_wakes_;       // domain -> WakeResult JSON
   std::set<std::string> waking_;
+  std::mutex watch_mu_;
+  std::map<std::string, std::unique_ptr<Watch>> watches_;  // guarded by watch_mu_
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
   std::mutex workers_mu_;

@@ -417,6 +417,26 @@ TEST_F(ParkWake, ADeadGuestAgentIsRefusedByName) {
   EXPECT_TRUE(answers) << "the guest agent is back";
 }
 
+// `virsh shutdown` of a parked domain: the paused guest would never see the power button,
+// so seamlessd wakes it on QEMU's POWERDOWN event and the guest, its gateway home, gets
+// the button press (the test template's busybox init ignores it; a systemd guest powers
+// off). Nothing of the park is left.
+TEST_F(ParkWake, ShuttingDownAParkedDomainWakesItFirst) {
+  ASSERT_TRUE(park_ok().ok());
+  auto shutdown = run_ok({"virsh", "shutdown", "--mode", "acpi", kGuestName});
+  ASSERT_TRUE(shutdown.ok()) << shutdown.error().message;
+  auto woken = wait_woken();
+  ASSERT_TRUE(woken.ok()) << woken.error().message;
+  auto running = vm_running();
+  ASSERT_TRUE(running.ok());
+  EXPECT_TRUE(*running);
+  EXPECT_EQ(leftovers(), "");
+  auto st = parked();
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE(st->dump().find("powerdown requested"), std::string::npos) << st->dump();
+  EXPECT_TRUE(fetch_page().ok());
+}
+
 // `virsh destroy` of a parked domain: the libvirt hook tells seamlessd, and its container,
 // flows and metadata go. (Last: the guest VM is gone after it.)
 TEST_F(ParkWake, DestroyingAParkedDomainLeavesNothing) {
