@@ -107,6 +107,22 @@ class ParkWake : public VmSuite<ParkWake> {
     auto c = SL_TRY(qmp::QmpSocket::connect(socket_, Millis(5000)));
     return c->call(cmd, args, Millis(60000));
   }
+  // The controller's test seam: the named step ("park:dump") fails; "" for none.
+  static Result<qmp::Json> fail_at(const std::string& where) {
+    qmp::ArgWriter w;
+    return daemon_call("test-fail-at", w.str("at", where).finish());
+  }
+  // One of the two consistent states: the VM runs, serves from the client namespace, and
+  // nothing of a park is left.
+  void expect_home_and_serving() {
+    auto running = vm_running();
+    ASSERT_TRUE(running.ok()) << running.error().message;
+    EXPECT_TRUE(*running);
+    EXPECT_FALSE(is_parked());
+    EXPECT_EQ(leftovers(), "");
+    auto page = fetch_page(Millis(30000));
+    EXPECT_TRUE(page.ok()) << "the service: " << page.error().message;
+  }
   static Result<qmp::Json> parked() {
     auto r = virsh("parked", {"--json"});
     if (r.code != 0) return make_error(ErrorKind::Remote, "virsh-parked: ", r.err);
@@ -310,22 +326,14 @@ TEST_F(ParkWake, RefusalsChangeNothing) {
 TEST_F(ParkWake, AFailureAtEachParkStepRollsBack) {
   for (const char* step : {"dump", "transfer", "sink-restore", "pause", "switch", "speak", "suspend", "record"}) {
     SCOPED_TRACE(step);
-    qmp::ArgWriter w;
-    ASSERT_TRUE(daemon_call("test-fail-at", w.str("at", cat("park:", step)).finish()).ok());
+    ASSERT_TRUE(fail_at(cat("park:", step)).ok());
     auto r = virsh("park", {kGuestName});
     EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_NE(r.err.find("injected failure"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("rolled back"), std::string::npos) << r.err;
-    auto running = vm_running();
-    ASSERT_TRUE(running.ok());
-    EXPECT_TRUE(*running);
-    EXPECT_FALSE(is_parked());
-    EXPECT_EQ(leftovers(), "");
-    auto page = fetch_page(Millis(30000));
-    EXPECT_TRUE(page.ok()) << "the service after the rollback: " << page.error().message;
+    expect_home_and_serving();
   }
-  qmp::ArgWriter none;
-  ASSERT_TRUE(daemon_call("test-fail-at", none.str("at", "").finish()).ok());
+  ASSERT_TRUE(fail_at("").ok());
 }
 
 // A failure at each wake step after the VM runs again brings it home all the same (with
@@ -334,20 +342,12 @@ TEST_F(ParkWake, AFailureAtEachWakeStepStillBringsTheVmHome) {
   for (const char* step : {"transfer", "restore", "switch", "release", "drop-container", "clear"}) {
     SCOPED_TRACE(step);
     ASSERT_TRUE(park_ok().ok());
-    qmp::ArgWriter w;
-    ASSERT_TRUE(daemon_call("test-fail-at", w.str("at", cat("wake:", step)).finish()).ok());
+    ASSERT_TRUE(fail_at(cat("wake:", step)).ok());
     auto r = virsh("wake", {kGuestName});
     EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_NE(r.err.find("injected failure"), std::string::npos) << r.err;
-    qmp::ArgWriter none;
-    ASSERT_TRUE(daemon_call("test-fail-at", none.str("at", "").finish()).ok());
-    auto running = vm_running();
-    ASSERT_TRUE(running.ok());
-    EXPECT_TRUE(*running);
-    EXPECT_FALSE(is_parked());
-    EXPECT_EQ(leftovers(), "");
-    auto page = fetch_page(Millis(30000));
-    EXPECT_TRUE(page.ok()) << "the service after the failed wake: " << page.error().message;
+    ASSERT_TRUE(fail_at("").ok());
+    expect_home_and_serving();
   }
 }
 
