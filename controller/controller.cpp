@@ -689,6 +689,10 @@ Result<std::string> Controller::status_json() {
   first = true;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(kWakeDir, ec)) {
+    // The last wakes of domains that exist (their files outlive undefined ones).
+    auto wj = sys::read_file(e.path());
+    auto parsed = wj.ok() ? qmp::parse(*wj) : Result<qmp::Json>(wj.error());
+    if (!parsed.ok() || !conn_.lookup(qmp::opt_string(parsed->root(), "domain").value_or("")).ok()) continue;
     auto text = sys::read_file(e.path());
     if (!text.ok() || !qmp::parse(*text).ok()) continue;
     wakes += cat(first ? "" : ",", qmp::quote(e.path().stem().string()), ":", *text);
