@@ -60,8 +60,10 @@ void addresses_of(const Added& added, const std::string& mac, Redirect* r) {
     if (strcasecmp(iface.mac.c_str(), mac.c_str()) != 0) continue;
     for (const auto& a : iface.addresses) {
       std::string ip = a.substr(0, a.find('/'));
-      if (check_ipv4(ip).ok()) r->ipv4.push_back(ip);
-      else if (check_ipv6(ip).ok()) r->ipv6.push_back(ip);
+      if (check_ipv4(ip).ok())
+        r->ipv4.push_back(ip);
+      else if (check_ipv6(ip).ok())
+        r->ipv6.push_back(ip);
     }
   }
 }
@@ -302,8 +304,9 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
     domain = it->second;
   }
   const std::string trigger =
-      ev.name == "ACTIVITY" ? cat("activity: ", qmp::opt_string(ev.data.root(), "reason").value_or("?"))
-                            : cat("gateway error in the sink: ", qmp::opt_string(ev.data.root(), "error").value_or("?"));
+      ev.name == "ACTIVITY"
+          ? cat("activity: ", qmp::opt_string(ev.data.root(), "reason").value_or("?"))
+          : cat("gateway error in the sink: ", qmp::opt_string(ev.data.root(), "error").value_or("?"));
   SL_LOG(Info, kModule, "domain `", domain, "`: ", trigger);
   if (ev.name == "ACTIVITY" && !cfg_.auto_wake) return;
   // The sink stamped the event when it saw the activity (its clock, from the same host).
@@ -579,9 +582,9 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
           return r;
         });
         const auto t0 = Clock::now();
-        Result<HandedBack> hb = sink ? sink->hand_back(st.container, sink_back_pack(st.container))
-                                     : Result<HandedBack>(make_error(ErrorKind::NotFound, "sink `", st.sink,
-                                                                     "` is not configured"));
+        Result<HandedBack> hb =
+            sink ? sink->hand_back(st.container, sink_back_pack(st.container))
+                 : Result<HandedBack>(make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured"));
         result.hand_back = seconds_since(t0);
         auto r = resumed.get();
         if (!r.ok()) {
@@ -595,7 +598,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
           // The VM runs but the sink's copy of the gateway cannot come: it comes home with
           // the one it parked with.
           auto fb = fallback();
-          if (!fb.ok()) return std::move(hb).error().wrap(cat("hand-back (and the fallback: ", fb.error().message, ")"));
+          if (!fb.ok())
+            return std::move(hb).error().wrap(cat("hand-back (and the fallback: ", fb.error().message, ")"));
           return std::move(hb).error().wrap("hand-back failed; woken with the gateway it parked with");
         }
         back = *hb;
@@ -625,8 +629,7 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   p.step("drop-container", [&]() -> Result<void> {
     if (!sink) return make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured");
     SL_TRY(ignore_not_found(sink->remove_gateway(st.container)));
-    if (sink_agent)
-      (void)qmp::guest_run(*sink_agent, "/bin/rm", {"-f", sink_pack(st.container), back.pack});
+    if (sink_agent) (void)qmp::guest_run(*sink_agent, "/bin/rm", {"-f", sink_pack(st.container), back.pack});
     return ok();
   });
   p.step("clear", [&]() -> Result<void> { return dom.set_metadata(kMetadataKey, kMetadataUri, ""); });
@@ -641,8 +644,9 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   remember_wake(result);
   if (!r.ok()) {
     if (came_home)
-      return std::move(r).error().wrap(cat("woken with the gateway it parked with (its connections since the park "
-                                           "may be lost)"));
+      return std::move(r).error().wrap(
+          cat("woken with the gateway it parked with (its connections since the park "
+              "may be lost)"));
     return std::move(r).error();
   }
   SL_LOG(Info, kModule, "woke `", name, "` (", trigger, ") in ", result.report.seconds, " s");

@@ -51,7 +51,7 @@ struct ParkResult {
 struct WakeResult {
   std::string domain, trigger;
   ProcedureReport report;
-  double activity_to_event = -1;  // seconds from the sink's event stamp to its arrival here
+  double activity_to_event = -1;     // seconds from the sink's event stamp to its arrival here
   double hand_back = 0, resume = 0;  // the two halves of the parallel step
   int64_t released = 0;
   bool fallback = false;  // came home with the gateway it parked with
@@ -116,7 +116,7 @@ class Controller {
   // "sink/container" -> domain: parked, or being parked or woken (set before the
   // procedure runs): reconcile leaves what is here alone.
   std::map<std::string, std::string> container_domain_;
-  std::map<std::string, std::string> last_wakes_;       // domain -> WakeResult JSON
+  std::map<std::string, std::string> last_wakes_;  // domain -> WakeResult JSON
   std::set<std::string> waking_;
   std::mutex watch_mu_;
   std::map<std::string, std::unique_ptr<Watch>> watches_;  // guarded by watch_mu_

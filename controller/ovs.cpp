@@ -135,15 +135,15 @@ Result<void> OvsSwitch::redirect(const Redirect& r) {
   auto vm = SL_TRY_CTX(port_of(r.mac), "the parked VM's port");
   auto sink = SL_TRY_CTX(port_of(r.to_mac), "the sink's port");
   if (vm.bridge != sink.bridge)
-    return make_error(ErrorKind::Invalid, "the VM (MAC ", r.mac, ") is on bridge `", vm.bridge,
-                      "` but the sink (MAC ", r.to_mac, ") on `", sink.bridge, "`");
+    return make_error(ErrorKind::Invalid, "the VM (MAC ", r.mac, ") is on bridge `", vm.bridge, "` but the sink (MAC ",
+                      r.to_mac, ") on `", sink.bridge, "`");
   auto flows = SL_TRY(redirect_flows(r, sink.ofport));
   // One transaction: the old flows of this cookie go and the new ones come together.
   std::string bundle = cat("delete cookie=", hex(r.cookie), "/-1\n");
   std::istringstream in(flows);
   for (std::string line; std::getline(in, line);) bundle += "add " + line + "\n";
-  SL_TRY_CTX(run_({"ovs-ofctl", "--bundle", "add-flows", vm.bridge, "-"}, bundle), "installing the redirect of ",
-             r.mac, " on `", vm.bridge, "`");
+  SL_TRY_CTX(run_({"ovs-ofctl", "--bundle", "add-flows", vm.bridge, "-"}, bundle), "installing the redirect of ", r.mac,
+             " on `", vm.bridge, "`");
   return ok();
 }
 

@@ -18,10 +18,10 @@ namespace seamless::ctl {
 // What a redirect is made of. Every field is validated before it reaches a flow.
 struct Redirect {
   uint64_t cookie = 0;
-  std::string mac;                  // the parked VM's
-  std::vector<std::string> ipv4;    // its addresses (no prefix length)
+  std::string mac;                // the parked VM's
+  std::vector<std::string> ipv4;  // its addresses (no prefix length)
   std::vector<std::string> ipv6;
-  std::string to_mac;               // the sink VM's NIC: its port receives the traffic
+  std::string to_mac;  // the sink VM's NIC: its port receives the traffic
 };
 
 // The cookie of a domain's flows: stable per domain name, high bits mark seamless.

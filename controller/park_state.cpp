@@ -63,7 +63,8 @@ Result<int64_t> number(const xmlNode* n, const char* name) {
   if (v.empty()) return int64_t(0);
   char* end = nullptr;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (*end != '\0' || x < 0) return make_error(ErrorKind::Invalid, "park state: `", name, "` is not a number: `", v, "`");
+  if (*end != '\0' || x < 0)
+    return make_error(ErrorKind::Invalid, "park state: `", name, "` is not a number: `", v, "`");
   return int64_t(x);
 }
 
@@ -118,7 +119,8 @@ Result<DomainFacts> parse_domain_xml(const std::string& xml) {
   const xmlNode* devices = child(root, "devices");
   for (const xmlNode* d = devices ? devices->children : nullptr; d; d = d->next) {
     if (named(d, "interface")) {
-      if (const xmlNode* m = child(d, "mac"); m && check_mac(attr(m, "address")).ok()) f.macs.push_back(attr(m, "address"));
+      if (const xmlNode* m = child(d, "mac"); m && check_mac(attr(m, "address")).ok())
+        f.macs.push_back(attr(m, "address"));
     } else if (named(d, "channel") && attr(d, "type") == "unix") {
       const xmlNode* target = child(d, "target");
       const xmlNode* source = child(d, "source");

@@ -36,8 +36,8 @@ struct ParkState {
 
 struct DomainFacts {
   std::string name;
-  std::vector<std::string> macs;  // NICs, in order
-  std::string sink_socket;        // host end of org.seamless.sinkd.0 (sink VMs)
+  std::vector<std::string> macs;        // NICs, in order
+  std::string sink_socket;              // host end of org.seamless.sinkd.0 (sink VMs)
   std::optional<std::string> park_xml;  // <seamless:park> from <metadata>, if any
 };
 Result<DomainFacts> parse_domain_xml(const std::string& xml);

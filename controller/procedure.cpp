@@ -33,8 +33,7 @@ Result<void> Procedure::run(ProcedureReport* report, const ProgressFn& progress)
     const Step& s = steps_[done];
     tell(Progress::Begin, s.name, "");
     const auto ts = Clock::now();
-    Result<void> res = s.name == fail_at_ ? Result<void>(make_error(ErrorKind::Invalid, "injected failure"))
-                                          : s.run();
+    Result<void> res = s.name == fail_at_ ? Result<void>(make_error(ErrorKind::Invalid, "injected failure")) : s.run();
     r.steps.push_back(StepRecord{s.name, seconds_since(ts), res.ok(), false, res.ok() ? "" : res.error().message});
     if (!res.ok()) {
       tell(Progress::Failed, s.name, res.error().message);

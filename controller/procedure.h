@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // A procedure with side effects as a list of named steps, each with its undo. Steps run
 // in order; when one fails, the undos of the steps already done run in reverse order, so
-// the system ends where it started. A step that fails must leave nothing behind itself. Every step is timed; a progress callback sees each
-// step begin and end (the operator commands print one line per step).
+// the system ends where it started. A step that fails must leave nothing behind itself. Every step is timed; a progress
+// callback sees each step begin and end (the operator commands print one line per step).
 #pragma once
 
 #include <functional>
@@ -31,7 +31,7 @@ struct StepRecord {
 struct ProcedureReport {
   std::vector<StepRecord> steps;
   double seconds = 0;
-  std::string failed_step;  // empty on success
+  std::string failed_step;   // empty on success
   bool rolled_back = false;  // every undo succeeded
   double step_seconds(const std::string& name) const;
 };

@@ -119,9 +119,10 @@ Result<void> SinkLink::ensure_connected(Deadline deadline) {
   Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
   for (;;) {
     if (socket_.empty()) socket_ = socket_of_();
-    c = socket_.empty() ? Result<std::unique_ptr<qmp::QmpSocket>>(make_error(
-                              ErrorKind::NotFound, "no running domain with a `org.seamless.sinkd.0` unix channel"))
-                        : qmp::QmpSocket::connect(socket_, std::min(Millis(3000), std::max(Millis(500), deadline.left())));
+    c = socket_.empty()
+            ? Result<std::unique_ptr<qmp::QmpSocket>>(
+                  make_error(ErrorKind::NotFound, "no running domain with a `org.seamless.sinkd.0` unix channel"))
+            : qmp::QmpSocket::connect(socket_, std::min(Millis(3000), std::max(Millis(500), deadline.left())));
     if (c.ok()) break;
     socket_.clear();  // looked up again: the sink VM may have restarted elsewhere
     if (deadline.expired() || stop_) return c.error().wrap(cat("sink `", name_, "` (`", socket_, "`)"));
@@ -219,8 +220,8 @@ Result<void> SinkLink::check_pack(const std::string& pack) {
 
 Result<Added> SinkLink::add_gateway(const std::string& pack, const std::string& id, bool quiet) {
   qmp::ArgWriter w;
-  auto r = SL_TRY(call("add-gateway", w.str("pack", pack).str("id", id).boolean("quiet", quiet).finish(),
-                       Millis(600000)));
+  auto r =
+      SL_TRY(call("add-gateway", w.str("pack", pack).str("id", id).boolean("quiet", quiet).finish(), Millis(600000)));
   auto a = SL_TRY(parse_added(r.root()));
   if (a.id != id) return make_error(ErrorKind::Protocol, "add-gateway answered for `", a.id, "`, not `", id, "`");
   return a;

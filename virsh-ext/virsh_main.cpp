@@ -31,33 +31,37 @@ constexpr const char* kVerb = SEAMLESS_VERB;
 void usage(FILE* out) {
   const std::string verb = kVerb;
   if (verb == "park")
-    std::fputs("usage: virsh-park [OPTIONS] DOMAIN [--mode swap|ram|disk]\n\n"
-               "Parks DOMAIN: its listening services move to a sink VM that answers for it, and\n"
-               "the VM is suspended (swap by default: balloon, cgroup squeeze, prewarm, pause).\n"
-               "It wakes by itself when a real request arrives, or with virsh-wake.\n",
-               out);
+    std::fputs(
+        "usage: virsh-park [OPTIONS] DOMAIN [--mode swap|ram|disk]\n\n"
+        "Parks DOMAIN: its listening services move to a sink VM that answers for it, and\n"
+        "the VM is suspended (swap by default: balloon, cgroup squeeze, prewarm, pause).\n"
+        "It wakes by itself when a real request arrives, or with virsh-wake.\n",
+        out);
   else if (verb == "wake")
-    std::fputs("usage: virsh-wake [OPTIONS] DOMAIN\n\n"
-               "Wakes a parked DOMAIN: its services come home with their connections, and the\n"
-               "packets that arrived meanwhile are delivered. Prints the wake's timing breakdown.\n",
-               out);
+    std::fputs(
+        "usage: virsh-wake [OPTIONS] DOMAIN\n\n"
+        "Wakes a parked DOMAIN: its services come home with their connections, and the\n"
+        "packets that arrived meanwhile are delivered. Prints the wake's timing breakdown.\n",
+        out);
   else
-    std::fputs("usage: virsh-parked [OPTIONS] [DOMAIN]\n\n"
-               "Lists the parked VMs (mode, sink, memory reclaimed, since when) and the last\n"
-               "wake of each VM with its timing breakdown.\n",
-               out);
-  std::fputs("\nOptions:\n"
-             "  -c, --connect URI  libvirt URI (default: $LIBVIRT_DEFAULT_URI, else seamlessd's)\n"
-             "  --socket PATH      seamlessd's control socket (default: $SEAMLESS_SOCKET, else\n"
-             "                     /run/seamless/seamlessd.sock)\n"
-             "  --json             print the result as one JSON object\n"
-             "  -q, --quiet        no progress lines\n"
-             "  -h, --help         this text\n"
-             "Exit codes: 0 done; 1 failed and rolled back (the VM is as it was); 2 usage;\n"
-             "3 seamlessd not reachable; 4 refused before anything was touched (unknown or\n"
-             "stopped domain, not parked, no sink, no guest agent, swap off, ...); 5 failed\n"
-             "and not rolled back completely (see the message).\n",
-             out);
+    std::fputs(
+        "usage: virsh-parked [OPTIONS] [DOMAIN]\n\n"
+        "Lists the parked VMs (mode, sink, memory reclaimed, since when) and the last\n"
+        "wake of each VM with its timing breakdown.\n",
+        out);
+  std::fputs(
+      "\nOptions:\n"
+      "  -c, --connect URI  libvirt URI (default: $LIBVIRT_DEFAULT_URI, else seamlessd's)\n"
+      "  --socket PATH      seamlessd's control socket (default: $SEAMLESS_SOCKET, else\n"
+      "                     /run/seamless/seamlessd.sock)\n"
+      "  --json             print the result as one JSON object\n"
+      "  -q, --quiet        no progress lines\n"
+      "  -h, --help         this text\n"
+      "Exit codes: 0 done; 1 failed and rolled back (the VM is as it was); 2 usage;\n"
+      "3 seamlessd not reachable; 4 refused before anything was touched (unknown or\n"
+      "stopped domain, not parked, no sink, no guest agent, swap off, ...); 5 failed\n"
+      "and not rolled back completely (see the message).\n",
+      out);
 }
 
 int usage_error(const std::string& why) {
@@ -88,8 +92,8 @@ void print_human(const qmp::Value& r) {
     int64_t before = qmp::opt_int(r, "memory_before").value_or(0), after = qmp::opt_int(r, "memory_after").value_or(0);
     if (before > 0) std::printf("Host memory: %s -> %s\n", mib(before).c_str(), mib(after).c_str());
   } else if (verb == "wake") {
-    std::printf("Domain '%s' woken in %.2f s%s\n", qmp::opt_string(r, "domain").value_or("").c_str(),
-                num(r, "seconds"), qmp::opt_bool(r, "fallback").value_or(false) ? " (fallback)" : "");
+    std::printf("Domain '%s' woken in %.2f s%s\n", qmp::opt_string(r, "domain").value_or("").c_str(), num(r, "seconds"),
+                qmp::opt_bool(r, "fallback").value_or(false) ? " (fallback)" : "");
     if (r.HasMember("activity_to_event"))
       std::printf("  activity -> event %.3f s (%s)\n", num(r, "activity_to_event"),
                   qmp::opt_string(r, "trigger").value_or("").c_str());
@@ -116,11 +120,12 @@ void print_human(const qmp::Value& r) {
       for (const auto& w : wakes->value.GetObject()) {
         const auto& v = w.value;
         if (!v.IsObject()) continue;
-        std::printf(" %-20s %.2f s (%s): hand-back %.2f | resume %.2f | transfer %.2f | restore %.2f | switch "
-                    "%.2f | release %.2f\n",
-                    w.name.GetString(), num(v, "seconds"), qmp::opt_string(v, "trigger").value_or("").c_str(),
-                    num(v, "hand_back"), num(v, "resume"), num(v, "transfer"), num(v, "restore"), num(v, "switch"),
-                    num(v, "release"));
+        std::printf(
+            " %-20s %.2f s (%s): hand-back %.2f | resume %.2f | transfer %.2f | restore %.2f | switch "
+            "%.2f | release %.2f\n",
+            w.name.GetString(), num(v, "seconds"), qmp::opt_string(v, "trigger").value_or("").c_str(),
+            num(v, "hand_back"), num(v, "resume"), num(v, "transfer"), num(v, "restore"), num(v, "switch"),
+            num(v, "release"));
       }
     }
     return;

@@ -100,7 +100,6 @@ int die(const Error& e) {
   return 1;
 }
 
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,11 +110,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> modes = {"ram", "swap", "disk"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--json") json = true;
-    else if (a == "--json-out" && i + 1 < argc) json_out = argv[++i];
-    else if (a == "--memory" && i + 1 < argc) memory = std::atoi(argv[++i]);
-    else if (a == "--gateways" && i + 1 < argc) gateways = test::split_list(argv[++i]);
-    else if (a == "--modes" && i + 1 < argc) modes = test::split_list(argv[++i]);
+    if (a == "--json")
+      json = true;
+    else if (a == "--json-out" && i + 1 < argc)
+      json_out = argv[++i];
+    else if (a == "--memory" && i + 1 < argc)
+      memory = std::atoi(argv[++i]);
+    else if (a == "--gateways" && i + 1 < argc)
+      gateways = test::split_list(argv[++i]);
+    else if (a == "--modes" && i + 1 < argc)
+      modes = test::split_list(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways a,b] [--modes m,n]\n");
@@ -135,7 +139,8 @@ int main(int argc, char** argv) {
   ctl::OvsSwitch ovs;
   ctl::Controller controller(cfg, *conn, ovs);
   controller.start();
-  for (Deadline d(Millis(120000)); !d.expired() && controller.sinks_json().find("\"connected\":true") == std::string::npos;)
+  for (Deadline d(Millis(120000));
+       !d.expired() && controller.sinks_json().find("\"connected\":true") == std::string::npos;)
     std::this_thread::sleep_for(Millis(500));
 
   std::vector<Row> rows;
@@ -194,7 +199,8 @@ int main(int argc, char** argv) {
         wake = controller.last_wake(guest.name);
         if (wake && wake != before) break;
       }
-      if (!wake || wake == before) return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
+      if (!wake || wake == before)
+        return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
       auto wj = qmp::parse(*wake);
       if (!wj.ok()) return die(wj.error());
       const auto& w = wj->root();
@@ -220,28 +226,34 @@ int main(int argc, char** argv) {
   }
   std::string lines;
   for (const auto& r : rows)
-    lines += cat("{\"gateway\": \"", r.gateway, "\", \"mode\": \"", r.mode, "\", \"reaction_s\": ", r.reaction_s,
-                 ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s, ", \"critical_path_s\": ", r.critical_s,
-                 ", \"serial_s\": ", r.serial_s, ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s,
-                 ", \"transfer_s\": ", r.transfer_s, ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s,
-                 ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_rss_mib\": ", r.held_rss_mib, ", \"tcg_cache_mib\": ", r.tcg_mib, ", \"held_pct\": ", r.held_pct,
-                 ", \"guest_mib\": ", memory, "}\n");
+    lines +=
+        cat("{\"gateway\": \"", r.gateway, "\", \"mode\": \"", r.mode, "\", \"reaction_s\": ", r.reaction_s,
+            ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s, ", \"critical_path_s\": ", r.critical_s,
+            ", \"serial_s\": ", r.serial_s, ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s,
+            ", \"transfer_s\": ", r.transfer_s, ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s,
+            ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_rss_mib\": ", r.held_rss_mib,
+            ", \"tcg_cache_mib\": ", r.tcg_mib, ", \"held_pct\": ", r.held_pct, ", \"guest_mib\": ", memory, "}\n");
   if (!json_out.empty())
     if (auto wr = sys::write_file(json_out, lines); !wr.ok()) return die(wr.error());
   if (json) {
     std::fputs(lines.c_str(), stdout);
     return 0;
   }
-  std::printf("| gateway | mode | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
-              "resume s | transfer s | restore s | switch s | release s | held cgroup MiB | held RSS MiB | TCG cache MiB | held "
-              "without TCG cache %% of RAM |\n");
+  std::printf(
+      "| gateway | mode | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
+      "resume s | transfer s | restore s | switch s | release s | held cgroup MiB | held RSS MiB | TCG cache MiB | "
+      "held "
+      "without TCG cache %% of RAM |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows)
-    std::printf("| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f |\n",
-                r.gateway.c_str(), r.mode.c_str(), r.reaction_s, r.park_s, r.wake_s, r.critical_s,
-                r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
-                r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.tcg_mib, r.held_pct);
-  std::printf("\nReaction ratios per gateway:\n\n| gateway | swap / ram | swap / disk | ram / running |\n|---|---|---|---|\n");
+    std::printf(
+        "| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | "
+        "%.1f |\n",
+        r.gateway.c_str(), r.mode.c_str(), r.reaction_s, r.park_s, r.wake_s, r.critical_s,
+        r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
+        r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.tcg_mib, r.held_pct);
+  std::printf(
+      "\nReaction ratios per gateway:\n\n| gateway | swap / ram | swap / disk | ram / running |\n|---|---|---|---|\n");
   for (const auto& name : gateways) {
     double run = 0, ram = 0, swap = 0, disk = 0;
     for (const auto& r : rows) {

@@ -63,7 +63,8 @@ class ParkWake : public VmSuite<ParkWake> {
   }
   static void TearDownTestSuite() {
     if (daemon_.pid() > 0) daemon_.stop(Millis(20000));
-    if (guest_) (void)run({"ovs-ofctl", "del-flows", guest_->bed.bridge, "cookie=0x5e1e000000000000/0xffff000000000000"});
+    if (guest_)
+      (void)run({"ovs-ofctl", "del-flows", guest_->bed.bridge, "cookie=0x5e1e000000000000/0xffff000000000000"});
     guest_.reset();
     sink_.reset();
     dir_.reset();
@@ -74,7 +75,8 @@ class ParkWake : public VmSuite<ParkWake> {
       auto log = sys::read_file(*dir_ / "seamlessd.log");
       auto p = parked();
       std::printf("--- virsh-parked: %s\n", p.ok() ? p->dump().c_str() : p.error().message.c_str());
-      std::printf("--- seamlessd log (tail)\n%s\n", log.ok() ? log->substr(log->size() > 6000 ? log->size() - 6000 : 0).c_str() : "");
+      std::printf("--- seamlessd log (tail)\n%s\n",
+                  log.ok() ? log->substr(log->size() > 6000 ? log->size() - 6000 : 0).c_str() : "");
     }
   }
 
@@ -85,7 +87,8 @@ class ParkWake : public VmSuite<ParkWake> {
     so.stderr_path = *dir_ / "seamlessd.log";
     ::setenv("SEAMLESS_TEST_SEAMS", "1", 1);
     ::setenv("SEAMLESS_LOG", "info", 1);
-    daemon_ = SL_TRY(ChildProcess::spawn({SEAMLESSD_BIN, "--config", *dir_ / "seamless.conf", "--socket", socket_}, so));
+    daemon_ =
+        SL_TRY(ChildProcess::spawn({SEAMLESSD_BIN, "--config", *dir_ / "seamless.conf", "--socket", socket_}, so));
     // Up once it answers and its sink is connected.
     for (Deadline d(Millis(120000)); !d.expired(); std::this_thread::sleep_for(Millis(500))) {
       auto c = qmp::QmpSocket::connect(socket_, Millis(2000));

@@ -2,10 +2,11 @@
 // Unit tests of the controller's parts: the step runner's rollback order, the OVS flows
 // and commands (through a fake runner), park state in XML, domain XML facts, the
 // configuration, and the parsers of sinkd's and seamless-guest's untrusted replies.
+#include "controller/controller.h"
+
 #include <gtest/gtest.h>
 
 #include "controller/config.h"
-#include "controller/controller.h"
 #include "controller/guest_helper.h"
 #include "controller/ovs.h"
 #include "controller/park_state.h"
@@ -20,8 +21,20 @@ namespace {
 TEST(Procedure, RunsEveryStepInOrderAndTimesThem) {
   std::string trace;
   Procedure p("test");
-  p.step("a", [&]() -> Result<void> { trace += "a"; return ok(); }, [&]() -> Result<void> { trace += "A"; return ok(); });
-  p.step("b", [&]() -> Result<void> { trace += "b"; return ok(); });
+  p.step(
+      "a",
+      [&]() -> Result<void> {
+        trace += "a";
+        return ok();
+      },
+      [&]() -> Result<void> {
+        trace += "A";
+        return ok();
+      });
+  p.step("b", [&]() -> Result<void> {
+    trace += "b";
+    return ok();
+  });
   ProcedureReport r;
   std::vector<std::string> seen;
   ASSERT_TRUE(p.run(&r, [&](Progress what, const std::string& step, const std::string&) {
@@ -63,9 +76,15 @@ TEST(Procedure, AFailureUndoesTheStepsDoneNewestFirst) {
 TEST(Procedure, AFailedUndoIsReportedAndTheRestStillRun) {
   std::string trace;
   Procedure p("p");
-  p.step("a", [&]() -> Result<void> { return ok(); }, [&]() -> Result<void> { trace += "~a"; return ok(); });
-  p.step("b", [&]() -> Result<void> { return ok(); },
-         [&]() -> Result<void> { return make_error(ErrorKind::System, "stuck"); });
+  p.step(
+      "a", [&]() -> Result<void> { return ok(); },
+      [&]() -> Result<void> {
+        trace += "~a";
+        return ok();
+      });
+  p.step(
+      "b", [&]() -> Result<void> { return ok(); },
+      [&]() -> Result<void> { return make_error(ErrorKind::System, "stuck"); });
   p.step("c", [&]() -> Result<void> { return make_error(ErrorKind::System, "no"); });
   ProcedureReport r;
   auto res = p.run(&r);
@@ -79,7 +98,10 @@ TEST(Procedure, AFailedUndoIsReportedAndTheRestStillRun) {
 TEST(Procedure, AnInjectedFailureStopsBeforeTheStepRuns) {
   bool ran = false;
   Procedure p("p");
-  p.step("x", [&]() -> Result<void> { ran = true; return ok(); });
+  p.step("x", [&]() -> Result<void> {
+    ran = true;
+    return ok();
+  });
   p.fail_at("x");
   auto res = p.run();
   ASSERT_FALSE(res.ok());
@@ -135,8 +157,9 @@ struct FakeOvs {
     if (line.find("iface-to-br") != std::string::npos) return std::string("br0\n");
     if (line == "ovs-vsctl list-br") return std::string("br0\n");
     if (line == "ovs-ofctl dump-flows br0")
-      return std::string(" cookie=0x5e1e000000000123, priority=100,dl_dst=52:54:00:00:00:01 actions=output:5\n"
-                         " cookie=0x0, priority=0 actions=NORMAL\n");
+      return std::string(
+          " cookie=0x5e1e000000000123, priority=100,dl_dst=52:54:00:00:00:01 actions=output:5\n"
+          " cookie=0x0, priority=0 actions=NORMAL\n");
     return std::string("");
   }
 };
@@ -205,8 +228,8 @@ TEST(ParkState, EditedOrHostileMetadataIsRefused) {
   EXPECT_FALSE(ParkState::from_xml("<park mode='ram' sink='s' container='c' mac='52:54:00:00:00:01' "
                                    "cookie='0x1'/>")
                    .ok());
-  EXPECT_FALSE(ParkState::from_xml("<park mode='ram' sink='s' container='c' mac='x' cookie='0x5e1e000000000001'/>")
-                   .ok());
+  EXPECT_FALSE(
+      ParkState::from_xml("<park mode='ram' sink='s' container='c' mac='x' cookie='0x5e1e000000000001'/>").ok());
   EXPECT_FALSE(ParkState::from_xml("<!DOCTYPE p [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><park mode='&e;'/>").ok());
 }
 
@@ -318,8 +341,8 @@ TEST(Controller, AWakeReportsItsBreakdown) {
   w.hand_back = 2.5;
   w.resume = 0.5;
   w.activity_to_event = 0.01;
-  w.report.steps = {{"hand-back+resume", 2.5, true, false, ""}, {"transfer", 1, true, false, ""},
-                    {"restore", 2, true, false, ""}};
+  w.report.steps = {
+      {"hand-back+resume", 2.5, true, false, ""}, {"transfer", 1, true, false, ""}, {"restore", 2, true, false, ""}};
   auto j = qmp::parse(w.to_json());
   ASSERT_TRUE(j.ok()) << w.to_json();
   EXPECT_DOUBLE_EQ(j->root()["restore"].GetDouble(), 2);
