@@ -174,14 +174,29 @@ Controller::~Controller() {
     watches_.clear();
   }
   if (watchdog_.joinable()) watchdog_.join();
-  std::vector<std::thread> ws;
+  std::vector<Worker> ws;
   {
     std::lock_guard<std::mutex> lock(workers_mu_);
     ws.swap(workers_);
   }
-  for (auto& t : ws)
-    if (t.joinable()) t.join();
+  for (auto& w : ws) w.thread.join();
   links_.clear();
+}
+
+void Controller::spawn(std::function<void()> work) {
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  // The finished ones are joined here: a long-running daemon wakes many times.
+  std::erase_if(workers_, [](Worker& w) {
+    if (!*w.done) return false;
+    w.thread.join();
+    return true;
+  });
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  workers_.push_back(Worker{std::thread([work = std::move(work), done] {
+                              work();
+                              *done = true;
+                            }),
+                            done});
 }
 
 std::shared_ptr<std::mutex> Controller::lock_for(const std::string& domain) {
@@ -286,8 +301,7 @@ Result<std::string> Controller::reconcile() {
 void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   if (ev.name == "CONNECTED") {
     // Events may have been missed while the link was down.
-    std::lock_guard<std::mutex> lock(workers_mu_);
-    workers_.emplace_back([this] {
+    spawn([this] {
       if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
     });
     return;
@@ -324,8 +338,7 @@ void Controller::wake_async(const std::string& domain, const std::string& trigge
     if (waking_.count(domain)) return;
     waking_.insert(domain);
   }
-  std::lock_guard<std::mutex> lock(workers_mu_);
-  workers_.emplace_back([this, domain, trigger, event_delay] {
+  spawn([this, domain, trigger, event_delay] {
     auto r = wake(domain, trigger, {}, event_delay);
     if (!r.ok() && r.error().message.find("is not parked") != std::string::npos)
       SL_LOG(Info, kModule, "`", domain, "` is home already (", trigger, ")");
@@ -694,11 +707,9 @@ Result<std::string> Controller::status_json() {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(kWakeDir, ec)) {
     // The last wakes of domains that exist (their files outlive undefined ones).
-    auto wj = sys::read_file(e.path());
-    auto parsed = wj.ok() ? qmp::parse(*wj) : Result<qmp::Json>(wj.error());
-    if (!parsed.ok() || !conn_.lookup(qmp::opt_string(parsed->root(), "domain").value_or("")).ok()) continue;
     auto text = sys::read_file(e.path());
-    if (!text.ok() || !qmp::parse(*text).ok()) continue;
+    auto parsed = text.ok() ? qmp::parse(*text) : Result<qmp::Json>(text.error());
+    if (!parsed.ok() || !conn_.lookup(qmp::opt_string(parsed->root(), "domain").value_or("")).ok()) continue;
     wakes += cat(first ? "" : ",", qmp::quote(e.path().stem().string()), ":", *text);
     first = false;
   }
@@ -719,8 +730,7 @@ std::string Controller::sinks_json() {
 
 void Controller::notice(const std::string& domain, const std::string& op) {
   if (op != "stopped" && op != "release" && op != "reconnect") return;
-  std::lock_guard<std::mutex> lock(workers_mu_);
-  workers_.emplace_back([this, domain, op] {
+  spawn([this, domain, op] {
     if (op == "reconnect") {
       if (auto r = reconcile(); !r.ok()) SL_LOG(Warn, kModule, "reconcile: ", r.error().message);
       return;

@@ -122,8 +122,14 @@ class Controller {
   std::map<std::string, std::unique_ptr<Watch>> watches_;  // guarded by watch_mu_
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
+  // Runs `work` on a thread of its own (wakes, notices, reconciles), joined when done.
+  void spawn(std::function<void()> work);
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   std::mutex workers_mu_;
-  std::vector<std::thread> workers_;
+  std::vector<Worker> workers_;
 };
 
 }  // namespace seamless::ctl
