@@ -306,23 +306,37 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
     });
     return;
   }
-  if (ev.name != "ACTIVITY" && ev.name != "ERROR") return;
-  auto id = qmp::opt_string(ev.data.root(), "id");
-  if (!id) return;
+  namespace proto = sink::proto;
+  const bool activity = ev.name == proto::kActivity;
+  if (!activity && ev.name != proto::kError) return;
+  std::string id, trigger;
+  if (activity) {
+    auto a = proto::ActivityEvent::parse(ev.data.root());
+    if (!a.ok()) {
+      SL_LOG(Warn, kModule, "sink `", sink, "`: a bad ACTIVITY event: ", a.error().message);
+      return;
+    }
+    id = a->id;
+    trigger = cat("activity: ", a->reason.empty() ? "?" : a->reason);
+  } else {
+    auto e = proto::ErrorEvent::parse(ev.data.root());
+    if (!e.ok()) {
+      SL_LOG(Warn, kModule, "sink `", sink, "`: a bad ERROR event: ", e.error().message);
+      return;
+    }
+    id = e->id;
+    trigger = cat("gateway error in the sink: ", e->error.empty() ? "?" : e->error);
+  }
   std::string domain;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A park still under way is finished first: the wake waits for the domain's lock.
-    auto it = container_domain_.find(key(sink, *id));
+    auto it = container_domain_.find(key(sink, id));
     if (it == container_domain_.end()) return;
     domain = it->second;
   }
-  const std::string trigger =
-      ev.name == "ACTIVITY"
-          ? cat("activity: ", qmp::opt_string(ev.data.root(), "reason").value_or("?"))
-          : cat("gateway error in the sink: ", qmp::opt_string(ev.data.root(), "error").value_or("?"));
   SL_LOG(Info, kModule, "domain `", domain, "`: ", trigger);
-  if (ev.name == "ACTIVITY" && !cfg_.auto_wake) return;
+  if (activity && !cfg_.auto_wake) return;
   // The sink stamped the event when it saw the activity (its clock, from the same host).
   double delay = -1;
   if (ev.timestamp > 0) {

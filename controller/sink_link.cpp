@@ -9,89 +9,15 @@ namespace {
 
 constexpr const char* kModule = "sink";
 
-Result<double> seconds_field(const qmp::Value& v) {
-  auto s = qmp::opt_string(v, "seconds");
-  if (!s) return 0.0;
-  char* end = nullptr;
-  double d = std::strtod(s->c_str(), &end);
-  if (end == s->c_str() || d < 0 || d > 1e6) return make_error(ErrorKind::Protocol, "bad `seconds` `", *s, "`");
-  return d;
-}
-
 }  // namespace
 
-GatewayState parse_gateway_state(std::string_view s) {
-  if (s == "traced") return GatewayState::Traced;
-  if (s == "woken") return GatewayState::Woken;
-  if (s == "stopped") return GatewayState::Stopped;
-  if (s == "handed-back") return GatewayState::HandedBack;
-  if (s == "crashed") return GatewayState::Crashed;
-  if (s == "lost") return GatewayState::Lost;
-  return GatewayState::Unknown;
-}
-
-std::string_view to_string(GatewayState s) {
-  switch (s) {
-    case GatewayState::Traced: return "traced";
-    case GatewayState::Woken: return "woken";
-    case GatewayState::Stopped: return "stopped";
-    case GatewayState::HandedBack: return "handed-back";
-    case GatewayState::Crashed: return "crashed";
-    case GatewayState::Lost: return "lost";
-    case GatewayState::Unknown: return "unknown";
-  }
-  return "unknown";
-}
-
-Result<Added> parse_added(const qmp::Value& v) {
-  if (!v.IsObject()) return make_error(ErrorKind::Protocol, "add-gateway: the reply is not an object");
-  Added a;
-  a.id = SL_TRY(qmp::get_string(v, "id"));
-  a.hostname = qmp::opt_string(v, "hostname").value_or("");
-  a.seconds = SL_TRY(seconds_field(v));
-  auto ifaces = v.FindMember("interfaces");
-  if (ifaces != v.MemberEnd()) {
-    if (!ifaces->value.IsArray() || ifaces->value.Size() > 64)
-      return make_error(ErrorKind::Protocol, "add-gateway: `interfaces` is not a short array");
-    for (const auto& i : ifaces->value.GetArray()) {
-      if (!i.IsObject()) return make_error(ErrorKind::Protocol, "add-gateway: an interface is not an object");
-      SinkInterface si;
-      si.name = qmp::opt_string(i, "name").value_or("");
-      si.mac = SL_TRY(qmp::get_string(i, "mac"));
-      if (auto addrs = i.FindMember("addresses"); addrs != i.MemberEnd() && addrs->value.IsArray())
-        for (const auto& a : addrs->value.GetArray())
-          if (a.IsString() && si.addresses.size() < 64) si.addresses.emplace_back(a.GetString(), a.GetStringLength());
-      a.interfaces.push_back(std::move(si));
-    }
-  }
-  return a;
-}
-
-Result<HandedBack> parse_handed_back(const qmp::Value& v) {
-  if (!v.IsObject()) return make_error(ErrorKind::Protocol, "hand-back: the reply is not an object");
-  HandedBack h;
-  h.pack = SL_TRY(qmp::get_string(v, "pack"));
-  h.bytes = qmp::opt_int(v, "bytes").value_or(0);
-  h.seconds = SL_TRY(seconds_field(v));
-  return h;
-}
-
-Result<std::vector<ListedGateway>> parse_listed(const qmp::Value& v) {
-  if (!v.IsArray()) return make_error(ErrorKind::Protocol, "list-gateways: the reply is not an array");
-  std::vector<ListedGateway> out;
-  for (const auto& g : v.GetArray()) {
-    if (!g.IsObject()) return make_error(ErrorKind::Protocol, "list-gateways: an entry is not an object");
-    ListedGateway l;
-    l.id = SL_TRY(qmp::get_string(g, "id"));
-    l.state = parse_gateway_state(qmp::opt_string(g, "state").value_or(""));
-    l.activity = qmp::opt_string(g, "activity").value_or("");
-    out.push_back(std::move(l));
-  }
-  return out;
-}
-
 SinkLink::SinkLink(std::string name, SocketFn socket_of, EventFn on_event)
-    : name_(std::move(name)), socket_of_(std::move(socket_of)), on_event_(std::move(on_event)) {}
+    : name_(std::move(name)),
+      socket_of_(std::move(socket_of)),
+      on_event_(std::move(on_event)),
+      client_([this](std::string_view command, const std::string& args, Millis timeout) {
+        return call(command, args, timeout);
+      }) {}
 
 std::string SinkLink::socket() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -212,50 +138,24 @@ void SinkLink::reader() {
   }
 }
 
-Result<void> SinkLink::check_pack(const std::string& pack) {
-  qmp::ArgWriter w;
-  SL_TRY(call("check-pack", w.str("pack", pack).finish(), Millis(300000)));
-  return ok();
-}
+Result<void> SinkLink::check_pack(const std::string& pack) { return client_.check_pack({pack}); }
 
 Result<Added> SinkLink::add_gateway(const std::string& pack, const std::string& id, bool quiet) {
-  qmp::ArgWriter w;
-  auto r =
-      SL_TRY(call("add-gateway", w.str("pack", pack).str("id", id).boolean("quiet", quiet).finish(), Millis(600000)));
-  auto a = SL_TRY(parse_added(r.root()));
-  if (a.id != id) return make_error(ErrorKind::Protocol, "add-gateway answered for `", a.id, "`, not `", id, "`");
-  return a;
+  return client_.add_gateway({pack, id, quiet});
 }
 
-Result<void> SinkLink::speak(const std::string& id) {
-  qmp::ArgWriter w;
-  SL_TRY(call("speak", w.str("id", id).finish(), Millis(60000)));
-  return ok();
-}
+Result<void> SinkLink::speak(const std::string& id) { return client_.speak({id}); }
 
 Result<HandedBack> SinkLink::hand_back(const std::string& id, const std::string& out) {
-  qmp::ArgWriter w;
-  w.str("id", id);
-  if (!out.empty()) w.str("out", out);
-  auto r = SL_TRY(call("hand-back", w.finish(), Millis(600000)));
-  return parse_handed_back(r.root());
+  return client_.hand_back({id, out});
 }
 
 Result<int64_t> SinkLink::release_packets(const std::string& id) {
-  qmp::ArgWriter w;
-  auto r = SL_TRY(call("release-packets", w.str("id", id).finish(), Millis(60000)));
-  return qmp::opt_int(r.root(), "released").value_or(0);
+  return SL_TRY(client_.release_packets({id})).released;
 }
 
-Result<void> SinkLink::remove_gateway(const std::string& id) {
-  qmp::ArgWriter w;
-  SL_TRY(call("remove-gateway", w.str("id", id).finish(), Millis(60000)));
-  return ok();
-}
+Result<void> SinkLink::remove_gateway(const std::string& id) { return client_.remove_gateway({id}); }
 
-Result<std::vector<ListedGateway>> SinkLink::list_gateways() {
-  auto r = SL_TRY(call("list-gateways", "", Millis(30000)));
-  return parse_listed(r.root());
-}
+Result<std::vector<ListedGateway>> SinkLink::list_gateways() { return client_.list_gateways(); }
 
 }  // namespace seamless::ctl

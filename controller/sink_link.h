@@ -16,41 +16,15 @@
 
 #include "common/result.h"
 #include "qmp/socket.h"
+#include "sinkd/protocol.h"
 
 namespace seamless::ctl {
 
-// sinkd's gateway states (list-gateways).
-enum class GatewayState { Traced, Woken, Stopped, HandedBack, Crashed, Lost, Unknown };
-GatewayState parse_gateway_state(std::string_view s);
-std::string_view to_string(GatewayState s);
-
-struct SinkInterface {
-  std::string name, mac;
-  std::vector<std::string> addresses;  // "10.77.0.12/24"
-};
-
-struct Added {
-  std::string id, hostname;
-  std::vector<SinkInterface> interfaces;
-  double seconds = 0;
-};
-
-struct HandedBack {
-  std::string pack;  // path in the sink VM
-  int64_t bytes = 0;
-  double seconds = 0;
-};
-
-struct ListedGateway {
-  std::string id;
-  GatewayState state = GatewayState::Unknown;
-  std::string activity;
-};
-
-// Parsers of sinkd's replies (exposed for unit tests).
-Result<Added> parse_added(const qmp::Value& v);
-Result<HandedBack> parse_handed_back(const qmp::Value& v);
-Result<std::vector<ListedGateway>> parse_listed(const qmp::Value& v);
+// sinkd's protocol, defined once in sinkd/protocol.h.
+using sink::proto::Added;
+using sink::proto::GatewayState;
+using sink::proto::HandedBack;
+using sink::proto::ListedGateway;
 
 class SinkLink {
  public:
@@ -95,6 +69,7 @@ class SinkLink {
   Clock::time_point last_heard_ = Clock::now();  // with mu_ held
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  sink::proto::Client client_;
 };
 
 }  // namespace seamless::ctl

@@ -12,17 +12,16 @@
 #include "common/time.h"
 
 namespace seamless::guest {
-namespace {
 
-Result<void> run_criu(const std::vector<std::string>& argv, const std::string& log, const std::string& what) {
-  auto r = SL_TRY(run(argv, Millis(300000)));
+Result<void> CriuBinary::run_criu(const std::vector<std::string>& argv, const std::string& log,
+                                  const std::string& what) {
+  constexpr Millis kTimeout(300000);
+  auto r = SL_TRY(runner_ ? runner_(argv, kTimeout) : run(argv, kTimeout));
   if (r.status.success()) return ok();
-  auto text = sys::read_file(log);
+  auto text = sys::read_file(root_ + log);
   std::string why = text.ok() ? criu_log_summary(*text) : r.err;
   return make_error(ErrorKind::Remote, what, " failed (", r.status.describe(), "): ", why, " [log `", log, "`]");
 }
-
-}  // namespace
 
 std::string criu_log_summary(std::string_view log) {
   std::vector<std::string> errors, tail;
@@ -52,12 +51,14 @@ Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
     for (Deadline d(Millis(10000)); !d.expired() && ::kill(pid, 0) == 0;) ::usleep(20000);
   std::vector<std::string> argv = req.wrapper;
   const std::string pidfile = req.images + "/restore.pid";
-  ::unlink(pidfile.c_str());
+  ::unlink((root_ + pidfile).c_str());
   argv.insert(argv.end(), {path_, "restore", "-D", req.images, "-o", req.log_name, "-v4", "--tcp-established",
                            "--file-locks", "-d", "--pidfile", pidfile});
   if (req.shell_job) argv.push_back("--shell-job");
+  if (req.leave_stopped) argv.push_back("--leave-stopped");
   for (const auto& i : req.inherit) argv.insert(argv.end(), {"--inherit-fd", cat("fd[", i.fd, "]:", i.key)});
   SL_TRY(run_criu(argv, req.images + "/" + req.log_name, cat("criu restore from `", req.images, "`")));
+  if (!root_.empty()) return 0;  // restored elsewhere: no pid of ours to report
   auto text = sys::read_file(pidfile);
   if (!text.ok()) return 0;  // restored inside another pid namespace: no pid of ours to report
   return pid_t(std::atoi(text->c_str()));

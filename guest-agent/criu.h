@@ -5,10 +5,13 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "common/process.h"
 #include "common/result.h"
+#include "common/time.h"
 
 namespace seamless::guest {
 
@@ -38,6 +41,8 @@ struct RestoreRequest {
   // (init) has reaped it; restoring before that fails ("Can't fork for PID: File exists").
   std::vector<pid_t> pids;
   std::vector<InheritFd> inherit;
+  // The restored tree stays stopped (SIGSTOP) instead of running on.
+  bool leave_stopped = false;
 };
 
 class Criu {
@@ -52,13 +57,23 @@ class Criu {
 
 class CriuBinary final : public Criu {
  public:
+  // Runs a command line to its end (default: here, seamless::run).
+  using Runner = std::function<Result<RunResult>(const std::vector<std::string>& argv, Millis timeout)>;
   explicit CriuBinary(std::string path = "criu") : path_(std::move(path)) {}
+  // CRIU run elsewhere, e.g. in a container's namespaces: the requests' paths are as CRIU
+  // sees them, and this side reads its logs and pid files below `root` (the container's
+  // root as seen from here). Pids to wait for are not ours there: leave them empty.
+  CriuBinary(std::string path, Runner runner, std::string root)
+      : path_(std::move(path)), runner_(std::move(runner)), root_(std::move(root)) {}
   Result<void> dump(const DumpRequest& req) override;
   Result<pid_t> restore(const RestoreRequest& req) override;
   Result<std::string> version() override;
 
  private:
+  Result<void> run_criu(const std::vector<std::string>& argv, const std::string& log, const std::string& what);
   std::string path_;
+  Runner runner_;
+  std::string root_;
 };
 
 // The lines of a CRIU log that say what went wrong (the "Error" lines, else its tail).

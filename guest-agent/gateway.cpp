@@ -16,8 +16,8 @@
 #include "common/log.h"
 #include "common/sys.h"
 #include "common/time.h"
-#include "guest-agent/pack.h"
 #include "guest-agent/streams.h"
+#include "pack/pack.h"
 #include "qmp/json.h"
 
 namespace seamless::guest {

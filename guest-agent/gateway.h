@@ -9,12 +9,15 @@
 
 #include "guest-agent/criu.h"
 #include "guest-agent/discover.h"
-#include "guest-agent/manifest.h"
 #include "guest-agent/netfilter.h"
-#include "guest-agent/pack.h"
 #include "guest-agent/unix_diag.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 
 namespace seamless::guest {
+
+// The pack format (pack/) is the helper's own vocabulary.
+using namespace packfmt;
 
 struct Env {
   Criu* criu = nullptr;

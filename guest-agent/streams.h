@@ -11,11 +11,14 @@
 #include "common/fd.h"
 #include "common/result.h"
 #include "guest-agent/criu.h"
-#include "guest-agent/manifest.h"
 #include "guest-agent/procfs.h"
 #include "guest-agent/unix_diag.h"
+#include "pack/manifest.h"
 
 namespace seamless::guest {
+
+// The pack format (pack/) is the helper's own vocabulary.
+using namespace packfmt;
 
 // The systemd unit a process runs in, from the text of /proc/PID/cgroup: the last
 // component of the unified (or name=systemd) path when it names a unit, else "".

@@ -14,7 +14,7 @@
 #include <set>
 
 #include "common/sys.h"
-#include "guest-agent/manifest.h"
+#include "pack/manifest.h"
 
 namespace seamless::guest {
 namespace {
@@ -117,7 +117,7 @@ Result<std::vector<UnixSocket>> list_unix_sockets() {
   }
 }
 
-bool ExternalStream::journal() const { return peer_name == kJournalStdout; }
+bool ExternalStream::journal() const { return peer_name == packfmt::kJournalStdout; }
 
 std::string ExternalStream::describe(const Snapshot& snap) const {
   auto p = snap.processes.find(pid);

@@ -107,6 +107,29 @@ Result<qmp::BalloonStats> stats_after(qmp::Channel& monitor, int64_t stamp, Mill
   }
 }
 
+// After the balloon inflated to `reached`: while the guest's next reports show memory
+// pressure, it gets a margin back (never more than it had before the park). A guest
+// that reports nothing in time is taken as it is.
+int64_t relieve_pressure(Domain& domain, qmp::BalloonStats before, int64_t reached, int64_t ceiling,
+                         const Options& opts, Report* report) {
+  auto& monitor = domain.monitor();
+  for (int round = 0; round < 3 && reached < ceiling; ++round) {
+    auto after = stats_after(monitor, before.last_update, opts.stats_timeout);
+    if (!after.ok()) break;
+    const std::string why = memory_pressure(before, *after, opts.margin_bytes);
+    if (why.empty()) break;
+    const int64_t relieved = std::min(ceiling, reached + std::max<int64_t>(opts.margin_bytes, 16 * kMiB));
+    SL_LOG(Warn, "suspend", "`", domain.name(), "` is short of memory at ", mib(reached), " (", why, "): gives back ",
+           mib(relieved - reached));
+    if (!qmp::execute(monitor, qmp::Balloon{relieved}).ok()) break;
+    auto now = wait_balloon(monitor, relieved, opts.balloon_timeout);
+    if (report) report->pressure_relief += (now.ok() ? *now : relieved) - reached;
+    reached = now.ok() ? *now : relieved;
+    before = *after;
+  }
+  return reached;
+}
+
 Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report) {
   Steps steps(report);
   auto& monitor = domain.monitor();
@@ -129,6 +152,9 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
                       " within ", opts.balloon_timeout.count(), " ms (stopped at ", mib(reached), ")");
   if (reached - target > kMiB)
     SL_LOG(Info, "suspend", "`", domain.name(), "` keeps ", mib(reached), " (balloon target ", mib(target), ")");
+  const int64_t squeezed = reached;
+  reached = relieve_pressure(domain, stats, reached, parked.balloon_before, opts, report);
+  const bool relieved = reached > squeezed;
   steps.done("balloon");
 
   // (2) Squeeze QEMU's cgroup so the host swaps the rest out; (3) lift the limit again.
@@ -154,7 +180,8 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
     if (opts.prefetch_room_bytes > 0) {
       const int64_t room = std::min(reached + opts.prefetch_room_bytes, parked.balloon_before);
       current = room;
-      SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{room}), "deflating the balloon to ", mib(room), " for the prefetch");
+      SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{room}), "deflating the balloon to ", mib(room),
+                 " for the prefetch");
       (void)wait_balloon(monitor, room, opts.balloon_timeout);
     }
     qmp::RunOptions ro;
@@ -172,7 +199,8 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   if (auto again = stats_after(monitor, stamp, opts.stats_timeout); again.ok()) {
     if (auto t = balloon_target(*again, current, opts.margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
   }
-  if (!t2 && current > reached) t2 = reached;  // no news from the guest: back to where it was
+  if (!t2 && current > reached) t2 = reached;       // no news from the guest: back to where it was
+  if (t2 && relieved) t2 = std::max(*t2, reached);  // never below what relieved its pressure
   if (t2 && *t2 < current) {
     SL_TRY(qmp::execute(monitor, qmp::Balloon{*t2}));
     (void)wait_balloon(monitor, *t2, opts.balloon_timeout / 4);
@@ -215,6 +243,19 @@ Result<int64_t> balloon_target(const qmp::BalloonStats& stats, int64_t current_b
   int64_t used = std::max<int64_t>(0, *stats.total - free_ish);
   int64_t target = std::max(used + margin_bytes, floor_bytes);
   return std::min(target, current_bytes);
+}
+
+std::string memory_pressure(const qmp::BalloonStats& before, const qmp::BalloonStats& after, int64_t margin_bytes) {
+  // A few MiB of paging between two reports is a guest that reads a file; more is a guest
+  // that lost its working set.
+  constexpr int64_t kMajorFaults = 1000, kSwapIn = 16 * kMiB;
+  if (after.available && *after.available < margin_bytes / 2)
+    return cat("MemAvailable ", *after.available / kMiB, " MiB, below half the margin");
+  if (before.major_faults && after.major_faults && *after.major_faults - *before.major_faults > kMajorFaults)
+    return cat(*after.major_faults - *before.major_faults, " major faults since its last report");
+  if (before.swap_in && after.swap_in && *after.swap_in - *before.swap_in > kSwapIn)
+    return cat((*after.swap_in - *before.swap_in) / kMiB, " MiB swapped in since its last report");
+  return "";
 }
 
 Result<HostMemory> parse_meminfo(std::string_view text) {

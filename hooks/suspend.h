@@ -23,6 +23,13 @@ std::string_view to_string(Mode mode);
 Result<int64_t> balloon_target(const qmp::BalloonStats& stats, int64_t current_bytes, int64_t margin_bytes,
                                int64_t floor_bytes);
 
+// Signs, in two successive reports of the balloon driver, that the guest is short of
+// memory after an inflation: it has less than half the margin available, or it pages
+// (major faults or swap-in grew by more than a little between the reports). Returns why,
+// or "" when it has room. Issue 4 saw a guest squeezed this far thrash until libvirt gave
+// up on its agent.
+std::string memory_pressure(const qmp::BalloonStats& before, const qmp::BalloonStats& after, int64_t margin_bytes);
+
 struct HostMemory {
   int64_t swap_total = 0, swap_free = 0;  // bytes
 };
@@ -73,6 +80,7 @@ struct StepTime {
 struct Report {
   std::vector<StepTime> steps;
   int64_t balloon_target = 0;
+  int64_t pressure_relief = 0;                // bytes given back to a guest under memory pressure
   int64_t usage_before = 0, usage_after = 0;  // cgroup usage (swap mode)
 };
 

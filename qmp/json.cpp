@@ -91,6 +91,11 @@ ArgWriter& ArgWriter::boolean(const char* key, bool v) {
   w_.Bool(v);
   return *this;
 }
+ArgWriter& ArgWriter::real(const char* key, double v) {
+  w_.Key(key);
+  w_.Double(v);
+  return *this;
+}
 ArgWriter& ArgWriter::strings(const char* key, const std::vector<std::string>& v) {
   w_.Key(key);
   w_.StartArray();

@@ -54,6 +54,7 @@ class ArgWriter {
   ArgWriter() : w_(buf_) { w_.StartObject(); }
   ArgWriter& str(const char* key, std::string_view v);
   ArgWriter& num(const char* key, int64_t v);
+  ArgWriter& real(const char* key, double v);
   ArgWriter& boolean(const char* key, bool v);
   ArgWriter& strings(const char* key, const std::vector<std::string>& v);
   ArgWriter& raw(const char* key, std::string_view json);  // an already serialized value

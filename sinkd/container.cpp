@@ -200,9 +200,9 @@ Result<void> check_container_id(const std::string& id) {
   return ok();
 }
 
-Result<void> make_dummy(const std::string& upper, const guest::FileIdentity& file, const std::string& lower) {
+Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower) {
   const std::string& path = file.path;
-  if (!guest::is_plain_absolute(path))
+  if (!packfmt::is_plain_absolute(path))
     return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
   std::vector<std::string> parts;
   std::istringstream in(path.substr(1));

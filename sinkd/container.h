@@ -19,8 +19,8 @@
 #include "common/fd.h"
 #include "common/process.h"
 #include "common/result.h"
-#include "guest-agent/identity.h"
-#include "guest-agent/manifest.h"
+#include "pack/identity.h"
+#include "pack/manifest.h"
 
 namespace seamless::sink {
 
@@ -28,10 +28,10 @@ struct ContainerSpec {
   std::string id;   // names the directory; [A-Za-z0-9._-], at most 64 bytes
   std::string dir;  // created here; must not exist
   std::string hostname;
-  std::vector<guest::Interface> interfaces;
-  std::vector<guest::Route> routes;
+  std::vector<packfmt::Interface> interfaces;
+  std::vector<packfmt::Route> routes;
   std::string nic;  // the sink's working NIC, parent of the macvlans
-  std::vector<guest::FileIdentity> dummies;
+  std::vector<packfmt::FileIdentity> dummies;
   // Comes up silent (see silence()) and stays so until speak(): the controller lets the
   // container answer for the VM only once the VM is paused and its traffic switched.
   bool quiet = false;
@@ -100,6 +100,6 @@ Result<void> check_container_id(const std::string& id);
 // Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
 // `file.size` bytes with the file's mode and owner, the directories above it taking mode
 // and owner from `lower`'s.
-Result<void> make_dummy(const std::string& upper, const guest::FileIdentity& file, const std::string& lower = "/");
+Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower = "/");
 
 }  // namespace seamless::sink

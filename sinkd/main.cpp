@@ -16,9 +16,10 @@
 #include "common/sys.h"
 #include "common/time.h"
 #include "qmp/json.h"
-#include "sinkd/container.h"
 #include "qmp/server.h"
+#include "sinkd/container.h"
 #include "sinkd/pack_check.h"
+#include "sinkd/protocol.h"
 #include "sinkd/sink.h"
 
 using namespace seamless;
@@ -146,7 +147,8 @@ int main_impl(int argc, char** argv) {
   options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   sink::Sink sink(options, [&](const std::string& event, const std::string& data) { server.emit(event, data); });
   if (size_t n = sink.recover(); n) SL_LOG(Info, "sinkd", "found ", n, " container(s) of an earlier run");
-  server.on("query-status", [&](const qmp::Value&) -> Result<std::string> {
+  namespace proto = sink::proto;
+  server.on(proto::kQueryStatus, [&](const qmp::Value&) -> Result<std::string> {
     qmp::ArgWriter w;
     w.str("version", kVersion)
         .num("uptime_seconds", int64_t(seconds_since(started)))
@@ -154,32 +156,30 @@ int main_impl(int argc, char** argv) {
         .str("nic", options.nic);
     return w.finish();
   });
-  server.on("add-gateway", [&](const qmp::Value& args) -> Result<std::string> {
-    auto pack = SL_TRY(qmp::get_string(args, "pack"));
-    auto id = SL_TRY(qmp::get_string(args, "id"));
-    return sink.add(pack, id, qmp::opt_bool(args, "quiet").value_or(false));
+  server.on(proto::kAddGateway, [&](const qmp::Value& args) -> Result<std::string> {
+    auto a = SL_TRY(proto::AddGateway::parse(args));
+    return sink.add(a.pack, a.id, a.quiet);
   });
-  server.on("speak", [&](const qmp::Value& args) -> Result<std::string> {
-    SL_TRY(sink.speak(SL_TRY(qmp::get_string(args, "id"))));
+  server.on(proto::kSpeak, [&](const qmp::Value& args) -> Result<std::string> {
+    SL_TRY(sink.speak(SL_TRY(proto::IdArg::parse(args)).id));
     return std::string("{}");
   });
-  server.on("list-gateways", [&](const qmp::Value&) -> Result<std::string> { return sink.list(); });
-  server.on("hand-back", [&](const qmp::Value& args) -> Result<std::string> {
-    auto id = SL_TRY(qmp::get_string(args, "id"));
-    return sink.hand_back(id, qmp::opt_string(args, "out").value_or(""));
+  server.on(proto::kListGateways, [&](const qmp::Value&) -> Result<std::string> { return sink.list(); });
+  server.on(proto::kHandBack, [&](const qmp::Value& args) -> Result<std::string> {
+    auto a = SL_TRY(proto::HandBack::parse(args));
+    return sink.hand_back(a.id, a.out);
   });
-  server.on("query-metrics", [&](const qmp::Value&) -> Result<std::string> { return sink.metrics(); });
-  server.on("release-packets", [&](const qmp::Value& args) -> Result<std::string> {
-    return sink.release(SL_TRY(qmp::get_string(args, "id")));
+  server.on(proto::kQueryMetrics, [&](const qmp::Value&) -> Result<std::string> { return sink.metrics(); });
+  server.on(proto::kReleasePackets, [&](const qmp::Value& args) -> Result<std::string> {
+    return sink.release(SL_TRY(proto::IdArg::parse(args)).id);
   });
-  server.on("remove-gateway", [&](const qmp::Value& args) -> Result<std::string> {
-    auto id = SL_TRY(qmp::get_string(args, "id"));
-    SL_TRY(sink.remove(id));
+  server.on(proto::kRemoveGateway, [&](const qmp::Value& args) -> Result<std::string> {
+    SL_TRY(sink.remove(SL_TRY(proto::IdArg::parse(args)).id));
     return std::string("{}");
   });
-  server.on("check-pack", [&](const qmp::Value& args) -> Result<std::string> {
-    auto pack = SL_TRY(qmp::get_string(args, "pack"));
-    auto checked = SL_TRY(sink::check_pack(pack, state_dir + "/work"));
+  server.on(proto::kCheckPack, [&](const qmp::Value& args) -> Result<std::string> {
+    auto a = SL_TRY(proto::PackArg::parse(args));
+    auto checked = SL_TRY(sink::check_pack(a.pack, state_dir + "/work"));
     return to_json(checked);
   });
 

@@ -11,12 +11,12 @@
 
 namespace seamless::sink {
 
-Result<PackCheck> check_manifest(guest::Manifest manifest, const std::string& root) {
+Result<PackCheck> check_manifest(packfmt::Manifest manifest, const std::string& root) {
   PackCheck out;
   std::vector<std::string> mismatches;
   for (const auto& f : manifest.files) {
-    auto here = guest::identify(root + f.path);
-    Result<void> same = here.ok() ? (here->path = f.path, guest::same_file(f, *here))
+    auto here = packfmt::identify(root + f.path);
+    Result<void> same = here.ok() ? (here->path = f.path, packfmt::same_file(f, *here))
                                   : Result<void>(here.error().wrap(cat("`", f.path, "` is missing here")));
     if (same.ok()) continue;
     if (f.role == "open")
@@ -35,13 +35,13 @@ Result<PackCheck> check_manifest(guest::Manifest manifest, const std::string& ro
   return out;
 }
 
-Result<PackCheck> check_pack(const std::string& pack, const std::string& work_dir, const guest::PackLimits& limits) {
+Result<PackCheck> check_pack(const std::string& pack, const std::string& work_dir, const packfmt::PackLimits& limits) {
   std::filesystem::create_directories(work_dir);
   const std::string dir = cat(work_dir, "/check-", ::getpid(), "-", Clock::now().time_since_epoch().count());
-  auto text = SL_TRY(guest::unpack(pack, dir, limits));
+  auto text = SL_TRY(packfmt::unpack(pack, dir, limits));
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
-  auto manifest = SL_TRY_CTX(guest::Manifest::parse(text), "pack `", pack, "`");
+  auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
   return check_manifest(std::move(manifest));
 }
 

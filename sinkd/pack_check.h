@@ -8,22 +8,22 @@
 #include <string>
 #include <vector>
 
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 
 namespace seamless::sink {
 
 struct PackCheck {
-  guest::Manifest manifest;
-  std::vector<guest::FileIdentity> dummies;  // held-open files that differ or are missing here
+  packfmt::Manifest manifest;
+  std::vector<packfmt::FileIdentity> dummies;  // held-open files that differ or are missing here
 };
 
 // `root` prefixes every path (the sink's own root is "").
-Result<PackCheck> check_manifest(guest::Manifest manifest, const std::string& root = "");
+Result<PackCheck> check_manifest(packfmt::Manifest manifest, const std::string& root = "");
 
 // Unpacks into a fresh directory below work_dir, checks, and removes it again.
 Result<PackCheck> check_pack(const std::string& pack, const std::string& work_dir,
-                             const guest::PackLimits& limits = {});
+                             const packfmt::PackLimits& limits = {});
 
 std::string to_json(const PackCheck& c);
 

@@ -18,12 +18,15 @@
 #include "guest-agent/gateway.h"
 #include "guest-agent/procfs.h"
 #include "qmp/json.h"
+#include "sinkd/moves.h"
 #include "sinkd/pack_check.h"
+#include "sinkd/protocol.h"
 
 namespace seamless::sink {
 namespace {
 
 constexpr std::string_view kModule = "sink";
+using proto::GatewayState;
 constexpr const char* kImages = "/.seamless";  // the pack's images, inside the container
 constexpr const char* kHandedBack = "/handed-back";
 
@@ -59,9 +62,9 @@ void drop_images(const std::string& dir) {
 
 // The gateway's streams to the drain as they are now: the socket each holder has (the
 // inode changed with the restore here); a stream no holder has any more is gone.
-std::vector<guest::OutsideStream> current_streams(const std::vector<guest::OutsideStream>& streams,
-                                                  const std::map<pid_t, pid_t>& here_of) {
-  std::vector<guest::OutsideStream> out;
+std::vector<packfmt::OutsideStream> current_streams(const std::vector<packfmt::OutsideStream>& streams,
+                                                    const std::map<pid_t, pid_t>& here_of) {
+  std::vector<packfmt::OutsideStream> out;
   for (auto st : streams) {
     for (const auto& h : st.holders) {
       auto here = here_of.find(h.pid);
@@ -75,32 +78,62 @@ std::vector<guest::OutsideStream> current_streams(const std::vector<guest::Outsi
   return out;
 }
 
+// Sets the open-files limits a pack recorded (pids inside the container) back on the
+// container's processes.
+void lower_fd_limits_inside(const std::vector<std::pair<pid_t, pid_t>>& procs,
+                            const std::vector<packfmt::PackedGateway>& gateways) {
+  std::map<pid_t, pid_t> here_of;
+  for (auto [here, inside] : procs) here_of[inside] = here;
+  for (const auto& gw : gateways) {
+    std::vector<packfmt::FdLimit> limits;
+    for (auto l : gw.fd_limits)
+      if (here_of.count(l.pid)) limits.push_back({here_of[l.pid], l.soft, l.hard});
+    guest::lower_fd_limits(limits);
+  }
+}
+
+// A gateway's outside streams, in the sink: each a fresh connection to the container's
+// drain.
+StreamEnds drains(const Container& c) {
+  return [&c](const packfmt::PackedGateway& gw) -> Result<std::vector<UniqueFd>> {
+    std::vector<UniqueFd> out;
+    for (size_t i = 0; i < gw.streams.size(); ++i) out.push_back(SL_TRY(c.drain_stream()));
+    return out;
+  };
+}
+
 }  // namespace
+
+std::unique_ptr<guest::Criu> criu_in(const Container& c, const std::string& criu) {
+  return std::make_unique<guest::CriuBinary>(
+      criu, [&c](const std::vector<std::string>& argv, Millis timeout) { return c.run(argv, timeout); }, c.root());
+}
 
 struct Sink::Gateway {
   std::string id;
   std::optional<Container> container;  // absent once lost
-  guest::Manifest manifest;
+  packfmt::Manifest manifest;
   std::map<pid_t, pid_t> inner;  // pid here -> pid inside, of the traced processes
   std::mutex mu;                 // state, activity, error, tracer
-  std::string state;             // traced woken stopped handed-back crashed lost
+  GatewayState state = GatewayState::Stopped;
   std::string activity, error, pack;
   std::unique_ptr<PacketHold> hold;  // while the restore runs, and from hand-back on
   Tracer* tracer = nullptr;          // while the watcher runs
   std::thread thread;
   std::atomic<int> request{0};  // 1: freeze, 2: let go
   std::atomic<bool> finished{false};
-  void set(std::string s) {
+  void set(GatewayState s) {
     std::lock_guard<std::mutex> lock(mu);
-    state = std::move(s);
+    state = s;
   }
-  std::string get() {
+  GatewayState get() {
     std::lock_guard<std::mutex> lock(mu);
     return state;
   }
 };
 
 Sink::Sink(SinkOptions options, EventSink events) : opt_(std::move(options)), events_(std::move(events)) {
+  if (!opt_.criu_for) opt_.criu_for = [path = opt_.criu](const Container& c) { return criu_in(c, path); };
   std::error_code ec;
   std::filesystem::create_directories(opt_.state_dir + "/containers", ec);
 }
@@ -138,7 +171,7 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
   {
     std::lock_guard<std::mutex> lock(g->mu);
     g->tracer = t->get();
-    g->state = "traced";
+    g->state = GatewayState::Traced;
   }
   attached->set_value("");
   for (;;) {
@@ -146,29 +179,27 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
     if (!r.ok()) {
       {
         std::lock_guard<std::mutex> lock(g->mu);
-        g->state = "crashed";
+        g->state = GatewayState::Crashed;
         g->error = r.error().message;
       }
       SL_LOG(Warn, kModule, "gateway `", g->id, "`: ", r.error().message);
-      qmp::ArgWriter ev;
-      events_("ERROR", ev.str("id", g->id).str("error", r.error().message).finish());
+      events_(proto::kError, proto::ErrorEvent{g->id, r.error().message}.to_json());
       break;
     }
     if (r->has_value()) {
       const Activity& a = **r;
       {
         std::lock_guard<std::mutex> lock(g->mu);
-        g->state = "woken";
+        g->state = GatewayState::Woken;
         g->activity = a.reason;
       }
       SL_LOG(Info, kModule, "gateway `", g->id, "` activity: ", a.reason);
-      qmp::ArgWriter ev;
-      events_("ACTIVITY", ev.str("id", g->id).str("reason", a.reason).num("pid", g->inner[a.pid]).finish());
+      events_(proto::kActivity, proto::ActivityEvent{g->id, a.reason, g->inner[a.pid]}.to_json());
       break;
     }
     if (g->request == 1) {
       (*t)->stop_and_detach();
-      g->set("stopped");
+      g->set(GatewayState::Stopped);
       break;
     }
     if (g->request == 2) break;
@@ -220,19 +251,19 @@ size_t Sink::recover() {
     ++found;
     auto c = Container::adopt(e.path());
     if (!c.ok()) {
-      g->state = "lost";
+      g->state = GatewayState::Lost;
       g->error = c.error().message;
       SL_LOG(Warn, kModule, "gateway `", id, "` is lost: ", c.error().message);
       gateways_[id] = std::move(g);
       continue;
     }
     g->container = std::move(c).value();
-    auto text = sys::read_file(g->container->upper() + kImages + "/" + guest::kManifestName);
-    auto m = text.ok() ? guest::Manifest::parse(*text) : Result<guest::Manifest>(text.error());
+    auto text = sys::read_file(g->container->upper() + kImages + "/" + packfmt::kManifestName);
+    auto m = text.ok() ? packfmt::Manifest::parse(*text) : Result<packfmt::Manifest>(text.error());
     if (m.ok()) g->manifest = std::move(m).value();
     auto procs = g->container->processes();
     if (auto marker = sys::read_file(e.path().string() + kHandedBack); marker.ok()) {
-      g->state = "handed-back";
+      g->state = GatewayState::HandedBack;
       g->pack = *marker;
       // The old daemon's held packets died with it (their senders retransmit); hold anew.
       auto hold = PacketHold::open(g->container->netns());
@@ -241,19 +272,19 @@ size_t Sink::recover() {
       else
         g->error = hold.error().message;
     } else if (procs.empty()) {
-      g->state = "crashed";
+      g->state = GatewayState::Crashed;
       g->error = "no gateway process is left in its container";
     } else {
       bool all_stopped = true;
       for (auto [here, inside] : procs) all_stopped = all_stopped && proc_stat(here).state == 'T';
       if (all_stopped) {
-        g->state = "stopped";
+        g->state = GatewayState::Stopped;
       } else if (auto w = watch(*g); !w.ok()) {
-        g->state = "crashed";
+        g->state = GatewayState::Crashed;
         g->error = w.error().message;
       }
     }
-    SL_LOG(Info, kModule, "adopted gateway `", id, "` (", g->state, ")");
+    SL_LOG(Info, kModule, "adopted gateway `", id, "` (", proto::to_string(g->state), ")");
     gateways_[id] = std::move(g);
   }
   return found;
@@ -269,12 +300,12 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   std::error_code ec;
   std::filesystem::remove_all(incoming, ec);
   if (std::filesystem::exists(dir)) return make_error(ErrorKind::Invalid, "`", dir, "` exists already");
-  auto text = SL_TRY_CTX(guest::unpack(pack, incoming, opt_.limits), "pack `", pack, "`");
+  auto text = SL_TRY_CTX(packfmt::unpack(pack, incoming, opt_.limits), "pack `", pack, "`");
   auto g = std::make_unique<Gateway>();
   g->id = id;
   size_t held = 0;
   auto body = [&]() -> Result<PackCheck> {
-    auto manifest = SL_TRY_CTX(guest::Manifest::parse(text), "pack `", pack, "`");
+    auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
     auto checked = SL_TRY_CTX(check_manifest(std::move(manifest)), "pack `", pack, "`");
     ContainerSpec spec;
     spec.id = id;
@@ -294,40 +325,11 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     const std::string images = g->container->upper() + kImages;
     if (::rename(incoming.c_str(), images.c_str()) != 0)
       return errno_error(cat("rename `", incoming, "` to `", images, "`"));
-    for (const auto& gw : checked.manifest.gateways) {
-      const std::string inside = cat(kImages, "/", gw.dir);
-      std::vector<std::string> argv = {opt_.criu,      "restore",     "-D",        inside,
-                                       "-o",           "restore.log", "-v4",       "--tcp-established",
-                                       "--file-locks", "-d",          "--pidfile", inside + "/restore.pid"};
-      // Output that went to a journal or logger at home goes to the container's drain here.
-      std::vector<UniqueFd> streams;
-      for (const auto& st : gw.streams) {
-        streams.push_back(SL_TRY_CTX(g->container->drain_stream(), "gateway `", gw.name, "`"));
-        argv.insert(argv.end(), {"--inherit-fd", cat("fd[", streams.back().get(), "]:socket:[", st.inode, "]")});
-      }
-      if (gw.shell_job) {
-        // A shell job joins the session of whoever restores it. That session must live in
-        // the container's PID namespace, or the hand-back's dump finds the gateway's session
-        // leader outside it and refuses: CRIU runs as a session leader of its own there.
-        argv.push_back("--shell-job");
-        argv.insert(argv.begin(), {"setsid", "--wait"});
-      }
-      auto r = SL_TRY(g->container->run(argv, Millis(300000)));
-      if (!r.status.success()) {
-        auto log = sys::read_file(images + "/" + gw.dir + "/restore.log");
-        return make_error(ErrorKind::Remote, "criu restore of gateway `", gw.name, "` failed (", r.status.describe(),
-                          "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
-      }
-    }
+    auto criu = opt_.criu_for(*g->container);
+    SL_TRY(restore_gateways(*criu, kImages, checked.manifest.gateways, drains(*g->container)));
     for (const auto& gw : checked.manifest.gateways) drop_images(g->container->root() + kImages + "/" + gw.dir);
     // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
-    std::map<pid_t, pid_t> here_of;
-    for (auto [here, inside] : g->container->processes()) here_of[inside] = here;
-    for (const auto& gw : checked.manifest.gateways) {
-      std::vector<guest::FdLimit> limits = gw.fd_limits;
-      for (auto& l : limits) l.pid = here_of.count(l.pid) ? here_of[l.pid] : 0;
-      guest::lower_fd_limits(limits);
-    }
+    lower_fd_limits_inside(g->container->processes(), checked.manifest.gateways);
     g->manifest = checked.manifest;
     SL_TRY(watch(*g));
     held = SL_TRY_CTX(g->hold->accept(), "letting the held packets in");
@@ -341,35 +343,21 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     std::filesystem::remove_all(incoming, ec);
     return std::move(checked).error().wrap(cat("adding gateway `", id, "`"));
   }
-  std::string gws = "[";
-  for (size_t i = 0; i < g->manifest.gateways.size(); ++i) {
-    qmp::ArgWriter x;
-    x.str("name", g->manifest.gateways[i].name).num("root", g->manifest.gateways[i].root);
-    gws += (i ? "," : "") + x.finish();
-  }
-  std::string ifaces = "[";
-  for (size_t i = 0; i < g->manifest.interfaces.size(); ++i) {
-    const auto& iface = g->manifest.interfaces[i];
-    qmp::ArgWriter x;
-    x.str("name", iface.name).str("mac", iface.mac).strings("addresses", iface.addresses);
-    ifaces += (i ? "," : "") + x.finish();
-  }
-  qmp::ArgWriter w;
-  w.str("id", id)
-      .str("hostname", g->manifest.hostname)
-      .raw("interfaces", ifaces + "]")
-      .boolean("quiet", quiet)
-      .num("init", g->container->init())
-      .raw("gateways", gws + "]")
-      .num("processes", int64_t(g->inner.size()))
-      .num("dummies", int64_t(checked->dummies.size()))
-      .num("held", int64_t(held))
-      .str("seconds", cat(seconds_since(t0)));
+  proto::Added reply;
+  reply.id = id;
+  reply.hostname = g->manifest.hostname;
+  for (const auto& iface : g->manifest.interfaces) reply.interfaces.push_back({iface.name, iface.mac, iface.addresses});
+  reply.quiet = quiet;
+  reply.init = g->container->init();
+  for (const auto& gw : g->manifest.gateways) reply.gateways.push_back({gw.name, gw.root});
+  reply.processes = int64_t(g->inner.size());
+  reply.dummies = int64_t(checked->dummies.size());
+  reply.held = int64_t(held);
+  reply.seconds = seconds_since(t0);
   SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
   gateways_[id] = std::move(g);
-  qmp::ArgWriter ev;
-  events_("READY", ev.str("id", id).finish());
-  return w.finish();
+  events_(proto::kReady, proto::IdArg{id}.to_json());
+  return reply.to_json();
 }
 
 Result<void> Sink::speak(const std::string& id) {
@@ -378,7 +366,8 @@ Result<void> Sink::speak(const std::string& id) {
   if (!g->container) return make_error(ErrorKind::Invalid, "gateway `", id, "` has no container");
   {
     std::lock_guard<std::mutex> glock(g->mu);
-    if (g->state == "handed-back") return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back");
+    if (g->state == GatewayState::HandedBack)
+      return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back");
   }
   SL_TRY_CTX(g->container->speak(), "gateway `", id, "`");
   SL_LOG(Info, kModule, "gateway `", id, "` speaks for its VM");
@@ -387,19 +376,24 @@ Result<void> Sink::speak(const std::string& id) {
 
 std::string Sink::list() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string out = "[";
+  std::vector<proto::ListedGateway> out;
   for (auto& [id, g] : gateways_) {
-    qmp::ArgWriter w;
+    proto::ListedGateway l;
     std::lock_guard<std::mutex> glock(g->mu);
-    w.str("id", id).str("state", g->state).str("hostname", g->manifest.hostname);
-    if (g->container) w.num("init", g->container->init()).num("processes", int64_t(g->container->processes().size()));
-    if (!g->activity.empty()) w.str("activity", g->activity);
-    if (!g->error.empty()) w.str("error", g->error);
-    if (!g->pack.empty()) w.str("pack", g->pack);
-    if (g->hold) w.num("held", int64_t(g->hold->held()));
-    out += (out.size() > 1 ? "," : "") + w.finish();
+    l.id = id;
+    l.state = g->state;
+    l.hostname = g->manifest.hostname;
+    if (g->container) {
+      l.init = g->container->init();
+      l.processes = int64_t(g->container->processes().size());
+    }
+    l.activity = g->activity;
+    l.error = g->error;
+    l.pack = g->pack;
+    if (g->hold) l.held = int64_t(g->hold->held());
+    out.push_back(std::move(l));
   }
-  return out + "]";
+  return proto::to_json(out);
 }
 
 std::string Sink::metrics() {
@@ -440,11 +434,11 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   Gateway* g = SL_TRY(find(id));
   const auto t0 = Clock::now();
   stop_watching(*g, true);
-  const std::string state = g->get();
-  if (state == "handed-back")
+  const GatewayState state = g->get();
+  if (state == GatewayState::HandedBack)
     return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
-  if (state != "woken" && state != "stopped")
-    return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", state,
+  if (state != GatewayState::Woken && state != GatewayState::Stopped)
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", proto::to_string(state),
                       g->error.empty() ? "" : " (" + g->error + ")");
   // From here on the gateways answer nothing: their packets wait for the VM.
   if (!g->hold) g->hold = SL_TRY_CTX(PacketHold::open(g->container->netns()), "holding packets for the VM");
@@ -457,21 +451,21 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
   }
   {
     std::lock_guard<std::mutex> glock(g->mu);
-    g->state = "handed-back";
+    g->state = GatewayState::HandedBack;
     g->pack = *out;
   }
   // The gateways are gone from here: the VM's MAC and addresses speak only from the VM.
   if (auto quiet = g->container->silence(); !quiet.ok())
     SL_LOG(Warn, kModule, "gateway `", id, "`: ", quiet.error().message);
   std::error_code ec;
-  qmp::ArgWriter w;
-  w.str("id", id)
-      .str("pack", *out)
-      .num("bytes", int64_t(std::filesystem::file_size(*out, ec)))
-      .num("held", int64_t(g->hold->held()))
-      .str("seconds", cat(seconds_since(t0)));
-  SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", seconds_since(t0), " s: `", *out, "`");
-  return w.finish();
+  proto::HandedBack reply;
+  reply.id = id;
+  reply.pack = *out;
+  reply.bytes = int64_t(std::filesystem::file_size(*out, ec));
+  reply.held = int64_t(g->hold->held());
+  reply.seconds = seconds_since(t0);
+  SL_LOG(Info, kModule, "gateway `", id, "` handed back in ", reply.seconds, " s: `", *out, "`");
+  return reply.to_json();
 }
 
 Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_arg) {
@@ -482,7 +476,7 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   auto procs = c.processes();
   std::map<pid_t, pid_t> inner_of(procs.begin(), procs.end()), here_of;
   for (auto [here, inside] : procs) here_of[inside] = here;
-  guest::Manifest m = g->manifest;
+  packfmt::Manifest m = g->manifest;
   for (auto& gw : m.gateways) {
     gw.pids.clear();
     for (auto [here, inside] : procs)
@@ -501,34 +495,33 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   std::error_code ec;
   std::filesystem::remove_all(out_root, ec);
   for (auto& gw : m.gateways) {
-    const std::string inside = cat(kImages, "/out/", gw.dir);
-    std::filesystem::create_directories(c.root() + inside, ec);
     std::vector<pid_t> here;
     for (pid_t p : gw.pids) here.push_back(here_of[p]);
-    auto limits = guest::raise_fd_limits(here);
     gw.fd_limits.clear();
-    for (auto l : limits) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
-    std::vector<std::string> argv = {opt_.criu, "dump",     "-t",  std::to_string(gw.root), "-D",          inside,
-                                     "-o",      "dump.log", "-v4", "--tcp-established",     "--file-locks"};
-    if (gw.shell_job) argv.push_back("--shell-job");
-    // The drain streams are external as the journal was at home: the guest reconnects them.
+    for (auto l : guest::raise_fd_limits(here)) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
     gw.streams = current_streams(gw.streams, here_of);
-    for (const auto& st : gw.streams) argv.insert(argv.end(), {"--external", cat("unix[", st.inode, "]")});
-    auto r = SL_TRY(c.run(argv, Millis(300000)));
-    if (!r.status.success()) {
-      guest::lower_fd_limits(limits);
-      auto log = sys::read_file(c.root() + inside + "/dump.log");
-      return make_error(ErrorKind::Remote, "criu dump of gateway `", gw.name, "` in the sink failed (",
-                        r.status.describe(), "): ", log.ok() ? guest::criu_log_summary(*log) : r.err);
-    }
+  }
+  auto criu = opt_.criu_for(c);
+  auto dumped =
+      dump_gateways(*criu, cat(kImages, "/out"), m.gateways, drains(c), [&](const std::string& dir) -> Result<void> {
+        std::error_code mk;
+        std::filesystem::create_directories(c.root() + dir, mk);
+        if (mk) return make_error(ErrorKind::System, "creating `", dir, "` in the container: ", mk.message());
+        return ok();
+      });
+  if (!dumped.ok()) {
+    // What is in the container now (the gateways as they were, or those put back) gets its
+    // own limits again.
+    lower_fd_limits_inside(c.processes(), m.gateways);
+    return std::move(dumped).error().wrap(cat("gateway `", id, "`"));
   }
   const std::string out = out_arg.empty() ? cat(opt_.state_dir, "/out/", id, ".pack") : out_arg;
   std::filesystem::create_directories(std::filesystem::path(out).parent_path(), ec);
   // The hand-back is on the wake path: gzip, several times faster to write than xz.
-  guest::PackOptions pack_options;
-  pack_options.compression = guest::Compression::Gzip;
-  SL_TRY_CTX(guest::write_pack(out, m.to_json(), out_root, guest::list_pack_files(out_root), pack_options), "writing `",
-             out, "`");
+  packfmt::PackOptions pack_options;
+  pack_options.compression = packfmt::Compression::Gzip;
+  SL_TRY_CTX(packfmt::write_pack(out, m.to_json(), out_root, packfmt::list_pack_files(out_root), pack_options),
+             "writing `", out, "`");
   std::filesystem::remove_all(out_root, ec);
   (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
   return out;
@@ -537,8 +530,9 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
 Result<std::string> Sink::release(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Gateway* g = SL_TRY(find(id));
-  if (g->get() != "handed-back")
-    return make_error(ErrorKind::Invalid, "gateway `", id, "` has not been handed back (it is ", g->get(), ")");
+  if (const auto state = g->get(); state != GatewayState::HandedBack)
+    return make_error(ErrorKind::Invalid, "gateway `", id, "` has not been handed back (it is ",
+                      proto::to_string(state), ")");
   if (!g->hold)
     return make_error(ErrorKind::Invalid, "gateway `", id, "` holds no packets",
                       g->error.empty() ? "" : " (holding again after a restart failed: " + g->error + ")");
@@ -553,8 +547,7 @@ Result<std::string> Sink::release(const std::string& id) {
   const size_t dropped = g->hold->dropped();
   const size_t n = SL_TRY_CTX(g->hold->forward(to), "releasing the packets held for `", id, "`");
   SL_LOG(Info, kModule, "gateway `", id, "`: ", n, " held packet(s) released toward ", to.dst_mac);
-  qmp::ArgWriter w;
-  return w.str("id", id).num("released", int64_t(n)).num("dropped", int64_t(dropped)).finish();
+  return proto::Released{id, int64_t(n), int64_t(dropped)}.to_json();
 }
 
 Result<void> Sink::remove(const std::string& id) {

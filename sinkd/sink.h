@@ -19,8 +19,9 @@
 #include <thread>
 
 #include "common/result.h"
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
+#include "guest-agent/criu.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 #include "sinkd/container.h"
 #include "sinkd/hold.h"
 #include "sinkd/tracer.h"
@@ -32,8 +33,13 @@ struct SinkOptions {
   std::string nic = "eth0";  // the working NIC: macvlans for the parked VMs go on it
   std::string self_exe;      // this daemon's binary (runs the containers' inits)
   std::string criu = "criu";
-  guest::PackLimits limits;
+  // CRIU for a container's gateways; default: criu_in(container, criu).
+  std::function<std::unique_ptr<guest::Criu>(const Container&)> criu_for;
+  packfmt::PackLimits limits;
 };
+
+// The `criu` binary run in every namespace of a container (Container::run).
+std::unique_ptr<guest::Criu> criu_in(const Container& c, const std::string& criu);
 
 using EventSink = std::function<void(const std::string& event, const std::string& data_json)>;
 

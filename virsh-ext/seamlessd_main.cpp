@@ -157,7 +157,14 @@ int main_impl(int argc, char** argv) {
     std::atomic<bool> done{false};
   };
   std::list<Session> sessions;
+  // A notice spooled while this daemon was up but too busy to answer the hook in time
+  // waits no longer than this.
+  auto spool_read = Clock::now();
   while (!g_stop) {
+    if (Clock::now() - spool_read > Millis(5000)) {
+      controller.read_spool(kSpool);
+      spool_read = Clock::now();
+    }
     // Finished sessions are joined as new ones come.
     for (auto it = sessions.begin(); it != sessions.end();) {
       if (it->done) {

@@ -19,12 +19,13 @@
 #include "common/sys.h"
 #include "common/tempdir.h"
 #include "common/time.h"
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
 #include "guest-agent/procfs.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "qmp/socket.h"
+#include "sinkd/protocol.h"
 #include "tests/support/testbed.h"
 
 using namespace seamless;
@@ -46,7 +47,6 @@ int die(const Error& e) {
   std::fprintf(stderr, "bench_sink: %s\n", e.message.c_str());
   return 1;
 }
-
 
 Result<std::unique_ptr<qmp::QmpSocket>> control(const std::string& socket) {
   Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
@@ -100,14 +100,14 @@ std::string meminfo_summary(qmp::Channel& agent) {
 }
 
 // The pack with the interface's MAC made unique (copy `n`), written to `out`.
-Result<void> variant(const std::string& dir, const guest::Manifest& base, int kind, int n, const std::string& out) {
-  guest::Manifest m = base;
+Result<void> variant(const std::string& dir, const packfmt::Manifest& base, int kind, int n, const std::string& out) {
+  packfmt::Manifest m = base;
   char mac[32];
   std::snprintf(mac, sizeof mac, "02:5e:%02x:%02x:%02x:%02x", kind & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff);
   for (auto& iface : m.interfaces) iface.mac = mac;
-  auto files = guest::list_pack_files(dir);
-  files.erase(std::remove(files.begin(), files.end(), guest::kManifestName), files.end());
-  return guest::write_pack(out, m.to_json(), dir, files);
+  auto files = packfmt::list_pack_files(dir);
+  files.erase(std::remove(files.begin(), files.end(), packfmt::kManifestName), files.end());
+  return packfmt::write_pack(out, m.to_json(), dir, files);
 }
 
 }  // namespace
@@ -149,6 +149,9 @@ int main(int argc, char** argv) {
   if (!sink.ok()) return die(sink.error());
   auto c = control((*sink)->vm->sink_socket());
   if (!c.ok()) return die(c.error());
+  sink::proto::Client sinkd([&c](std::string_view command, const std::string& args, Millis timeout) {
+    return (*c)->call(command, args, timeout);
+  });
   auto work = TempDir::create();
   if (!work.ok()) return die(work.error());
   qmp::RunOptions ro;
@@ -177,9 +180,9 @@ int main(int argc, char** argv) {
     const std::string base = *work / cat("kind", kind);
     if (auto w = sys::write_file(base + ".pack", *bytes); !w.ok()) return die(w.error());
     // The images go on to the sink as they are: their page deltas are against its files.
-    auto text = guest::unpack(base + ".pack", base, {}, guest::kKeepPageImages);
+    auto text = packfmt::unpack(base + ".pack", base, {}, packfmt::kKeepPageImages);
     if (!text.ok()) return die(text.error());
-    auto manifest = guest::Manifest::parse(*text);
+    auto manifest = packfmt::Manifest::parse(*text);
     if (!manifest.ok()) return die(manifest.error());
 
     auto before = measure(**c);
@@ -198,8 +201,7 @@ int main(int argc, char** argv) {
         const std::string remote = "/run/bench-in.pack";
         if (auto w = qmp::write_guest_file(*(*sink)->agent, remote, *data); !w.ok()) return die(w.error());
         auto t0 = Clock::now();
-        auto r = (*c)->call("add-gateway", cat("{\"pack\":\"", remote, "\",\"id\":\"b", kind, "-", added, "\"}"),
-                            Millis(300000));
+        auto r = sinkd.add_gateway({remote, cat("b", kind, "-", added)});
         if (!r.ok()) {
           // Where the sink's room went.
           auto df = qmp::guest_run_ok(*(*sink)->agent, "/bin/sh",
@@ -225,8 +227,7 @@ int main(int argc, char** argv) {
                    meminfo_summary(*(*sink)->agent).c_str());
     }
     for (int i = 0; i < added; ++i)
-      if (auto r = (*c)->call("remove-gateway", cat("{\"id\":\"b", kind, "-", i, "\"}"), Millis(120000)); !r.ok())
-        return die(r.error());
+      if (auto r = sinkd.remove_gateway({cat("b", kind, "-", i)}); !r.ok()) return die(r.error());
   }
   if (json) {
     for (const auto& r : rows) {

@@ -3,13 +3,14 @@
 // and QGA unix sockets.
 #include "tests/integration/transport_checks.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::test {
 namespace {
 
 constexpr int kRamMib = 512;
 
-class DirectTransport : public ::testing::Test {
+class DirectTransport : public VmSuite<DirectTransport> {
  protected:
   static void SetUpTestSuite() {
     VmSpec spec;
@@ -17,15 +18,12 @@ class DirectTransport : public ::testing::Test {
     spec.index = 1;
     spec.memory_mib = kRamMib;
     auto g = DirectGuest::boot(spec);
-    if (g.ok())
-      guest_ = std::move(g).value();
-    else
-      setup_error_ = g.error().message;
+    if (!g.ok()) return fail(g.error().message);
+    guest_ = std::move(g).value();
   }
   static void TearDownTestSuite() { guest_.reset(); }
-  void SetUp() override { SL_REQUIRE(guest_ != nullptr, setup_error_); }
+  void SetUp() override { require(guest_ != nullptr); }
 
-  static inline std::string setup_error_;
   static inline std::unique_ptr<DirectGuest> guest_;
 };
 

@@ -14,8 +14,8 @@
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "tests/support/ssh.h"
@@ -24,6 +24,8 @@
 
 namespace seamless::guest {
 namespace {
+
+using namespace packfmt;
 
 constexpr int kIndex = 14;
 constexpr const char* kName = "sl-guest-agent";

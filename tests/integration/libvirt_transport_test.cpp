@@ -3,13 +3,14 @@
 // libvirt's pass-through (virDomainQemuMonitorCommand / virDomainQemuAgentCommand).
 #include "tests/integration/transport_checks.h"
 #include "tests/support/testbed.h"
+#include "tests/support/vm_suite.h"
 
 namespace seamless::test {
 namespace {
 
 constexpr int kRamMib = 512;
 
-class LibvirtTransport : public ::testing::Test {
+class LibvirtTransport : public VmSuite<LibvirtTransport> {
  protected:
   static void SetUpTestSuite() {
     VmSpec spec;
@@ -17,15 +18,12 @@ class LibvirtTransport : public ::testing::Test {
     spec.index = 2;
     spec.memory_mib = kRamMib;
     auto g = LibvirtGuest::boot(spec);
-    if (g.ok())
-      guest_ = std::move(g).value();
-    else
-      setup_error_ = g.error().message;
+    if (!g.ok()) return fail(g.error().message);
+    guest_ = std::move(g).value();
   }
   static void TearDownTestSuite() { guest_.reset(); }
-  void SetUp() override { SL_REQUIRE(guest_ != nullptr, setup_error_); }
+  void SetUp() override { require(guest_ != nullptr); }
 
-  static inline std::string setup_error_;
   static inline std::unique_ptr<LibvirtGuest> guest_;
 };
 

@@ -12,12 +12,13 @@
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "qmp/socket.h"
 #include "qmp/stream.h"
+#include "sinkd/protocol.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
@@ -69,6 +70,13 @@ class SinkVm : public test::VmSuite<SinkVm> {
     return c.error().wrap("sinkd control channel");
   }
 
+  // sinkd's commands, typed, over a control connection.
+  static proto::Client client(qmp::QmpSocket& c) {
+    return proto::Client([&c](std::string_view command, const std::string& args, Millis timeout) {
+      return c.call(command, args, timeout);
+    });
+  }
+
   // Runs seamless-guest in the guest VM.
   static Result<std::string> guest_helper(std::vector<std::string> args) {
     qmp::RunOptions ro;
@@ -100,9 +108,9 @@ class SinkVm : public test::VmSuite<SinkVm> {
     const std::string path = cat("/run/", id, ".pack");
     auto pack = SL_TRY(dump_in_guest(path, port));
     SL_TRY(qmp::write_guest_file(*sink_->agent, path, pack));
-    auto added = SL_TRY(c.call("add-gateway", cat("{\"pack\":\"", path, "\",\"id\":\"", id, "\"}"), Millis(300000)));
-    if (qmp::opt_string(added.root(), "hostname").value_or("") != "sl-sink-client")
-      return make_error(ErrorKind::Protocol, "add-gateway answered ", added.dump());
+    auto added = SL_TRY(client(c).add_gateway({path, id}));
+    if (added.hostname != "sl-sink-client")
+      return make_error(ErrorKind::Protocol, "add-gateway answered for host `", added.hostname, "`");
     SL_TRY(guest_->monitor->call("stop", "", Millis(30000)));
     SL_TRY(guest_->bed.redirect(test::Testbed::guest_mac(kGuest), test::Testbed::guest_mac(kSink)));
     return ok();
@@ -110,7 +118,7 @@ class SinkVm : public test::VmSuite<SinkVm> {
   // Hands gateway `id` back; returns the pack's bytes. Packets for the VM are held from now.
   static Result<std::string> hand_back(qmp::QmpSocket& c, const std::string& id) {
     const std::string path = cat("/run/", id, "-back.pack");
-    SL_TRY(c.call("hand-back", cat("{\"id\":\"", id, "\",\"out\":\"", path, "\"}"), Millis(300000)));
+    SL_TRY(client(c).hand_back({id, path}));
     return qmp::read_guest_file(*sink_->agent, path);
   }
   // Wake, after the hand-back: the guest VM resumes and announces itself (OVS learnt its MAC
@@ -124,10 +132,9 @@ class SinkVm : public test::VmSuite<SinkVm> {
     const std::string path = cat("/run/", id, "-back.pack");
     SL_TRY(qmp::write_guest_file(*guest_->agent, path, pack));
     SL_TRY(guest_helper({"restore", path}));
-    auto released = SL_TRY(c.call("release-packets", cat("{\"id\":\"", id, "\"}"), Millis(60000)));
-    auto n = SL_TRY(qmp::get_int(released.root(), "released"));
-    SL_TRY(c.call("remove-gateway", cat("{\"id\":\"", id, "\"}"), Millis(60000)));
-    return n;
+    auto released = SL_TRY(client(c).release_packets({id}));
+    SL_TRY(client(c).remove_gateway({id}));
+    return released.released;
   }
 
   // What the two VMs looked like when a check failed: processes, the kernel's last words,
@@ -199,7 +206,7 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
   ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/in.pack", *bytes).ok());
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
-  auto checked = (*c)->call("check-pack", "{\"pack\":\"/run/in.pack\"}", Millis(120000));
+  auto checked = (*c)->call(proto::kCheckPack, proto::PackArg{"/run/in.pack"}.to_json(), Millis(120000));
   ASSERT_TRUE(checked.ok()) << checked.error().message;
   EXPECT_EQ(qmp::opt_string(checked->root(), "hostname").value_or(""), "sl-sink-client") << checked->dump();
   EXPECT_NE(checked->dump().find("dropbear"), std::string::npos) << checked->dump();
@@ -208,17 +215,17 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
   ASSERT_TRUE(sys::write_file(*dir / "in.pack", *bytes).ok());
-  auto text = guest::unpack(*dir / "in.pack", *dir / "x", {}, guest::kKeepPageImages);
+  auto text = packfmt::unpack(*dir / "in.pack", *dir / "x", {}, packfmt::kKeepPageImages);
   ASSERT_TRUE(text.ok()) << text.error().message;
-  auto m = guest::Manifest::parse(*text);
+  auto m = packfmt::Manifest::parse(*text);
   ASSERT_TRUE(m.ok());
   for (auto& f : m->files)
     if (f.role == "exe") f.build_id = std::string(40, '0');
-  ASSERT_TRUE(guest::write_pack(*dir / "other.pack", m->to_json(), *dir / "x", {}).ok());
+  ASSERT_TRUE(packfmt::write_pack(*dir / "other.pack", m->to_json(), *dir / "x", {}).ok());
   auto other = sys::read_file(*dir / "other.pack");
   ASSERT_TRUE(other.ok());
   ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/other.pack", *other).ok());
-  auto refused = (*c)->call("check-pack", "{\"pack\":\"/run/other.pack\"}", Millis(120000));
+  auto refused = client(**c).check_pack({"/run/other.pack"});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("template mismatch"), std::string::npos) << refused.error().message;
   EXPECT_NE(refused.error().message.find("dropbear"), std::string::npos) << refused.error().message;
@@ -270,9 +277,10 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   // served in the sink, and the kernel there answers the TCP keep-alives.
   auto idle = (*c)->wait_event("ACTIVITY", Millis(120000));
   EXPECT_FALSE(idle.ok()) << "the idle gateway woke: " << idle->data.dump();
-  auto listed = (*c)->call("list-gateways", "", Millis(30000));
+  auto listed = client(**c).list_gateways();
   ASSERT_TRUE(listed.ok()) << listed.error().message;
-  EXPECT_NE(listed->dump().find("\"state\":\"traced\""), std::string::npos) << listed->dump();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->at(0).state, proto::GatewayState::Traced) << proto::to_json(*listed);
   EXPECT_TRUE((*ssh)->alive()) << "the session lived on in the sink";
   EXPECT_TRUE(bed.answers_ping(ip)) << "the sink answers for the parked VM";
 
@@ -312,9 +320,9 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   EXPECT_NE(since.find("Child connection from " + bed.client_ip), std::string::npos)
       << "the waking connection, logged at home: " << since;
 
-  auto listed_after = (*c)->call("list-gateways", "", Millis(30000));
+  auto listed_after = client(**c).list_gateways();
   ASSERT_TRUE(listed_after.ok());
-  EXPECT_EQ(listed_after->dump(), "[]");
+  EXPECT_TRUE(listed_after->empty()) << proto::to_json(*listed_after);
 }
 
 // The other gateways of the template take the same journey, one at a time, each with a
@@ -410,9 +418,9 @@ TEST_F(SinkVm, EveryGatewayRoundTripsThroughASinkContainer) {
       EXPECT_TRUE(got.ok()) << "the old control connection: " << got.error().message;
     }
   }
-  auto listed = (*c)->call("list-gateways", "", Millis(30000));
+  auto listed = client(**c).list_gateways();
   ASSERT_TRUE(listed.ok());
-  EXPECT_EQ(listed->dump(), "[]");
+  EXPECT_TRUE(listed->empty()) << proto::to_json(*listed);
 }
 
 // Containers outlive the daemon: a restarted sinkd adopts the container an earlier run
@@ -425,7 +433,7 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   {
     auto c = control();
     ASSERT_TRUE(c.ok()) << c.error().message;
-    auto added = (*c)->call("add-gateway", "{\"pack\":\"/run/ad.pack\",\"id\":\"ad\"}", Millis(300000));
+    auto added = client(**c).add_gateway({"/run/ad.pack", "ad"});
     ASSERT_TRUE(added.ok()) << added.error().message;
   }
   // The daemon dies (not its containers: their inits are other processes) and comes back.
@@ -440,10 +448,11 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
-  auto listed = (*c)->call("list-gateways", "", Millis(30000));
+  auto listed = client(**c).list_gateways();
   ASSERT_TRUE(listed.ok()) << listed.error().message;
-  EXPECT_NE(listed->dump().find("\"id\":\"ad\""), std::string::npos) << listed->dump();
-  EXPECT_NE(listed->dump().find("\"state\":\"traced\""), std::string::npos) << listed->dump();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->at(0).id, "ad");
+  EXPECT_EQ(listed->at(0).state, proto::GatewayState::Traced) << proto::to_json(*listed);
 
   // The gateway dies in the sink: reported.
   ASSERT_TRUE(qmp::guest_run_ok(*sink_->agent, "/usr/bin/pkill", {"-KILL", "-x", "dropbear"}, ro).ok());
@@ -452,13 +461,14 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   EXPECT_EQ(qmp::opt_string(error->data.root(), "id").value_or(""), "ad");
   EXPECT_NE(qmp::opt_string(error->data.root(), "error").value_or("").find("signal 9"), std::string::npos)
       << error->data.dump();
-  listed = (*c)->call("list-gateways", "", Millis(30000));
+  listed = client(**c).list_gateways();
   ASSERT_TRUE(listed.ok()) << listed.error().message;
-  EXPECT_NE(listed->dump().find("\"state\":\"crashed\""), std::string::npos) << listed->dump();
-  auto handed = (*c)->call("hand-back", "{\"id\":\"ad\"}", Millis(60000));
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->at(0).state, proto::GatewayState::Crashed) << proto::to_json(*listed);
+  auto handed = client(**c).hand_back({"ad"});
   ASSERT_FALSE(handed.ok()) << "a crashed gateway cannot be handed back";
   EXPECT_NE(handed.error().message.find("crashed"), std::string::npos) << handed.error().message;
-  ASSERT_TRUE((*c)->call("remove-gateway", "{\"id\":\"ad\"}", Millis(60000)).ok());
+  ASSERT_TRUE(client(**c).remove_gateway({"ad"}).ok());
   // The sink's interface carried the guest's MAC: the guest claims it back.
   ASSERT_TRUE(
       guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000))

@@ -279,28 +279,35 @@ TEST(Config, ErrorsNameTheFileAndLine) {
 }
 
 TEST(SinkReplies, AddedListedAndHandedBackAreChecked) {
-  auto added = qmp::parse(R"({"id":"vm1","hostname":"h","seconds":"4.5",
+  auto added = qmp::parse(R"({"id":"vm1","hostname":"h","seconds":4.5,
       "interfaces":[{"name":"eth0","mac":"52:54:00:00:00:01","addresses":["10.0.0.2/24"]}]})");
   ASSERT_TRUE(added.ok());
-  auto a = parse_added(added->root());
+  auto a = Added::parse(added->root());
   ASSERT_TRUE(a.ok()) << a.error().message;
   EXPECT_EQ(a->interfaces.at(0).addresses.at(0), "10.0.0.2/24");
   EXPECT_DOUBLE_EQ(a->seconds, 4.5);
   auto listed = qmp::parse(R"([{"id":"a","state":"traced"},{"id":"b","state":"handed-back"},{"id":"c","state":"?"}])");
   ASSERT_TRUE(listed.ok());
-  auto l = parse_listed(listed->root());
+  auto l = sink::proto::parse_listed(listed->root());
   ASSERT_TRUE(l.ok());
   EXPECT_EQ((*l)[0].state, GatewayState::Traced);
   EXPECT_EQ((*l)[1].state, GatewayState::HandedBack);
   EXPECT_EQ((*l)[2].state, GatewayState::Unknown);
-  for (const char* bad : {R"({"id":1})", R"([])", R"({"hostname":"x"})"}) {
+  for (const char* bad : {R"({"id":1})", R"([])", R"({"hostname":"x"})", R"({"id":"a","seconds":"4"})",
+                          R"({"id":"a","interfaces":[{"name":"eth0"}]})", R"({"id":"a","processes":-1})",
+                          R"({"id":"a","interfaces":[{"mac":"m","addresses":[7]}]})"}) {
     auto j = qmp::parse(bad);
     ASSERT_TRUE(j.ok());
-    EXPECT_FALSE(parse_added(j->root()).ok()) << bad;
+    EXPECT_FALSE(Added::parse(j->root()).ok()) << bad;
   }
-  auto hb = qmp::parse(R"({"pack":"/run/p","bytes":10,"seconds":"-3"})");
+  auto hb = qmp::parse(R"({"pack":"/run/p","bytes":10,"seconds":-3})");
   ASSERT_TRUE(hb.ok());
-  EXPECT_FALSE(parse_handed_back(hb->root()).ok());
+  EXPECT_FALSE(HandedBack::parse(hb->root()).ok());
+  auto long_id = qmp::parse(cat(R"({"id":")", std::string(300, 'x'), R"("})"));
+  ASSERT_TRUE(long_id.ok());
+  auto refused = Added::parse(long_id->root());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("field `id`"), std::string::npos) << refused.error().message;
 }
 
 TEST(GuestReplies, AnAbortedDumpIsToldApartFromAFailure) {

@@ -15,12 +15,13 @@
 #include "common/tempdir.h"
 #include "guest-agent/discover.h"
 #include "guest-agent/gateway.h"
-#include "guest-agent/identity.h"
-#include "guest-agent/manifest.h"
-#include "guest-agent/pack.h"
 #include "guest-agent/procfs.h"
 #include "guest-agent/streams.h"
+#include "pack/identity.h"
+#include "pack/manifest.h"
+#include "pack/pack.h"
 #include "qmp/json.h"
+#include "tests/support/fake_criu.h"
 
 namespace seamless::guest {
 namespace {
@@ -353,38 +354,7 @@ UniqueFd listen_unix(const std::string& path) {
   return fd;
 }
 
-// Fakes at the CRIU and netfilter boundaries.
-struct FakeCriu : Criu {
-  std::vector<pid_t> dumped;
-  std::vector<std::string> restored;    // image dirs
-  std::vector<uint64_t> external_unix;  // of the last dump
-  std::vector<std::string> inherited;   // keys of the last restore
-  std::string write_to_inherited;       // written into each inherited fd on restore
-  pid_t fail_dump_of = 0;
-  std::string failure = "criu dump failed: Error (test)";
-  Result<void> dump(const DumpRequest& req) override {
-    if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, failure);
-    dumped.push_back(req.root);
-    external_unix = req.external_unix;
-    return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
-                           "image of " + std::to_string(req.root));
-  }
-  Result<pid_t> restore(const RestoreRequest& req) override {
-    auto img = std::filesystem::directory_iterator(req.images);
-    if (img == std::filesystem::directory_iterator())
-      return make_error(ErrorKind::Remote, "no images in `", req.images, "`");
-    restored.push_back(req.images);
-    inherited.clear();
-    for (const auto& i : req.inherit) {
-      if (::fcntl(i.fd, F_GETFD) != 0) return make_error(ErrorKind::Remote, "fd ", i.fd, " is not inheritable");
-      inherited.push_back(i.key);
-      if (!write_to_inherited.empty()) (void)!::write(i.fd, write_to_inherited.data(), write_to_inherited.size());
-    }
-    return 4242;
-  }
-  Result<std::string> version() override { return std::string("3.17.1"); }
-};
-
+// A fake at the netfilter boundary (the CRIU one is tests/support/fake_criu.h).
 struct FakeNetfilter : Netfilter {
   Activity activity;
   bool watching = false;

@@ -11,11 +11,11 @@
 
 #include "common/sys.h"
 #include "common/tempdir.h"
-#include "guest-agent/criu_images.h"
-#include "guest-agent/identity.h"
-#include "guest-agent/pack.h"
+#include "pack/criu_images.h"
+#include "pack/identity.h"
+#include "pack/pack.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 // --- protobuf and CRIU image writing, as CRIU does it ----------------------------------
@@ -245,4 +245,4 @@ TEST(CriuImages, MalformedImagesAreErrors) {
 }
 
 }  // namespace
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

@@ -2,7 +2,7 @@
 // The pack reader against good, corrupt, truncated, oversized and hostile archives:
 // every bad one is refused with a clear error and nothing is written outside the
 // destination (which is removed again).
-#include "guest-agent/pack.h"
+#include "pack/pack.h"
 
 #include <gtest/gtest.h>
 #include <lzma.h>
@@ -14,7 +14,7 @@
 #include "common/sys.h"
 #include "common/tempdir.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 struct Entry {
@@ -359,4 +359,4 @@ TEST(PackNames, CheckEntryName) {
 }
 
 }  // namespace
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

@@ -16,12 +16,15 @@
 #include "common/sys.h"
 #include "common/tempdir.h"
 #include "qmp/commands.h"
+#include "qmp/server.h"
 #include "qmp/socket.h"
 #include "qmp/stream.h"
 #include "sinkd/container.h"
-#include "qmp/server.h"
 #include "sinkd/hold.h"
+#include "sinkd/moves.h"
 #include "sinkd/pack_check.h"
+#include "sinkd/protocol.h"
+#include "tests/support/fake_criu.h"
 
 namespace seamless::sink {
 namespace {
@@ -142,18 +145,18 @@ TEST_F(Control, BadInputGetsErrorsAndTheSessionGoesOn) {
             "{\"return\":{\"text\":\"still here\"},\"id\":7}");
 }
 
-guest::Manifest manifest_of(std::vector<guest::FileIdentity> files) {
-  guest::Manifest m;
+packfmt::Manifest manifest_of(std::vector<packfmt::FileIdentity> files) {
+  packfmt::Manifest m;
   m.hostname = "vm";
   m.files = std::move(files);
   return m;
 }
 
 TEST(PackCheck, SameTemplateIsAcceptedWithDummiesForHeldOpenFiles) {
-  auto self = guest::identify("/proc/self/exe");
+  auto self = packfmt::identify("/proc/self/exe");
   ASSERT_TRUE(self.ok());
   self->role = "exe";
-  guest::FileIdentity log{"/var/log/nonexistent-seamless.log", 10, "", std::string(64, '0'), "open"};
+  packfmt::FileIdentity log{"/var/log/nonexistent-seamless.log", 10, "", std::string(64, '0'), "open"};
   auto c = check_manifest(manifest_of({*self, log}));
   ASSERT_TRUE(c.ok()) << c.error().message;
   ASSERT_EQ(c->dummies.size(), 1u);
@@ -162,11 +165,11 @@ TEST(PackCheck, SameTemplateIsAcceptedWithDummiesForHeldOpenFiles) {
 }
 
 TEST(PackCheck, OtherCodeIsATemplateMismatch) {
-  auto self = guest::identify("/proc/self/exe");
+  auto self = packfmt::identify("/proc/self/exe");
   ASSERT_TRUE(self.ok());
   self->role = "map";
   self->build_id = std::string(40, 'f');
-  guest::FileIdentity gone{"/usr/lib/libnot-here.so", 10, "abcd", "", "map"};
+  packfmt::FileIdentity gone{"/usr/lib/libnot-here.so", 10, "abcd", "", "map"};
   auto c = check_manifest(manifest_of({*self, gone}));
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().message.find("template mismatch"), std::string::npos) << c.error().message;
@@ -177,8 +180,8 @@ TEST(PackCheck, OtherCodeIsATemplateMismatch) {
 TEST(PackCheck, WholePacksThroughTheReader) {
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
-  guest::FileIdentity other{"/proc/self/exe", 1, std::string(40, 'e'), "", "exe"};
-  ASSERT_TRUE(guest::write_pack(*dir / "p.pack", manifest_of({other}).to_json(), dir->path(), {}).ok());
+  packfmt::FileIdentity other{"/proc/self/exe", 1, std::string(40, 'e'), "", "exe"};
+  ASSERT_TRUE(packfmt::write_pack(*dir / "p.pack", manifest_of({other}).to_json(), dir->path(), {}).ok());
   auto c = check_pack(*dir / "p.pack", *dir / "work");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().message.find("template mismatch"), std::string::npos) << c.error().message;
@@ -197,7 +200,7 @@ TEST(Container, DummiesAreSparseFilesOfTheRightSizeInsideTheUpperLayer) {
   std::filesystem::create_directories(lower + "/var/log");
   std::filesystem::permissions(lower + "/var/log", std::filesystem::perms(0750));
   auto dummy = [](const std::string& path, uint64_t size, uint32_t mode = 0644) {
-    guest::FileIdentity f;
+    packfmt::FileIdentity f;
     f.path = path;
     f.size = size;
     f.mode = mode;
@@ -228,6 +231,192 @@ TEST(Container, IdsNamePlainDirectories) {
   EXPECT_TRUE(check_container_id("vm-01.example_a").ok());
   for (const char* bad : {"", "../x", "a/b", ".hidden", "sp ace"}) EXPECT_FALSE(check_container_id(bad).ok()) << bad;
   EXPECT_FALSE(check_container_id(std::string(65, 'a')).ok());
+}
+
+// The protocol is one definition: what the daemon writes, its clients read back whole;
+// every state survives the trip; the typed client sends what the server's readers take.
+TEST(Protocol, RepliesAndEventsReadBackAsWritten) {
+  proto::Added a;
+  a.id = "vm1";
+  a.hostname = "h";
+  a.interfaces = {{"eth0", "52:54:00:00:00:01", {"10.0.0.2/24", "fe80::1/64"}}};
+  a.quiet = true;
+  a.init = 77;
+  a.gateways = {{"sshd", 12}, {"lighttpd", 30}};
+  a.processes = 3;
+  a.held = 2;
+  a.seconds = 1.25;
+  auto j = qmp::parse(a.to_json());
+  ASSERT_TRUE(j.ok());
+  auto back = proto::Added::parse(j->root());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->interfaces.at(0).addresses.at(1), "fe80::1/64");
+  EXPECT_EQ(back->gateways.at(1).name, "lighttpd");
+  EXPECT_EQ(back->gateways.at(1).root, 30);
+  EXPECT_TRUE(back->quiet);
+  EXPECT_DOUBLE_EQ(back->seconds, 1.25);
+
+  std::vector<proto::ListedGateway> list;
+  for (auto st : {proto::GatewayState::Traced, proto::GatewayState::Woken, proto::GatewayState::Stopped,
+                  proto::GatewayState::HandedBack, proto::GatewayState::Crashed, proto::GatewayState::Lost}) {
+    proto::ListedGateway l;
+    l.id = cat("g", int(st));
+    l.state = st;
+    l.held = int(st) == 3 ? 5 : -1;
+    list.push_back(l);
+  }
+  auto lj = qmp::parse(proto::to_json(list));
+  ASSERT_TRUE(lj.ok());
+  auto listed = proto::parse_listed(lj->root());
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), list.size());
+  for (size_t i = 0; i < list.size(); ++i) EXPECT_EQ((*listed)[i].state, list[i].state) << i;
+  EXPECT_EQ((*listed)[3].held, 5);
+  EXPECT_EQ((*listed)[0].held, -1) << "absent stays absent";
+
+  auto ev = qmp::parse(proto::ActivityEvent{"vm1", "SYN to port 22", 12}.to_json());
+  ASSERT_TRUE(ev.ok());
+  auto act = proto::ActivityEvent::parse(ev->root());
+  ASSERT_TRUE(act.ok());
+  EXPECT_EQ(act->reason, "SYN to port 22");
+  EXPECT_EQ(act->pid, 12);
+}
+
+TEST(Protocol, TheClientSendsWhatTheServerReadsAndChecksTheAnswer) {
+  std::vector<std::pair<std::string, std::string>> sent;
+  std::string answer;
+  proto::Client client([&](std::string_view command, const std::string& args, Millis) -> Result<qmp::Json> {
+    sent.emplace_back(std::string(command), args);
+    return qmp::parse(answer);
+  });
+  answer = proto::Added{"vm1"}.to_json();
+  ASSERT_TRUE(client.add_gateway({"/run/in.pack", "vm1", true}).ok());
+  ASSERT_EQ(sent.back().first, "add-gateway");
+  auto args = qmp::parse(sent.back().second);
+  ASSERT_TRUE(args.ok());
+  auto parsed = proto::AddGateway::parse(args->root());
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(parsed->pack, "/run/in.pack");
+  EXPECT_TRUE(parsed->quiet);
+  auto other = client.add_gateway({"/run/in.pack", "vm2", false});
+  ASSERT_FALSE(other.ok()) << "an answer for another container is refused";
+  EXPECT_NE(other.error().message.find("not `vm2`"), std::string::npos) << other.error().message;
+
+  // A pack path with quotes and a newline stays one JSON string.
+  answer = R"({"pack":"/x","bytes":1})";
+  ASSERT_TRUE(client.hand_back({"vm1", "/tmp/a\"b\nc"}).ok());
+  auto hb = qmp::parse(sent.back().second);
+  ASSERT_TRUE(hb.ok());
+  auto h = proto::HandBack::parse(hb->root());
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->out, "/tmp/a\"b\nc");
+
+  answer = R"({"released":-4})";
+  EXPECT_FALSE(client.release_packets({"vm1"}).ok()) << "a negative count is refused";
+  auto missing = qmp::parse("{}");
+  ASSERT_TRUE(missing.ok());
+  auto no_id = proto::IdArg::parse(missing->root());
+  ASSERT_FALSE(no_id.ok());
+  EXPECT_NE(no_id.error().message.find("id"), std::string::npos) << no_id.error().message;
+}
+
+// The gateway moves of add and hand-back, against the fake CRIU: paths as CRIU sees
+// them, streams handed in, and a hand-back that fails half-way puts back what it dumped.
+class Moves : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 1; i <= 3; ++i) {
+      packfmt::PackedGateway gw;
+      gw.root = 100 * i;
+      gw.name = cat("gw", i);
+      gw.dir = cat("gw/", gw.root);
+      gateways_.push_back(gw);
+    }
+    gateways_[1].streams.push_back({9001, "/run/systemd/journal/stdout", "gw2", "", {{200, 1}}});
+    gateways_[2].shell_job = true;
+  }
+  // Stream ends: real descriptors (not close-on-exec), one per stream.
+  StreamEnds ends() {
+    return [this](const packfmt::PackedGateway& gw) -> Result<std::vector<UniqueFd>> {
+      std::vector<UniqueFd> out;
+      for (size_t i = 0; i < gw.streams.size(); ++i) out.emplace_back(::open("/dev/null", O_RDWR));
+      ++ends_asked_;
+      return out;
+    };
+  }
+  std::function<Result<void>(const std::string&)> mkdir() {
+    return [](const std::string& d) -> Result<void> {
+      std::filesystem::create_directories(d);
+      return ok();
+    };
+  }
+  TempDir dir_ = TempDir::create().value();
+  guest::FakeCriu criu_;
+  std::vector<packfmt::PackedGateway> gateways_;
+  int ends_asked_ = 0;
+};
+
+TEST_F(Moves, AHandBackDumpsEveryGatewayIntoItsDirectoryWithItsStreamsExternal) {
+  const std::string out = dir_ / "out";
+  ASSERT_TRUE(dump_gateways(criu_, out, gateways_, ends(), mkdir()).ok());
+  EXPECT_EQ(criu_.dumped, (std::vector<pid_t>{100, 200, 300}));
+  EXPECT_TRUE(criu_.restored.empty());
+  for (const auto& gw : gateways_) EXPECT_TRUE(std::filesystem::exists(out + "/" + gw.dir)) << gw.dir;
+  EXPECT_EQ(criu_.external_unix, std::vector<uint64_t>{}) << "the last gateway has no stream";
+}
+
+TEST_F(Moves, AHandBackThatFailsHalfWayPutsBackTheGatewaysItDumped) {
+  const std::string out = dir_ / "out";
+  criu_.fail_dump_of = 300;
+  auto r = dump_gateways(criu_, out, gateways_, ends(), mkdir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("dumping gateway `gw3`"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("the 2 gateway(s) dumped before it are back"), std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(criu_.restored, (std::vector<std::string>{out + "/gw/100", out + "/gw/200"}))
+      << "put back from the images just written, in order";
+  EXPECT_EQ(criu_.restored_stopped, (std::vector<bool>{true, true})) << "stopped, as the hand-back left them";
+  EXPECT_EQ(criu_.inherited, std::vector<std::string>{"socket:[9001]"}) << "gw2's stream handed in again";
+}
+
+TEST_F(Moves, APutBackThatFailsTooSaysSo) {
+  const std::string out = dir_ / "out";
+  criu_.fail_dump_of = 300;
+  criu_.fail_restore_of = out + "/gw/200";
+  auto r = dump_gateways(criu_, out, gateways_, ends(), mkdir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("putting back the 2 gateway(s) dumped before it failed"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("restoring gateway `gw2`"), std::string::npos) << r.error().message;
+}
+
+TEST_F(Moves, AFirstGatewayThatFailsToDumpLeavesNothingToPutBack) {
+  criu_.fail_dump_of = 100;
+  auto r = dump_gateways(criu_, dir_ / "out", gateways_, ends(), mkdir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("dumping gateway `gw1`"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(criu_.dumped.empty());
+  EXPECT_TRUE(criu_.restored.empty());
+}
+
+TEST_F(Moves, AnAddRestoresEachGatewayWithItsStreamsAndStopsAtTheFirstFailure) {
+  const std::string images = dir_ / "images";
+  for (const auto& gw : gateways_) {
+    std::filesystem::create_directories(images + "/" + gw.dir);
+    ASSERT_TRUE(sys::write_file(images + "/" + gw.dir + "/core.img", "x").ok());
+  }
+  ASSERT_TRUE(restore_gateways(criu_, images, gateways_, ends()).ok());
+  EXPECT_EQ(criu_.restored.size(), 3u);
+  EXPECT_EQ(criu_.restored_stopped, (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(ends_asked_, 3);
+  EXPECT_EQ(criu_.wrappers, (std::vector<std::vector<std::string>>{{}, {}, {"setsid", "--wait"}}))
+      << "a shell job is restored in a session of the container's own";
+  criu_.restored.clear();
+  criu_.fail_restore_of = images + "/gw/200";
+  auto r = restore_gateways(criu_, images, gateways_, ends());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("restoring gateway `gw2`"), std::string::npos) << r.error().message;
+  EXPECT_EQ(criu_.restored, std::vector<std::string>{images + "/gw/100"}) << "nothing after the failure";
 }
 
 // nfnetlink_queue messages as the kernel frames them, built by hand: the parser takes

@@ -69,6 +69,10 @@ struct FakeQemu {
   std::mutex mu;
   int64_t actual = 512 * kMiB, used = 100 * kMiB;
   bool running = true, has_balloon = true, stats_on = true, balloon_stuck = false;
+  // Reports advance (a fresh last-update on each read) and the guest pages (major faults
+  // grow) while its balloon leaves it less than `pages_below`.
+  bool advancing = false;
+  int64_t update = 1700000000, faults = 0, pages_below = 0;
   std::vector<std::string> log;
 
   FakeQemu() {
@@ -94,11 +98,12 @@ struct FakeQemu {
       return std::vector<std::string>{R"({"return": {}, "id": %ID%})"};
     });
     qmp.on("qom-get", [this](const qmp::Value&) {
-      int64_t upd = stats_on ? 1700000000 : 0;
-      return std::vector<std::string>{R"({"return": {"last-update": )" + std::to_string(upd) +
-                                      R"(, "stats": {"stat-total-memory": )" + std::to_string(actual) +
-                                      R"(, "stat-available-memory": )" + std::to_string(actual - used) +
-                                      R"(}}, "id": %ID%})"};
+      int64_t upd = stats_on ? (advancing ? ++update : update) : 0;
+      if (actual < pages_below) faults += 5000;
+      return std::vector<std::string>{
+          R"({"return": {"last-update": )" + std::to_string(upd) + R"(, "stats": {"stat-major-faults": )" +
+          std::to_string(faults) + R"(, "stat-total-memory": )" + std::to_string(actual) +
+          R"(, "stat-available-memory": )" + std::to_string(actual - used) + R"(}}, "id": %ID%})"};
     });
     qmp.on("qom-set", [](const qmp::Value&) { return std::vector<std::string>{R"({"return": {}, "id": %ID%})"}; });
     qmp.on("stop", [this, record](const qmp::Value&) {
@@ -194,6 +199,50 @@ TEST(Suspend, ThePrefetchGetsRoomThatTheBalloonTakesBackBeforeThePause) {
   EXPECT_EQ(a.runs, 1);
   // 100 used + 48 margin; 64 MiB more while the prefetch runs; back before the pause.
   EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 212", "balloon 148", "stop"}));
+}
+
+TEST(MemoryPressure, PagingOrTooLittleAvailableIsPressure) {
+  auto report = [](int64_t available, int64_t faults, int64_t swap_in) {
+    qmp::BalloonStats s = stats(512 * kMiB, available);
+    s.major_faults = faults;
+    s.swap_in = swap_in;
+    return s;
+  };
+  const int64_t margin = 48 * kMiB;
+  EXPECT_EQ(memory_pressure(report(200 * kMiB, 10, 0), report(100 * kMiB, 500, 4 * kMiB), margin), "");
+  EXPECT_NE(memory_pressure(report(200 * kMiB, 10, 0), report(20 * kMiB, 10, 0), margin).find("MemAvailable 20 MiB"),
+            std::string::npos);
+  EXPECT_NE(memory_pressure(report(200 * kMiB, 10, 0), report(100 * kMiB, 5010, 0), margin).find("5000 major faults"),
+            std::string::npos);
+  EXPECT_NE(
+      memory_pressure(report(200 * kMiB, 10, 0), report(100 * kMiB, 10, 64 * kMiB), margin).find("64 MiB swapped"),
+      std::string::npos);
+  qmp::BalloonStats bare = stats(512 * kMiB, 100 * kMiB);
+  EXPECT_EQ(memory_pressure(bare, bare, margin), "") << "no paging counters: only what is available counts";
+}
+
+// A guest that starts paging once squeezed to its use plus the margin gets a margin back
+// before the swap-out, and keeps it through the pause.
+TEST(Suspend, AGuestUnderMemoryPressureGetsAMarginBack) {
+  FakeQemu q;
+  q.advancing = true;
+  q.pages_below = 190 * kMiB;
+  FakeDomain d(q, nullptr);
+  Report report;
+  auto parked = suspend(d, fast_swap(), &report);
+  ASSERT_TRUE(parked.ok()) << parked.error().message;
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 196", "stop"}));
+  EXPECT_EQ(report.pressure_relief, 48 * kMiB);
+}
+
+TEST(Suspend, AGuestWithRoomIsNotGivenMore) {
+  FakeQemu q;
+  q.advancing = true;
+  FakeDomain d(q, nullptr);
+  Report report;
+  ASSERT_TRUE(suspend(d, fast_swap(), &report).ok());
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop"}));
+  EXPECT_EQ(report.pressure_relief, 0);
 }
 
 TEST(Suspend, SwapRunsTheStepsInOrderAndResumeUndoesThem) {

@@ -2,7 +2,7 @@
 // Pack writer and strict reader (ustar inside gzip or xz), with CRIU's page images stored
 // page-deduplicated and, where a page is a private copy of a mapped file, as its
 // difference from the file.
-#include "guest-agent/pack.h"
+#include "pack/pack.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -21,11 +21,11 @@
 #include "common/fd.h"
 #include "common/sys.h"
 #include "common/time.h"
-#include "guest-agent/compress.h"
-#include "guest-agent/criu_images.h"
-#include "guest-agent/identity.h"
+#include "pack/compress.h"
+#include "pack/criu_images.h"
+#include "pack/identity.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 constexpr size_t kBlock = 512;
@@ -715,4 +715,4 @@ std::vector<std::string> list_pack_files(const std::string& root) {
   return out;
 }
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "common/result.h"
-#include "guest-agent/compress.h"
+#include "pack/compress.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 
 inline constexpr const char* kManifestName = "manifest.json";
 
@@ -69,4 +69,4 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
 // 255 bytes and 8 levels. The error says what is wrong with it.
 Result<void> check_entry_name(std::string_view name);
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

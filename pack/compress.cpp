@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // gzip and xz streams for packs.
-#include "guest-agent/compress.h"
+#include "pack/compress.h"
 
 #include <lzma.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include "common/sys.h"
 #include "common/time.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 constexpr int kXzPreset = 3;
@@ -216,4 +216,4 @@ Result<void> CompressedReader::read_exact(void* buf, size_t n) {
   return ok();
 }
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

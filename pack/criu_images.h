@@ -14,7 +14,7 @@
 
 #include "common/result.h"
 
-namespace seamless::guest::criu_images {
+namespace seamless::packfmt::criu_images {
 
 // One protobuf message's fields, in order: varints as numbers, length-delimited ones as
 // bytes; fixed32/64 fields are skipped. Err on truncated or malformed input.
@@ -46,4 +46,4 @@ struct PageOrigins {
 // out (their pages are then simply stored as they are); Err only on unreadable files.
 Result<PageOrigins> page_origins(const std::string& dir);
 
-}  // namespace seamless::guest::criu_images
+}  // namespace seamless::packfmt::criu_images

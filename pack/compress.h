@@ -10,7 +10,7 @@
 #include "common/fd.h"
 #include "common/result.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 
 enum class Compression {
   Gzip,  // level 1: fast, for packs made on the wake path
@@ -47,4 +47,4 @@ class CompressedReader {
   std::string path_;
 };
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // File identities: ELF build-id notes, SHA-256 otherwise.
-#include "guest-agent/identity.h"
+#include "pack/identity.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include "common/fd.h"
 #include "common/sys.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 template <typename T>
@@ -127,4 +127,4 @@ bool is_plain_absolute(std::string_view p) {
   return true;
 }
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

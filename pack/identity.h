@@ -10,7 +10,7 @@
 
 #include "common/result.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 
 struct FileIdentity {
   std::string path;
@@ -43,4 +43,4 @@ bool is_plain_absolute(std::string_view path);
 // Ok when `local` is the same file as `recorded`; otherwise an error saying how they differ.
 Result<void> same_file(const FileIdentity& recorded, const FileIdentity& local);
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

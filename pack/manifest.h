@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
-#include "guest-agent/identity.h"
+#include "pack/identity.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 
 inline constexpr int kPackFormat = 1;
 // Where systemd's journal takes a unit's stdout and stderr.
@@ -92,4 +92,4 @@ struct Manifest {
 // Reads this machine's interfaces (not lo) and routes with `ip -j`.
 Result<void> read_network(Manifest* m);
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

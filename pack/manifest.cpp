@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Manifest JSON in and out.
-#include "guest-agent/manifest.h"
+#include "pack/manifest.h"
 
 #include "common/process.h"
-#include "guest-agent/pack.h"
+#include "pack/pack.h"
 #include "qmp/json.h"
 
-namespace seamless::guest {
+namespace seamless::packfmt {
 namespace {
 
 using qmp::Value;
@@ -273,4 +273,4 @@ Result<void> read_network(Manifest* m) {
   return ok();
 }
 
-}  // namespace seamless::guest
+}  // namespace seamless::packfmt

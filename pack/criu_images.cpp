@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // CRIU image reading for the pack writer: page origins from pagemap, mm and files images.
-#include "guest-agent/criu_images.h"
+#include "pack/criu_images.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #include "common/sys.h"
 
-namespace seamless::guest::criu_images {
+namespace seamless::packfmt::criu_images {
 namespace {
 
 // images/magic.h: a v2 image starts with the common (or service) magic, then its own.
@@ -195,4 +195,4 @@ Result<PageOrigins> page_origins(const std::string& dir) {
   return out;
 }
 
-}  // namespace seamless::guest::criu_images
+}  // namespace seamless::packfmt::criu_images

@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+// sinkd's protocol values: JSON writers and strict readers, and the typed client.
+#include "sinkd/protocol.h"
+
+namespace seamless::sink::proto {
+namespace {
+
+constexpr size_t kShort = 256;      // ids, names, MACs, addresses, states
+constexpr size_t kLong = 4096;      // paths, reasons, error messages
+constexpr size_t kMaxItems = 1024;  // interfaces, addresses, gateways, list entries
+
+Result<void> object(const qmp::Value& v, const char* what) {
+  if (!v.IsObject()) return make_error(ErrorKind::Protocol, what, ": not an object");
+  return ok();
+}
+
+Result<std::string> str(const qmp::Value& v, const char* key, size_t max) {
+  auto s = SL_TRY(qmp::get_string(v, key));
+  if (s.size() > max) return make_error(ErrorKind::Protocol, "field `", key, "` is longer than ", max, " bytes");
+  return s;
+}
+
+Result<std::string> opt_str(const qmp::Value& v, const char* key, size_t max) {
+  if (!v.HasMember(key)) return std::string();
+  return str(v, key, max);
+}
+
+Result<int64_t> opt_count(const qmp::Value& v, const char* key, int64_t absent = 0) {
+  if (!v.HasMember(key)) return absent;
+  auto n = SL_TRY(qmp::get_int(v, key));
+  if (n < 0) return make_error(ErrorKind::Protocol, "field `", key, "` is negative");
+  return n;
+}
+
+Result<double> opt_seconds(const qmp::Value& v) {
+  auto it = v.FindMember("seconds");
+  if (it == v.MemberEnd()) return 0.0;
+  if (!it->value.IsNumber()) return make_error(ErrorKind::Protocol, "field `seconds` is not a number");
+  double d = it->value.GetDouble();
+  if (!(d >= 0 && d < 1e6)) return make_error(ErrorKind::Protocol, "field `seconds` is out of range");
+  return d;
+}
+
+Result<bool> opt_flag(const qmp::Value& v, const char* key) {
+  if (!v.HasMember(key)) return false;
+  return qmp::get_bool(v, key);
+}
+
+// An array member, at most kMaxItems long ({} when absent).
+Result<const qmp::Value*> array(const qmp::Value& v, const char* key) {
+  static const qmp::Value kEmpty(rapidjson::kArrayType);
+  auto it = v.FindMember(key);
+  if (it == v.MemberEnd()) return &kEmpty;
+  if (!it->value.IsArray()) return make_error(ErrorKind::Protocol, "field `", key, "` is not an array");
+  if (it->value.Size() > kMaxItems)
+    return make_error(ErrorKind::Protocol, "field `", key, "` has more than ", kMaxItems, " entries");
+  return &it->value;
+}
+
+std::string join(const std::vector<std::string>& objects) {
+  std::string out = "[";
+  for (size_t i = 0; i < objects.size(); ++i) out += (i ? "," : "") + objects[i];
+  return out + "]";
+}
+
+}  // namespace
+
+GatewayState parse_gateway_state(std::string_view s) {
+  if (s == "traced") return GatewayState::Traced;
+  if (s == "woken") return GatewayState::Woken;
+  if (s == "stopped") return GatewayState::Stopped;
+  if (s == "handed-back") return GatewayState::HandedBack;
+  if (s == "crashed") return GatewayState::Crashed;
+  if (s == "lost") return GatewayState::Lost;
+  return GatewayState::Unknown;
+}
+
+std::string_view to_string(GatewayState s) {
+  switch (s) {
+    case GatewayState::Traced: return "traced";
+    case GatewayState::Woken: return "woken";
+    case GatewayState::Stopped: return "stopped";
+    case GatewayState::HandedBack: return "handed-back";
+    case GatewayState::Crashed: return "crashed";
+    case GatewayState::Lost: return "lost";
+    case GatewayState::Unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+std::string PackArg::to_json() const { return qmp::ArgWriter().str("pack", pack).finish(); }
+Result<PackArg> PackArg::parse(const qmp::Value& args) {
+  SL_TRY(object(args, kCheckPack));
+  return PackArg{SL_TRY(str(args, "pack", kLong))};
+}
+
+std::string AddGateway::to_json() const {
+  return qmp::ArgWriter().str("pack", pack).str("id", id).boolean("quiet", quiet).finish();
+}
+Result<AddGateway> AddGateway::parse(const qmp::Value& args) {
+  SL_TRY(object(args, kAddGateway));
+  AddGateway a;
+  a.pack = SL_TRY(str(args, "pack", kLong));
+  a.id = SL_TRY(str(args, "id", kShort));
+  a.quiet = SL_TRY(opt_flag(args, "quiet"));
+  return a;
+}
+
+std::string IdArg::to_json() const { return qmp::ArgWriter().str("id", id).finish(); }
+Result<IdArg> IdArg::parse(const qmp::Value& args) {
+  SL_TRY(object(args, "arguments"));
+  return IdArg{SL_TRY(str(args, "id", kShort))};
+}
+
+std::string HandBack::to_json() const {
+  qmp::ArgWriter w;
+  w.str("id", id);
+  if (!out.empty()) w.str("out", out);
+  return w.finish();
+}
+Result<HandBack> HandBack::parse(const qmp::Value& args) {
+  SL_TRY(object(args, kHandBack));
+  HandBack h;
+  h.id = SL_TRY(str(args, "id", kShort));
+  h.out = SL_TRY(opt_str(args, "out", kLong));
+  return h;
+}
+
+std::string Added::to_json() const {
+  std::vector<std::string> ifaces, gws;
+  for (const auto& i : interfaces)
+    ifaces.push_back(qmp::ArgWriter().str("name", i.name).str("mac", i.mac).strings("addresses", i.addresses).finish());
+  for (const auto& g : gateways) gws.push_back(qmp::ArgWriter().str("name", g.name).num("root", g.root).finish());
+  return qmp::ArgWriter()
+      .str("id", id)
+      .str("hostname", hostname)
+      .raw("interfaces", join(ifaces))
+      .boolean("quiet", quiet)
+      .num("init", init)
+      .raw("gateways", join(gws))
+      .num("processes", processes)
+      .num("dummies", dummies)
+      .num("held", held)
+      .real("seconds", seconds)
+      .finish();
+}
+
+Result<Added> Added::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "add-gateway's reply"));
+  Added a;
+  a.id = SL_TRY(str(v, "id", kShort));
+  a.hostname = SL_TRY(opt_str(v, "hostname", kShort));
+  for (const auto& i : SL_TRY(array(v, "interfaces"))->GetArray()) {
+    SL_TRY(object(i, "an interface"));
+    Interface iface;
+    iface.name = SL_TRY(opt_str(i, "name", kShort));
+    iface.mac = SL_TRY(str(i, "mac", kShort));
+    for (const auto& addr : SL_TRY(array(i, "addresses"))->GetArray()) {
+      if (!addr.IsString() || addr.GetStringLength() > kShort)
+        return make_error(ErrorKind::Protocol, "an address of interface `", iface.name, "` is not a short string");
+      iface.addresses.emplace_back(addr.GetString(), addr.GetStringLength());
+    }
+    a.interfaces.push_back(std::move(iface));
+  }
+  a.quiet = SL_TRY(opt_flag(v, "quiet"));
+  a.init = SL_TRY(opt_count(v, "init"));
+  for (const auto& g : SL_TRY(array(v, "gateways"))->GetArray()) {
+    SL_TRY(object(g, "a gateway"));
+    a.gateways.push_back({SL_TRY(str(g, "name", kShort)), SL_TRY(opt_count(g, "root"))});
+  }
+  a.processes = SL_TRY(opt_count(v, "processes"));
+  a.dummies = SL_TRY(opt_count(v, "dummies"));
+  a.held = SL_TRY(opt_count(v, "held"));
+  a.seconds = SL_TRY(opt_seconds(v));
+  return a;
+}
+
+std::string HandedBack::to_json() const {
+  return qmp::ArgWriter()
+      .str("id", id)
+      .str("pack", pack)
+      .num("bytes", bytes)
+      .num("held", held)
+      .real("seconds", seconds)
+      .finish();
+}
+
+Result<HandedBack> HandedBack::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "hand-back's reply"));
+  HandedBack h;
+  h.id = SL_TRY(opt_str(v, "id", kShort));
+  h.pack = SL_TRY(str(v, "pack", kLong));
+  h.bytes = SL_TRY(opt_count(v, "bytes"));
+  h.held = SL_TRY(opt_count(v, "held"));
+  h.seconds = SL_TRY(opt_seconds(v));
+  return h;
+}
+
+std::string Released::to_json() const {
+  return qmp::ArgWriter().str("id", id).num("released", released).num("dropped", dropped).finish();
+}
+
+Result<Released> Released::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "release-packets' reply"));
+  Released r;
+  r.id = SL_TRY(opt_str(v, "id", kShort));
+  r.released = SL_TRY(opt_count(v, "released"));
+  r.dropped = SL_TRY(opt_count(v, "dropped"));
+  return r;
+}
+
+std::string ListedGateway::to_json() const {
+  qmp::ArgWriter w;
+  w.str("id", id).str("state", to_string(state)).str("hostname", hostname);
+  if (init >= 0) w.num("init", init);
+  if (processes >= 0) w.num("processes", processes);
+  if (!activity.empty()) w.str("activity", activity);
+  if (!error.empty()) w.str("error", error);
+  if (!pack.empty()) w.str("pack", pack);
+  if (held >= 0) w.num("held", held);
+  return w.finish();
+}
+
+Result<ListedGateway> ListedGateway::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "a listed gateway"));
+  ListedGateway g;
+  g.id = SL_TRY(str(v, "id", kShort));
+  g.state = parse_gateway_state(SL_TRY(str(v, "state", kShort)));
+  g.hostname = SL_TRY(opt_str(v, "hostname", kShort));
+  g.activity = SL_TRY(opt_str(v, "activity", kLong));
+  g.error = SL_TRY(opt_str(v, "error", kLong));
+  g.pack = SL_TRY(opt_str(v, "pack", kLong));
+  g.init = SL_TRY(opt_count(v, "init", -1));
+  g.processes = SL_TRY(opt_count(v, "processes", -1));
+  g.held = SL_TRY(opt_count(v, "held", -1));
+  return g;
+}
+
+std::string to_json(const std::vector<ListedGateway>& list) {
+  std::vector<std::string> entries;
+  for (const auto& g : list) entries.push_back(g.to_json());
+  return join(entries);
+}
+
+Result<std::vector<ListedGateway>> parse_listed(const qmp::Value& v) {
+  if (!v.IsArray()) return make_error(ErrorKind::Protocol, "list-gateways' reply: not an array");
+  if (v.Size() > kMaxItems) return make_error(ErrorKind::Protocol, "list-gateways' reply: too many entries");
+  std::vector<ListedGateway> out;
+  for (const auto& g : v.GetArray()) out.push_back(SL_TRY(ListedGateway::parse(g)));
+  return out;
+}
+
+std::string ActivityEvent::to_json() const {
+  return qmp::ArgWriter().str("id", id).str("reason", reason).num("pid", pid).finish();
+}
+
+Result<ActivityEvent> ActivityEvent::parse(const qmp::Value& v) {
+  SL_TRY(object(v, kActivity));
+  ActivityEvent e;
+  e.id = SL_TRY(str(v, "id", kShort));
+  e.reason = SL_TRY(opt_str(v, "reason", kLong));
+  e.pid = SL_TRY(opt_count(v, "pid"));
+  return e;
+}
+
+std::string ErrorEvent::to_json() const { return qmp::ArgWriter().str("id", id).str("error", error).finish(); }
+
+Result<ErrorEvent> ErrorEvent::parse(const qmp::Value& v) {
+  SL_TRY(object(v, kError));
+  ErrorEvent e;
+  e.id = SL_TRY(str(v, "id", kShort));
+  e.error = SL_TRY(opt_str(v, "error", kLong));
+  return e;
+}
+
+// Long operations: a CRIU run of a large gateway under TCG takes minutes.
+constexpr Millis kLongCall(600000), kShortCall(60000);
+
+Result<void> Client::check_pack(const PackArg& a) {
+  SL_TRY(call_(kCheckPack, a.to_json(), Millis(300000)));
+  return ok();
+}
+
+Result<Added> Client::add_gateway(const AddGateway& a) {
+  auto r = SL_TRY(call_(kAddGateway, a.to_json(), kLongCall));
+  auto added = SL_TRY_CTX(Added::parse(r.root()), kAddGateway);
+  if (added.id != a.id)
+    return make_error(ErrorKind::Protocol, kAddGateway, " answered for `", added.id, "`, not `", a.id, "`");
+  return added;
+}
+
+Result<void> Client::speak(const IdArg& a) {
+  SL_TRY(call_(kSpeak, a.to_json(), kShortCall));
+  return ok();
+}
+
+Result<HandedBack> Client::hand_back(const HandBack& a) {
+  auto r = SL_TRY(call_(kHandBack, a.to_json(), kLongCall));
+  return SL_TRY_CTX(HandedBack::parse(r.root()), kHandBack);
+}
+
+Result<Released> Client::release_packets(const IdArg& a) {
+  auto r = SL_TRY(call_(kReleasePackets, a.to_json(), kShortCall));
+  return SL_TRY_CTX(Released::parse(r.root()), kReleasePackets);
+}
+
+Result<void> Client::remove_gateway(const IdArg& a) {
+  SL_TRY(call_(kRemoveGateway, a.to_json(), kShortCall));
+  return ok();
+}
+
+Result<std::vector<ListedGateway>> Client::list_gateways() {
+  auto r = SL_TRY(call_(kListGateways, "", Millis(30000)));
+  return parse_listed(r.root());
+}
+
+}  // namespace seamless::sink::proto

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: Apache-2.0
+// A fake at the CRIU boundary: a dump writes one image file, a restore needs one; both
+// are recorded, and a dump or restore fails on request.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/sys.h"
+#include "guest-agent/criu.h"
+
+namespace seamless::guest {
+
+struct FakeCriu : Criu {
+  std::vector<pid_t> dumped;
+  std::vector<std::string> restored;               // image dirs
+  std::vector<bool> restored_stopped;              // leave_stopped of each restore
+  std::vector<std::vector<std::string>> wrappers;  // of each restore
+  std::vector<uint64_t> external_unix;             // of the last dump
+  std::vector<std::string> inherited;              // keys of the last restore
+  std::string write_to_inherited;                  // written into each inherited fd on restore
+  pid_t fail_dump_of = 0;
+  std::string fail_restore_of;  // image dir
+  std::string failure = "criu dump failed: Error (test)";
+  Result<void> dump(const DumpRequest& req) override {
+    if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, failure);
+    dumped.push_back(req.root);
+    external_unix = req.external_unix;
+    return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
+                           "image of " + std::to_string(req.root));
+  }
+  Result<pid_t> restore(const RestoreRequest& req) override {
+    if (req.images == fail_restore_of) return make_error(ErrorKind::Remote, "criu restore failed: Error (test)");
+    std::error_code ec;
+    auto img = std::filesystem::directory_iterator(req.images, ec);
+    if (ec || img == std::filesystem::directory_iterator())
+      return make_error(ErrorKind::Remote, "no images in `", req.images, "`");
+    restored.push_back(req.images);
+    restored_stopped.push_back(req.leave_stopped);
+    wrappers.push_back(req.wrapper);
+    inherited.clear();
+    for (const auto& i : req.inherit) {
+      if (::fcntl(i.fd, F_GETFD) != 0) return make_error(ErrorKind::Remote, "fd ", i.fd, " is not inheritable");
+      inherited.push_back(i.key);
+      if (!write_to_inherited.empty()) (void)!::write(i.fd, write_to_inherited.data(), write_to_inherited.size());
+    }
+    return 4242;
+  }
+  Result<std::string> version() override { return std::string("3.17.1"); }
+};
+
+}  // namespace seamless::guest
