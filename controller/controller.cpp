@@ -337,11 +337,14 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   }
   SL_LOG(Info, kModule, "domain `", domain, "`: ", trigger);
   if (activity && !cfg_.auto_wake) return;
-  // The sink stamped the event when it saw the activity (its clock, from the same host).
+  // The sink stamped the event when it saw the activity, with its own clock: brought to
+  // the host's by the offset its status answers showed.
   double delay = -1;
   if (ev.timestamp > 0) {
+    const SinkLink* l = link(sink);
+    const double stamped = ev.timestamp - (l ? l->clock_offset() : 0);
     auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    if (now >= ev.timestamp && now - ev.timestamp < 60) delay = now - ev.timestamp;
+    if (now >= stamped && now - stamped < 60) delay = now - stamped;
   }
   wake_async(domain, trigger, delay);
 }
@@ -515,7 +518,8 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
         parked = SL_TRY(suspend::suspend(*ldom, sopt, &srep));
         st.balloon_before = parked.balloon_before;
         st.memory_before = srep.usage_before;
-        st.memory_after = srep.usage_after;
+        // What the parked VM holds: the prefetch brought pages back after the squeeze.
+        st.memory_after = srep.usage_parked > 0 ? srep.usage_parked : srep.usage_after;
         return ok();
       },
       [&]() -> Result<void> { return suspend::resume(*ldom, parked); });
@@ -656,7 +660,21 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   p.step("drop-container", [&]() -> Result<void> {
     if (!sink) return make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured");
     SL_TRY(ignore_not_found(sink->remove_gateway(st.container)));
-    if (sink_agent) (void)qmp::guest_run(*sink_agent, "/bin/rm", {"-f", sink_pack(st.container), back.pack});
+    // The packs in the sink VM go after the wake: a guest-exec under TCG takes a second.
+    // Under the domain's lock, so never amid its next park (which no longer needs them once
+    // its container exists).
+    spawn([this, name, sink_name = st.sink, packs = std::vector<std::string>{sink_pack(st.container), back.pack}] {
+      auto domain_mu = lock_for(name);
+      std::lock_guard<std::mutex> guard(*domain_mu);
+      auto sd = conn_.lookup(sink_name);
+      if (!sd.ok()) return;
+      qmp::LibvirtAgent raw(*sd);
+      PatientAgent agent(raw, Millis(15000));
+      std::vector<std::string> args = {"-f"};
+      args.insert(args.end(), packs.begin(), packs.end());
+      if (auto rm = qmp::guest_run(agent, "/bin/rm", args); !rm.ok())
+        SL_LOG(Warn, kModule, "removing the packs in sink `", sink_name, "`: ", rm.error().message);
+    });
     return ok();
   });
   p.step("clear", [&]() -> Result<void> { return dom.set_metadata(kMetadataKey, kMetadataUri, ""); });

@@ -60,15 +60,16 @@ Result<void> SinkLink::ensure_connected(Deadline deadline) {
   return ok();
 }
 
-void SinkLink::dispatch_events() {
+std::vector<qmp::Event> SinkLink::take_events() {
   std::vector<qmp::Event> evs;
   if (conn_)
     while (auto e = conn_->events().take("")) evs.push_back(std::move(*e));
-  if (evs.empty() || !on_event_) return;
-  // Handlers may call back into this link: run them without the lock, on a copy.
-  mu_.unlock();
-  for (const auto& e : evs) on_event_(name_, e);
-  mu_.lock();
+  return evs;
+}
+
+void SinkLink::dispatch(const std::vector<qmp::Event>& events) {
+  if (!on_event_) return;
+  for (const auto& e : events) on_event_(name_, e);
 }
 
 Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& args, Millis timeout) {
@@ -93,9 +94,26 @@ Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& ar
     conn_.reset();
   }
   last_heard_ = Clock::now();
-  dispatch_events();
+  // Handlers may call back into this link: they run without the lock.
+  auto events = take_events();
+  lock.unlock();
+  dispatch(events);
   if (!r.ok()) return std::move(r).error().wrap(cat("sink `", name_, "`: ", command));
   return r;
+}
+
+namespace {
+double wall_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+Result<void> SinkLink::ask_status() {
+  const double sent = wall_now();
+  auto r = SL_TRY(conn_->call(sink::proto::kQueryStatus, "", Millis(5000)));
+  const double answered = wall_now();
+  auto st = sink::proto::Status::parse(r.root());
+  // Midway between question and answer, give or take half the round trip.
+  if (st.ok() && st->time > 0 && answered - sent < 1) clock_offset_ = st->time - (sent + answered) / 2;
+  return ok();
 }
 
 void SinkLink::reader() {
@@ -111,6 +129,7 @@ void SinkLink::reader() {
         std::this_thread::sleep_for(Millis(1000));
         continue;
       }
+      if (auto st = ask_status(); !st.ok()) SL_LOG(Debug, kModule, "sink `", name_, "`: ", st.error().message);
       // Whatever happened while nobody listened is asked for by the controller (state).
       qmp::Event hello{"CONNECTED", {}, 0};
       conn_->events().publish(std::move(hello));
@@ -121,7 +140,7 @@ void SinkLink::reader() {
       conn_.reset();
     } else if (seconds_since(last_heard_) > 10) {
       // A sinkd that died leaves the host's end of the port open and silent: ask.
-      auto st = conn_->call("query-status", "", Millis(5000));
+      auto st = ask_status();
       last_heard_ = Clock::now();
       if (!st.ok() && st.error().kind == ErrorKind::Remote &&
           st.error().message.find("capabilities negotiation") != std::string::npos) {
@@ -132,8 +151,9 @@ void SinkLink::reader() {
         conn_.reset();
       }
     }
-    dispatch_events();
+    auto events = take_events();
     lock.unlock();
+    dispatch(events);
     std::this_thread::sleep_for(Millis(2));
   }
 }

@@ -56,9 +56,14 @@ class SinkLink {
 
   Millis connect_timeout = Millis(60000);
 
+  // The sink's wall clock minus the host's, in seconds (from its query-status answers;
+  // 0 until one came). Its events are stamped with its own clock.
+  double clock_offset() const { return clock_offset_; }
+
  private:
-  Result<void> ensure_connected(Deadline deadline);  // with mu_ held
-  void dispatch_events();                            // with mu_ held; calls on_event_ unlocked
+  Result<void> ensure_connected(Deadline deadline);      // with mu_ held
+  std::vector<qmp::Event> take_events();                 // with mu_ held
+  void dispatch(const std::vector<qmp::Event>& events);  // without mu_: handlers may call this link
   void reader();
   std::string name_, socket_;  // socket_: with mu_ held
   SocketFn socket_of_;
@@ -68,6 +73,9 @@ class SinkLink {
   std::atomic<int> waiting_{0};
   Clock::time_point last_heard_ = Clock::now();  // with mu_ held
   std::atomic<bool> stop_{false};
+  std::atomic<double> clock_offset_{0};
+  // Asks the sink's status (with mu_ held) and learns its clock offset from the answer.
+  Result<void> ask_status();
   std::thread thread_;
   sink::proto::Client client_;
 };

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libcgroup.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
@@ -289,6 +290,43 @@ Result<void> LimitGuard::restore() {
   saved_.clear();
   if (first) return std::move(*first).wrap("restoring memory limits");
   return ok();
+}
+
+Result<int64_t> Memory::file_cache() {
+  // Read as a file: a statistics table, not a knob (libcgroup keeps one line of a value).
+  const std::string path = group_.dir() + "/memory.stat";
+  if (!std::filesystem::exists(path)) return 0;
+  auto stat = SL_TRY(sys::read_file(path));
+  const std::string key = group_.version == Version::V1 ? "total_cache" : "file";
+  std::istringstream in(stat);
+  for (std::string k, v; in >> k >> v;)
+    if (k == key) return to_int(v, "memory.stat " + key);
+  return 0;
+}
+
+Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout) {
+  if (memory.group().version != Version::V1)
+    return make_error(ErrorKind::Invalid, "evicting only the page cache needs cgroup v1 (", memory.knobs().describe(),
+                      ")");
+  Knobs& k = memory.knobs();
+  if (!k.has("memory.swappiness")) return make_error(ErrorKind::NotFound, "no memory.swappiness in ", k.describe());
+  Deadline deadline(timeout);
+  LimitGuard guard(k);
+  SL_TRY(guard.set("memory.swappiness", "0"));
+  if (k.has("memory.oom_control")) {
+    auto oom = k.read("memory.oom_control");
+    if (oom.ok() && oom->find("oom_kill_disable 0") != std::string::npos)
+      SL_TRY(guard.set("memory.oom_control", "1", "0"));
+  }
+  // Some of it may be dirty or in use: an eighth is left to spare (at least 4 MiB).
+  const int64_t slack = std::max<int64_t>(4 << 20, cache / 8);
+  const int64_t target = SL_TRY(memory.usage()) - cache + slack;
+  for (;;) {
+    auto r = guard.set("memory.limit_in_bytes", std::to_string(target));
+    if (r.ok()) return guard;
+    if (r.error().code != EBUSY || deadline.expired()) return std::move(r).error();
+    std::this_thread::sleep_for(Millis(50));
+  }
 }
 
 Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {

@@ -59,6 +59,9 @@ class Memory {
   Result<std::optional<int64_t>> limit();  // memory.limit_in_bytes | memory.max
   Result<void> set_limit(std::optional<int64_t> bytes);
   Result<std::optional<int64_t>> swap_usage();  // v1: memsw - usage (if accounted); v2: memory.swap.current
+  // Page cache charged to the group (memory.stat: v1 total_cache, v2 file); 0 when the
+  // group has no memory.stat.
+  Result<int64_t> file_cache();
 
  private:
   MemoryGroup group_;
@@ -100,5 +103,12 @@ class LimitGuard {
 // killed (seen under TCG); with it off the thread waits until the limit is lifted.
 // (v2 has no such switch.)
 Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000));
+
+// Evicts the group's page cache and nothing else: v1 only (its swappiness 0 keeps limit
+// reclaim off anonymous memory), the limit lowered to usage minus `cache` plus an eighth,
+// the OOM killer off meanwhile (an allocation waits instead). The kernel reclaims while the
+// limit is written; the returned guard puts every knob back. For a paused VM: QEMU's page
+// cache is the host's copy of what the guest read from its disk, which it caches itself.
+Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout = Millis(2000));
 
 }  // namespace seamless::cgroup

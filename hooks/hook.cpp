@@ -69,7 +69,8 @@ Result<void> check_migration(const std::string& domain, const std::string& xml) 
   if (xml.find("https://seamless.dev/xmlns/park/1") != std::string::npos)
     return make_error(ErrorKind::Invalid, "domain `", domain,
                       "` is parked by seamless (its services run in a sink on this host): wake it first "
-                      "(virsh-wake ", domain, ")");
+                      "(virsh-wake ",
+                      domain, ")");
   return ok();
 }
 

@@ -19,7 +19,7 @@ struct Env {
   bool file_knobs = false;  // tests: plain files instead of libcgroup
   int swappiness = 100;     // v1: QEMU's anonymous memory may go to swap as readily as cache
   std::string controller_socket = "/run/seamless/seamlessd.sock";  // seamlessd
-  std::string spool_dir = "/run/seamless/hook-spool";  // notices seamlessd was not there for
+  std::string spool_dir = "/run/seamless/hook-spool";              // notices seamlessd was not there for
   Millis notify_timeout = Millis(2000);
 };
 

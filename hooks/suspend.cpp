@@ -208,6 +208,20 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   SL_TRY_CTX(qmp::execute(monitor, qmp::Stop{}), "pausing `", domain.name(), "`");
   steps.done("pause");
   rollback.dismiss();
+  // (7) What QEMU holds of the host's page cache is the host's copy of what the guest read
+  // from its disk (the prefetch's files among it), which the guest caches itself: it goes,
+  // and nothing of the guest's memory with it. Best effort: the VM is parked either way.
+  if (auto cache = mem->file_cache(); cache.ok() && *cache > 8 * kMiB && mem->group().version == cgroup::Version::V1) {
+    auto guard = cgroup::evict_file_cache(*mem, *cache);
+    if (guard.ok()) {
+      if (auto r = guard->restore(); !r.ok()) SL_LOG(Error, "suspend", "`", domain.name(), "`: ", r.error().message);
+    } else {
+      SL_LOG(Info, "suspend", "`", domain.name(), "` keeps its page cache: ", guard.error().message);
+    }
+    if (report) report->page_cache_evicted = *cache;
+  }
+  steps.done("evict-cache");
+  if (auto held = mem->usage(); held.ok() && report) report->usage_parked = *held;
   return parked;
 }
 
@@ -356,6 +370,13 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
   if (parked.mode == Mode::Swap && parked.balloon_before > 0) {
     SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{parked.balloon_before}), "deflating the balloon of `", domain.name(),
                "`");
+    // The guest has its use plus a margin until the driver has given the rest back: what
+    // runs first (a gateway's restore) would make it reclaim its own cache, the prefetched
+    // pages among it, and page them in again from the disk. The wake overlaps this wait
+    // with the sink's hand-back.
+    auto actual = wait_balloon(monitor, parked.balloon_before, Millis(15000));
+    if (actual.ok() && *actual < parked.balloon_before - kMiB)
+      SL_LOG(Info, "suspend", "`", domain.name(), "` resumed with ", mib(*actual), " of ", mib(parked.balloon_before));
     steps.done("deflate");
   }
   return ok();

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -149,12 +150,13 @@ int main_impl(int argc, char** argv) {
   if (size_t n = sink.recover(); n) SL_LOG(Info, "sinkd", "found ", n, " container(s) of an earlier run");
   namespace proto = sink::proto;
   server.on(proto::kQueryStatus, [&](const qmp::Value&) -> Result<std::string> {
-    qmp::ArgWriter w;
-    w.str("version", kVersion)
-        .num("uptime_seconds", int64_t(seconds_since(started)))
-        .num("gateways", int64_t(sink.size()))
-        .str("nic", options.nic);
-    return w.finish();
+    proto::Status st;
+    st.version = kVersion;
+    st.uptime_seconds = int64_t(seconds_since(started));
+    st.gateways = int64_t(sink.size());
+    st.nic = options.nic;
+    st.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return st.to_json();
   });
   server.on(proto::kAddGateway, [&](const qmp::Value& args) -> Result<std::string> {
     auto a = SL_TRY(proto::AddGateway::parse(args));

@@ -126,6 +126,31 @@ Result<HandBack> HandBack::parse(const qmp::Value& args) {
   return h;
 }
 
+std::string Status::to_json() const {
+  return qmp::ArgWriter()
+      .str("version", version)
+      .num("uptime_seconds", uptime_seconds)
+      .num("gateways", gateways)
+      .str("nic", nic)
+      .real("time", time)
+      .finish();
+}
+
+Result<Status> Status::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "query-status' reply"));
+  Status st;
+  st.version = SL_TRY(str(v, "version", kShort));
+  st.nic = SL_TRY(opt_str(v, "nic", kShort));
+  st.uptime_seconds = SL_TRY(opt_count(v, "uptime_seconds"));
+  st.gateways = SL_TRY(opt_count(v, "gateways"));
+  if (auto t = v.FindMember("time"); t != v.MemberEnd()) {
+    if (!t->value.IsNumber() || !(t->value.GetDouble() > 0 && t->value.GetDouble() < 1e11))
+      return make_error(ErrorKind::Protocol, "field `time` is not a time");
+    st.time = t->value.GetDouble();
+  }
+  return st;
+}
+
 std::string Added::to_json() const {
   std::vector<std::string> ifaces, gws;
   for (const auto& i : interfaces)
@@ -275,6 +300,11 @@ Result<ErrorEvent> ErrorEvent::parse(const qmp::Value& v) {
 
 // Long operations: a CRIU run of a large gateway under TCG takes minutes.
 constexpr Millis kLongCall(600000), kShortCall(60000);
+
+Result<Status> Client::query_status() {
+  auto r = SL_TRY(call_(kQueryStatus, "", Millis(10000)));
+  return SL_TRY_CTX(Status::parse(r.root()), kQueryStatus);
+}
 
 Result<void> Client::check_pack(const PackArg& a) {
   SL_TRY(call_(kCheckPack, a.to_json(), Millis(300000)));

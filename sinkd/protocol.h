@@ -74,6 +74,16 @@ struct HandBack {
 };
 
 // --- Replies ----------------------------------------------------------------------
+struct Status {  // query-status
+  std::string version, nic;
+  int64_t uptime_seconds = 0, gateways = 0;
+  // The sink's wall clock when it answered (seconds since the epoch): its events are
+  // stamped with that clock, which a sink VM keeps on its own.
+  double time = 0;
+  std::string to_json() const;
+  static Result<Status> parse(const qmp::Value& v);
+};
+
 struct Interface {
   std::string name, mac;
   std::vector<std::string> addresses;  // "10.77.0.12/24"
@@ -142,6 +152,7 @@ class Client {
  public:
   using Call = std::function<Result<qmp::Json>(std::string_view command, const std::string& args, Millis timeout)>;
   explicit Client(Call call) : call_(std::move(call)) {}
+  Result<Status> query_status();
   Result<void> check_pack(const PackArg& a);
   // The reply must be for the id asked.
   Result<Added> add_gateway(const AddGateway& a);

@@ -12,6 +12,7 @@
 #include "common/sys.h"
 #include "hooks/direct_domain.h"
 #include "hooks/libvirt_domain.h"
+#include "qmp/json.h"
 
 using namespace seamless;
 
@@ -80,22 +81,30 @@ void print_report(const std::string& verb, const std::string& domain, const susp
   double total = 0;
   for (const auto& s : r.steps) total += s.seconds;
   if (json) {
-    std::string steps;
-    for (const auto& s : r.steps) steps += cat(steps.empty() ? "" : ",", "\"", s.step, "\":", s.seconds);
-    std::printf(
-        "{\"verb\":\"%s\",\"domain\":\"%s\",\"seconds\":%.3f,\"steps\":{%s},\"balloon_target\":%lld,"
-        "\"usage_before\":%lld,\"usage_after\":%lld}\n",
-        verb.c_str(), domain.c_str(), total, steps.c_str(), static_cast<long long>(r.balloon_target),
-        static_cast<long long>(r.usage_before), static_cast<long long>(r.usage_after));
+    qmp::ArgWriter steps;
+    for (const auto& st : r.steps) steps.real(st.step.c_str(), st.seconds);
+    qmp::ArgWriter w;
+    w.str("verb", verb)
+        .str("domain", domain)
+        .real("seconds", total)
+        .raw("steps", steps.finish())
+        .num("balloon_target", r.balloon_target)
+        .num("pressure_relief", r.pressure_relief)
+        .num("usage_before", r.usage_before)
+        .num("usage_after", r.usage_after)
+        .num("usage_parked", r.usage_parked);
+    std::printf("%s\n", w.finish().c_str());
     return;
   }
   std::printf("%s %s in %.2f s:", verb.c_str(), domain.c_str(), total);
   for (const auto& s : r.steps) std::printf(" %s %.2f s;", s.step.c_str(), s.seconds);
   std::printf("\n");
   if (r.balloon_target > 0)
-    std::printf("  balloon target %lld MiB; cgroup usage %lld -> %lld MiB\n",
-                static_cast<long long>(r.balloon_target >> 20), static_cast<long long>(r.usage_before >> 20),
-                static_cast<long long>(r.usage_after >> 20));
+    std::printf("  balloon target %lld MiB%s; cgroup usage %lld -> %lld MiB at the squeeze, %lld MiB paused\n",
+                static_cast<long long>(r.balloon_target >> 20),
+                r.pressure_relief > 0 ? cat(" (+", r.pressure_relief >> 20, " MiB: memory pressure)").c_str() : "",
+                static_cast<long long>(r.usage_before >> 20), static_cast<long long>(r.usage_after >> 20),
+                static_cast<long long>(r.usage_parked >> 20));
 }
 
 std::vector<std::string> split_words(const std::string& s) {

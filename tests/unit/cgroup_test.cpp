@@ -140,6 +140,30 @@ TEST(CgroupThrottle, V1LowersLimitAllowsSwapAndRestoresEverything) {
   EXPECT_EQ(fake.get("memory.oom_control"), "0");
 }
 
+// A paused VM's page cache goes and nothing else: swappiness 0 keeps limit reclaim off
+// anonymous memory (the guest's RAM), the limit is usage minus the cache plus a little.
+TEST(CgroupEvict, V1EvictsThePageCacheOnlyAndRestoresEverything) {
+  FakeGroup fake(Version::V1);
+  fake.put("memory.stat", "cache 104857600\nrss 400000000\ntotal_cache 125829120\ntotal_rss 400000000\n");
+  Memory mem(fake.group, file_knobs(fake.group));
+  ASSERT_EQ(mem.file_cache().value(), 125829120) << "the hierarchy's total";
+  {
+    auto guard = evict_file_cache(mem, 125829120);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    EXPECT_EQ(fake.get("memory.swappiness"), "0");
+    EXPECT_EQ(fake.get("memory.limit_in_bytes"), std::to_string(536870912 - 125829120 + 125829120 / 8));
+    EXPECT_EQ(fake.get("memory.oom_control"), "1") << "an allocation waits instead of killing QEMU";
+  }
+  EXPECT_EQ(fake.get("memory.limit_in_bytes"), "9223372036854771712");
+  EXPECT_EQ(fake.get("memory.oom_control"), "0");
+  FakeGroup v2(Version::V2);
+  Memory mem2(v2.group, file_knobs(v2.group));
+  EXPECT_EQ(mem2.file_cache().value(), 0) << "no memory.stat";
+  auto refused = evict_file_cache(mem2, 1 << 20);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
+}
+
 TEST(CgroupThrottle, V2LowersMaxAllowsSwapAndRestoresOnDestruction) {
   FakeGroup fake(Version::V2);
   Memory mem(fake.group, file_knobs(fake.group));

@@ -6,6 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <thread>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
 #include "controller/config.h"
 #include "controller/guest_helper.h"
 #include "controller/ovs.h"
@@ -13,6 +18,7 @@
 #include "controller/procedure.h"
 #include "controller/sink_link.h"
 #include "qmp/json.h"
+#include "qmp/server.h"
 #include "tests/support/testbed.h"
 
 namespace seamless::ctl {
@@ -373,6 +379,76 @@ TEST(ClientCapture, CountsResetsAndClientRetransmissions) {
   auto clean = test::summarize_capture(text.substr(0, text.find("10:00:01.4")), "10.77.0.1");
   EXPECT_EQ(clean.resets, 0);
   EXPECT_EQ(clean.retransmitted, 0);
+}
+
+}  // namespace
+}  // namespace seamless::ctl
+
+namespace seamless::ctl {
+namespace {
+
+// The controller's link to a sink against a fake sinkd (the project's control server on a
+// real unix socket): it connects by itself, learns the sink's clock from its status, gets
+// events between commands, and a handler may call back into the link.
+TEST(SinkLinkUnit, ConnectsLearnsTheSinksClockAndDeliversEvents) {
+  TempDir dir = TempDir::create().value();
+  const std::string path = dir / "sinkd.sock";
+  qmp::ControlServer server("9.9.9");
+  server.on(sink::proto::kQueryStatus, [](const qmp::Value&) -> Result<std::string> {
+    sink::proto::Status st;
+    st.version = "9.9.9";
+    // A sink VM whose clock runs 100 s ahead of the host's.
+    st.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() + 100;
+    return st.to_json();
+  });
+  server.on(sink::proto::kListGateways, [](const qmp::Value&) -> Result<std::string> {
+    sink::proto::ListedGateway g;
+    g.id = "vm1";
+    g.state = sink::proto::GatewayState::Woken;
+    return sink::proto::to_json({g});
+  });
+  auto listener = sys::listen_unix(path);
+  ASSERT_TRUE(listener.ok()) << listener.error().message;
+  std::atomic<bool> done{false};
+  std::thread serving([&] {
+    while (!done) {
+      auto peer = sys::accept(listener->get(), Deadline(Millis(200)));
+      if (peer.ok()) (void)server.serve(std::move(peer).value(), "test");
+    }
+  });
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> seen;
+  std::unique_ptr<SinkLink> link;
+  link = std::make_unique<SinkLink>(
+      "fake", [&] { return path; },
+      [&](const std::string& sink, const qmp::Event& ev) {
+        std::string what = sink + " " + ev.name;
+        if (ev.name == sink::proto::kActivity) {
+          // As the controller does: ask the sink from within the handler.
+          auto listed = link->list_gateways();
+          what += listed.ok() && listed->size() == 1 ? " listed" : " list failed";
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        seen.push_back(what);
+        cv.notify_all();
+      });
+  link->start();
+  auto wait_for = [&](size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(10), [&] { return seen.size() >= n; });
+  };
+  ASSERT_TRUE(wait_for(1)) << "no CONNECTED event";
+  EXPECT_EQ(seen[0], "fake CONNECTED");
+  EXPECT_NEAR(link->clock_offset(), 100, 1) << "the sink's clock, ahead by 100 s";
+  server.emit(sink::proto::kActivity, sink::proto::ActivityEvent{"vm1", "SYN to port 22", 7}.to_json());
+  ASSERT_TRUE(wait_for(2)) << "the event did not arrive between commands";
+  EXPECT_EQ(seen[1], "fake ACTIVITY listed") << "a handler can call back into the link";
+  link.reset();
+  done = true;
+  server.stop();
+  serving.join();
 }
 
 }  // namespace

@@ -6,14 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <thread>
 
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
 #include "qmp/json.h"
 #include "qmp/server.h"
-
-#include <thread>
 
 namespace seamless::hook {
 namespace {
@@ -129,7 +128,8 @@ TEST(Hook, AParkedDomainMayNotMigrate) {
   // The binary: libvirt's stdin, exit 1 and the reason on stderr.
   const std::string xml_file = "/tmp/seamless-hook-migrate.xml";
   ASSERT_TRUE(sys::write_file(xml_file, parked).ok());
-  auto r = run({"/bin/sh", "-c", std::string(SEAMLESS_BINARY_DIR "/hooks/seamless-hook vm1 migrate begin - < ") + xml_file});
+  auto r =
+      run({"/bin/sh", "-c", std::string(SEAMLESS_BINARY_DIR "/hooks/seamless-hook vm1 migrate begin - < ") + xml_file});
   std::filesystem::remove(xml_file);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status.code, 1);

@@ -274,6 +274,16 @@ TEST(Protocol, RepliesAndEventsReadBackAsWritten) {
   EXPECT_EQ((*listed)[3].held, 5);
   EXPECT_EQ((*listed)[0].held, -1) << "absent stays absent";
 
+  proto::Status st{"0.1.0", "eth0", 42, 3, 1.7e9};
+  auto sj = qmp::parse(st.to_json());
+  ASSERT_TRUE(sj.ok());
+  auto status = proto::Status::parse(sj->root());
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  EXPECT_DOUBLE_EQ(status->time, 1.7e9) << "the sink's clock, for the controller's offset";
+  auto bad_time = qmp::parse(R"({"version":"x","time":-1})");
+  ASSERT_TRUE(bad_time.ok());
+  EXPECT_FALSE(proto::Status::parse(bad_time->root()).ok());
+
   auto ev = qmp::parse(proto::ActivityEvent{"vm1", "SYN to port 22", 12}.to_json());
   ASSERT_TRUE(ev.ok());
   auto act = proto::ActivityEvent::parse(ev->root());

@@ -262,7 +262,7 @@ TEST(Suspend, SwapRunsTheStepsInOrderAndResumeUndoesThem) {
   EXPECT_EQ(d.knob("memory.limit_in_bytes"), "9223372036854771712") << "limit restored after the swap-out";
   std::vector<std::string> steps;
   for (const auto& s : report.steps) steps.push_back(s.step);
-  EXPECT_EQ(steps, (std::vector<std::string>{"balloon", "swap-out", "prefetch", "pause"}));
+  EXPECT_EQ(steps, (std::vector<std::string>{"balloon", "swap-out", "prefetch", "pause", "evict-cache"}));
 
   ASSERT_TRUE(resume(d, *parked).ok());
   EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop", "cont", "balloon 512"}));
