@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "common/process.h"
 #include "common/sys.h"
 #include "hooks/cgroup.h"
 #include "hooks/suspend.h"
@@ -160,6 +161,60 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
   ASSERT_EQ(::waitpid(hog.pid, &status, 0), hog.pid);
   hog.pid = -1;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's data came back intact from swap";
+}
+
+// After a park, QEMU's page cache (its copy of what the guest read from disk) goes and the
+// guest's memory stays: a child holding random data reads a file in the group; evicting
+// the group's page cache frees most of the file's pages and swaps none of the data out.
+TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
+  Hog hog;
+  ASSERT_TRUE(start_hog(hog, dir_));
+  auto group = for_pid(hog.pid);
+  ASSERT_TRUE(group.ok()) << group.error().message;
+  auto knobs = libcgroup_knobs(*group);
+  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
+  Memory mem(*group, std::move(knobs).value());
+  if (self_version_ != Version::V1) {
+    auto refused = evict_file_cache(mem, 64 << 20);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
+    return;
+  }
+  // A file on a disk (not a tmpfs: shmem is no page cache to drop), read by a process of
+  // the group so that its pages are charged there.
+  const std::string file = "/var/tmp/seamless-cache-" + std::to_string(::getpid());
+  ASSERT_EQ(run({"dd", "if=/dev/urandom", "of=" + file, "bs=1M", "count=96", "status=none"}, Millis(60000))
+                .value()
+                .status.code,
+            0);
+  ASSERT_EQ(run({"sh", "-c", "sync && echo 1 > /proc/sys/vm/drop_caches"}, Millis(30000)).value().status.code, 0);
+  const std::string read_in_group = "echo $$ > " + dir_ + "/cgroup.procs && cat " + file + " > /dev/null";
+  ASSERT_EQ(run({"sh", "-c", read_in_group}, Millis(60000)).value().status.code, 0);
+  const int64_t cache = mem.file_cache().value();
+  EXPECT_GE(cache, 64 << 20) << "the file's pages are charged to the group";
+  const auto swap_before = mem.swap_usage().value();
+  const std::string swappiness = sys::read_file(dir_ + "/memory.swappiness").value();
+  const int64_t usage_before = mem.usage().value();
+  {
+    auto guard = evict_file_cache(mem, cache);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    ASSERT_TRUE(guard->restore().ok());
+  }
+  const int64_t cache_after = mem.file_cache().value();
+  std::filesystem::remove(file);
+  EXPECT_LE(cache_after, cache / 4) << "most of the page cache went";
+  EXPECT_LE(mem.usage().value(), usage_before - cache / 2);
+  EXPECT_GE(mem.usage().value(), static_cast<int64_t>(kHogBytes)) << "the anonymous memory stayed";
+  if (swap_before && mem.swap_usage().value())
+    EXPECT_LE(*mem.swap_usage().value() - *swap_before, 8 << 20) << "nothing was swapped out";
+  EXPECT_EQ(mem.limit().value(), std::nullopt) << "limit restored";
+  EXPECT_EQ(sys::read_file(dir_ + "/memory.swappiness").value(), swappiness) << "swappiness restored";
+
+  ASSERT_EQ(::write(hog.to_child, "v", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(hog.pid, &status, 0), hog.pid);
+  hog.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's data is intact";
 }
 
 }  // namespace
