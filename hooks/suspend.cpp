@@ -44,6 +44,17 @@ Result<int64_t> wait_balloon(qmp::Channel& monitor, int64_t target, Millis timeo
   }
 }
 
+// Polls query-balloon until the guest holds at least `bytes` (within 1 MiB) or time runs
+// out. Returns what the guest holds then.
+Result<int64_t> wait_balloon_above(qmp::Channel& monitor, int64_t bytes, Millis timeout) {
+  Deadline deadline(timeout);
+  for (;;) {
+    auto actual = SL_TRY(qmp::execute(monitor, qmp::QueryBalloon{})).actual;
+    if (actual >= bytes - kMiB || deadline.expired()) return actual;
+    std::this_thread::sleep_for(Millis(50));
+  }
+}
+
 // Waits until the cgroup's usage fits the throttle or stops falling.
 Result<int64_t> wait_settled(cgroup::Memory& mem, int64_t limit, Millis timeout) {
   Deadline deadline(timeout);
@@ -152,9 +163,8 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
                       " within ", opts.balloon_timeout.count(), " ms (stopped at ", mib(reached), ")");
   if (reached - target > kMiB)
     SL_LOG(Info, "suspend", "`", domain.name(), "` keeps ", mib(reached), " (balloon target ", mib(target), ")");
-  const int64_t squeezed = reached;
+  // The pause follows the prefetch at once: step 5 may squeeze a relieved guest again.
   reached = relieve_pressure(domain, stats, reached, parked.balloon_before, opts, report);
-  const bool relieved = reached > squeezed;
   steps.done("balloon");
 
   // (2) Squeeze QEMU's cgroup so the host swaps the rest out; (3) lift the limit again.
@@ -197,10 +207,9 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   // (6) pause.
   std::optional<int64_t> t2;
   if (auto again = stats_after(monitor, stamp, opts.stats_timeout); again.ok()) {
-    if (auto t = balloon_target(*again, current, opts.margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
+    if (auto t = balloon_target(*again, current, opts.pause_margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
   }
   if (!t2 && current > reached) t2 = reached;       // no news from the guest: back to where it was
-  if (t2 && relieved) t2 = std::max(*t2, reached);  // never below what relieved its pressure
   if (t2 && *t2 < current) {
     SL_TRY(qmp::execute(monitor, qmp::Balloon{*t2}));
     (void)wait_balloon(monitor, *t2, opts.balloon_timeout / 4);
@@ -365,6 +374,9 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
     return ok();
   }
   auto& monitor = domain.monitor();
+  // What the guest holds while parked (its balloon stays where the park left it).
+  int64_t held_before = 0;
+  if (auto b = qmp::execute(monitor, qmp::QueryBalloon{}); b.ok()) held_before = b->actual;
   SL_TRY_CTX(qmp::execute(monitor, qmp::Cont{}), "resuming `", domain.name(), "`");
   steps.done("cont");
   if (parked.mode == Mode::Swap && parked.balloon_before > 0) {
@@ -374,8 +386,12 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
     // runs first (a gateway's restore) would make it reclaim its own cache, the prefetched
     // pages among it, and page them in again from the disk. The wake overlaps this wait
     // with the sink's hand-back.
-    auto actual = wait_balloon(monitor, parked.balloon_before, Millis(15000));
-    if (actual.ok() && *actual < parked.balloon_before - kMiB)
+    // Room for that (kResumeRoom) is waited for, not the whole deflation: under TCG the
+    // driver gives back about half a GiB a second, and the rest follows while it runs.
+    constexpr int64_t kResumeRoom = 512 * kMiB;
+    const int64_t enough = std::min(parked.balloon_before, held_before + kResumeRoom);
+    auto actual = wait_balloon_above(monitor, enough, Millis(15000));
+    if (actual.ok() && *actual < enough - kMiB)
       SL_LOG(Info, "suspend", "`", domain.name(), "` resumed with ", mib(*actual), " of ", mib(parked.balloon_before));
     steps.done("deflate");
   }

@@ -159,6 +159,9 @@ int main(int argc, char** argv) {
     auto g = test::LibvirtGuest::boot(guest);
     if (!g.ok()) return die(g.error());
     const std::string ip = bed->guest_ip(guest.index);
+    // The boot script starts the gateway last: it may not listen yet.
+    for (Deadline d(Millis(60000)); !d.expired() && !bed->connect_from_client(ip, gw->port, Millis(3000)).ok();)
+      std::this_thread::sleep_for(Millis(1000));
     // Baseline: the VM running, its gateway at home.
     Row base{gw->name, "running"};
     auto r0 = reaction(*bed, ip, *gw, Millis(60000));

@@ -222,7 +222,8 @@ TEST(MemoryPressure, PagingOrTooLittleAvailableIsPressure) {
 }
 
 // A guest that starts paging once squeezed to its use plus the margin gets a margin back
-// before the swap-out, and keeps it through the pause.
+// for the swap-out and the prefetch (where it runs on); step 5 squeezes it again just
+// before the pause, and resume waits for room.
 TEST(Suspend, AGuestUnderMemoryPressureGetsAMarginBack) {
   FakeQemu q;
   q.advancing = true;
@@ -231,7 +232,8 @@ TEST(Suspend, AGuestUnderMemoryPressureGetsAMarginBack) {
   Report report;
   auto parked = suspend(d, fast_swap(), &report);
   ASSERT_TRUE(parked.ok()) << parked.error().message;
-  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 196", "stop"}));
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 196", "balloon 116", "stop"}))
+      << "100 used + 16 MiB right before the pause";
   EXPECT_EQ(report.pressure_relief, 48 * kMiB);
 }
 
@@ -241,7 +243,8 @@ TEST(Suspend, AGuestWithRoomIsNotGivenMore) {
   FakeDomain d(q, nullptr);
   Report report;
   ASSERT_TRUE(suspend(d, fast_swap(), &report).ok());
-  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop"}));
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "balloon 116", "stop"}))
+      << "its use plus 48 MiB while it runs, plus 16 MiB for the pause";
   EXPECT_EQ(report.pressure_relief, 0);
 }
 
