@@ -207,7 +207,7 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   // (6) pause.
   std::optional<int64_t> t2;
   if (auto again = stats_after(monitor, stamp, opts.stats_timeout); again.ok()) {
-    if (auto t = balloon_target(*again, current, opts.pause_margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
+    if (auto t = balloon_target(*again, current, opts.margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
   }
   if (!t2 && current > reached) t2 = reached;       // no news from the guest: back to where it was
   if (t2 && *t2 < current) {

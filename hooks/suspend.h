@@ -52,9 +52,6 @@ struct Options {
   Mode mode = Mode::Swap;
   int64_t throttle_bytes = 10 << 20;  // cgroup limit while swapping out
   int64_t margin_bytes = 48 << 20;    // balloon leaves used + margin to the guest
-  // Step 5's margin: the pause follows at once, and resume gives room back before anything
-  // runs; every free page left to the guest here may be one the prefetch touched, resident.
-  int64_t pause_margin_bytes = 16 << 20;
   int64_t floor_bytes = 96 << 20;     // never balloon the guest below this
   Millis balloon_timeout = Millis(20000);
   Millis stats_timeout = Millis(5000);  // first balloon statistics after enabling them
