@@ -209,7 +209,7 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   if (auto again = stats_after(monitor, stamp, opts.stats_timeout); again.ok()) {
     if (auto t = balloon_target(*again, current, opts.margin_bytes, opts.floor_bytes); t.ok()) t2 = *t;
   }
-  if (!t2 && current > reached) t2 = reached;       // no news from the guest: back to where it was
+  if (!t2 && current > reached) t2 = reached;  // no news from the guest: back to where it was
   if (t2 && *t2 < current) {
     SL_TRY(qmp::execute(monitor, qmp::Balloon{*t2}));
     (void)wait_balloon(monitor, *t2, opts.balloon_timeout / 4);
