@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Deadlines on the monotonic clock.
+// Deadlines on the monotonic clock; the wall clock in seconds.
 #pragma once
 
 #include <algorithm>
@@ -31,6 +31,11 @@ class Deadline {
 
 inline double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Seconds since the epoch on the wall clock (what QMP events are stamped with).
+inline double wall_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace seamless

@@ -309,24 +309,20 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   namespace proto = sink::proto;
   const bool activity = ev.name == proto::kActivity;
   if (!activity && ev.name != proto::kError) return;
-  std::string id, trigger;
-  if (activity) {
-    auto a = proto::ActivityEvent::parse(ev.data.root());
-    if (!a.ok()) {
-      SL_LOG(Warn, kModule, "sink `", sink, "`: a bad ACTIVITY event: ", a.error().message);
-      return;
+  // The container the event is about, and why its VM is needed.
+  auto about = [&]() -> Result<std::pair<std::string, std::string>> {
+    if (activity) {
+      auto a = SL_TRY(proto::ActivityEvent::parse(ev.data.root()));
+      return std::pair{a.id, cat("activity: ", a.reason.empty() ? "?" : a.reason)};
     }
-    id = a->id;
-    trigger = cat("activity: ", a->reason.empty() ? "?" : a->reason);
-  } else {
-    auto e = proto::ErrorEvent::parse(ev.data.root());
-    if (!e.ok()) {
-      SL_LOG(Warn, kModule, "sink `", sink, "`: a bad ERROR event: ", e.error().message);
-      return;
-    }
-    id = e->id;
-    trigger = cat("gateway error in the sink: ", e->error.empty() ? "?" : e->error);
+    auto e = SL_TRY(proto::ErrorEvent::parse(ev.data.root()));
+    return std::pair{e.id, cat("gateway error in the sink: ", e.error.empty() ? "?" : e.error)};
+  }();
+  if (!about.ok()) {
+    SL_LOG(Warn, kModule, "sink `", sink, "`: a bad ", ev.name, " event: ", about.error().message);
+    return;
   }
+  const auto& [id, trigger] = *about;
   std::string domain;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -343,7 +339,7 @@ void Controller::on_event(const std::string& sink, const qmp::Event& ev) {
   if (ev.timestamp > 0) {
     const SinkLink* l = link(sink);
     const double stamped = ev.timestamp - (l ? l->clock_offset() : 0);
-    auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double now = wall_seconds();
     if (now >= stamped && now - stamped < 60) delay = now - stamped;
   }
   wake_async(domain, trigger, delay);

@@ -102,14 +102,10 @@ Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& ar
   return r;
 }
 
-namespace {
-double wall_now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
-}  // namespace
-
 Result<void> SinkLink::ask_status() {
-  const double sent = wall_now();
+  const double sent = wall_seconds();
   auto r = SL_TRY(conn_->call(sink::proto::kQueryStatus, "", Millis(5000)));
-  const double answered = wall_now();
+  const double answered = wall_seconds();
   auto st = sink::proto::Status::parse(r.root());
   // Midway between question and answer, give or take half the round trip.
   if (st.ok() && st->time > 0 && answered - sent < 1) clock_offset_ = st->time - (sent + answered) / 2;

@@ -304,6 +304,31 @@ Result<int64_t> Memory::file_cache() {
   return 0;
 }
 
+namespace {
+
+// v1: the group's OOM killer off under the guard (an allocation waits instead of QEMU
+// being killed).
+Result<void> disable_oom_killer(Knobs& k, LimitGuard& guard) {
+  if (!k.has("memory.oom_control")) return ok();
+  // Reads "oom_kill_disable 0\nunder_oom 0\n...", takes "1" or "0".
+  auto oom = k.read("memory.oom_control");
+  if (oom.ok() && oom->find("oom_kill_disable 0") != std::string::npos)
+    return guard.set("memory.oom_control", "1", "0");
+  return ok();
+}
+
+// Writes a lower limit; the kernel refuses with EBUSY a reclaim pass that freed nothing
+// (swap write-back in flight), so that is retried until the deadline.
+Result<void> lower_limit(LimitGuard& guard, const char* knob, int64_t bytes, const Deadline& deadline) {
+  for (;;) {
+    auto r = guard.set(knob, std::to_string(bytes));
+    if (r.ok() || r.error().code != EBUSY || deadline.expired()) return r;
+    std::this_thread::sleep_for(Millis(50));
+  }
+}
+
+}  // namespace
+
 Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout) {
   if (memory.group().version != Version::V1)
     return make_error(ErrorKind::Invalid, "evicting only the page cache needs cgroup v1 (", memory.knobs().describe(),
@@ -313,20 +338,11 @@ Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeou
   Deadline deadline(timeout);
   LimitGuard guard(k);
   SL_TRY(guard.set("memory.swappiness", "0"));
-  if (k.has("memory.oom_control")) {
-    auto oom = k.read("memory.oom_control");
-    if (oom.ok() && oom->find("oom_kill_disable 0") != std::string::npos)
-      SL_TRY(guard.set("memory.oom_control", "1", "0"));
-  }
+  SL_TRY(disable_oom_killer(k, guard));
   // Some of it may be dirty or in use: an eighth is left to spare (at least 4 MiB).
   const int64_t slack = std::max<int64_t>(4 << 20, cache / 8);
-  const int64_t target = SL_TRY(memory.usage()) - cache + slack;
-  for (;;) {
-    auto r = guard.set("memory.limit_in_bytes", std::to_string(target));
-    if (r.ok()) return guard;
-    if (r.error().code != EBUSY || deadline.expired()) return std::move(r).error();
-    std::this_thread::sleep_for(Millis(50));
-  }
+  SL_TRY(lower_limit(guard, "memory.limit_in_bytes", SL_TRY(memory.usage()) - cache + slack, deadline));
+  return guard;
 }
 
 Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
@@ -342,12 +358,7 @@ Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
       auto sw = SL_TRY(k.read("memory.swappiness"));
       if (sw == "0") SL_TRY(guard.set("memory.swappiness", "60"));
     }
-    if (k.has("memory.oom_control")) {
-      // Reads "oom_kill_disable 0\nunder_oom 0\n...", takes "1" or "0".
-      auto oom = k.read("memory.oom_control");
-      if (oom.ok() && oom->find("oom_kill_disable 0") != std::string::npos)
-        SL_TRY(guard.set("memory.oom_control", "1", "0"));
-    }
+    SL_TRY(disable_oom_killer(k, guard));
   } else if (k.has("memory.swap.max")) {
     auto sw = SL_TRY(k.read("memory.swap.max"));
     if (sw != "max") SL_TRY(guard.set("memory.swap.max", "max"));
@@ -355,12 +366,7 @@ Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
   const char* knob = v1 ? "memory.limit_in_bytes" : "memory.max";
   int64_t step = std::max(bytes, SL_TRY(memory.usage()) / 2);
   for (;;) {
-    auto r = guard.set(knob, std::to_string(step));
-    if (!r.ok()) {
-      if (r.error().code != EBUSY || deadline.expired()) return std::move(r).error();
-      std::this_thread::sleep_for(Millis(50));
-      continue;
-    }
+    SL_TRY(lower_limit(guard, knob, step, deadline));
     if (step == bytes) return guard;
     step = std::max(bytes, step / 2);
   }

@@ -33,25 +33,15 @@ class Steps {
   Clock::time_point start_;
 };
 
-// Polls query-balloon until the guest holds `target` (within 1 MiB) or time runs out.
-// Returns what the guest holds then.
-Result<int64_t> wait_balloon(qmp::Channel& monitor, int64_t target, Millis timeout) {
+// Polls query-balloon until the guest holds `target` (within 1 MiB; `at_least`: that or
+// more) or time runs out. Returns what the guest holds then.
+Result<int64_t> wait_balloon(qmp::Channel& monitor, int64_t target, Millis timeout, bool at_least = false) {
   Deadline deadline(timeout);
   for (;;) {
     auto actual = SL_TRY(qmp::execute(monitor, qmp::QueryBalloon{})).actual;
-    if (std::abs(actual - target) <= kMiB || deadline.expired()) return actual;
-    std::this_thread::sleep_for(Millis(100));
-  }
-}
-
-// Polls query-balloon until the guest holds at least `bytes` (within 1 MiB) or time runs
-// out. Returns what the guest holds then.
-Result<int64_t> wait_balloon_above(qmp::Channel& monitor, int64_t bytes, Millis timeout) {
-  Deadline deadline(timeout);
-  for (;;) {
-    auto actual = SL_TRY(qmp::execute(monitor, qmp::QueryBalloon{})).actual;
-    if (actual >= bytes - kMiB || deadline.expired()) return actual;
-    std::this_thread::sleep_for(Millis(50));
+    const bool there = at_least ? actual >= target - kMiB : std::abs(actual - target) <= kMiB;
+    if (there || deadline.expired()) return actual;
+    std::this_thread::sleep_for(Millis(at_least ? 50 : 100));
   }
 }
 
@@ -224,10 +214,10 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
     auto guard = cgroup::evict_file_cache(*mem, *cache);
     if (guard.ok()) {
       if (auto r = guard->restore(); !r.ok()) SL_LOG(Error, "suspend", "`", domain.name(), "`: ", r.error().message);
+      if (report) report->page_cache_evicted = *cache;
     } else {
       SL_LOG(Info, "suspend", "`", domain.name(), "` keeps its page cache: ", guard.error().message);
     }
-    if (report) report->page_cache_evicted = *cache;
   }
   steps.done("evict-cache");
   if (auto held = mem->usage(); held.ok() && report) report->usage_parked = *held;
@@ -390,7 +380,7 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
     // driver gives back about half a GiB a second, and the rest follows while it runs.
     constexpr int64_t kResumeRoom = 512 * kMiB;
     const int64_t enough = std::min(parked.balloon_before, held_before + kResumeRoom);
-    auto actual = wait_balloon_above(monitor, enough, Millis(15000));
+    auto actual = wait_balloon(monitor, enough, Millis(15000), true);
     if (actual.ok() && *actual < enough - kMiB)
       SL_LOG(Info, "suspend", "`", domain.name(), "` resumed with ", mib(*actual), " of ", mib(parked.balloon_before));
     steps.done("deflate");

@@ -155,7 +155,7 @@ int main_impl(int argc, char** argv) {
     st.uptime_seconds = int64_t(seconds_since(started));
     st.gateways = int64_t(sink.size());
     st.nic = options.nic;
-    st.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    st.time = wall_seconds();
     return st.to_json();
   });
   server.on(proto::kAddGateway, [&](const qmp::Value& args) -> Result<std::string> {

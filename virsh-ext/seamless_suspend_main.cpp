@@ -92,7 +92,8 @@ void print_report(const std::string& verb, const std::string& domain, const susp
         .num("pressure_relief", r.pressure_relief)
         .num("usage_before", r.usage_before)
         .num("usage_after", r.usage_after)
-        .num("usage_parked", r.usage_parked);
+        .num("usage_parked", r.usage_parked)
+        .num("page_cache_evicted", r.page_cache_evicted);
     std::printf("%s\n", w.finish().c_str());
     return;
   }

@@ -398,7 +398,7 @@ TEST(SinkLinkUnit, ConnectsLearnsTheSinksClockAndDeliversEvents) {
     sink::proto::Status st;
     st.version = "9.9.9";
     // A sink VM whose clock runs 100 s ahead of the host's.
-    st.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() + 100;
+    st.time = wall_seconds() + 100;
     return st.to_json();
   });
   server.on(sink::proto::kListGateways, [](const qmp::Value&) -> Result<std::string> {
