@@ -135,6 +135,8 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   Steps steps(report);
   auto& monitor = domain.monitor();
   Parked parked{Mode::Swap, SL_TRY(qmp::execute(monitor, qmp::QueryBalloon{})).actual};
+  // QEMU's cgroup is checked (its own, writable) before anything moves.
+  cgroup::Memory* mem = SL_TRY(domain.memory());
   Rollback rollback(domain, parked.balloon_before);
 
   // (1) Inflate the balloon to what the guest uses plus a margin.
@@ -158,7 +160,6 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   steps.done("balloon");
 
   // (2) Squeeze QEMU's cgroup so the host swaps the rest out; (3) lift the limit again.
-  cgroup::Memory* mem = SL_TRY(domain.memory());
   if (report) report->usage_before = SL_TRY(mem->usage());
   {
     auto guard = SL_TRY_CTX(cgroup::throttle(*mem, opts.throttle_bytes), "throttling `", domain.name(), "`");

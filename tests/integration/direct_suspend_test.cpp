@@ -47,9 +47,20 @@ class DirectSuspend : public test::VmSuite<DirectSuspend> {
   }
   void SetUp() override { require(domain_ != nullptr); }
 
+  static Result<double> guest_uptime() {
+    auto out = SL_TRY(qmp::guest_run_ok(*domain_->agent(), "cat", {"/proc/uptime"}));
+    return std::stod(out);
+  }
   static double uptime() {
-    auto out = qmp::guest_run_ok(*domain_->agent(), "cat", {"/proc/uptime"});
-    return out.ok() ? std::stod(*out) : -1;
+    auto up = guest_uptime();
+    return up.ok() ? *up : -1;
+  }
+  // What a relaunched guest that does not answer was doing: its console and QEMU's log.
+  static std::string diagnose(const std::string& qemu_log) {
+    auto tail = [](std::string text) { return text.size() > 4000 ? text.substr(text.size() - 4000) : text; };
+    auto log = sys::read_file(qemu_log);
+    return cat("\nQEMU log ", qemu_log, ":\n", log.ok() ? tail(*log) : log.error().message, "\nconsole:\n",
+               tail(vm_->console_log()));
   }
   static bool ssh_answers() {
     auto out =
@@ -149,7 +160,9 @@ TEST_F(DirectSuspend, CliDiskAcrossProcesses) {
   auto d = DirectDomain::open(vm_->qmp_path(), vm_->qga_path(), vm_->dir() + "/save");
   ASSERT_TRUE(d.ok()) << d.error().message;
   domain_ = std::move(d).value();
-  EXPECT_GT(uptime(), before) << "the guest kept its state";
+  auto after = guest_uptime();
+  ASSERT_TRUE(after.ok()) << after.error().message << diagnose(state_dir + "/sl-direct-suspend.qemu.log");
+  EXPECT_GT(*after, before) << "the guest kept its state";
   EXPECT_TRUE(ssh_answers());
 }
 

@@ -106,7 +106,9 @@ class SuspendModes : public test::VmSuite<SuspendModes> {
         {"-c", "mount -o remount,size=95% /dev/shm && head -c " + std::to_string((kRamMib * 3 / 4) << 20) +
                    " /dev/urandom > /dev/shm/fill; rm -f /dev/shm/fill"},
         {Millis(120000)});
-    ASSERT_TRUE(r.ok()) << r.error().message;
+    auto console = guest_->vm->console_log();
+    ASSERT_TRUE(r.ok()) << r.error().message << "\nconsole (last 4000 bytes):\n"
+                        << console.substr(console.size() > 4000 ? console.size() - 4000 : 0);
   }
   void check_round_trip(Mode mode) {
     double before = uptime();
