@@ -2,11 +2,13 @@
 // CRIU through its command line.
 #include "guest-agent/criu.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <sstream>
 
+#include "common/fd.h"
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/time.h"
@@ -37,11 +39,31 @@ std::string criu_log_summary(std::string_view log) {
   return out.empty() ? "no log" : out;
 }
 
+namespace {
+
+// CRIU in another process's mount namespace (nsenter), where our images directory may be
+// out of reach or read-only: it gets the directory as an inherited descriptor instead,
+// named /proc/self/fd/N. Returns the path CRIU uses and keeps the descriptor open.
+Result<std::string> enter_mount_ns(pid_t pid, const std::string& images, std::vector<std::string>* argv,
+                                   UniqueFd* dir) {
+  dir->reset(::open(images.c_str(), O_RDONLY | O_DIRECTORY));  // inherited: not close-on-exec
+  if (!dir->valid()) return errno_error(cat("opening `", images, "`"));
+  argv->insert(argv->begin(), {"nsenter", cat("--mount=/proc/", pid, "/ns/mnt"), "--"});
+  return cat("/proc/self/fd/", dir->get());
+}
+
+}  // namespace
+
 Result<void> CriuBinary::dump(const DumpRequest& req) {
-  std::vector<std::string> argv = {path_, "dump",     "-t",  std::to_string(req.root), "-D",          req.images,
-                                   "-o",  "dump.log", "-v4", "--tcp-established",      "--file-locks"};
+  std::vector<std::string> argv;
+  UniqueFd dir;
+  std::string images = req.images;
+  if (req.mount_ns_of > 0) images = SL_TRY(enter_mount_ns(req.mount_ns_of, req.images, &argv, &dir));
+  argv.insert(argv.end(), {path_, "dump", "-t", std::to_string(req.root), "-D", images, "-o", "dump.log", "-v4",
+                           "--tcp-established", "--file-locks"});
   if (req.shell_job) argv.push_back("--shell-job");
   for (uint64_t inode : req.external_unix) argv.insert(argv.end(), {"--external", cat("unix[", inode, "]")});
+  for (const auto& key : req.external_files) argv.insert(argv.end(), {"--external", key});
   return run_criu(argv, req.images + "/dump.log", cat("criu dump of pid ", req.root));
 }
 
@@ -52,8 +74,13 @@ Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
   std::vector<std::string> argv = req.wrapper;
   const std::string pidfile = req.images + "/restore.pid";
   ::unlink((root_ + pidfile).c_str());
-  argv.insert(argv.end(), {path_, "restore", "-D", req.images, "-o", req.log_name, "-v4", "--tcp-established",
-                           "--file-locks", "-d", "--pidfile", pidfile});
+  UniqueFd dir;
+  std::string images = req.images;
+  if (req.mount_ns_of > 0) images = SL_TRY(enter_mount_ns(req.mount_ns_of, req.images, &argv, &dir));
+  argv.insert(argv.end(), {path_, "restore", "-D", images, "-o", req.log_name, "-v4", "--tcp-established",
+                           "--file-locks", "-d", "--pidfile", images + "/restore.pid"});
+  // A service's namespace may see the cgroup tree read-only: the caller places the tree.
+  if (req.mount_ns_of > 0) argv.push_back("--manage-cgroups=ignore");
   if (req.shell_job) argv.push_back("--shell-job");
   if (req.leave_stopped) argv.push_back("--leave-stopped");
   for (const auto& i : req.inherit) argv.insert(argv.end(), {"--inherit-fd", cat("fd[", i.fd, "]:", i.key)});

@@ -22,6 +22,11 @@ struct DumpRequest {
   // Unix sockets of the tree whose peer lives outside it, dumped as external
   // (`--external unix[INODE]`); a restore must hand each one in.
   std::vector<uint64_t> external_unix;
+  // Files dumped as external (`--external KEY`, e.g. "file[17:5]"); a restore hands each in.
+  std::vector<std::string> external_files;
+  // CRIU runs in this process's mount namespace (a service's private one, e.g. systemd's
+  // PrivateTmp=): the tree's mounts are its own and are not dumped; 0: ours.
+  pid_t mount_ns_of = 0;
 };
 
 // An open descriptor of the restoring process that stands in for a file of the images
@@ -43,6 +48,8 @@ struct RestoreRequest {
   std::vector<InheritFd> inherit;
   // The restored tree stays stopped (SIGSTOP) instead of running on.
   bool leave_stopped = false;
+  // Restored into this process's mount namespace (see DumpRequest); 0: ours.
+  pid_t mount_ns_of = 0;
 };
 
 class Criu {

@@ -123,6 +123,8 @@ Discovery discover(const Snapshot& snap, const Config& config, const std::set<pi
   for (auto& [root, g] : by_root) {
     const Process& rp = snap.processes.at(root);
     g.exe = rp.exe;
+    g.unit = rp.unit;
+    g.own_mount_ns = rp.mnt_ns != 0 && snap.self_mnt_ns != 0 && rp.mnt_ns != snap.self_mnt_ns;
     g.name = !rp.exe.empty() ? basename_of(rp.exe) : rp.stat.comm;
     g.pids = snap.tree(root);
     std::set<std::string> exes;
@@ -181,6 +183,8 @@ std::string to_json(const Gateway& g) {
   for (size_t i = 0; i < g.pids.size(); ++i) pids += cat(i ? "," : "", g.pids[i]);
   qmp::ArgWriter w;
   w.num("root", g.root).str("name", g.name).str("exe", g.exe);
+  if (!g.unit.empty()) w.str("unit", g.unit);
+  if (g.own_mount_ns) w.boolean("own_mount_ns", true);
   w.raw("pids", pids + "]").raw("listening", listening + "]").raw("established", established + "]");
   return w.finish();
 }

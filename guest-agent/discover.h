@@ -27,7 +27,9 @@ Result<Config> load_config(const std::string& path = "/etc/seamless/guest.conf")
 struct Gateway {
   pid_t root = 0;
   std::string name, exe;
-  std::vector<pid_t> pids;  // the tree, parents first
+  std::string unit;           // the systemd unit of its root ("" = not started by systemd)
+  bool own_mount_ns = false;  // a mount namespace of its own (systemd's PrivateTmp=, ProtectSystem=, ...)
+  std::vector<pid_t> pids;    // the tree, parents first
   std::vector<NetSocket> listening, established;
   std::vector<pid_t> established_owner;  // parallel to established
   std::vector<uint16_t> ports() const;   // listening ports, sorted, unique

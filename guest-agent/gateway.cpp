@@ -91,9 +91,38 @@ Result<pid_t> restore_gateway(Env& env, const std::string& images, const PackedG
   req.shell_job = g.shell_job;
   req.pids = g.pids;  // a tree just dumped here may not be reaped yet
   req.inherit = ends.inherit;
+  SL_TRY(open_devices(g.devices, &ends.fds, &req.inherit));
+  if (g.own_mount_ns) {
+    // Back into its unit's mount namespace, which the unit's stand-in has kept.
+    if (!env.services)
+      return make_error(ErrorKind::Invalid, g.unit, " ran in its own mount namespace, but systemd does not run here");
+    req.mount_ns_of = SL_TRY_CTX(env.services->main_pid(g.unit), "the stand-in of ", g.unit);
+    if (req.mount_ns_of <= 0)
+      return make_error(ErrorKind::NotFound, g.unit, " has no main process: its mount namespace is gone");
+  }
   pid_t pid = SL_TRY(env.criu->restore(req));
   lower_fd_limits(g.fd_limits);
+  if (!g.unit.empty()) {
+    // The gateway runs: a unit that cannot have it back is a warning, not a failure.
+    if (!env.services)
+      warnings->push_back(cat("gateway `", g.name, "` was ", g.unit, ", but systemd does not run here"));
+    else if (auto r = env.services->release(g.unit, g.unit_main, g.pids); !r.ok())
+      warnings->push_back(cat("gateway `", g.name, "`: ", r.error().message));
+  }
   return pid;
+}
+
+// The units of gateways from `first` on, which were held but not dumped (still running):
+// their main processes are theirs again.
+void release_units(Env& env, const std::vector<PackedGateway>& gateways, size_t first) {
+  if (!env.services) return;
+  for (size_t i = first; i < gateways.size(); ++i) {
+    const auto& g = gateways[i];
+    if (g.unit.empty()) continue;
+    if (auto r = env.services->release(g.unit, g.unit_main, g.pids); !r.ok())
+      SL_LOG(Warn, kModule, "giving ", g.unit, " its process back: ", r.error().message);
+  }
+  env.services->apply();
 }
 
 // Puts dumped gateways back where they were (after a failure or user activity).
@@ -107,7 +136,9 @@ Result<void> restore_in_place(Env& env, const std::string& images_root, const st
     for (const auto& w : warnings) SL_LOG(Warn, kModule, "putting back: ", w);
     return ok();
   };
-  SL_TRY(clear_leftover_locks(env, restored()));
+  auto back = restored();
+  if (env.services) env.services->apply();
+  SL_TRY(clear_leftover_locks(env, std::move(back)));
   return ok();
 }
 
@@ -177,11 +208,26 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   for (const auto& g : gateways) {
     PackedGateway pg;
     pg.streams = SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`");
+    pg.devices = SL_TRY_CTX(foreign_devices(g.pids), "cannot move gateway `", g.name, "`");
     pg.root = g.root;
     pg.name = g.name;
     pg.exe = g.exe;
     pg.dir = cat("gw/", g.root);
     pg.pids = g.pids;
+    // A service's main process: its unit is held while the gateway is away.
+    if (env.services && g.unit.size() > 8 && g.unit.compare(g.unit.size() - 8, 8, ".service") == 0) {
+      pid_t main = SL_TRY_CTX(env.services->main_pid(g.unit), "gateway `", g.name, "`");
+      if (std::find(g.pids.begin(), g.pids.end(), main) != g.pids.end()) {
+        pg.unit = g.unit;
+        pg.unit_main = main;
+      }
+    }
+    // Its mount namespace lives on only in the unit's stand-in while it is away.
+    pg.own_mount_ns = g.own_mount_ns;
+    if (g.own_mount_ns && pg.unit.empty())
+      return make_error(ErrorKind::Invalid, "cannot move gateway `", g.name, "` (pid ", g.root,
+                        "): it runs in a mount namespace of its own and is not the main process of a systemd "
+                        "service, so nothing would keep that namespace while it is away");
     const ProcStat& st = snap.processes.at(g.root).stat;
     // CRIU wants the session and process group inside the tree unless told otherwise.
     pg.shell_job = st.session != g.root || st.pgrp != g.root;
@@ -208,8 +254,14 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     std::filesystem::remove_all(images, ec);
   };
 
+  // Units are held before the watch: systemd takes seconds to reread them in a small VM.
+  std::vector<std::string> units;
+  for (const auto& g : m.gateways)
+    if (!g.unit.empty()) units.push_back(g.unit);
+  if (!units.empty()) SL_TRY_CTX(env.services->hold(units), "keeping the gateways' units whole while they are away");
   if (auto w = env.netfilter->watch(tcp_ports, udp_ports); !w.ok()) {
     env.netfilter->unwatch();
+    release_units(env, m.gateways, 0);
     cleanup();
     return std::move(w).error().wrap("watching the gateways' ports");
   }
@@ -219,11 +271,16 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     req.root = g.root;
     req.images = images + "/" + g.dir;
     req.shell_job = g.shell_job;
+    req.mount_ns_of = g.own_mount_ns ? g.root : 0;
     for (const auto& st : g.streams) req.external_unix.push_back(st.inode);
+    for (const auto& d : g.devices) req.external_files.push_back(d.key());
     std::filesystem::create_directories(req.images);
     g.fd_limits = raise_fd_limits(g.pids);
     if (auto d = env.criu->dump(req); !d.ok()) {
       lower_fd_limits(g.fd_limits);
+      // CRIU leaves a tree it failed to dump running: its unit has it back at once, and
+      // so do the units of the gateways not dumped yet.
+      release_units(env, m.gateways, dumped.size());
       // CRIU leaves a tree it failed to dump running. A connection waiting in the accept
       // queue makes it fail, and so is user activity like the watched packets.
       auto seen = env.netfilter->read_watch();
@@ -311,7 +368,9 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
       }
       return ok();
     };
-    r.locks_cleared = SL_TRY(clear_leftover_locks(env, restored()));
+    auto back = restored();
+    if (env.services) env.services->apply();
+    r.locks_cleared = SL_TRY(clear_leftover_locks(env, std::move(back)));
     return r;
   };
   auto r = body();
@@ -338,6 +397,7 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
       req.images = dir + "/" + g.dir;
       req.shell_job = g.shell_job;
       req.inherit = ends.inherit;
+      SL_TRY(open_devices(g.devices, &ends.fds, &req.inherit));
       req.log_name = "prewarm.log";
       req.wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",
                      "--fork",  "--mount-proc", "/bin/sh", "-c",      script,  "prewarm"};
@@ -369,6 +429,7 @@ std::string to_json(const DumpResult& r) {
     const auto& g = r.manifest.gateways[i];
     qmp::ArgWriter x;
     x.str("name", g.name).num("root", g.root).num("connections", int64_t(g.established.size()));
+    if (!g.unit.empty()) x.str("unit", g.unit);
     x.num("streams", int64_t(g.streams.size()));
     gws += (i ? "," : "") + x.finish();
   }

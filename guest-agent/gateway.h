@@ -10,6 +10,7 @@
 #include "guest-agent/criu.h"
 #include "guest-agent/discover.h"
 #include "guest-agent/netfilter.h"
+#include "guest-agent/systemd.h"
 #include "guest-agent/unix_diag.h"
 #include "pack/manifest.h"
 #include "pack/pack.h"
@@ -22,6 +23,8 @@ using namespace packfmt;
 struct Env {
   Criu* criu = nullptr;
   Netfilter* netfilter = nullptr;
+  // systemd, when it manages this machine: units of dumped gateways stay whole (nullptr: none).
+  ServiceManager* services = nullptr;
   std::string work_dir = "/run/seamless-guest";  // scratch space for images
   // The unix sockets of the guest (sock_diag); a fake in unit tests.
   std::function<Result<std::vector<UnixSocket>>()> unix_sockets = list_unix_sockets;

@@ -121,7 +121,9 @@ int main_impl(int argc, char** argv) {
   const std::string verb = pos[0];
   CriuBinary criu;
   Iptables iptables;
-  Env env{&criu, &iptables, env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest")};
+  Env env{&criu, &iptables, nullptr, env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest")};
+  Systemd systemd;
+  if (Systemd::running()) env.services = &systemd;
 
   if (verb == "discover") {
     if (pos.size() != 1) return usage_error("discover takes no arguments");

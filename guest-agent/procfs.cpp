@@ -3,6 +3,7 @@
 #include "guest-agent/procfs.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -207,6 +208,64 @@ std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& pr
   return target.ok() ? socket_link_inode(*target) : std::nullopt;
 }
 
+Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>& pids, const std::string& proc_root) {
+  std::vector<packfmt::DeviceFd> out;
+  for (pid_t pid : pids) {
+    const std::string dir = cat(proc_root, "/", pid);
+    auto mountinfo = sys::read_file(dir + "/mountinfo");
+    if (!mountinfo.ok()) continue;  // gone
+    std::set<uint64_t> mounts;
+    std::istringstream in(*mountinfo);
+    for (std::string line; std::getline(in, line);) mounts.insert(std::strtoull(line.c_str(), nullptr, 10));
+    std::error_code ec;
+    for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
+      auto target = read_link(fd.path());
+      if (!target.ok() || target->empty() || (*target)[0] != '/') continue;  // sockets, pipes, anon inodes
+      const std::string name = fd.path().filename();
+      auto info = sys::read_file(dir + "/fdinfo/" + name);
+      if (!info.ok()) continue;
+      auto at = info->find("mnt_id:");
+      if (at == std::string::npos) continue;
+      const uint64_t mnt = std::strtoull(info->c_str() + at + 7, nullptr, 10);
+      if (mounts.count(mnt)) continue;
+      struct stat st {};
+      if (::stat(fd.path().c_str(), &st) != 0) continue;
+      if (!packfmt::carried_device(*target) || !S_ISCHR(st.st_mode))
+        return make_error(ErrorKind::Invalid, "fd ", name, " of pid ", pid, " is `", *target,
+                          "` from outside the process's mount namespace; CRIU cannot restore that");
+      packfmt::DeviceFd d{*target, mnt, uint64_t(st.st_ino)};
+      if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.key() == d.key(); })) out.push_back(d);
+    }
+  }
+  return out;
+}
+
+uint64_t namespace_inode(const std::string& link) {
+  // "mnt:[4026531841]"
+  auto target = read_link(link);
+  if (!target.ok()) return 0;
+  auto open = target->find('['), close = target->find(']');
+  if (open == std::string::npos || close == std::string::npos || close < open) return 0;
+  return std::strtoull(target->c_str() + open + 1, nullptr, 10);
+}
+
+std::string unit_of_cgroup(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  for (std::string line; std::getline(in, line);) {
+    // "0::/system.slice/ssh.service" (v2) or "1:name=systemd:/system.slice/ssh.service" (v1).
+    auto first = line.find(':');
+    auto second = first == std::string::npos ? first : line.find(':', first + 1);
+    if (second == std::string::npos) continue;
+    std::string_view controllers = std::string_view(line).substr(first + 1, second - first - 1);
+    if (!controllers.empty() && controllers != "name=systemd") continue;
+    std::string unit = line.substr(line.rfind('/') + 1);
+    for (std::string_view suffix : {".service", ".scope"})
+      if (unit.size() > suffix.size() && unit.compare(unit.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return unit;
+  }
+  return "";
+}
+
 Result<Snapshot> snapshot(const std::string& proc_root) {
   Snapshot snap;
   struct Table {
@@ -225,6 +284,7 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
     auto socks = SL_TRY_CTX(parse_net_table(*text, t.proto, t.family), "`", path, "`");
     snap.sockets.insert(snap.sockets.end(), socks.begin(), socks.end());
   }
+  snap.self_mnt_ns = namespace_inode(proc_root + "/self/ns/mnt");
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(proc_root, ec)) {
     const std::string name = entry.path().filename();
@@ -259,6 +319,8 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
     }
     ec.clear();
     std::sort(p.threads.begin(), p.threads.end());
+    if (auto cgroup = sys::read_file(dir + "/cgroup"); cgroup.ok()) p.unit = unit_of_cgroup(*cgroup);
+    p.mnt_ns = namespace_inode(dir + "/ns/mnt");
     snap.processes.emplace(p.stat.pid, std::move(p));
   }
   if (ec) return make_error(ErrorKind::System, "listing `", proc_root, "`: ", ec.message());

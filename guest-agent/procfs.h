@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "pack/manifest.h"
 
 namespace seamless::guest {
 
@@ -63,12 +64,15 @@ struct Process {
   std::vector<int> socket_fds;          // parallel to socket_inodes
   std::vector<std::string> open_files;  // fds that name absolute paths
   std::vector<pid_t> threads;
+  uint64_t mnt_ns = 0;  // inode of its mount namespace (0: unknown)
+  std::string unit;     // the systemd unit of its cgroup ("ssh.service", "session-1.scope"; "" = none)
 };
 
 struct Snapshot {
   std::map<pid_t, Process> processes;
   std::vector<NetSocket> sockets;         // TCP/UDP, v4 and v6
   std::map<uint64_t, pid_t> inode_owner;  // first process holding each socket inode
+  uint64_t self_mnt_ns = 0;               // the reader's mount namespace
   std::vector<pid_t> children_of(pid_t pid) const;
   // pid and all its descendants, parents first.
   std::vector<pid_t> tree(pid_t root) const;
@@ -76,6 +80,19 @@ struct Snapshot {
 
 // The inode of the socket a process holds as descriptor `fd`; nullopt when it holds none.
 std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& proc_root = "/proc");
+
+// The descriptors of `pids` on files from mounts outside each process's mount namespace
+// (see packfmt::DeviceFd), one entry per file. Such a descriptor on anything but a carried
+// device is an error naming it: CRIU could not restore it.
+Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>& pids,
+                                                       const std::string& proc_root = "/proc");
+
+// The inode of a namespace link (/proc/PID/ns/mnt -> "mnt:[4026531841]"); 0 when unreadable.
+uint64_t namespace_inode(const std::string& link);
+
+// The systemd unit a process runs in, from the text of /proc/PID/cgroup: the last
+// component of the unified (or name=systemd) path when it names a .service or .scope.
+std::string unit_of_cgroup(std::string_view text);
 
 // Reads every process and the four socket tables under proc_root. Processes that vanish
 // while being read are skipped.

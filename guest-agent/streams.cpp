@@ -15,23 +15,6 @@
 
 namespace seamless::guest {
 
-std::string unit_of_cgroup(std::string_view text) {
-  std::istringstream in{std::string(text)};
-  for (std::string line; std::getline(in, line);) {
-    // "0::/system.slice/ssh.service" (v2) or "1:name=systemd:/system.slice/ssh.service" (v1).
-    auto first = line.find(':');
-    auto second = first == std::string::npos ? first : line.find(':', first + 1);
-    if (second == std::string::npos) continue;
-    std::string_view controllers = std::string_view(line).substr(first + 1, second - first - 1);
-    if (!controllers.empty() && controllers != "name=systemd") continue;
-    std::string unit = line.substr(line.rfind('/') + 1);
-    for (std::string_view suffix : {".service", ".scope"})
-      if (unit.size() > suffix.size() && unit.compare(unit.size() - suffix.size(), suffix.size(), suffix) == 0)
-        return unit;
-  }
-  return "";
-}
-
 Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
                                                    const std::vector<UnixSocket>& sockets,
                                                    const std::string& proc_root) {
@@ -77,6 +60,18 @@ Result<UniqueFd> connect_to(const std::string& peer) {
 }
 
 }  // namespace
+
+Result<void> open_devices(const std::vector<DeviceFd>& devices, std::vector<UniqueFd>* fds,
+                          std::vector<InheritFd>* inherit) {
+  for (const auto& d : devices) {
+    if (!carried_device(d.path)) return make_error(ErrorKind::Invalid, "`", d.path, "` is not a carried device");
+    UniqueFd fd(::open(d.path.c_str(), O_RDWR));  // not close-on-exec: CRIU inherits it
+    if (!fd.valid()) return errno_error(cat("opening `", d.path, "`"));
+    inherit->push_back({fd.get(), d.key()});
+    fds->push_back(std::move(fd));
+  }
+  return ok();
+}
 
 Result<StreamEnds> open_stream_ends(const std::vector<OutsideStream>& streams, StreamMode mode) {
   StreamEnds ends;

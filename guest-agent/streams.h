@@ -20,10 +20,6 @@ namespace seamless::guest {
 // The pack format (pack/) is the helper's own vocabulary.
 using namespace packfmt;
 
-// The systemd unit a process runs in, from the text of /proc/PID/cgroup: the last
-// component of the unified (or name=systemd) path when it names a unit, else "".
-std::string unit_of_cgroup(std::string_view text);
-
 // The outside streams of the tree `pids`, one per socket with every fd holding it. A
 // stream whose other end has no name cannot be reached again: an error naming it.
 Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
@@ -35,6 +31,11 @@ Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const s
 std::string journal_header(const OutsideStream& s);
 
 // Fresh ends for a restore, open (and inherited by CRIU) until this is destroyed.
+// Fresh descriptors on a gateway's carried devices (opened here, read-write, inheritable),
+// appended to `fds` and `inherit` under CRIU's keys.
+Result<void> open_devices(const std::vector<DeviceFd>& devices, std::vector<UniqueFd>* fds,
+                          std::vector<InheritFd>* inherit);
+
 struct StreamEnds {
   std::vector<UniqueFd> fds;
   std::vector<InheritFd> inherit;

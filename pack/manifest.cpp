@@ -2,6 +2,11 @@
 // Manifest JSON in and out.
 #include "pack/manifest.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+
 #include "common/process.h"
 #include "pack/pack.h"
 #include "qmp/json.h"
@@ -89,6 +94,13 @@ Result<PackedGateway> parse_gateway(const Value& g) {
   out.dir = SL_TRY(qmp::get_string(g, "dir"));
   SL_TRY_CTX(check_entry_name(out.dir), "gateway `", out.name, "` image directory");
   out.shell_job = SL_TRY(qmp::get_bool(g, "shell_job"));
+  if (g.HasMember("unit")) {  // packs from guests without systemd have none
+    out.unit = SL_TRY(qmp::get_string(g, "unit"));
+    if (!valid_service_name(out.unit))
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: `", out.unit, "` is not a service unit name");
+    out.unit_main = pid_t(SL_TRY(bounded_int(g, "unit_main", 2, 4194304)));
+    if (g.HasMember("own_mount_ns")) out.own_mount_ns = SL_TRY(qmp::get_bool(g, "own_mount_ns"));
+  }
   for (const auto& p : SL_TRY(array_field(g, "pids"))->GetArray()) {
     if (!p.IsInt() || p.GetInt() < 1) return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: bad pid");
     out.pids.push_back(p.GetInt());
@@ -117,6 +129,20 @@ Result<PackedGateway> parse_gateway(const Value& g) {
                                     uint64_t(SL_TRY(bounded_int(l, "soft", 0, int64_t(1) << 30))),
                                     uint64_t(SL_TRY(bounded_int(l, "hard", 0, int64_t(1) << 30)))});
   }
+  if (!out.unit.empty() && std::find(out.pids.begin(), out.pids.end(), out.unit_main) == out.pids.end())
+    return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: the main pid of ", out.unit,
+                      " is not one of its");
+  if (g.HasMember("devices"))
+    for (const auto& d : SL_TRY(array_field(g, "devices"))->GetArray()) {
+      SL_TRY(check_object(d, "device"));
+      DeviceFd dev{SL_TRY(qmp::get_string(d, "path")), uint64_t(SL_TRY(bounded_int(d, "mnt_id", 1, 0x7fffffff))),
+                   uint64_t(SL_TRY(bounded_int(d, "inode", 1, int64_t(1) << 62)))};
+      // A restoring side opens it: only the harmless devices.
+      if (!carried_device(dev.path))
+        return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: `", dev.path,
+                          "` is not a device a pack may ask for");
+      out.devices.push_back(std::move(dev));
+    }
   if (g.HasMember("streams"))  // packs written before streams were moved have none
     for (const auto& s : SL_TRY(array_field(g, "streams"))->GetArray())
       out.streams.push_back(SL_TRY_CTX(parse_stream(s), "gateway `", out.name, "`"));
@@ -124,6 +150,28 @@ Result<PackedGateway> parse_gateway(const Value& g) {
 }
 
 }  // namespace
+
+std::string DeviceFd::key() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "file[%llx:%llx]", static_cast<unsigned long long>(mnt_id),
+                static_cast<unsigned long long>(inode));
+  return buf;
+}
+
+bool carried_device(const std::string& path) {
+  for (const char* d : kCarriedDevices)
+    if (path == d) return true;
+  return false;
+}
+
+bool valid_service_name(const std::string& name) {
+  constexpr std::string_view suffix = ".service";
+  if (name.size() <= suffix.size() || name.size() > 255) return false;
+  if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr(":-_.\\@", c)) return false;
+  return name[0] != '.' && name[0] != '-';
+}
 
 bool OutsideStream::journal() const { return peer == kJournalStdout; }
 
@@ -141,6 +189,14 @@ std::string Manifest::to_json() const {
   auto gateway = [](const PackedGateway& g) {
     qmp::ArgWriter w;
     w.num("root", g.root).str("name", g.name).str("exe", g.exe).str("dir", g.dir).boolean("shell_job", g.shell_job);
+    if (!g.unit.empty()) w.str("unit", g.unit).num("unit_main", g.unit_main);
+    if (g.own_mount_ns) w.boolean("own_mount_ns", true);
+    if (!g.devices.empty())
+      w.raw("devices", array_json(g.devices, [](const DeviceFd& d) {
+              qmp::ArgWriter x;
+              x.str("path", d.path).num("mnt_id", int64_t(d.mnt_id)).num("inode", int64_t(d.inode));
+              return x.finish();
+            }));
     std::string pids = "[";
     for (size_t i = 0; i < g.pids.size(); ++i) pids += cat(i ? "," : "", g.pids[i]);
     w.raw("pids", pids + "]");

@@ -66,9 +66,31 @@ struct OutsideStream {
   bool journal() const;
 };
 
+// A descriptor a gateway holds on a harmless device (/dev/null, ...) from outside its mount
+// namespace: systemd opens a service's stdin before it sets up the service's namespace.
+// CRIU cannot dump it by path; it is dumped as external (`--external file[MNT:INODE]`, as
+// the dumping side saw it) and each restore hands in a fresh one opened at `path`.
+struct DeviceFd {
+  std::string path;  // one of kCarriedDevices
+  uint64_t mnt_id = 0, inode = 0;
+  std::string key() const;  // "file[MNT:INODE]", hexadecimal
+};
+// The devices a pack may ask a restoring side to open.
+inline constexpr const char* kCarriedDevices[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"};
+bool carried_device(const std::string& path);
+
+// Whether `name` is a service unit name systemd accepts ("ssh.service", "getty@tty1.service").
+bool valid_service_name(const std::string& name);
+
 struct PackedGateway {
   pid_t root = 0;
   std::string name, exe;
+  // The systemd service whose main process the gateway was ("" = none), and that pid.
+  std::string unit;
+  pid_t unit_main = 0;
+  // It ran in a mount namespace of its own (the unit's), which the unit's stand-in keeps
+  // while it is away: it is restored there.
+  bool own_mount_ns = false;
   std::string dir;  // the CRIU images inside the pack, e.g. "gw/123"
   bool shell_job = false;
   std::vector<pid_t> pids;
@@ -76,6 +98,7 @@ struct PackedGateway {
   std::vector<Connection> established;
   std::vector<FdLimit> fd_limits;
   std::vector<OutsideStream> streams;
+  std::vector<DeviceFd> devices;
 };
 
 struct Manifest {

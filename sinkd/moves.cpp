@@ -3,6 +3,7 @@
 #include "sinkd/moves.h"
 
 #include "common/log.h"
+#include "guest-agent/streams.h"
 
 namespace seamless::sink {
 namespace {
@@ -27,6 +28,7 @@ Result<void> restore_one(guest::Criu& criu, const std::string& images, const pac
   }
   for (size_t i = 0; i < streams.size(); ++i)
     req.inherit.push_back({streams[i].get(), cat("socket:[", gw.streams[i].inode, "]")});
+  SL_TRY(guest::open_devices(gw.devices, &streams, &req.inherit));
   SL_TRY(criu.restore(req));
   return ok();
 }
@@ -52,6 +54,7 @@ Result<void> dump_gateways(guest::Criu& criu, const std::string& out,
     req.shell_job = gw.shell_job;
     // The drain streams are external as the journal was at home: the guest reconnects them.
     for (const auto& st : gw.streams) req.external_unix.push_back(st.inode);
+    for (const auto& d : gw.devices) req.external_files.push_back(d.key());
     auto dumped = make_dir(req.images);
     if (dumped.ok()) dumped = criu.dump(req);
     if (dumped.ok()) continue;

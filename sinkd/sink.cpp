@@ -500,6 +500,8 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
     gw.fd_limits.clear();
     for (auto l : guest::raise_fd_limits(here)) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
     gw.streams = current_streams(gw.streams, here_of);
+    // The devices it was handed at the restore, as the container's processes hold them now.
+    gw.devices = SL_TRY_CTX(guest::foreign_devices(here), "gateway `", gw.name, "`");
   }
   auto criu = opt_.criu_for(c);
   auto dumped =

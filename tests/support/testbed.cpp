@@ -38,12 +38,13 @@ std::string cmdline(const Testbed& bed, const VmSpec& spec) {
              "/24 seamless.hostname=", spec.name, " seamless.services=", spec.services);
 }
 
-Result<void> make_overlay(const Testbed& bed, const std::string& disk) {
-  SL_TRY(run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed.image_dir + "/root.ext4", disk}));
+}  // namespace
+
+Result<void> make_overlay(const Testbed& bed, const VmSpec& spec, const std::string& disk) {
+  const std::string image = SL_TRY(bed.image_of(spec.guest_template));
+  SL_TRY(run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", image + "/root.ext4", disk}));
   return ok();
 }
-
-}  // namespace
 
 Result<Testbed> Testbed::load() {
   auto text = sys::read_file(kStateFile);
@@ -63,12 +64,19 @@ Result<Testbed> Testbed::load() {
     return ok();
   };
   SL_TRY(need("IMAGE_DIR", &bed.image_dir));
+  SL_TRY(need("SYSTEMD_IMAGE_DIR", &bed.systemd_image_dir));
   SL_TRY(need("BRIDGE", &bed.bridge));
   SL_TRY(need("NETNS", &bed.netns));
   SL_TRY(need("SUBNET_PREFIX", &bed.subnet_prefix));
   SL_TRY(need("CLIENT_IP", &bed.client_ip));
   SL_TRY(need("RUN_DIR", &bed.run_dir));
   return bed;
+}
+
+Result<std::string> Testbed::image_of(const std::string& guest_template) const {
+  if (guest_template == "init") return image_dir;
+  if (guest_template == "systemd") return systemd_image_dir;
+  return make_error(ErrorKind::Invalid, "unknown guest template `", guest_template, "` (init or systemd)");
 }
 
 bool Testbed::answers_ping(const std::string& ip) const {
@@ -143,9 +151,8 @@ Result<std::unique_ptr<ClientCapture>> ClientCapture::start(const Testbed& bed, 
   std::filesystem::remove(c->file_);
   SpawnOptions so;
   so.stderr_path = dir + "/tcpdump.log";
-  c->tcpdump_ = SL_TRY(ChildProcess::spawn({"ip", "netns", "exec", bed.netns, "tcpdump", "-i", "any", "-U", "-n", "-w",
-                                            c->file_, filter},
-                                           so));
+  c->tcpdump_ = SL_TRY(ChildProcess::spawn(
+      {"ip", "netns", "exec", bed.netns, "tcpdump", "-i", "any", "-U", "-n", "-w", c->file_, filter}, so));
   // Capturing once the file has its header.
   for (Deadline d(Millis(10000)); !d.expired(); std::this_thread::sleep_for(Millis(100))) {
     std::error_code ec;
@@ -230,7 +237,8 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
   vm->console_ = vm->dir_ / "console.log";
   std::string disk = vm->dir_ / "disk.qcow2";
   vm->pidfile_ = vm->dir_ / "qemu.pid";
-  SL_TRY(make_overlay(bed, disk));
+  const std::string image = SL_TRY(bed.image_of(spec.guest_template));
+  SL_TRY(make_overlay(bed, spec, disk));
   // A memory cgroup of its own, joined before QEMU runs (sh writes its pid, then execs).
   auto self = SL_TRY(
       cgroup::locate(SL_TRY(sys::read_file("/proc/self/mountinfo")), SL_TRY(sys::read_file("/proc/self/cgroup"))));
@@ -255,9 +263,9 @@ Result<std::unique_ptr<DirectVm>> DirectVm::boot(const Testbed& bed, const VmSpe
                                    "-nodefaults",
                                    "-nographic",
                                    "-kernel",
-                                   bed.image_dir + "/vmlinuz",
+                                   image + "/vmlinuz",
                                    "-initrd",
-                                   bed.image_dir + "/initrd.img",
+                                   image + "/initrd.img",
                                    "-append",
                                    cmdline(bed, spec),
                                    "-drive",
@@ -386,6 +394,7 @@ Result<std::string> render_domain_xml(const std::string& template_path, const Te
                                       const std::string& disk, const std::string& console,
                                       const std::string& tools_disk) {
   auto xml = SL_TRY(sys::read_file(template_path));
+  const std::string image = SL_TRY(bed.image_of(spec.guest_template));
   const std::string sink_xml =
       spec.sink_channel
           ? cat("<channel type='unix'><source mode='bind' path='", std::filesystem::path(disk).parent_path().string(),
@@ -398,8 +407,8 @@ Result<std::string> render_domain_xml(const std::string& template_path, const Te
   const std::map<std::string, std::string> values = {
       {"@NAME@", spec.name},
       {"@MEMORY_MIB@", std::to_string(spec.memory_mib)},
-      {"@KERNEL@", bed.image_dir + "/vmlinuz"},
-      {"@INITRD@", bed.image_dir + "/initrd.img"},
+      {"@KERNEL@", image + "/vmlinuz"},
+      {"@INITRD@", image + "/initrd.img"},
       {"@CMDLINE@", cmdline(bed, spec)},
       {"@DISK@", disk},
       {"@CONSOLE_LOG@", console},
@@ -430,7 +439,7 @@ Result<std::unique_ptr<LibvirtVm>> LibvirtVm::boot(const Testbed& bed, const VmS
   }
   std::string disk = vm->dir_ / "disk.qcow2";
   vm->console_ = vm->dir_ / "console.log";
-  SL_TRY(make_overlay(bed, disk));
+  SL_TRY(make_overlay(bed, spec, disk));
   auto tools = SL_TRY(make_tools_disk(spec, vm->dir_.path()));
   auto xml = SL_TRY(render_domain_xml(testbed_dir() + "/domain.xml.in", bed, spec, disk, vm->console_, tools));
   vm->domain_.emplace(SL_TRY(vm->conn_.define_and_start(xml)));

@@ -20,14 +20,17 @@
 namespace seamless::test {
 
 struct Testbed {
-  std::string image_dir;      // vmlinuz, initrd.img, root.ext4
-  std::string bridge;         // OVS bridge for guest NICs
-  std::string netns;          // client network namespace on the bridge
-  std::string subnet_prefix;  // "10.77.0." : guests get prefix + (10 + index)
+  std::string image_dir;          // the init template: vmlinuz, initrd.img, root.ext4
+  std::string systemd_image_dir;  // the systemd template (VmSpec::guest_template)
+  std::string bridge;             // OVS bridge for guest NICs
+  std::string netns;              // client network namespace on the bridge
+  std::string subnet_prefix;      // "10.77.0." : guests get prefix + (10 + index)
   std::string client_ip;
   std::string run_dir;  // where VM files go
   // Reads the state file of tests/testbed/up; an error says what is missing.
   static Result<Testbed> load();
+  // The image directory of a template ("init" or "systemd"); an error names an unknown one.
+  Result<std::string> image_of(const std::string& guest_template) const;
   std::string guest_ip(int index) const { return subnet_prefix + std::to_string(10 + index); }
   static std::string guest_mac(int index);
   // A TCP connection made from the client namespace (the socket lives there; the fd is ours).
@@ -45,6 +48,9 @@ struct VmSpec {
   int index = 0;  // picks MAC/IP
   int memory_mib = 512;
   std::string services = "dropbear";
+  // "init": busybox init starts the services (tests/testbed/guest/rc); "systemd": systemd
+  // is PID 1 and each service is its Debian unit (tests/testbed/guest-systemd/).
+  std::string guest_template = "init";
   // Host files (built binaries) the guest finds in /opt/seamless/bin and on its PATH:
   // they ride on a small read-only second disk, so the cached image stays unchanged.
   std::vector<std::string> tools;
@@ -76,8 +82,8 @@ class ClientCapture {
   ~ClientCapture();
   struct Summary {
     int packets = 0;
-    int resets = 0;                // TCP segments with RST, either way
-    int retransmitted = 0;         // client segments (SYN or data) sent again with the same sequence numbers
+    int resets = 0;                  // TCP segments with RST, either way
+    int retransmitted = 0;           // client segments (SYN or data) sent again with the same sequence numbers
     std::vector<std::string> lines;  // tcpdump's text, for messages
   };
   // Stops the capture and reads it back.
@@ -90,6 +96,9 @@ class ClientCapture {
 };
 // Counts resets and client retransmissions in `tcpdump -nn -S -r` text (exposed for unit tests).
 ClientCapture::Summary summarize_capture(const std::string& text, const std::string& client_ip);
+
+// A copy-on-write disk over the template's root file system (the template stays untouched).
+Result<void> make_overlay(const Testbed& bed, const VmSpec& spec, const std::string& disk);
 
 // "a,b,c" -> {"a", "b", "c"} (benchmark and tool arguments).
 std::vector<std::string> split_list(const std::string& s);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // testbed-vm: start or stop a libvirt guest from the test bed's template.
-//   testbed-vm start NAME [--index N] [--memory MIB] [--services a,b] [--wait SECONDS]
+//   testbed-vm start NAME [--index N] [--memory MIB] [--services a,b] [--template init|systemd]
+//                         [--wait SECONDS]
 //   testbed-vm stop NAME
 #include <cstdio>
 #include <cstdlib>
@@ -19,11 +20,12 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: testbed-vm start NAME [--index N] [--memory MIB] [--services a,b,...] [--tools FILE,...]\n"
-    "                            [--sink] [--wait SECONDS]\n"
+    "                            [--template init|systemd] [--sink] [--wait SECONDS]\n"
     "       testbed-vm stop NAME\n"
     "Starts a libvirt guest from the test bed template (tests/testbed/up must have run)\n"
     "and waits for its guest agent; stop destroys and undefines it. --tools puts built binaries\n"
     "(e.g. build/guest-agent/seamless-guest) in the guest's /usr/sbin via a read-only disk.\n"
+    "--template systemd boots the guest with systemd as PID 1, each service a Debian unit.\n"
     "--sink adds the sink daemon's virtio-serial channel (host end: RUN_DIR/NAME/sinkd.sock).\n";
 
 int fail(const Error& e) {
@@ -43,9 +45,7 @@ int start(const test::VmSpec& spec, int wait_s) {
   std::string dir = bed->run_dir + "/" + spec.name;
   std::filesystem::create_directories(dir);
   std::string disk = dir + "/disk.qcow2", console = dir + "/console.log";
-  auto made =
-      run_ok({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", bed->image_dir + "/root.ext4", disk});
-  if (!made.ok()) return fail(made.error());
+  if (auto made = test::make_overlay(*bed, spec, disk); !made.ok()) return fail(made.error());
   const char* tb = std::getenv("SEAMLESS_TESTBED");
   auto tools = test::make_tools_disk(spec, dir);
   if (!tools.ok()) return fail(tools.error());
@@ -113,6 +113,8 @@ int main(int argc, char** argv) {
       spec.memory_mib = std::atoi(v.c_str());
     else if (a == "--services")
       spec.services = v;
+    else if (a == "--template")
+      spec.guest_template = v;
     else if (a == "--tools") {
       for (size_t start = 0; start <= v.size();) {
         size_t comma = v.find(',', start);

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/sys.h"
 #include "common/tempdir.h"
@@ -284,6 +285,8 @@ Manifest sample_manifest() {
   g.listening.push_back({"tcp", "0.0.0.0", 2222});
   g.established.push_back({120, "10.77.0.12:2222", "10.77.0.1:50000"});
   g.streams.push_back({4711, "/run/systemd/journal/stdout", "dropbear", "dropbear.service", {{100, 1}, {100, 2}}});
+  g.unit = "dropbear.service";
+  g.unit_main = 100;
   m.gateways.push_back(g);
   m.files.push_back({"/usr/sbin/dropbear", 1234, "ab12", "", "exe"});
   m.files.push_back({"/var/log/apache2/error.log", 77, "", "cd34", "open", 0640, 0, 4});
@@ -302,6 +305,8 @@ TEST(ManifestJson, RoundTrips) {
   ASSERT_EQ(back->gateways[0].streams.size(), 1u);
   EXPECT_EQ(back->gateways[0].streams[0].holders.size(), 2u);
   EXPECT_TRUE(back->gateways[0].streams[0].journal());
+  EXPECT_EQ(back->gateways[0].unit, "dropbear.service");
+  EXPECT_EQ(back->gateways[0].unit_main, 100);
   // Packs from before streams were recorded have none.
   std::string old = m.to_json();
   const std::string from = ",\"streams\":[";
@@ -340,6 +345,12 @@ TEST(ManifestJson, RefusesWhatItCannotTrust) {
   refused(replace("\"identifier\":\"dropbear\"", "\"identifier\":\"drop\\nbear\""), "control byte");
   refused(replace("\"holders\":[{\"pid\":100,\"fd\":1},{\"pid\":100,\"fd\":2}]", "\"holders\":[]"), "no holder");
   refused(replace("\"inode\":4711", "\"inode\":0"), "out of range");
+  // The unit names a drop-in path and a systemctl argument in the guest: a service name only.
+  refused(replace("\"unit\":\"dropbear.service\"", "\"unit\":\"../../etc/x.service\""), "not a service unit name");
+  refused(replace("\"unit\":\"dropbear.service\"", "\"unit\":\"-x.service\""), "not a service unit name");
+  refused(replace("\"unit\":\"dropbear.service\"", "\"unit\":\"dropbear.socket\""), "not a service unit name");
+  refused(replace("\"unit_main\":100", "\"unit_main\":1"), "out of range");
+  refused(replace("\"unit_main\":100", "\"unit_main\":555"), "is not one of its");
   refused("[1,2]", "not an object");
   refused("{\"format\":", "manifest");
 }
@@ -595,6 +606,98 @@ TEST_F(GatewayOps, AConnectionWaitingToBeAcceptedIsActivity) {
   EXPECT_TRUE(r->aborted);
   EXPECT_NE(r->abort_reason.find("waiting to be accepted"), std::string::npos) << r->abort_reason;
   EXPECT_EQ(criu_.restored.size(), 1u) << "the first gateway went back";
+}
+
+// A fake systemd: records holds and releases (unit, main pid) in order.
+struct FakeServices : ServiceManager {
+  std::map<std::string, pid_t> mains;
+  std::vector<std::string> calls;
+  std::string fail_hold;
+  Result<pid_t> main_pid(const std::string& unit) override { return mains.count(unit) ? mains[unit] : 0; }
+  Result<void> hold(const std::vector<std::string>& units) override {
+    for (const auto& unit : units)
+      if (unit == fail_hold) return make_error(ErrorKind::System, "daemon-reload failed (test)");
+    for (const auto& unit : units) calls.push_back("hold " + unit);
+    return ok();
+  }
+  Result<void> release(const std::string& unit, pid_t main, const std::vector<pid_t>&) override {
+    calls.push_back(cat("release ", unit, " ", main));
+    return ok();
+  }
+  void apply() override { calls.push_back("apply"); }
+};
+
+// A gateway that is a service's main process: its unit is held before the dump, recorded
+// in the pack, and given the restored process back after the restore.
+TEST_F(GatewayOps, AServiceIsHeldWhileAwayAndGetsItsProcessBack) {
+  FakeServices services;
+  const pid_t self = ::getpid();
+  services.mains["ssh.service"] = self;
+  env_.services = &services;
+  gateways_[0].unit = "ssh.service";
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(services.calls, std::vector<std::string>{"hold ssh.service"});
+  EXPECT_EQ(r->manifest.gateways[0].unit, "ssh.service");
+  EXPECT_EQ(r->manifest.gateways[0].unit_main, self);
+  auto back = restore(env_, pack);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(services.calls, (std::vector<std::string>{"hold ssh.service", cat("release ssh.service ", self), "apply"}));
+  EXPECT_TRUE(back->warnings.empty());
+
+  // Restored where systemd does not run (a sink, a guest without it): a warning.
+  env_.services = nullptr;
+  auto elsewhere = restore(env_, pack);
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.error().message;
+  ASSERT_EQ(elsewhere->warnings.size(), 1u);
+  EXPECT_NE(elsewhere->warnings[0].find("systemd does not run here"), std::string::npos);
+}
+
+// Not the unit's main process (a worker of a wrapper), or not a service: nothing is held.
+TEST_F(GatewayOps, OnlyAServicesMainProcessHoldsItsUnit) {
+  FakeServices services;
+  services.mains["wrapped.service"] = 1;  // someone else
+  env_.services = &services;
+  gateways_[0].unit = "wrapped.service";
+  auto r = dump(env_, snap_, gateways_, work_ / "a.pack");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(services.calls.empty());
+  EXPECT_EQ(r->manifest.gateways[0].unit, "");
+  gateways_[0].unit = "session-3.scope";
+  auto s = dump(env_, snap_, gateways_, work_ / "b.pack");
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(services.calls.empty());
+}
+
+// Undone on every path: a failed dump releases the units of the gateways it did not dump
+// (CRIU left them running) and of those it put back; a failed hold touches nothing.
+TEST_F(GatewayOps, AFailedDumpGivesEveryHeldUnitItsProcessBack) {
+  FakeServices services;
+  const pid_t self = ::getpid(), other = ::getpid() + 100000;
+  add_second(other);
+  services.mains = {{"a.service", self}, {"b.service", other}};
+  env_.services = &services;
+  gateways_[0].unit = "a.service";
+  gateways_[1].unit = "b.service";
+  criu_.fail_dump_of = other;
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(services.calls,
+            (std::vector<std::string>{"hold a.service", "hold b.service", cat("release b.service ", other), "apply",
+                                      cat("release a.service ", self), "apply"}));
+
+  services.calls.clear();
+  criu_.fail_dump_of = 0;
+  services.fail_hold = "b.service";
+  auto h = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_FALSE(h.ok());
+  EXPECT_NE(h.error().message.find("keeping the gateways' units whole while they are away: daemon-reload failed"),
+            std::string::npos)
+      << h.error().message;
+  EXPECT_TRUE(services.calls.empty());
+  EXPECT_TRUE(criu_.dumped.size() == 1u) << "nothing more was dumped";
+  EXPECT_FALSE(nf_.watching);
 }
 
 TEST_F(GatewayOps, RestoreRefusesAPackForOtherFiles) {

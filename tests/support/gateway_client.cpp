@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "tests/support/gateway_client.h"
+
+#include "common/sys.h"
+#include "common/time.h"
+
+namespace seamless::test {
+
+Result<std::unique_ptr<GatewayClient>> GatewayClient::open(const Testbed& bed, const std::string& ip,
+                                                           const GatewayUse& use, const std::string& ssh_key,
+                                                           const std::string& dir) {
+  std::unique_ptr<GatewayClient> c(new GatewayClient());
+  c->use_ = use;
+  switch (use.kind) {
+    case GatewayUse::Kind::Ssh: c->ssh_ = SL_TRY(SshSession::open(bed, ssh_key, dir, ip, use.port)); break;
+    case GatewayUse::Kind::Ftp:
+      c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port));
+      SL_TRY_CTX(read_until(c->conn_.get(), "220"), "the FTP greeting");
+      break;
+    case GatewayUse::Kind::Http: c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port)); break;
+  }
+  SL_TRY(c->exchange());
+  return c;
+}
+
+Result<std::string> GatewayClient::exchange(const std::string& expect) {
+  const int n = ++exchanges_;
+  switch (use_.kind) {
+    case GatewayUse::Kind::Ssh: {
+      // The shell computes the answer: an echo of the line typed is not taken for it.
+      SL_TRY(ssh_->type(cat("echo exchange-$((", n, "*1000+42))"), cat("exchange-", n * 1000 + 42)));
+      return cat("exchange-", n * 1000 + 42);
+    }
+    case GatewayUse::Kind::Ftp: {
+      // Before login vsftpd answers USER with 331 (a password is wanted).
+      SL_TRY(sys::write_all(conn_.get(), "USER ftp\r\n", Deadline(Millis(5000))));
+      return SL_TRY_CTX(read_until(conn_.get(), "331"), "the FTP control connection");
+    }
+    case GatewayUse::Kind::Http: {
+      std::string request = cat("GET ", use_.path, " HTTP/1.1\r\nHost: guest\r\nConnection: keep-alive\r\n");
+      if (!cookie_.empty()) request += cat("Cookie: ", cookie_, "\r\n");
+      SL_TRY(sys::write_all(conn_.get(), request + "\r\n", Deadline(Millis(5000))));
+      const std::string want = expect.empty() ? use_.expect : expect;
+      auto got = SL_TRY_CTX(read_until(conn_.get(), want), "the HTTP keep-alive connection");
+      // A session cookie (Tomcat's JSESSIONID) goes with every later request.
+      if (auto at = got.find("Set-Cookie: "); at != std::string::npos) {
+        auto end = got.find_first_of(";\r", at);
+        cookie_ = got.substr(at + 12, end - at - 12);
+      }
+      return got;
+    }
+  }
+  return make_error(ErrorKind::Invalid, "unknown gateway use");
+}
+
+bool GatewayClient::accepts(const Testbed& bed, const std::string& ip, uint16_t port) {
+  return bed.connect_from_client(ip, port).ok();
+}
+
+}  // namespace seamless::test

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: Apache-2.0
+// A client of one gateway as the round-trip tests use it, ZDTM style: opened before the
+// gateway moves and used again after. An SSH session typed into, an HTTP keep-alive
+// connection (its cookie kept, so a server-side session goes on), or an FTP control
+// connection.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/fd.h"
+#include "tests/support/ssh.h"
+#include "tests/support/testbed.h"
+
+namespace seamless::test {
+
+struct GatewayUse {
+  enum class Kind { Ssh, Http, Ftp } kind = Kind::Http;
+  uint16_t port = 80;
+  std::string path = "/info.php";  // Http: what is asked for
+  std::string expect = "php ok";   // Http: what the answer holds
+};
+
+class GatewayClient {
+ public:
+  // SSH needs the trusted key and a directory for the session's files.
+  static Result<std::unique_ptr<GatewayClient>> open(const Testbed& bed, const std::string& ip, const GatewayUse& use,
+                                                     const std::string& ssh_key = "", const std::string& dir = "");
+  // One exchange on the open connection; for HTTP the answer must hold `expect` (default:
+  // the use's). Returns what the server said.
+  Result<std::string> exchange(const std::string& expect = "");
+  // Whether a new connection to the gateway is accepted.
+  static bool accepts(const Testbed& bed, const std::string& ip, uint16_t port);
+
+ private:
+  GatewayClient() = default;
+  GatewayUse use_;
+  std::unique_ptr<SshSession> ssh_;
+  UniqueFd conn_;
+  std::string cookie_;
+  int exchanges_ = 0;
+};
+
+}  // namespace seamless::test
