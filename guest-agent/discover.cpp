@@ -101,6 +101,7 @@ std::vector<uint16_t> Gateway::ports() const {
 Discovery discover(const Snapshot& snap, const Config& config, const std::set<pid_t>& keep_out) {
   std::map<pid_t, Gateway> by_root;
   std::map<pid_t, std::string> excluded;  // root -> reason
+  std::map<pid_t, std::set<uint16_t>> excluded_ports;
   for (const auto& s : snap.sockets) {
     if (!s.listening()) continue;
     auto owner = snap.inode_owner.find(s.inode);
@@ -108,11 +109,15 @@ Discovery discover(const Snapshot& snap, const Config& config, const std::set<pi
     pid_t pid = owner->second;
     pid_t root = tree_root(snap, pid);
     if (pid == 1) {
-      excluded.emplace(1, "held by init (socket activation): cannot be moved");
+      excluded.emplace(1,
+                       "the listening socket belongs to init (systemd socket activation), which would go on "
+                       "accepting on it while the service is away: it cannot be moved and stays here");
+      excluded_ports[1].insert(s.local_port);
       continue;
     }
     if (under(snap, pid, keep_out)) {
       excluded.emplace(root, "the guest agent's own process tree");
+      excluded_ports[root].insert(s.local_port);
       continue;
     }
     auto& g = by_root[root];
@@ -144,7 +149,7 @@ Discovery discover(const Snapshot& snap, const Config& config, const std::set<pi
     else if (exe_in(config.exclude_exes))
       reason = "its executable is excluded by the configuration";
     if (!reason.empty()) {
-      out.excluded.push_back({root, g.name, reason});
+      out.excluded.push_back({root, g.name, reason, ports});
       continue;
     }
     std::set<pid_t> members(g.pids.begin(), g.pids.end());
@@ -160,7 +165,9 @@ Discovery discover(const Snapshot& snap, const Config& config, const std::set<pi
   }
   for (const auto& [root, reason] : excluded) {
     auto it = snap.processes.find(root);
-    out.excluded.push_back({root, it == snap.processes.end() ? "" : it->second.stat.comm, reason});
+    const auto& ports = excluded_ports[root];
+    out.excluded.push_back({root, it == snap.processes.end() ? "" : it->second.stat.comm, reason,
+                            std::vector<uint16_t>(ports.begin(), ports.end())});
   }
   return out;
 }
@@ -195,6 +202,9 @@ std::string to_json(const Discovery& d) {
   for (size_t i = 0; i < d.excluded.size(); ++i) {
     qmp::ArgWriter w;
     w.num("root", d.excluded[i].root).str("name", d.excluded[i].name).str("reason", d.excluded[i].reason);
+    std::string ports = "[";
+    for (size_t j = 0; j < d.excluded[i].ports.size(); ++j) ports += cat(j ? "," : "", d.excluded[i].ports[j]);
+    w.raw("ports", ports + "]");
     ex += (i ? "," : "") + w.finish();
   }
   qmp::ArgWriter w;

@@ -38,6 +38,7 @@ struct Gateway {
 struct Excluded {
   pid_t root = 0;
   std::string name, reason;
+  std::vector<uint16_t> ports;  // its listening ports, sorted
 };
 
 struct Discovery {

@@ -140,6 +140,12 @@ int main_impl(int argc, char** argv) {
     auto snap = snapshot();
     if (!snap.ok()) return emit_error(snap.error());
     auto d = discover(*snap, *config, keep_out(*snap));
+    // A port asked for that belongs to what cannot move: refused by name, with the reason.
+    for (const auto& e : d.excluded)
+      for (uint16_t p : e.ports)
+        if (ports.count(p))
+          return emit_error(make_error(ErrorKind::Invalid, "port ", p, " (", e.name.empty() ? "?" : e.name, ", pid ",
+                                       e.root, ") cannot be moved: ", e.reason));
     std::vector<Gateway> chosen;
     for (auto& g : d.gateways) {
       auto gp = g.ports();

@@ -18,6 +18,7 @@
 #include "pack/pack.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
+#include "tests/support/gateway_client.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
@@ -157,63 +158,27 @@ TEST_F(GuestAgent, SshSessionSurvivesDumpAndRestore) {
 // again after it, and new connections are accepted. The pack holds just that gateway.
 TEST_F(GuestAgent, EveryGatewayRoundTripsInPlace) {
   const std::string ip = guest_->bed.guest_ip(kIndex);
-  const std::string http_get = "GET /info.php HTTP/1.1\r\nHost: guest\r\nConnection: keep-alive\r\n\r\n";
-  struct Case {
-    const char* exe;
-    uint16_t port;
-  };
-  for (const Case& c : {Case{"/usr/sbin/sshd", 22}, Case{"/usr/sbin/lighttpd", 80}, Case{"/usr/sbin/apache2", 8080},
-                        Case{"/usr/sbin/vsftpd", 21}}) {
-    SCOPED_TRACE(c.exe);
-    const bool http = c.port == 80 || c.port == 8080;
-    std::unique_ptr<test::SshSession> ssh;
-    UniqueFd conn;
-    if (c.port == 22) {
-      auto s = test::SshSession::open(guest_->bed, key_, dir_->path(), guest_->bed.guest_ip(kIndex), 22);
-      ASSERT_TRUE(s.ok()) << s.error().message;
-      ssh = std::move(s).value();
-      auto typed = ssh->type("echo sshd-$((40+2))", "sshd-42");
-      ASSERT_TRUE(typed.ok()) << typed.error().message;
-    } else {
-      auto fd = guest_->bed.connect_from_client(ip, c.port);
-      ASSERT_TRUE(fd.ok()) << fd.error().message;
-      conn = std::move(fd).value();
-      if (http) {
-        ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
-        auto got = test::read_until(conn.get(), "php ok");
-        ASSERT_TRUE(got.ok()) << got.error().message;
-      } else {
-        auto got = test::read_until(conn.get(), "220");
-        ASSERT_TRUE(got.ok()) << got.error().message;
-      }
-    }
-    const std::string pack = cat("/run/gw-", c.port, ".pack");
+  using test::GatewayUse;
+  for (const GatewayUse& use : {GatewayUse{GatewayUse::Kind::Ssh, 22}, GatewayUse{GatewayUse::Kind::Http, 80},
+                                GatewayUse{GatewayUse::Kind::Http, 8080}, GatewayUse{GatewayUse::Kind::Ftp, 21}}) {
+    SCOPED_TRACE(use.port);
+    auto client = test::GatewayClient::open(guest_->bed, ip, use, key_, dir_->path());
+    ASSERT_TRUE(client.ok()) << client.error().message;
+    const std::string pack = cat("/run/gw-", use.port, ".pack");
     auto t0 = Clock::now();
-    auto dumped = helper({"dump", "--port", std::to_string(c.port), "--out", pack});
-    std::printf("%s: dump %.1f s\n", c.exe, seconds_since(t0));
+    auto dumped = helper({"dump", "--port", std::to_string(use.port), "--out", pack});
+    std::printf("port %d: dump %.1f s\n", use.port, seconds_since(t0));
     ASSERT_EQ(dumped.code, 0) << dumped.text;
     const auto& gws = dumped.json.root()["gateways"];
     ASSERT_EQ(gws.Size(), 1u) << dumped.text;
     EXPECT_GE(gws[0]["connections"].GetInt(), 1) << dumped.text;
     t0 = Clock::now();
     auto restored = helper({"restore", pack});
-    std::printf("%s: restore %.1f s\n", c.exe, seconds_since(t0));
+    std::printf("port %d: restore %.1f s\n", use.port, seconds_since(t0));
     ASSERT_EQ(restored.code, 0) << restored.text;
-    if (ssh) {
-      auto typed = ssh->type("echo sshd-again-$((50+5))", "sshd-again-55");
-      EXPECT_TRUE(typed.ok()) << typed.error().message;
-    } else if (http) {
-      ASSERT_TRUE(sys::write_all(conn.get(), http_get, Deadline(Millis(5000))).ok());
-      auto got = test::read_until(conn.get(), "php ok");
-      EXPECT_TRUE(got.ok()) << "the keep-alive connection stays open: " << got.error().message;
-    } else {
-      // Before login vsftpd answers USER with 331 (a password is wanted).
-      ASSERT_TRUE(sys::write_all(conn.get(), "USER ftp\r\n", Deadline(Millis(5000))).ok());
-      auto got = test::read_until(conn.get(), "331");
-      EXPECT_TRUE(got.ok()) << "the FTP control connection stays open: " << got.error().message;
-    }
-    auto fresh = guest_->bed.connect_from_client(ip, c.port);
-    EXPECT_TRUE(fresh.ok()) << "new connections are accepted again: " << fresh.error().message;
+    auto used = (*client)->exchange();
+    EXPECT_TRUE(used.ok()) << "the connection opened before stays open: " << used.error().message;
+    EXPECT_TRUE(test::GatewayClient::accepts(guest_->bed, ip, use.port)) << "new connections are accepted again";
   }
 }
 

@@ -473,7 +473,7 @@ Result<std::unique_ptr<DirectGuest>> DirectGuest::boot(const VmSpec& spec) {
   auto bed = SL_TRY(Testbed::load());
   auto g = std::make_unique<DirectGuest>();
   g->vm = SL_TRY(DirectVm::boot(bed, spec));
-  auto agent = g->vm->wait_for_agent();
+  auto agent = g->vm->wait_for_agent(spec.ready_timeout);
   if (!agent.ok()) return std::move(agent).error().wrap(cat("console of `", spec.name, "`:\n", g->vm->console_log()));
   g->agent = std::move(agent).value();
   g->monitor = SL_TRY(qmp::QmpSocket::connect(g->vm->qmp_path()));

@@ -51,6 +51,8 @@ struct VmSpec {
   // "init": busybox init starts the services (tests/testbed/guest/rc); "systemd": systemd
   // is PID 1 and each service is its Debian unit (tests/testbed/guest-systemd/).
   std::string guest_template = "init";
+  // How long booting may take until the services are ready (a JVM under TCG is slow).
+  Millis ready_timeout = Millis(120000);
   // Host files (built binaries) the guest finds in /opt/seamless/bin and on its PATH:
   // they ride on a small read-only second disk, so the cached image stays unchanged.
   std::vector<std::string> tools;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -142,6 +143,23 @@ class FakeProc {
     std::filesystem::create_symlink("/var/log/daemon.log", cat(p, "/fd/", fd++));
   }
   void tcp(const std::string& lines) { write(dir_ / "net/tcp", std::string(kTcpHeader) + lines); }
+  // systemd's view: the process's cgroup and its mount namespace ("self" is the reader).
+  void systemd(const std::string& pid, const std::string& cgroup, uint64_t mnt_ns) {
+    const std::string p = dir_ / pid;
+    std::filesystem::create_directories(p + "/ns");
+    if (!cgroup.empty()) write(p + "/cgroup", "0::" + cgroup + "\n");
+    std::filesystem::create_symlink(cat("mnt:[", mnt_ns, "]"), p + "/ns/mnt");
+  }
+  // A descriptor on `target` from mount `mnt_id`; the process sees the mounts `mounts`.
+  void fd_on(pid_t pid, int fd, const std::string& target, int mnt_id, const std::vector<int>& mounts) {
+    std::string p = dir_ / std::to_string(pid);
+    std::filesystem::create_directories(p + "/fdinfo");
+    std::filesystem::create_symlink(target, cat(p, "/fd/", fd));
+    write(cat(p, "/fdinfo/", fd), cat("pos:\t0\nflags:\t02\nmnt_id:\t", mnt_id, "\nino:\t5\n"));
+    std::string info;
+    for (int m : mounts) info += cat(m, " 1 0:5 / /x rw - tmpfs tmpfs rw\n");
+    write(p + "/mountinfo", info);
+  }
   std::string path() const { return dir_.path(); }
 
  private:
@@ -222,6 +240,56 @@ TEST_F(Discovery_, ConfigIncludesAndExcludes) {
   EXPECT_TRUE(reported);
 }
 
+// On a systemd guest: each gateway's unit, and whether it runs in a mount namespace of its
+// own (a service's PrivateTmp=); neither is reported where there is none.
+TEST(DiscoverySystemd, UnitAndOwnMountNamespace) {
+  FakeProc proc;
+  proc.process(1, 0, "systemd", "/lib/systemd/systemd");
+  proc.process(100, 1, "sshd", "/usr/sbin/sshd", {5001});
+  proc.process(200, 1, "apache2", "/usr/sbin/apache2", {6001});
+  proc.systemd("self", "", 4026531841);
+  proc.systemd("100", "/system.slice/ssh.service", 4026531841);
+  proc.systemd("200", "/system.slice/apache2.service", 4026532229);
+  proc.tcp(tcp_line("00000000:0016", "00000000:0000", "0A", 5001) +
+           tcp_line("00000000:1F90", "00000000:0000", "0A", 6001));
+  auto snap = snapshot(proc.path());
+  ASSERT_TRUE(snap.ok()) << snap.error().message;
+  auto d = discover(*snap, Config{}, {});
+  ASSERT_EQ(d.gateways.size(), 2u);
+  EXPECT_EQ(d.gateways[0].unit, "ssh.service");
+  EXPECT_FALSE(d.gateways[0].own_mount_ns);
+  EXPECT_EQ(d.gateways[1].unit, "apache2.service");
+  EXPECT_TRUE(d.gateways[1].own_mount_ns);
+  const std::string json = to_json(d);
+  EXPECT_NE(json.find("\"unit\":\"apache2.service\",\"own_mount_ns\":true"), std::string::npos) << json;
+}
+
+// A descriptor from outside the process's mount namespace (systemd opened the service's
+// stdin before it set the namespace up): a carried device is recorded once, by its mount
+// and inode; anything else is refused by name; one from its own mounts is no concern.
+TEST(ForeignDevices, CarriedDevicesAreRecordedAndOthersRefused) {
+  struct stat null {};
+  ASSERT_EQ(::stat("/dev/null", &null), 0);
+  FakeProc proc;
+  proc.process(100, 1, "java", "/usr/bin/java");
+  proc.fd_on(100, 0, "/dev/null", 23, {300, 301});
+  proc.fd_on(100, 7, "/dev/null", 23, {300, 301});
+  proc.fd_on(100, 8, "/dev/zero", 300, {300, 301});
+  auto found = foreign_devices({100}, proc.path());
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  ASSERT_EQ(found->size(), 1u) << "one entry per file";
+  EXPECT_EQ((*found)[0].path, "/dev/null");
+  EXPECT_EQ((*found)[0].key(), cat("file[17:", std::hex, null.st_ino, "]"));
+
+  FakeProc other;
+  other.process(100, 1, "java", "/usr/bin/java");
+  other.fd_on(100, 0, "/etc/hostname", 23, {300});
+  auto refused = foreign_devices({100}, other.path());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("fd 0 of pid 100 is `/etc/hostname` from outside"), std::string::npos)
+      << refused.error().message;
+}
+
 TEST(Config, BadLinesAreRefused) {
   for (const char* bad : {"include port 0", "exclude port 70000", "include port http", "exclude exe relative/path",
                           "allow port 22", "include socket 22", "include port 22 23"}) {
@@ -287,6 +355,7 @@ Manifest sample_manifest() {
   g.streams.push_back({4711, "/run/systemd/journal/stdout", "dropbear", "dropbear.service", {{100, 1}, {100, 2}}});
   g.unit = "dropbear.service";
   g.unit_main = 100;
+  g.devices.push_back({"/dev/null", 0x17, 5});
   m.gateways.push_back(g);
   m.files.push_back({"/usr/sbin/dropbear", 1234, "ab12", "", "exe"});
   m.files.push_back({"/var/log/apache2/error.log", 77, "", "cd34", "open", 0640, 0, 4});
@@ -307,6 +376,8 @@ TEST(ManifestJson, RoundTrips) {
   EXPECT_TRUE(back->gateways[0].streams[0].journal());
   EXPECT_EQ(back->gateways[0].unit, "dropbear.service");
   EXPECT_EQ(back->gateways[0].unit_main, 100);
+  ASSERT_EQ(back->gateways[0].devices.size(), 1u);
+  EXPECT_EQ(back->gateways[0].devices[0].key(), "file[17:5]");
   // Packs from before streams were recorded have none.
   std::string old = m.to_json();
   const std::string from = ",\"streams\":[";
@@ -351,6 +422,10 @@ TEST(ManifestJson, RefusesWhatItCannotTrust) {
   refused(replace("\"unit\":\"dropbear.service\"", "\"unit\":\"dropbear.socket\""), "not a service unit name");
   refused(replace("\"unit_main\":100", "\"unit_main\":1"), "out of range");
   refused(replace("\"unit_main\":100", "\"unit_main\":555"), "is not one of its");
+  // A restoring side opens a carried device: the harmless ones only.
+  refused(replace("\"path\":\"/dev/null\"", "\"path\":\"/etc/shadow\""), "not a device a pack may ask for");
+  refused(replace("\"path\":\"/dev/null\"", "\"path\":\"/dev/sda\""), "not a device a pack may ask for");
+  refused(replace("\"mnt_id\":23", "\"mnt_id\":0"), "out of range");
   refused("[1,2]", "not an object");
   refused("{\"format\":", "manifest");
 }
