@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -210,13 +211,22 @@ std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& pr
 
 Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>& pids, const std::string& proc_root) {
   std::vector<packfmt::DeviceFd> out;
+  const uint64_t ours = namespace_inode(proc_root + "/self/ns/mnt");
+  // The mounts of each namespace, as its first process (the tree's root: pids come parents
+  // first) sees them: a chrooted worker's own mountinfo lists only what is below its root.
+  std::map<uint64_t, std::set<uint64_t>> mounts_of;
   for (pid_t pid : pids) {
     const std::string dir = cat(proc_root, "/", pid);
-    auto mountinfo = sys::read_file(dir + "/mountinfo");
-    if (!mountinfo.ok()) continue;  // gone
-    std::set<uint64_t> mounts;
-    std::istringstream in(*mountinfo);
-    for (std::string line; std::getline(in, line);) mounts.insert(std::strtoull(line.c_str(), nullptr, 10));
+    const uint64_t ns = namespace_inode(dir + "/ns/mnt");
+    if (ns == ours) continue;  // CRIU runs in this namespace: it knows every mount
+    if (!mounts_of.count(ns)) {
+      auto mountinfo = sys::read_file(dir + "/mountinfo");
+      if (!mountinfo.ok()) continue;  // gone
+      auto& mounts = mounts_of[ns];
+      std::istringstream in(*mountinfo);
+      for (std::string line; std::getline(in, line);) mounts.insert(std::strtoull(line.c_str(), nullptr, 10));
+    }
+    const auto& mounts = mounts_of[ns];
     std::error_code ec;
     for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
       auto target = read_link(fd.path());

@@ -18,6 +18,11 @@ namespace seamless::guest {
 Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
                                                    const std::vector<UnixSocket>& sockets,
                                                    const std::string& proc_root) {
+  // A datagram socket connected to a logger outside (syslog's /dev/log, which sshd's login
+  // sessions use): CRIU 3.17 hangs restoring one handed in, and refuses it otherwise.
+  for (const auto& d : external_streams(snap, pids, sockets, true))
+    return make_error(ErrorKind::Invalid, "cannot checkpoint: ", d.describe(snap),
+                      ", which CRIU cannot restore (a datagram connection to a logger outside, e.g. syslog)");
   std::vector<OutsideStream> out;
   std::map<uint64_t, size_t> index;  // inode -> position in out
   for (const auto& e : external_streams(snap, pids, sockets)) {

@@ -123,13 +123,14 @@ std::string ExternalStream::describe(const Snapshot& snap) const {
   auto p = snap.processes.find(pid);
   const std::string comm = p == snap.processes.end() ? "?" : p->second.stat.comm;
   std::string what = fd == 1 ? " (stdout)" : fd == 2 ? " (stderr)" : fd == 0 ? " (stdin)" : "";
-  return cat("fd ", fd, what, " of ", comm, " (pid ", pid, ") is a unix stream connection to ",
+  return cat("fd ", fd, what, " of ", comm, " (pid ", pid, ") is a unix ",
+             dgram ? "datagram socket connected" : "stream connection", " to ",
              peer_name.empty() ? "an unnamed socket of another process" : cat("`", peer_name, "`"),
              journal() ? " (systemd's journal)" : "");
 }
 
 std::vector<ExternalStream> external_streams(const Snapshot& snap, const std::vector<pid_t>& tree,
-                                             const std::vector<UnixSocket>& sockets) {
+                                             const std::vector<UnixSocket>& sockets, bool datagrams) {
   std::map<uint64_t, const UnixSocket*> by_inode;
   for (const auto& s : sockets) by_inode[s.inode] = &s;
   std::set<uint64_t> inside;
@@ -143,12 +144,14 @@ std::vector<ExternalStream> external_streams(const Snapshot& snap, const std::ve
     const Process& proc = p->second;
     for (size_t i = 0; i < proc.socket_inodes.size() && i < proc.socket_fds.size(); ++i) {
       auto s = by_inode.find(proc.socket_inodes[i]);
-      if (s == by_inode.end() || (s->second->type != SOCK_STREAM && s->second->type != SOCK_SEQPACKET)) continue;
+      if (s == by_inode.end()) continue;
+      const bool dgram = s->second->type == SOCK_DGRAM;
+      if (datagrams ? !dgram : (s->second->type != SOCK_STREAM && s->second->type != SOCK_SEQPACKET)) continue;
       const uint64_t peer = s->second->peer;
       if (peer == 0 || inside.count(peer)) continue;
       auto other = by_inode.find(peer);
       out.push_back(
-          {pid, proc.socket_fds[i], proc.socket_inodes[i], other == by_inode.end() ? "" : other->second->name});
+          {pid, proc.socket_fds[i], proc.socket_inodes[i], other == by_inode.end() ? "" : other->second->name, dgram});
     }
   }
   return out;

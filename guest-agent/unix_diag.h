@@ -37,12 +37,14 @@ struct ExternalStream {
   int fd = -1;
   uint64_t inode = 0;
   std::string peer_name;  // the name the other end was reached by ("" when unnamed)
+  bool dgram = false;     // a datagram socket connected to the other end (syslog's /dev/log)
   bool journal() const;   // systemd's journal stream (a unit's stdout/stderr)
   std::string describe(const Snapshot& snap) const;
 };
 
-// The stream (and seqpacket) unix connections whose other end no process of `tree` holds.
+// The stream (and seqpacket) unix connections whose other end no process of `tree` holds;
+// with `datagrams`, the datagram sockets connected to a peer outside it instead.
 std::vector<ExternalStream> external_streams(const Snapshot& snap, const std::vector<pid_t>& tree,
-                                             const std::vector<UnixSocket>& sockets);
+                                             const std::vector<UnixSocket>& sockets, bool datagrams = false);
 
 }  // namespace seamless::guest

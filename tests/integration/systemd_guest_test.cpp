@@ -3,7 +3,8 @@
 // gateway started by its own Debian unit: ssh, dropbear, lighttpd, apache2 (PrivateTmp=),
 // vsftpd and tomcat10 (PrivateTmp=, ProtectSystem=strict, stdin /dev/null from outside
 // its namespace). Each one round-trips in place with a connection opened before and used
-// after (SSH sessions typed into, HTTP keep-alive with Tomcat's session, FTP control).
+// after (a dropbear session typed into, an sshd connection before login, HTTP keep-alive
+// with Tomcat's session, FTP control); an sshd login session is refused by name.
 // While it is away systemd keeps the unit active with a stand-in as its main process,
 // refuses to stop it and starts no second copy; afterwards the restored process is the
 // unit's main PID again, in its cgroup and mount namespace, NRestarts is unchanged, no
@@ -141,9 +142,29 @@ struct Case {
   const char* logs_connections;
 };
 
+// sshd's login sessions log through syslog: a datagram socket connected to the journal's
+// /dev/log, which CRIU 3.17 cannot restore. Refused by name before anything is touched;
+// the session, the unit and its main process stay as they were.
+TEST_F(SystemdGuest, AnSshdLoginSessionIsRefusedByNameAndStays) {
+  auto before = unit("ssh.service");
+  auto session = test::GatewayClient::open(guest_->bed, guest_->bed.guest_ip(kIndex), {GatewayUse::Kind::Ssh, 22}, key_,
+                                           dir_->path());
+  ASSERT_TRUE(session.ok()) << session.error().message;
+  auto refused = helper({"dump", "--port", "22", "--out", "/run/session.pack"});
+  EXPECT_EQ(refused.code, 1) << refused.text;
+  EXPECT_NE(refused.text.find("datagram socket connected to `/run/systemd/journal/dev-log`"), std::string::npos)
+      << refused.text;
+  auto after = unit("ssh.service");
+  EXPECT_EQ(after["MainPID"], before["MainPID"]);
+  EXPECT_EQ(after["NRestarts"], before["NRestarts"]);
+  EXPECT_EQ(after["RefuseManualStop"], "no") << "nothing was held";
+  auto typed = (*session)->exchange();
+  EXPECT_TRUE(typed.ok()) << "the session goes on: " << typed.error().message;
+}
+
 TEST_F(SystemdGuest, EveryGatewayRoundTripsInPlaceAsItsUnit) {
   const std::string ip = guest_->bed.guest_ip(kIndex);
-  const GatewayUse ssh{GatewayUse::Kind::Ssh, 22}, dropbear{GatewayUse::Kind::Ssh, 2222},
+  const GatewayUse ssh{GatewayUse::Kind::SshBanner, 22}, dropbear{GatewayUse::Kind::Ssh, 2222},
       lighttpd{GatewayUse::Kind::Http, 80}, apache{GatewayUse::Kind::Http, 8080}, ftp{GatewayUse::Kind::Ftp, 21},
       tomcat{GatewayUse::Kind::Http, 8180, "/counter", "count 1"};
   for (const Case& c : {Case{"ssh.service", ssh, "", "Connection closed by"},

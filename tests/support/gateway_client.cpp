@@ -17,6 +17,10 @@ Result<std::unique_ptr<GatewayClient>> GatewayClient::open(const Testbed& bed, c
       c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port));
       SL_TRY_CTX(read_until(c->conn_.get(), "220"), "the FTP greeting");
       break;
+    case GatewayUse::Kind::SshBanner:
+      c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port));
+      SL_TRY_CTX(read_until(c->conn_.get(), "SSH-2.0"), "the SSH banner");
+      return c;
     case GatewayUse::Kind::Http: c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port)); break;
   }
   SL_TRY(c->exchange());
@@ -30,6 +34,10 @@ Result<std::string> GatewayClient::exchange(const std::string& expect) {
       // The shell computes the answer: an echo of the line typed is not taken for it.
       SL_TRY(ssh_->type(cat("echo exchange-$((", n, "*1000+42))"), cat("exchange-", n * 1000 + 42)));
       return cat("exchange-", n * 1000 + 42);
+    }
+    case GatewayUse::Kind::SshBanner: {
+      SL_TRY(sys::write_all(conn_.get(), "SSH-2.0-seamless_test\r\n", Deadline(Millis(5000))));
+      return SL_TRY_CTX(read_until(conn_.get(), "curve25519"), "the SSH key exchange offer");
     }
     case GatewayUse::Kind::Ftp: {
       // Before login vsftpd answers USER with 331 (a password is wanted).

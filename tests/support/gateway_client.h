@@ -15,7 +15,9 @@
 namespace seamless::test {
 
 struct GatewayUse {
-  enum class Kind { Ssh, Http, Ftp } kind = Kind::Http;
+  // SshBanner: a connection to an SSH server that has read its banner and not logged in
+  // (no login session); its one exchange sends ours and reads the key exchange offer.
+  enum class Kind { Ssh, SshBanner, Http, Ftp } kind = Kind::Http;
   uint16_t port = 80;
   std::string path = "/info.php";  // Http: what is asked for
   std::string expect = "php ok";   // Http: what the answer holds

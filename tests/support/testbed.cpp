@@ -484,7 +484,7 @@ Result<std::unique_ptr<LibvirtGuest>> LibvirtGuest::boot(const VmSpec& spec) {
   auto g = std::make_unique<LibvirtGuest>();
   g->bed = SL_TRY(Testbed::load());
   g->vm = SL_TRY(LibvirtVm::boot(g->bed, spec));
-  if (auto up = g->vm->wait_for_agent(); !up.ok())
+  if (auto up = g->vm->wait_for_agent(spec.ready_timeout); !up.ok())
     return std::move(up).error().wrap(cat("console of `", spec.name, "`:\n", g->vm->console_log()));
   g->monitor = SL_TRY(qmp::LibvirtMonitor::attach(g->vm->domain()));
   g->agent = std::make_unique<qmp::LibvirtAgent>(g->vm->domain());

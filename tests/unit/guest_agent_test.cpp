@@ -272,6 +272,8 @@ TEST(ForeignDevices, CarriedDevicesAreRecordedAndOthersRefused) {
   ASSERT_EQ(::stat("/dev/null", &null), 0);
   FakeProc proc;
   proc.process(100, 1, "java", "/usr/bin/java");
+  proc.systemd("self", "", 4026531841);
+  proc.systemd("100", "", 4026532229);
   proc.fd_on(100, 0, "/dev/null", 23, {300, 301});
   proc.fd_on(100, 7, "/dev/null", 23, {300, 301});
   proc.fd_on(100, 8, "/dev/zero", 300, {300, 301});
@@ -283,11 +285,23 @@ TEST(ForeignDevices, CarriedDevicesAreRecordedAndOthersRefused) {
 
   FakeProc other;
   other.process(100, 1, "java", "/usr/bin/java");
+  other.systemd("self", "", 4026531841);
+  other.systemd("100", "", 4026532229);
   other.fd_on(100, 0, "/etc/hostname", 23, {300});
   auto refused = foreign_devices({100}, other.path());
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("fd 0 of pid 100 is `/etc/hostname` from outside"), std::string::npos)
       << refused.error().message;
+
+  // In our own mount namespace (a chrooted worker sees fewer mounts): CRIU knows them all.
+  FakeProc chrooted;
+  chrooted.process(100, 1, "vsftpd", "/usr/sbin/vsftpd");
+  chrooted.systemd("self", "", 4026531841);
+  chrooted.systemd("100", "", 4026531841);
+  chrooted.fd_on(100, 9, "/var/log/vsftpd.log", 23, {300});
+  auto mine = foreign_devices({100}, chrooted.path());
+  ASSERT_TRUE(mine.ok()) << mine.error().message;
+  EXPECT_TRUE(mine->empty());
 }
 
 TEST(Config, BadLinesAreRefused) {
@@ -577,6 +591,15 @@ TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouch
   EXPECT_TRUE(criu_.dumped.empty());
   EXPECT_FALSE(nf_.watching);
   EXPECT_FALSE(std::filesystem::exists(pack));
+
+  // A datagram socket connected to a logger outside (sshd's session and syslog): refused.
+  unix_ = {{9001, 9002, SOCK_DGRAM, 1, ""}, {9002, 0, SOCK_DGRAM, 7, "/run/systemd/journal/dev-log"}};
+  auto dgram = dump(env_, snap_, gateways_, pack);
+  ASSERT_FALSE(dgram.ok());
+  EXPECT_NE(dgram.error().message.find("is a unix datagram socket connected to `/run/systemd/journal/dev-log`"),
+            std::string::npos)
+      << dgram.error().message;
+  EXPECT_TRUE(criu_.dumped.empty());
 
   // Both ends inside the gateway (a worker's socketpair): nothing outside.
   add_second(::getpid() + 100000);
