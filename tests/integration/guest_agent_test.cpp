@@ -39,15 +39,11 @@ class GuestAgent : public test::VmSuite<GuestAgent> {
     spec.index = kIndex;
     spec.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
     spec.tools = {SEAMLESS_GUEST_BIN};
-    auto g = test::LibvirtGuest::boot(spec);
-    if (!g.ok()) return fail(g.error().message);
-    guest_ = std::move(g).value();
-    auto dir = TempDir::create();
-    if (!dir.ok()) return fail(dir.error().message);
-    dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    auto key = test::make_trusted_ssh_key(*guest_->agent, dir_->path());
-    if (!key.ok()) return fail(key.error().message);
-    key_ = *key;
+    auto k = test::KeyedGuest::boot(spec);
+    if (!k.ok()) return fail(k.error().message);
+    guest_ = std::move(k->guest);
+    dir_ = std::move(k->dir);
+    key_ = k->key;
   }
   static void TearDownTestSuite() {
     guest_.reset();
@@ -56,24 +52,8 @@ class GuestAgent : public test::VmSuite<GuestAgent> {
   void SetUp() override { require(guest_ != nullptr); }
 
   // Runs seamless-guest in the guest; returns its exit code and parsed JSON output.
-  struct Out {
-    int64_t code = -1;
-    qmp::Json json;
-    std::string text;
-  };
-  static Out helper(std::vector<std::string> args, Millis timeout = Millis(180000)) {
-    qmp::RunOptions ro;
-    ro.timeout = timeout;
-    auto st = qmp::guest_run(*guest_->agent, "/usr/sbin/seamless-guest", args, ro);
-    Out o;
-    if (!st.ok()) {
-      o.text = st.error().message;
-      return o;
-    }
-    o.code = st->exitcode.value_or(-1);
-    o.text = st->out + st->err;
-    if (auto j = qmp::parse(st->out); j.ok()) o.json = std::move(j).value();
-    return o;
+  static test::HelperRun helper(std::vector<std::string> args, Millis timeout = Millis(180000)) {
+    return test::run_guest_helper(*guest_->agent, args, timeout);
   }
   static bool ssh_answers() {
     auto r = run({"ip", "netns", "exec", guest_->bed.netns, "timeout", "20", "bash", "-c",

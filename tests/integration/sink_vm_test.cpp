@@ -19,6 +19,7 @@
 #include "qmp/socket.h"
 #include "qmp/stream.h"
 #include "sinkd/protocol.h"
+#include "tests/support/gateway_client.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
@@ -39,15 +40,11 @@ class SinkVm : public test::VmSuite<SinkVm> {
     guest.index = kGuest;
     guest.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
     guest.tools = {SEAMLESS_GUEST_BIN};
-    auto g = test::LibvirtGuest::boot(guest);
-    if (!g.ok()) return fail(g.error().message);
-    guest_ = std::move(g).value();
-    auto dir = TempDir::create();
-    if (!dir.ok()) return fail(dir.error().message);
-    dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    auto key = test::make_trusted_ssh_key(*guest_->agent, dir_->path());
-    if (!key.ok()) return fail(key.error().message);
-    key_ = *key;
+    auto k = test::KeyedGuest::boot(guest);
+    if (!k.ok()) return fail(k.error().message);
+    guest_ = std::move(k->guest);
+    dir_ = std::move(k->dir);
+    key_ = k->key;
   }
   static void TearDownTestSuite() {
     if (guest_) (void)guest_->bed.end_redirect(test::Testbed::guest_mac(kGuest));

@@ -45,16 +45,12 @@ class SystemdGuest : public test::VmSuite<SystemdGuest> {
     spec.tools = {SEAMLESS_GUEST_BIN};
     spec.ready_timeout = Millis(480000);
     auto t0 = Clock::now();
-    auto g = test::LibvirtGuest::boot(spec);
-    if (!g.ok()) return fail(g.error().message);
+    auto k = test::KeyedGuest::boot(spec);
+    if (!k.ok()) return fail(k.error().message);
     boot_seconds_ = seconds_since(t0);
-    guest_ = std::move(g).value();
-    auto dir = TempDir::create();
-    if (!dir.ok()) return fail(dir.error().message);
-    dir_ = std::make_unique<TempDir>(std::move(dir).value());
-    auto key = test::make_trusted_ssh_key(*guest_->agent, dir_->path());
-    if (!key.ok()) return fail(key.error().message);
-    key_ = *key;
+    guest_ = std::move(k->guest);
+    dir_ = std::move(k->dir);
+    key_ = k->key;
   }
   static void TearDownTestSuite() {
     guest_.reset();
@@ -67,24 +63,8 @@ class SystemdGuest : public test::VmSuite<SystemdGuest> {
     ro.timeout = timeout;
     return qmp::guest_run_ok(*guest_->agent, "/bin/sh", {"-c", command}, ro);
   }
-  struct Helper {
-    int64_t code = -1;
-    qmp::Json json;
-    std::string text;
-  };
-  static Helper helper(std::vector<std::string> args) {
-    qmp::RunOptions ro;
-    ro.timeout = Millis(300000);
-    auto st = qmp::guest_run(*guest_->agent, "/usr/sbin/seamless-guest", args, ro);
-    Helper h;
-    if (!st.ok()) {
-      h.text = st.error().message;
-      return h;
-    }
-    h.code = st->exitcode.value_or(-1);
-    h.text = st->out + st->err;
-    if (auto j = qmp::parse(st->out); j.ok()) h.json = std::move(j).value();
-    return h;
+  static test::HelperRun helper(std::vector<std::string> args) {
+    return test::run_guest_helper(*guest_->agent, args, Millis(300000));
   }
   // `systemctl show` of the properties the tests look at.
   static std::map<std::string, std::string> unit(const std::string& name) {

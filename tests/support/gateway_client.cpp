@@ -3,8 +3,32 @@
 
 #include "common/sys.h"
 #include "common/time.h"
+#include "qmp/guest.h"
 
 namespace seamless::test {
+
+HelperRun run_guest_helper(qmp::Channel& agent, const std::vector<std::string>& args, Millis timeout) {
+  qmp::RunOptions ro;
+  ro.timeout = timeout;
+  auto st = qmp::guest_run(agent, "/usr/sbin/seamless-guest", args, ro);
+  HelperRun h;
+  if (!st.ok()) {
+    h.text = st.error().message;
+    return h;
+  }
+  h.code = st->exitcode.value_or(-1);
+  h.text = st->out + st->err;
+  if (auto j = qmp::parse(st->out); j.ok()) h.json = std::move(j).value();
+  return h;
+}
+
+Result<KeyedGuest> KeyedGuest::boot(const VmSpec& spec) {
+  KeyedGuest k;
+  k.guest = SL_TRY(LibvirtGuest::boot(spec));
+  k.dir = std::make_unique<TempDir>(SL_TRY(TempDir::create()));
+  k.key = SL_TRY(make_trusted_ssh_key(*k.guest->agent, k.dir->path()));
+  return k;
+}
 
 Result<std::unique_ptr<GatewayClient>> GatewayClient::open(const Testbed& bed, const std::string& ip,
                                                            const GatewayUse& use, const std::string& ssh_key,

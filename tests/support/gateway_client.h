@@ -9,10 +9,29 @@
 #include <string>
 
 #include "common/fd.h"
+#include "common/tempdir.h"
+#include "qmp/json.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 
 namespace seamless::test {
+
+// seamless-guest run in a guest through its agent, as the host runs it: the exit code
+// (-1 when it could not run), its JSON output parsed, and everything it printed.
+struct HelperRun {
+  int64_t code = -1;
+  qmp::Json json;
+  std::string text;
+};
+HelperRun run_guest_helper(qmp::Channel& agent, const std::vector<std::string>& args, Millis timeout = Millis(180000));
+
+// A libvirt guest whose root trusts an SSH key made for the test, in a directory of its own.
+struct KeyedGuest {
+  std::unique_ptr<LibvirtGuest> guest;
+  std::unique_ptr<TempDir> dir;
+  std::string key;
+  static Result<KeyedGuest> boot(const VmSpec& spec);
+};
 
 struct GatewayUse {
   // SshBanner: a connection to an SSH server that has read its banner and not logged in
