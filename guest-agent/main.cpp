@@ -29,15 +29,19 @@ Runs inside a VM (normally through qemu-guest-agent's guest-exec) and prints one
 object on stdout; exit code 0 only on success.
 
   discover  gateways: process trees owning listening TCP/UDP sockets (IPv4 and IPv6),
-            their ports, executables and established connections; the guest agent and
-            whatever /etc/seamless/guest.conf excludes are left out
+            their ports, executables, systemd units and established connections; the
+            guest agent, sockets systemd itself holds (socket activation) and whatever
+            /etc/seamless/guest.conf excludes are left out, each with the reason
   dump      checkpoints the gateways with CRIU (established TCP connections kept) into a
             pack (default /run/seamless-guest/gateways.pack); --port limits it to the
             gateways listening on those ports. User activity during the dump aborts it
             and restores the gateways in place ("ok": false, "aborted": why; exit 3).
             Packs are xz-compressed (--compress gzip: larger, several times faster to
             write) and store the pages that are private copies of mapped libraries as
-            differences from the library files (--no-page-deltas: as they are)
+            differences from the library files (--no-page-deltas: as they are). A
+            gateway that is a systemd service's main process leaves its unit active
+            meanwhile (a stand-in is its main process; no restart, no stop) until the
+            restore gives it the restored process back
   restore   restores a pack here (the wake path)
   prewarm   dummy-restores a pack in throw-away namespaces and kills it, so the pages a
             real restore needs are in memory
