@@ -80,6 +80,18 @@ Result<int> clear_leftover_locks(Env& env, Result<void> restored) {
   return SL_TRY_CTX(std::move(cleared), "clearing CRIU's connection locks");
 }
 
+// Whether `pid` is `root` or below it (its /proc parent chain reaches it).
+bool descends_from(pid_t pid, pid_t root) {
+  for (int hops = 0; pid > 1 && hops < 64; ++hops) {
+    if (pid == root) return true;
+    auto text = sys::read_file(cat("/proc/", pid, "/stat"));
+    auto st = text.ok() ? parse_stat(*text) : Result<ProcStat>(text.error());
+    if (!st.ok()) return false;
+    pid = st->ppid;
+  }
+  return pid == root;
+}
+
 // Restores one gateway from its images, fresh ends standing in for its outside streams
 // (a stream that cannot be reconnected adds a warning).
 Result<pid_t> restore_gateway(Env& env, const std::string& images, const PackedGateway& g,
@@ -96,17 +108,22 @@ Result<pid_t> restore_gateway(Env& env, const std::string& images, const PackedG
     // Back into its unit's mount namespace, which the unit's stand-in has kept.
     if (!env.services)
       return make_error(ErrorKind::Invalid, g.unit, " ran in its own mount namespace, but systemd does not run here");
-    req.mount_ns_of = SL_TRY_CTX(env.services->main_pid(g.unit), "the stand-in of ", g.unit);
-    if (req.mount_ns_of <= 0)
-      return make_error(ErrorKind::NotFound, g.unit, " has no main process: its mount namespace is gone");
+    req.mount_ns_of = SL_TRY_CTX(env.services->stand_in(g.unit), "its mount namespace is gone");
   }
   pid_t pid = SL_TRY(env.criu->restore(req));
   lower_fd_limits(g.fd_limits);
   if (!g.unit.empty()) {
-    // The gateway runs: a unit that cannot have it back is a warning, not a failure.
+    // The gateway runs: a unit that cannot have it back is a warning, not a failure. Only
+    // the restored tree goes to the unit: the pids of a pack from a sink are its word.
+    std::vector<pid_t> restored;
+    for (pid_t p : g.pids)
+      if (descends_from(p, pid)) restored.push_back(p);
     if (!env.services)
       warnings->push_back(cat("gateway `", g.name, "` was ", g.unit, ", but systemd does not run here"));
-    else if (auto r = env.services->release(g.unit, g.unit_main, g.pids); !r.ok())
+    else if (!descends_from(g.unit_main, pid))
+      warnings->push_back(cat("gateway `", g.name, "`: the main pid ", g.unit_main, " of ", g.unit,
+                              " is not in the restored tree; the unit keeps its stand-in"));
+    else if (auto r = env.services->release(g.unit, g.unit_main, restored); !r.ok())
       warnings->push_back(cat("gateway `", g.name, "`: ", r.error().message));
   }
   return pid;
@@ -215,7 +232,7 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     pg.dir = cat("gw/", g.root);
     pg.pids = g.pids;
     // A service's main process: its unit is held while the gateway is away.
-    if (env.services && g.unit.size() > 8 && g.unit.compare(g.unit.size() - 8, 8, ".service") == 0) {
+    if (env.services && valid_service_name(g.unit)) {
       pid_t main = SL_TRY_CTX(env.services->main_pid(g.unit), "gateway `", g.name, "`");
       if (std::find(g.pids.begin(), g.pids.end(), main) != g.pids.end()) {
         pg.unit = g.unit;
@@ -279,10 +296,9 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     if (auto d = env.criu->dump(req); !d.ok()) {
       lower_fd_limits(g.fd_limits);
       // CRIU leaves a tree it failed to dump running: its unit has it back at once, and
-      // so do the units of the gateways not dumped yet.
-      release_units(env, m.gateways, dumped.size());
-      // CRIU leaves a tree it failed to dump running. A connection waiting in the accept
+      // so do the units of the gateways not dumped yet. A connection waiting in the accept
       // queue makes it fail, and so is user activity like the watched packets.
+      release_units(env, m.gateways, dumped.size());
       auto seen = env.netfilter->read_watch();
       env.netfilter->unwatch();
       bool in_flight = d.error().message.find("In-flight connection") != std::string::npos;

@@ -244,7 +244,8 @@ Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>&
         return make_error(ErrorKind::Invalid, "fd ", name, " of pid ", pid, " is `", *target,
                           "` from outside the process's mount namespace; CRIU cannot restore that");
       packfmt::DeviceFd d{*target, mnt, uint64_t(st.st_ino)};
-      if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.key() == d.key(); })) out.push_back(d);
+      if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.mnt_id == mnt && o.inode == d.inode; }))
+        out.push_back(d);
     }
   }
   return out;

@@ -20,8 +20,8 @@ Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const s
                                                    const std::string& proc_root) {
   // A datagram socket connected to a logger outside (syslog's /dev/log, which sshd's login
   // sessions use): CRIU 3.17 hangs restoring one handed in, and refuses it otherwise.
-  for (const auto& d : external_streams(snap, pids, sockets, true))
-    return make_error(ErrorKind::Invalid, "cannot checkpoint: ", d.describe(snap),
+  if (auto d = external_streams(snap, pids, sockets, true); !d.empty())
+    return make_error(ErrorKind::Invalid, "cannot checkpoint: ", d[0].describe(snap),
                       ", which CRIU cannot restore (a datagram connection to a logger outside, e.g. syslog)");
   std::vector<OutsideStream> out;
   std::map<uint64_t, size_t> index;  // inode -> position in out

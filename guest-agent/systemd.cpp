@@ -110,6 +110,13 @@ Result<pid_t> Systemd::main_pid(const std::string& unit) {
   return pid_t(pid);
 }
 
+Result<pid_t> Systemd::stand_in(const std::string& unit) {
+  pid_t main = SL_TRY(main_pid(unit));
+  if (main <= 0 || !is_stand_in(main))
+    return make_error(ErrorKind::NotFound, unit, " is not held: its main process (", main, ") is not the stand-in");
+  return main;
+}
+
 Result<std::string> Systemd::cgroup_dir(const std::string& unit) {
   auto cg = SL_TRY(property(unit, "ControlGroup"));
   if (cg.empty()) return make_error(ErrorKind::NotFound, "unit ", unit, " has no cgroup (it is not running)");

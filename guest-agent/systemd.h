@@ -26,6 +26,8 @@ class ServiceManager {
   virtual ~ServiceManager() = default;
   // The unit's main PID (0 when it has none).
   virtual Result<pid_t> main_pid(const std::string& unit) = 0;
+  // The stand-in hold() made the unit's main PID; an error when the unit is not held.
+  virtual Result<pid_t> stand_in(const std::string& unit) = 0;
   // Before the dump of the units' main processes: from now on systemd neither restarts nor
   // stops them, and a stand-in is each one's main PID. All or nothing; undone by release().
   virtual Result<void> hold(const std::vector<std::string>& units) = 0;
@@ -44,6 +46,7 @@ class Systemd : public ServiceManager {
   // Whether systemd manages this machine (/run/systemd/system exists).
   static bool running();
   Result<pid_t> main_pid(const std::string& unit) override;
+  Result<pid_t> stand_in(const std::string& unit) override;
   Result<void> hold(const std::vector<std::string>& units) override;
   Result<void> release(const std::string& unit, pid_t main, const std::vector<pid_t>& pids) override;
   void apply() override;

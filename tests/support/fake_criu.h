@@ -48,7 +48,8 @@ struct FakeCriu : Criu {
       inherited.push_back(i.key);
       if (!write_to_inherited.empty()) (void)!::write(i.fd, write_to_inherited.data(), write_to_inherited.size());
     }
-    return 4242;
+    // CRIU keeps pids: the restored root is the first of the tree (4242 when none is named).
+    return req.pids.empty() ? 4242 : req.pids.front();
   }
   Result<std::string> version() override { return std::string("3.17.1"); }
 };

@@ -712,13 +712,16 @@ struct FakeServices : ServiceManager {
   std::vector<std::string> calls;
   std::string fail_hold;
   Result<pid_t> main_pid(const std::string& unit) override { return mains.count(unit) ? mains[unit] : 0; }
+  Result<pid_t> stand_in(const std::string& unit) override { return main_pid(unit); }
   Result<void> hold(const std::vector<std::string>& units) override {
     for (const auto& unit : units)
       if (unit == fail_hold) return make_error(ErrorKind::System, "daemon-reload failed (test)");
     for (const auto& unit : units) calls.push_back("hold " + unit);
     return ok();
   }
-  Result<void> release(const std::string& unit, pid_t main, const std::vector<pid_t>&) override {
+  std::vector<pid_t> released;  // the pids of the last release
+  Result<void> release(const std::string& unit, pid_t main, const std::vector<pid_t>& pids) override {
+    released = pids;
     calls.push_back(cat("release ", unit, " ", main));
     return ok();
   }
@@ -750,6 +753,25 @@ TEST_F(GatewayOps, AServiceIsHeldWhileAwayAndGetsItsProcessBack) {
   ASSERT_TRUE(elsewhere.ok()) << elsewhere.error().message;
   ASSERT_EQ(elsewhere->warnings.size(), 1u);
   EXPECT_NE(elsewhere->warnings[0].find("systemd does not run here"), std::string::npos);
+}
+
+// The pids a pack names are its word: only those of the restored tree join the unit.
+TEST_F(GatewayOps, OnlyTheRestoredTreeJoinsTheUnit) {
+  FakeServices services;
+  const pid_t self = ::getpid();
+  services.mains["ssh.service"] = self;
+  env_.services = &services;
+  gateways_[0].unit = "ssh.service";
+  gateways_[0].pids = {self, 1};  // init is no part of it
+  Process init = snap_.processes.at(self);
+  init.stat.pid = 1;
+  snap_.processes.emplace(1, init);
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto back = restore(env_, pack);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(services.released, std::vector<pid_t>{self});
 }
 
 // Not the unit's main process (a worker of a wrapper), or not a service: nothing is held.
