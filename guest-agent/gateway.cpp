@@ -38,31 +38,40 @@ std::string endpoint_text(const NetSocket& s, bool remote) {
 }
 
 // Every file a gateway maps or holds open, identified. Read before the dump: afterwards
-// the processes are gone.
+// the processes are gone. A process in a mount namespace of its own (its unit's: private
+// /tmp, protected /usr) is looked at through /proc/PID/root: its paths mean its files.
 Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std::vector<Gateway>& gateways,
                                                 const std::string& proc_root = "/proc") {
-  std::map<std::string, std::string> roles;  // path -> strongest role
-  auto add = [&](const std::string& path, const char* role) {
+  struct Use {
+    std::string role, where;  // where: the root its path is read under ("" = ours)
+  };
+  std::map<std::string, Use> uses;  // path -> strongest role
+  auto add = [&](const std::string& path, const char* role, const std::string& where) {
     if (path.empty() || path[0] != '/' || special(path)) return;
-    auto& r = roles[path];
-    if (r.empty() || r == "open" || (r == "map" && std::string(role) == "exe")) r = role;
+    auto& u = uses[path];
+    if (u.role.empty()) u.where = where;
+    if (u.role.empty() || u.role == "open" || (u.role == "map" && std::string(role) == "exe")) u.role = role;
   };
   for (const auto& g : gateways) {
     for (pid_t pid : g.pids) {
       const Process& p = snap.processes.at(pid);
-      add(p.exe, "exe");
+      const bool own_ns = p.mnt_ns != 0 && snap.self_mnt_ns != 0 && p.mnt_ns != snap.self_mnt_ns;
+      const std::string where = own_ns ? cat(proc_root, "/", pid, "/root") : "";
+      add(p.exe, "exe", where);
       auto maps = sys::read_file(cat(proc_root, "/", pid, "/maps"));
       if (maps.ok())
-        for (const auto& path : parse_maps(*maps)) add(path, "map");
-      for (const auto& path : p.open_files) add(path, "open");
+        for (const auto& path : parse_maps(*maps)) add(path, "map", where);
+      for (const auto& path : p.open_files) add(path, "open", where);
     }
   }
   std::vector<FileIdentity> out;
-  for (const auto& [path, role] : roles) {
+  for (const auto& [path, use] : uses) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    auto id = SL_TRY_CTX(identify(path), "identifying files of the gateways");
-    id.role = role;
+    const std::string at = use.where + path;
+    if (::stat(at.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    auto id = SL_TRY_CTX(identify(at), "identifying files of the gateways");
+    id.path = path;
+    id.role = use.role;
     out.push_back(std::move(id));
   }
   return out;
@@ -190,13 +199,37 @@ void lower_fd_limits(const std::vector<FdLimit>& limits) {
   }
 }
 
-Result<void> check_files(const Manifest& m, const std::string& root) {
+std::vector<std::string> file_roots(Env& env, const Manifest& m) {
+  std::vector<std::string> roots = {""};
+  if (!env.services) return roots;
+  for (const auto& g : m.gateways) {
+    if (!g.own_mount_ns || g.unit.empty()) continue;
+    auto keeper = env.services->stand_in(g.unit);
+    if (keeper.ok()) roots.push_back(cat("/proc/", *keeper, "/root"));
+  }
+  return roots;
+}
+
+Result<std::string> find_file(const FileIdentity& f, const std::vector<std::string>& roots) {
+  Result<void> why = make_error(ErrorKind::NotFound, "`", f.path, "` recorded in the pack: not found");
+  for (const auto& root : roots) {
+    auto here = identify(root + f.path);
+    if (!here.ok()) {
+      if (root.empty()) why = here.error().wrap(cat("`", f.path, "` recorded in the pack"));
+      continue;
+    }
+    here->path = f.path;
+    auto same = same_file(f, *here);
+    if (same.ok()) return root + f.path;
+    why = std::move(same);
+  }
+  return std::move(why).error();
+}
+
+Result<void> check_files(const Manifest& m, const std::vector<std::string>& roots) {
   for (const auto& f : m.files) {
     if (f.role == "open") continue;  // data files may differ; only code must match
-    auto here = identify(root + f.path);
-    if (!here.ok()) return here.error().wrap(cat("`", f.path, "` recorded in the pack"));
-    here->path = f.path;
-    SL_TRY(same_file(f, *here));
+    SL_TRY(find_file(f, roots));
   }
   return ok();
 }
@@ -369,7 +402,7 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
   auto body = [&]() -> Result<RestoreResult> {
     RestoreResult r;
     r.manifest = SL_TRY(Manifest::parse(text));
-    SL_TRY_CTX(check_files(r.manifest), "this machine does not match the pack");
+    SL_TRY_CTX(check_files(r.manifest, file_roots(env, r.manifest)), "this machine does not match the pack");
     for (const auto& g : r.manifest.gateways)
       if (!std::filesystem::is_directory(dir + "/" + g.dir))
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
@@ -401,7 +434,7 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
   auto text = SL_TRY(unpack(pack_path, dir, limits));
   auto body = [&]() -> Result<Manifest> {
     auto m = SL_TRY(Manifest::parse(text));
-    SL_TRY_CTX(check_files(m), "this machine does not match the pack");
+    SL_TRY_CTX(check_files(m, file_roots(env, m)), "this machine does not match the pack");
     // The addresses the sockets were bound to, on a dummy link in the throw-away netns.
     std::string script = "ip link set lo up && ip link add sl0 type dummy && ip link set sl0 up";
     for (const auto& i : m.interfaces)

@@ -14,6 +14,7 @@
 #include "guest-agent/unix_diag.h"
 #include "pack/manifest.h"
 #include "pack/pack.h"
+#include "pack/shipment.h"
 
 namespace seamless::guest {
 
@@ -67,8 +68,35 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
 std::vector<FdLimit> raise_fd_limits(const std::vector<pid_t>& pids);
 void lower_fd_limits(const std::vector<FdLimit>& limits);
 
-// Compares the manifest's file identities with the files at the same paths here.
-Result<void> check_files(const Manifest& m, const std::string& root = "");
+// Where the files a manifest names are looked for here: our root, then the mount
+// namespaces its systemd gateways left behind (their units' stand-ins keep them), as
+// /proc/PID/root prefixes.
+std::vector<std::string> file_roots(Env& env, const Manifest& m);
+// The first of root + f.path that is the file `f` names (same size and build-id or
+// SHA-256); else an error saying how the one here differs.
+Result<std::string> find_file(const FileIdentity& f, const std::vector<std::string>& roots);
+// Compares the manifest's code and mapped files with the files at the same paths under
+// one of `roots`.
+Result<void> check_files(const Manifest& m, const std::vector<std::string>& roots = {""});
+
+// Ships the files of a pack's manifest that another side lacks (see pack/shipment.h).
+struct ShipRequest {
+  std::string pack, out;
+  // Paths of the manifest's code and mapped files to ship; empty: all of them.
+  std::vector<std::string> paths;
+  // Cache objects the other side holds (ShippedFile::object()): a file whose contents,
+  // mode and owner make one of these names is listed without its contents.
+  std::vector<std::string> have;
+  Compression compression = Compression::Gzip;
+};
+struct ShipResult {
+  std::string out;
+  size_t files = 0, included = 0;
+  uint64_t content_bytes = 0;   // the included files' sizes
+  uint64_t shipment_bytes = 0;  // the shipment on disk (compressed)
+};
+Result<ShipResult> ship(Env& env, const ShipRequest& req);
+std::string to_json(const ShipResult& r);
 
 std::string to_json(const DumpResult& r);
 std::string to_json(const RestoreResult& r);

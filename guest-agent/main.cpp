@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@ constexpr const char* kUsage =
        seamless-guest dump [--out PACK] [--port N]... [--compress xz|gzip] [--no-page-deltas]
        seamless-guest restore PACK
        seamless-guest prewarm PACK
+       seamless-guest ship PACK [--out SHIPMENT] [--path FILE]... [--have OBJECT]...
 
 Runs inside a VM (normally through qemu-guest-agent's guest-exec) and prints one JSON
 object on stdout; exit code 0 only on success.
@@ -45,6 +47,11 @@ object on stdout; exit code 0 only on success.
   restore   restores a pack here (the wake path)
   prewarm   dummy-restores a pack in throw-away namespaces and kills it, so the pages a
             real restore needs are in memory
+  ship      writes the files a sink lacks for a pack (its executables, libraries and
+            mapped files; --path: only these, paths the pack names) into a shipment
+            (default PACK.files, gzip; --compress xz): each checked against the pack,
+            with its SHA-256, mode and owner. A file that makes one of the --have names
+            (the sink's cache objects, SHA256-MODE-UID-GID) is listed without contents
 
 Environment: SEAMLESS_GUEST_CONF (default /etc/seamless/guest.conf),
              SEAMLESS_GUEST_WORK (default /run/seamless-guest).
@@ -90,8 +97,11 @@ Result<Discovery> find_gateways() {
 int main_impl(int argc, char** argv) {
   std::vector<std::string> pos;
   std::string out = env_or("SEAMLESS_GUEST_WORK", "/run/seamless-guest") + "/gateways.pack";
+  bool out_given = false;
   std::set<uint16_t> ports;
+  std::vector<std::string> ship_paths, have;
   PackOptions pack_options;
+  std::optional<Compression> compression;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -104,11 +114,16 @@ int main_impl(int argc, char** argv) {
       auto c = parse_compression(argv[++i]);
       if (!c.ok()) return usage_error(c.error().message);
       pack_options.compression = *c;
+      compression = *c;
+    } else if (a == "--path" || a == "--have") {
+      if (i + 1 >= argc) return usage_error(a + " needs a value");
+      (a == "--path" ? ship_paths : have).push_back(argv[++i]);
     } else if (a == "--out" || a == "--port") {
       if (i + 1 >= argc) return usage_error(a + " needs a value");
       std::string v = argv[++i];
       if (a == "--out") {
         out = v;
+        out_given = true;
       } else {
         char* end = nullptr;
         long p = std::strtol(v.c_str(), &end, 10);
@@ -175,6 +190,19 @@ int main_impl(int argc, char** argv) {
       if (!m.ok()) return emit_error(m.error());
       std::printf("{\"ok\":true,\"gateways\":%zu}\n", m->gateways.size());
     }
+    return 0;
+  }
+  if (verb == "ship") {
+    if (pos.size() != 2) return usage_error("ship needs a PACK");
+    ShipRequest req;
+    req.pack = pos[1];
+    req.out = out_given ? out : pos[1] + ".files";
+    req.paths = ship_paths;
+    req.have = have;
+    if (compression) req.compression = *compression;
+    auto r = ship(env, req);
+    if (!r.ok()) return emit_error(r.error());
+    std::printf("%s\n", to_json(*r).c_str());
     return 0;
   }
   return usage_error("unknown verb `" + verb + "`");

@@ -573,6 +573,55 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
   return done;
 }
 
+Result<void> write_plain_pack(const std::string& path, const std::string& manifest_json,
+                              const std::vector<PackEntry>& entries, Compression compression, const EntryCheck& check) {
+  const std::string tmp = path + ".part";
+  auto body = [&]() -> Result<void> {
+    UniqueFd fd = SL_TRY(sys::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    auto w = SL_TRY(CompressedWriter::open(std::move(fd), compression, tmp));
+    SL_TRY(write_entry(*w, kManifestName, manifest_json));
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const auto& [name, source] = entries[i];
+      SL_TRY_CTX(check_entry_name(name), "adding `", name, "` to a pack");
+      auto data = SL_TRY(sys::read_file(source, uint64_t(1) << 31));
+      if (check) SL_TRY(check(i, data));
+      SL_TRY(write_entry(*w, name, data));
+    }
+    static const char zeros[2 * kBlock] = {};
+    SL_TRY(w->write(zeros, sizeof zeros));
+    SL_TRY(w->finish());
+    if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(cat("rename `", tmp, "` to `", path, "`"));
+    return ok();
+  };
+  auto done = body();
+  if (!done.ok()) ::unlink(tmp.c_str());
+  return done;
+}
+
+Result<std::string> read_manifest(const std::string& pack, const PackLimits& limits) {
+  UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
+  if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "pack `", pack, "` is not a regular file");
+  auto reader = SL_TRY(CompressedReader::open(std::move(in), pack));
+  unsigned char h[kBlock];
+  SL_TRY(reader->read_exact(h, kBlock));
+  const char* hc = reinterpret_cast<const char*>(h);
+  if (std::memcmp(hc + 257, "ustar", 5) != 0)
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its first entry is not a ustar header");
+  uint64_t sum = SL_TRY(get_octal(hc + 148, 8, "checksum"));
+  if (sum != header_checksum(h))
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its first entry has a bad header checksum");
+  if (field_string(hc, 100) != kManifestName || (hc[156] != '0' && hc[156] != '\0'))
+    return make_error(ErrorKind::Protocol, "pack `", pack, "` does not start with ", kManifestName);
+  uint64_t size = SL_TRY(get_octal(hc + 124, 12, "size"));
+  if (size > limits.max_manifest)
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its manifest is too large (", size, " bytes)");
+  std::string manifest(size_t(size), '\0');
+  SL_TRY(reader->read_exact(manifest.data(), manifest.size()));
+  return manifest;
+}
+
 Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
                            const std::string& base_root) {
   UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));

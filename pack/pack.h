@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -48,6 +50,18 @@ struct PackStats {
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
                         const std::vector<std::string>& rel_paths, const PackOptions& options = {},
                         PackStats* stats = nullptr);
+
+// Writes manifest_json and then, as they are, the files `entries` (name in the pack, file
+// to read), atomically. `check` (if set) sees each file's contents as read and may refuse
+// them (a file that changed since it was identified).
+using PackEntry = std::pair<std::string, std::string>;
+using EntryCheck = std::function<Result<void>(size_t index, std::string_view contents)>;
+Result<void> write_plain_pack(const std::string& path, const std::string& manifest_json,
+                              const std::vector<PackEntry>& entries, Compression compression,
+                              const EntryCheck& check = {});
+
+// Reads only the manifest of `pack` (its first entry), without unpacking the rest.
+Result<std::string> read_manifest(const std::string& pack, const PackLimits& limits = {});
 
 // The regular files below root, relative to it, sorted: what write_pack() takes. CRIU's
 // logs (*.log) and pid files (*.pid) are left out: they belong to the side that made them.

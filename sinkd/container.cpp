@@ -74,7 +74,12 @@ Result<void> sys_mount(const std::string& src, const std::string& target, const 
 Result<void> init_setup(const std::string& dir, const std::string& hostname) {
   const std::string root = dir + "/root";
   SL_TRY(sys_mount("none", "/", nullptr, MS_REC | MS_PRIVATE));
-  SL_TRY(sys_mount("overlay", root, "overlay", 0, cat("lowerdir=/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
+  // Files shipped with the pack (hard links into the sink's file cache) lie over the sink's own.
+  struct stat shipped {};
+  const bool layer = ::lstat((dir + "/shipped").c_str(), &shipped) == 0 && S_ISDIR(shipped.st_mode);
+  SL_TRY(sys_mount("overlay", root, "overlay", 0,
+                   cat("lowerdir=", layer ? dir + "/shipped:" : "", "/,upperdir=", dir, "/upper,workdir=", dir,
+                       "/work")));
   SL_TRY(sys_mount("/dev", root + "/dev", nullptr, MS_BIND | MS_REC));
   // Pseudo-terminals of its own: a restored SSH session gets back its pty number.
   SL_TRY(sys_mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
@@ -200,15 +205,15 @@ Result<void> check_container_id(const std::string& id) {
   return ok();
 }
 
-Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower) {
-  const std::string& path = file.path;
+Result<UniqueFd> make_parents(const std::string& top, const std::string& path, const std::string& lower,
+                              std::string* leaf) {
   if (!packfmt::is_plain_absolute(path))
-    return make_error(ErrorKind::Invalid, "dummy path `", path, "` is not a plain absolute path");
+    return make_error(ErrorKind::Invalid, "`", path, "` is not a plain absolute path");
   std::vector<std::string> parts;
   std::istringstream in(path.substr(1));
   for (std::string part; std::getline(in, part, '/');) parts.push_back(part);
-  UniqueFd at(::open(upper.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!at.valid()) return errno_error(cat("open `", upper, "`"));
+  UniqueFd at(::open(top.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!at.valid()) return errno_error(cat("open `", top, "`"));
   std::string below;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     below += "/" + parts[i];
@@ -219,13 +224,21 @@ Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& f
         ::fchownat(at.get(), parts[i].c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
       }
     } else if (errno != EEXIST) {
-      return errno_error(cat("mkdir `", upper, below, "`"));
+      return errno_error(cat("mkdir `", top, below, "`"));
     }
     UniqueFd next(::openat(at.get(), parts[i].c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!next.valid()) return errno_error(cat("open `", upper, below, "`"));
+    if (!next.valid()) return errno_error(cat("open `", top, below, "`"));
     at = std::move(next);
   }
-  UniqueFd f(::openat(at.get(), parts.back().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  *leaf = parts.back();
+  return at;
+}
+
+Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower) {
+  const std::string& path = file.path;
+  std::string leaf;
+  UniqueFd at = SL_TRY_CTX(make_parents(upper, path, lower, &leaf), "dummy");
+  UniqueFd f(::openat(at.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!f.valid()) return errno_error(cat("create dummy `", upper, path, "`"));
   if (::ftruncate(f.get(), off_t(file.size)) != 0) return errno_error(cat("size dummy `", upper, path, "`"));
   if (::fchown(f.get(), file.uid, file.gid) != 0 && ::geteuid() == 0)
@@ -302,6 +315,10 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
     // The overlay's root takes its attributes from the upper layer: make it look like "/".
     SL_TRY(copy_owner_and_mode("/", c.upper()));
     for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f), "standing in for `", f.path, "`");
+    if (!spec.shipped.empty()) {
+      if (!spec.cache) return make_error(ErrorKind::Invalid, "shipped files but no file cache");
+      SL_TRY(spec.cache->build_layer(spec.dir + "/shipped", spec.shipped));
+    }
     auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
     c.init_ = pid_t(std::atoi(out.c_str()));
     c.start_ = start_time(c.init_);

@@ -21,6 +21,7 @@
 #include "common/result.h"
 #include "pack/identity.h"
 #include "pack/manifest.h"
+#include "sinkd/file_cache.h"
 
 namespace seamless::sink {
 
@@ -32,6 +33,9 @@ struct ContainerSpec {
   std::vector<packfmt::Route> routes;
   std::string nic;  // the sink's working NIC, parent of the macvlans
   std::vector<packfmt::FileIdentity> dummies;
+  // Files the sink lacks, shipped with the pack: a read-only layer of links to `cache`.
+  std::vector<LayerFile> shipped;
+  const FileCache* cache = nullptr;
   // Comes up silent (see silence()) and stays so until speak(): the controller lets the
   // container answer for the VM only once the VM is paused and its traffic switched.
   bool quiet = false;
@@ -96,6 +100,12 @@ int container_init_main(const std::string& dir, const std::string& hostname);
 
 // A container id names directories: 1-64 bytes of [A-Za-z0-9._-], no leading dot.
 Result<void> check_container_id(const std::string& id);
+
+// Opens the directory that holds `path` (absolute, plain components) below `top`,
+// making the directories above it as needed with the mode and owner of `lower`'s (never
+// following a link); *leaf is the last component.
+Result<UniqueFd> make_parents(const std::string& top, const std::string& path, const std::string& lower,
+                              std::string* leaf);
 
 // Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
 // `file.size` bytes with the file's mode and owner, the directories above it taking mode

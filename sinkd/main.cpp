@@ -38,10 +38,17 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
   query-status              version, uptime, number of gateways
   check-pack {"pack":PATH}  would this sink host the pack? (template check; the held-open
                             files that would get dummies)
-  add-gateway {"pack":PATH,"id":ID[,"quiet":true]}
+  query-missing-files {"pack":PATH}
+                            the pack's code and mapped files this sink lacks (another
+                            version, or none), each with the cached objects that may be it:
+                            what the guest ships (seamless-guest ship --path/--have)
+  add-gateway {"pack":PATH,"id":ID[,"quiet":true][,"files":SHIPMENT]}
                             restore the pack's gateways in a new sink container ID (the
                             VM's MAC, addresses, routes, hostname) and trace them; a quiet
-                            container sends nothing (no ARP, no packet) until `speak`
+                            container sends nothing (no ARP, no packet) until `speak`; the
+                            shipment's files (each checked by SHA-256) go to the file cache
+                            and, as a read-only layer, into the container
+  query-file-cache          the shipped files kept (STATE-DIR/files): objects, bytes, in use
   speak {"id":ID}           a quiet container answers for its VM from now on (the VM is
                             paused and its traffic switched here)
   list-gateways             every container: state (traced, woken, stopped, handed-back,
@@ -160,7 +167,7 @@ int main_impl(int argc, char** argv) {
   });
   server.on(proto::kAddGateway, [&](const qmp::Value& args) -> Result<std::string> {
     auto a = SL_TRY(proto::AddGateway::parse(args));
-    return sink.add(a.pack, a.id, a.quiet);
+    return sink.add(a.pack, a.id, a.quiet, a.files);
   });
   server.on(proto::kSpeak, [&](const qmp::Value& args) -> Result<std::string> {
     SL_TRY(sink.speak(SL_TRY(proto::IdArg::parse(args)).id));
@@ -179,6 +186,10 @@ int main_impl(int argc, char** argv) {
     SL_TRY(sink.remove(SL_TRY(proto::IdArg::parse(args)).id));
     return std::string("{}");
   });
+  server.on(proto::kQueryMissingFiles, [&](const qmp::Value& args) -> Result<std::string> {
+    return sink.missing(SL_TRY(proto::PackArg::parse(args)).pack);
+  });
+  server.on(proto::kQueryFileCache, [&](const qmp::Value&) -> Result<std::string> { return sink.cache_stats(); });
   server.on(proto::kCheckPack, [&](const qmp::Value& args) -> Result<std::string> {
     auto a = SL_TRY(proto::PackArg::parse(args));
     auto checked = SL_TRY(sink::check_pack(a.pack, state_dir + "/work"));

@@ -11,27 +11,88 @@
 
 namespace seamless::sink {
 
-Result<PackCheck> check_manifest(packfmt::Manifest manifest, const std::string& root) {
+namespace {
+
+Result<packfmt::FileIdentity> identify_here(const packfmt::FileIdentity& f, const std::string& at) {
+  auto here = packfmt::identify(at);
+  if (!here.ok()) return here.error().wrap(cat("`", f.path, "` is missing here"));
+  here->path = f.path;
+  return here;
+}
+
+Result<void> same_here(const packfmt::FileIdentity& f, const std::string& root) {
+  auto here = SL_TRY(identify_here(f, root + f.path));
+  return packfmt::same_file(f, here);
+}
+
+// The shipped object is the file the manifest names, with its mode and owner.
+Result<LayerFile> shipped_as(const packfmt::FileIdentity& f, const packfmt::ShippedFile& s, const FileCache& cache) {
+  const std::string at = cache.object_path(s.object());
+  auto obj = SL_TRY_CTX(identify_here(f, at), "shipped");
+  SL_TRY_CTX(packfmt::same_file(f, obj), "shipped");
+  if (s.mode != f.mode || s.uid != f.uid || s.gid != f.gid)
+    return make_error(ErrorKind::Invalid, "`", f.path, "` shipped with mode/owner ", s.mode, "/", s.uid, ":", s.gid,
+                      ", the pack says ", f.mode, "/", f.uid, ":", f.gid);
+  return LayerFile{f.path, s.object()};
+}
+
+}  // namespace
+
+std::vector<packfmt::FileIdentity> missing_files(const packfmt::Manifest& m, const std::string& root) {
+  std::vector<packfmt::FileIdentity> out;
+  for (const auto& f : m.files)
+    if (f.role != "open" && !same_here(f, root).ok()) out.push_back(f);
+  return out;
+}
+
+Result<PackCheck> check_manifest(packfmt::Manifest manifest, const std::string& root, const FileCache* cache,
+                                 const packfmt::ShipmentIndex* shipment) {
   PackCheck out;
   std::vector<std::string> mismatches;
   for (const auto& f : manifest.files) {
-    auto here = packfmt::identify(root + f.path);
-    Result<void> same = here.ok() ? (here->path = f.path, packfmt::same_file(f, *here))
-                                  : Result<void>(here.error().wrap(cat("`", f.path, "` is missing here")));
+    if (!packfmt::is_plain_absolute(f.path)) {
+      mismatches.push_back(cat("`", f.path, "` is not a plain absolute path"));
+      continue;
+    }
+    auto same = same_here(f, root);
     if (same.ok()) continue;
-    if (f.role == "open")
+    if (f.role == "open") {
       out.dummies.push_back(f);
-    else
-      mismatches.push_back(same.error().message);
+      continue;
+    }
+    const packfmt::ShippedFile* s = shipment ? shipment->find(f.path) : nullptr;
+    if (s && cache) {
+      auto layer = shipped_as(f, *s, *cache);
+      if (layer.ok()) {
+        out.shipped.push_back(*layer);
+        continue;
+      }
+      same = std::move(layer).error();
+    }
+    mismatches.push_back(same.error().message);
   }
   if (!mismatches.empty()) {
     std::string list;
     for (size_t i = 0; i < mismatches.size() && i < 5; ++i) list += (i ? "; " : "") + mismatches[i];
     if (mismatches.size() > 5) list += cat("; and ", mismatches.size() - 5, " more");
-    return make_error(ErrorKind::Invalid, "template mismatch: the sink is not built from the VM's template (",
-                      mismatches.size(), " code file(s) differ): ", list);
+    return make_error(ErrorKind::Invalid, "template mismatch: ", mismatches.size(),
+                      " code file(s) differ from this sink's and were not shipped with the pack: ", list);
   }
   out.manifest = std::move(manifest);
+  return out;
+}
+
+Result<std::vector<MissingFile>> missing_for_pack(const std::string& pack, const FileCache& cache,
+                                                  const packfmt::PackLimits& limits) {
+  auto text = SL_TRY(packfmt::read_manifest(pack, limits));
+  auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
+  std::vector<MissingFile> out;
+  for (auto& f : missing_files(manifest)) {
+    if (!packfmt::is_plain_absolute(f.path))
+      return make_error(ErrorKind::Invalid, "pack `", pack, "`: `", f.path, "` is not a plain absolute path");
+    auto candidates = cache.candidates(f);
+    out.push_back({std::move(f), std::move(candidates)});
+  }
   return out;
 }
 

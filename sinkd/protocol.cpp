@@ -2,6 +2,8 @@
 // sinkd's protocol values: JSON writers and strict readers, and the typed client.
 #include "sinkd/protocol.h"
 
+#include <algorithm>
+
 namespace seamless::sink::proto {
 namespace {
 
@@ -90,12 +92,70 @@ std::string_view to_string(GatewayState s) {
 
 std::string PackArg::to_json() const { return qmp::ArgWriter().str("pack", pack).finish(); }
 Result<PackArg> PackArg::parse(const qmp::Value& args) {
-  SL_TRY(object(args, kCheckPack));
+  SL_TRY(object(args, "arguments"));
   return PackArg{SL_TRY(str(args, "pack", kLong))};
 }
 
+std::string Missing::to_json() const {
+  std::vector<std::string> out;
+  for (const auto& f : files)
+    out.push_back(qmp::ArgWriter()
+                      .str("path", f.path)
+                      .num("size", f.size)
+                      .str("role", f.role)
+                      .strings("candidates", f.candidates)
+                      .finish());
+  return qmp::ArgWriter().raw("files", join(out)).finish();
+}
+
+Result<Missing> Missing::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "query-missing-files' reply"));
+  Missing m;
+  for (const auto& f : SL_TRY(array(v, "files"))->GetArray()) {
+    SL_TRY(object(f, "a missing file"));
+    MissingFile mf;
+    mf.path = SL_TRY(str(f, "path", kLong));
+    mf.size = SL_TRY(opt_count(f, "size"));
+    mf.role = SL_TRY(opt_str(f, "role", kShort));
+    for (const auto& c : SL_TRY(array(f, "candidates"))->GetArray()) {
+      if (!c.IsString() || c.GetStringLength() > kShort)
+        return make_error(ErrorKind::Protocol, "a candidate for `", mf.path, "` is not a short string");
+      mf.candidates.emplace_back(c.GetString(), c.GetStringLength());
+    }
+    m.files.push_back(std::move(mf));
+  }
+  return m;
+}
+
+std::vector<std::string> Missing::paths() const {
+  std::vector<std::string> out;
+  for (const auto& f : files) out.push_back(f.path);
+  return out;
+}
+
+std::vector<std::string> Missing::candidates() const {
+  std::vector<std::string> out;
+  for (const auto& f : files)
+    for (const auto& c : f.candidates)
+      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+  return out;
+}
+
+std::string FileCacheStats::to_json() const {
+  return qmp::ArgWriter().num("objects", objects).num("bytes", bytes).num("in_use", in_use).finish();
+}
+
+Result<FileCacheStats> FileCacheStats::parse(const qmp::Value& v) {
+  SL_TRY(object(v, "query-file-cache's reply"));
+  return FileCacheStats{SL_TRY(opt_count(v, "objects")), SL_TRY(opt_count(v, "bytes")),
+                        SL_TRY(opt_count(v, "in_use"))};
+}
+
 std::string AddGateway::to_json() const {
-  return qmp::ArgWriter().str("pack", pack).str("id", id).boolean("quiet", quiet).finish();
+  qmp::ArgWriter w;
+  w.str("pack", pack).str("id", id).boolean("quiet", quiet);
+  if (!files.empty()) w.str("files", files);
+  return w.finish();
 }
 Result<AddGateway> AddGateway::parse(const qmp::Value& args) {
   SL_TRY(object(args, kAddGateway));
@@ -103,6 +163,7 @@ Result<AddGateway> AddGateway::parse(const qmp::Value& args) {
   a.pack = SL_TRY(str(args, "pack", kLong));
   a.id = SL_TRY(str(args, "id", kShort));
   a.quiet = SL_TRY(opt_flag(args, "quiet"));
+  a.files = SL_TRY(opt_str(args, "files", kLong));
   return a;
 }
 
@@ -165,6 +226,7 @@ std::string Added::to_json() const {
       .raw("gateways", join(gws))
       .num("processes", processes)
       .num("dummies", dummies)
+      .num("shipped", shipped)
       .num("held", held)
       .real("seconds", seconds)
       .finish();
@@ -195,6 +257,7 @@ Result<Added> Added::parse(const qmp::Value& v) {
   }
   a.processes = SL_TRY(opt_count(v, "processes"));
   a.dummies = SL_TRY(opt_count(v, "dummies"));
+  a.shipped = SL_TRY(opt_count(v, "shipped"));
   a.held = SL_TRY(opt_count(v, "held"));
   a.seconds = SL_TRY(opt_seconds(v));
   return a;
@@ -337,6 +400,16 @@ Result<Released> Client::release_packets(const IdArg& a) {
 Result<void> Client::remove_gateway(const IdArg& a) {
   SL_TRY(call_(kRemoveGateway, a.to_json(), kShortCall));
   return ok();
+}
+
+Result<Missing> Client::query_missing_files(const PackArg& a) {
+  auto r = SL_TRY(call_(kQueryMissingFiles, a.to_json(), Millis(300000)));
+  return SL_TRY_CTX(Missing::parse(r.root()), kQueryMissingFiles);
+}
+
+Result<FileCacheStats> Client::query_file_cache() {
+  auto r = SL_TRY(call_(kQueryFileCache, "", Millis(30000)));
+  return SL_TRY_CTX(FileCacheStats::parse(r.root()), kQueryFileCache);
 }
 
 Result<std::vector<ListedGateway>> Client::list_gateways() {

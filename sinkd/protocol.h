@@ -28,6 +28,8 @@ inline constexpr const char* kHandBack = "hand-back";
 inline constexpr const char* kQueryMetrics = "query-metrics";
 inline constexpr const char* kReleasePackets = "release-packets";
 inline constexpr const char* kRemoveGateway = "remove-gateway";
+inline constexpr const char* kQueryMissingFiles = "query-missing-files";
+inline constexpr const char* kQueryFileCache = "query-file-cache";
 // Events.
 inline constexpr const char* kReady = "READY";        // {id}: restored and traced
 inline constexpr const char* kActivity = "ACTIVITY";  // {id, pid, reason}: the gateway is stopped for its VM
@@ -47,7 +49,7 @@ GatewayState parse_gateway_state(std::string_view s);
 std::string_view to_string(GatewayState s);
 
 // --- Arguments --------------------------------------------------------------------
-struct PackArg {  // check-pack
+struct PackArg {  // check-pack, query-missing-files
   std::string pack;
   std::string to_json() const;
   static Result<PackArg> parse(const qmp::Value& args);
@@ -56,6 +58,7 @@ struct PackArg {  // check-pack
 struct AddGateway {
   std::string pack, id;
   bool quiet = false;  // the container sends nothing until speak
+  std::string files;   // a shipment of the files the sink lacks (path in the sink), or ""
   std::string to_json() const;
   static Result<AddGateway> parse(const qmp::Value& args);
 };
@@ -101,9 +104,31 @@ struct Added {
   int64_t init = 0;  // the container's init, a pid in the sink
   std::vector<RestoredGateway> gateways;
   int64_t processes = 0, dummies = 0, held = 0;
+  int64_t shipped = 0;  // files from the shipment in the container's layer
   double seconds = 0;
   std::string to_json() const;
   static Result<Added> parse(const qmp::Value& v);
+};
+
+// query-missing-files: what a guest must ship with a pack.
+struct MissingFile {
+  std::string path;
+  int64_t size = 0;
+  std::string role;                     // exe | map
+  std::vector<std::string> candidates;  // cache objects that may be it
+};
+struct Missing {
+  std::vector<MissingFile> files;
+  std::string to_json() const;
+  static Result<Missing> parse(const qmp::Value& v);
+  std::vector<std::string> paths() const;
+  std::vector<std::string> candidates() const;  // all of them, each once
+};
+
+struct FileCacheStats {  // query-file-cache
+  int64_t objects = 0, bytes = 0, in_use = 0;
+  std::string to_json() const;
+  static Result<FileCacheStats> parse(const qmp::Value& v);
 };
 
 struct HandedBack {
@@ -161,6 +186,8 @@ class Client {
   Result<Released> release_packets(const IdArg& a);
   Result<void> remove_gateway(const IdArg& a);
   Result<std::vector<ListedGateway>> list_gateways();
+  Result<Missing> query_missing_files(const PackArg& a);
+  Result<FileCacheStats> query_file_cache();
 
  private:
   Call call_;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <optional>
 #include <future>
 #include <set>
 #include <sstream>
@@ -132,7 +133,10 @@ struct Sink::Gateway {
   }
 };
 
-Sink::Sink(SinkOptions options, EventSink events) : opt_(std::move(options)), events_(std::move(events)) {
+Sink::Sink(SinkOptions options, EventSink events)
+    : opt_(std::move(options)),
+      events_(std::move(events)),
+      cache_(opt_.state_dir + "/files", opt_.file_cache_budget) {
   if (!opt_.criu_for) opt_.criu_for = [path = opt_.criu](const Container& c) { return criu_in(c, path); };
   std::error_code ec;
   std::filesystem::create_directories(opt_.state_dir + "/containers", ec);
@@ -290,7 +294,7 @@ size_t Sink::recover() {
   return found;
 }
 
-Result<std::string> Sink::add(const std::string& pack, const std::string& id, bool quiet) {
+Result<std::string> Sink::add(const std::string& pack, const std::string& id, bool quiet, const std::string& files) {
   std::lock_guard<std::mutex> lock(mu_);
   SL_TRY(check_container_id(id));  // it names paths below the state directory
   if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
@@ -306,7 +310,10 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   size_t held = 0;
   auto body = [&]() -> Result<PackCheck> {
     auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
-    auto checked = SL_TRY_CTX(check_manifest(std::move(manifest)), "pack `", pack, "`");
+    std::optional<packfmt::ShipmentIndex> shipment;
+    if (!files.empty()) shipment = SL_TRY(cache_.take(files, opt_.state_dir + "/work", opt_.limits));
+    auto checked = SL_TRY_CTX(check_manifest(std::move(manifest), "", &cache_, shipment ? &*shipment : nullptr),
+                              "pack `", pack, "`");
     ContainerSpec spec;
     spec.id = id;
     spec.dir = dir;
@@ -315,6 +322,8 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     spec.routes = checked.manifest.routes;
     spec.nic = opt_.nic;
     spec.dummies = checked.dummies;
+    spec.shipped = checked.shipped;
+    spec.cache = &cache_;
     spec.quiet = quiet;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
     // their connections otherwise.
@@ -352,12 +361,25 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   for (const auto& gw : g->manifest.gateways) reply.gateways.push_back({gw.name, gw.root});
   reply.processes = int64_t(g->inner.size());
   reply.dummies = int64_t(checked->dummies.size());
+  reply.shipped = int64_t(checked->shipped.size());
   reply.held = int64_t(held);
   reply.seconds = seconds_since(t0);
   SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
   gateways_[id] = std::move(g);
   events_(proto::kReady, proto::IdArg{id}.to_json());
   return reply.to_json();
+}
+
+Result<std::string> Sink::missing(const std::string& pack) {
+  auto files = SL_TRY(missing_for_pack(pack, cache_, opt_.limits));
+  proto::Missing reply;
+  for (auto& m : files) reply.files.push_back({m.file.path, int64_t(m.file.size), m.file.role, m.candidates});
+  return reply.to_json();
+}
+
+std::string Sink::cache_stats() {
+  auto s = cache_.stats();
+  return proto::FileCacheStats{s.objects, s.bytes, s.in_use}.to_json();
 }
 
 Result<void> Sink::speak(const std::string& id) {

@@ -23,6 +23,7 @@
 #include "pack/manifest.h"
 #include "pack/pack.h"
 #include "sinkd/container.h"
+#include "sinkd/file_cache.h"
 #include "sinkd/hold.h"
 #include "sinkd/tracer.h"
 
@@ -36,6 +37,8 @@ struct SinkOptions {
   // CRIU for a container's gateways; default: criu_in(container, criu).
   std::function<std::unique_ptr<guest::Criu>(const Container&)> criu_for;
   packfmt::PackLimits limits;
+  // Shipped files kept beyond what containers use (see FileCache).
+  uint64_t file_cache_budget = uint64_t(2) << 30;
 };
 
 // The `criu` binary run in every namespace of a container (Container::run).
@@ -56,7 +59,14 @@ class Sink {
   // Restores a pack's gateways in a new container `id`. The reply: id, hostname,
   // interfaces (name, mac, addresses), gateways (name, pid inside), dummies, seconds.
   // A quiet container says nothing on the wire until speak().
-  Result<std::string> add(const std::string& pack, const std::string& id, bool quiet = false);
+  // `files`: a shipment with the files this sink lacks for the pack ("" = none).
+  Result<std::string> add(const std::string& pack, const std::string& id, bool quiet = false,
+                          const std::string& files = "");
+  // What a guest must ship with `pack` (query-missing-files): the code and mapped files
+  // that differ here, each with the cached objects that may be it; and the cache's size.
+  Result<std::string> missing(const std::string& pack);
+  // The file cache: objects, bytes, objects in use.
+  std::string cache_stats();
   // Lets a quiet container answer for its VM (once the VM is paused and its traffic here).
   Result<void> speak(const std::string& id);
   std::string list();
@@ -85,6 +95,7 @@ class Sink {
   Result<std::string> checkpoint(Gateway& g, const std::string& out);
   SinkOptions opt_;
   EventSink events_;
+  FileCache cache_;  // STATE/files: on the containers' file system
   std::mutex mu_;  // guards gateways_ (the map, not each entry: commands come one at a time)
   std::map<std::string, std::unique_ptr<Gateway>> gateways_;
 };
