@@ -21,11 +21,13 @@ namespace {
 constexpr const char* kModule = "controller";
 constexpr const char* kGuestPark = "/run/seamless-guest/park.pack";
 constexpr const char* kGuestWake = "/run/seamless-guest/wake.pack";
+constexpr const char* kGuestShipment = "/run/seamless-guest/park.files";
 constexpr const char* kWakeDir = "/run/seamless/wakes";
 constexpr const char* kAnnounce = "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}";
 
 std::string sink_pack(const std::string& id) { return cat("/run/seamless-pack-", id, ".pack"); }
 std::string sink_back_pack(const std::string& id) { return cat("/run/seamless-pack-", id, "-back.pack"); }
+std::string sink_shipment(const std::string& id) { return cat("/run/seamless-pack-", id, ".files"); }
 std::string key(const std::string& sink, const std::string& container) { return sink + "/" + container; }
 
 std::string report_json(const ProcedureReport& r) {
@@ -108,6 +110,8 @@ std::string ParkResult::to_json() const {
       .str("container", state.container)
       .strings("gateways", gateways)
       .num("pack_bytes", pack_bytes)
+      .num("shipped_files", shipped_files)
+      .num("shipped_bytes", shipped_bytes)
       .num("memory_before", state.memory_before)
       .num("memory_after", state.memory_after)
       .raw("seconds", cat(report.seconds))
@@ -484,10 +488,30 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
         (void)qmp::guest_run(sink_agent, "/bin/rm", {"-f", sink_pack(id)});
         return ok();
       });
+  std::string shipment;  // in the sink, when the pack needs files the sink lacks
+  p.step(
+      "ship",
+      [&]() -> Result<void> {
+        auto missing = SL_TRY(sink->missing_files(sink_pack(id)));
+        if (missing.files.empty()) return ok();
+        auto shipped = SL_TRY(helper.ship(kGuestPark, kGuestShipment, missing.paths(), missing.candidates()));
+        auto bytes = SL_TRY(qmp::read_guest_file(agent, kGuestShipment, {}, size_t(1) << 30));
+        (void)qmp::guest_run(agent, "/bin/rm", {"-f", kGuestShipment});
+        result.shipped_files = shipped.files;
+        result.shipped_bytes = int64_t(bytes.size());
+        SL_TRY_CTX(qmp::write_guest_file(sink_agent, sink_shipment(id), bytes), "to sink `", sink->name(), "`");
+        shipment = sink_shipment(id);
+        return ok();
+      },
+      [&]() -> Result<void> {
+        if (!shipment.empty()) (void)qmp::guest_run(sink_agent, "/bin/rm", {"-f", shipment});
+        return ok();
+      });
   p.step(
       "sink-restore",
       [&]() -> Result<void> {
-        added = SL_TRY(sink->add_gateway(sink_pack(id), id, true));
+        added = SL_TRY(sink->add_gateway(sink_pack(id), id, true, shipment));
+        if (!shipment.empty()) (void)qmp::guest_run(sink_agent, "/bin/rm", {"-f", shipment});
         addresses_of(added, st.mac, &redirect);
         return ok();
       },

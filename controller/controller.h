@@ -45,6 +45,8 @@ struct ParkResult {
   ProcedureReport report;
   std::vector<std::string> gateways;
   int64_t pack_bytes = 0;
+  // Files the sink lacked, shipped with the pack (their shipment's size).
+  int64_t shipped_files = 0, shipped_bytes = 0;
   std::string to_json() const;
 };
 

@@ -35,6 +35,25 @@ Result<DumpOutcome> parse_dump(const std::string& out, int64_t code, const std::
   return d;
 }
 
+Result<ShipOutcome> parse_ship(const std::string& out, int64_t code, const std::string& err) {
+  auto json = qmp::parse(out.substr(0, out.find('\n')));
+  if (!json.ok() || !json->root().IsObject())
+    return make_error(ErrorKind::Protocol, "seamless-guest ship (exit ", code, ") printed no result: `",
+                      out.substr(0, 200), "` ", err.substr(0, 400));
+  const qmp::Value& v = json->root();
+  if (code != 0 || !qmp::opt_bool(v, "ok").value_or(false))
+    return make_error(ErrorKind::Remote, "seamless-guest ship failed (exit ", code,
+                      "): ", qmp::opt_string(v, "error").value_or(err.substr(0, 400)).substr(0, 1000));
+  ShipOutcome s;
+  s.shipment = SL_TRY(qmp::get_string(v, "shipment"));
+  for (auto [key, field] : {std::pair{"files", &s.files}, {"included", &s.included},
+                            {"content_bytes", &s.content_bytes}, {"shipment_bytes", &s.shipment_bytes}}) {
+    *field = qmp::opt_int(v, key).value_or(0);
+    if (*field < 0) return make_error(ErrorKind::Protocol, "seamless-guest ship: field `", key, "` is negative");
+  }
+  return s;
+}
+
 bool PatientAgent::not_sent(const Error& e) {
   const auto& m = e.message;
   return m.find("not available for now") != std::string::npos || m.find("agent is not connected") != std::string::npos;
@@ -66,6 +85,17 @@ Result<DumpOutcome> GuestHelper::dump(const std::string& out, const std::vector<
   }
   return make_error(ErrorKind::Remote, "the dump was aborted by user activity ", attempts, " times (last: ", last,
                     "): the VM is not idle");
+}
+
+Result<ShipOutcome> GuestHelper::ship(const std::string& pack, const std::string& out,
+                                      const std::vector<std::string>& paths, const std::vector<std::string>& have) {
+  std::vector<std::string> args = {"ship", pack, "--out", out};
+  for (const auto& p : paths) args.insert(args.end(), {"--path", p});
+  for (const auto& h : have) args.insert(args.end(), {"--have", h});
+  qmp::RunOptions ro;
+  ro.timeout = Millis(300000);
+  auto st = SL_TRY_CTX(qmp::guest_run(agent_, kGuestHelper, args, ro), "seamless-guest ship");
+  return parse_ship(st.out, st.exitcode.value_or(-1), st.err);
 }
 
 Result<void> GuestHelper::restore(const std::string& pack) {

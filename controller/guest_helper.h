@@ -23,6 +23,13 @@ struct DumpOutcome {
   double dump_seconds = 0;
 };
 
+// What `seamless-guest ship` wrote.
+struct ShipOutcome {
+  std::string shipment;  // path in the guest
+  int64_t files = 0, included = 0, content_bytes = 0, shipment_bytes = 0;
+};
+Result<ShipOutcome> parse_ship(const std::string& out, int64_t code, const std::string& err);
+
 // Parses seamless-guest's dump output (exit code `code`).
 Result<DumpOutcome> parse_dump(const std::string& out, int64_t code, const std::string& err);
 
@@ -48,6 +55,10 @@ class GuestHelper {
   // `attempts` times, then reported as an error naming the activity.
   Result<DumpOutcome> dump(const std::string& out, const std::vector<uint16_t>& ports, int attempts = 5);
   Result<void> restore(const std::string& pack);
+  // Ships the pack's files in `paths` into `out`, leaving out those that make one of the
+  // `have` object names (the sink's cache).
+  Result<ShipOutcome> ship(const std::string& pack, const std::string& out, const std::vector<std::string>& paths,
+                           const std::vector<std::string>& have);
   // What the suspend engine runs as its prefetch step.
   static std::vector<std::string> prewarm_command(const std::string& pack) { return {kGuestHelper, "prewarm", pack}; }
 

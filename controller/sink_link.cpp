@@ -156,8 +156,11 @@ void SinkLink::reader() {
 
 Result<void> SinkLink::check_pack(const std::string& pack) { return client_.check_pack({pack}); }
 
-Result<Added> SinkLink::add_gateway(const std::string& pack, const std::string& id, bool quiet) {
-  return client_.add_gateway({pack, id, quiet});
+Result<Missing> SinkLink::missing_files(const std::string& pack) { return client_.query_missing_files({pack}); }
+
+Result<Added> SinkLink::add_gateway(const std::string& pack, const std::string& id, bool quiet,
+                                    const std::string& files) {
+  return client_.add_gateway({pack, id, quiet, files});
 }
 
 Result<void> SinkLink::speak(const std::string& id) { return client_.speak({id}); }

@@ -22,6 +22,7 @@ namespace seamless::ctl {
 
 // sinkd's protocol, defined once in sinkd/protocol.h.
 using sink::proto::Added;
+using sink::proto::Missing;
 using sink::proto::GatewayState;
 using sink::proto::HandedBack;
 using sink::proto::ListedGateway;
@@ -47,7 +48,9 @@ class SinkLink {
   bool connected();
 
   Result<void> check_pack(const std::string& pack);
-  Result<Added> add_gateway(const std::string& pack, const std::string& id, bool quiet);
+  Result<Missing> missing_files(const std::string& pack);
+  // `files`: a shipment in the sink ("" = none).
+  Result<Added> add_gateway(const std::string& pack, const std::string& id, bool quiet, const std::string& files = "");
   Result<void> speak(const std::string& id);
   Result<HandedBack> hand_back(const std::string& id, const std::string& out);
   Result<int64_t> release_packets(const std::string& id);

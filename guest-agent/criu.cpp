@@ -63,6 +63,7 @@ Result<void> CriuBinary::dump(const DumpRequest& req) {
                            "--tcp-established", "--file-locks"});
   if (req.shell_job) argv.push_back("--shell-job");
   for (uint64_t inode : req.external_unix) argv.insert(argv.end(), {"--external", cat("unix[", inode, "]")});
+  if (req.external_datagrams) argv.push_back("--ext-unix-sk");
   for (const auto& key : req.external_files) argv.insert(argv.end(), {"--external", key});
   return run_criu(argv, req.images + "/dump.log", cat("criu dump of pid ", req.root));
 }
@@ -83,6 +84,7 @@ Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
   if (req.mount_ns_of > 0) argv.push_back("--manage-cgroups=ignore");
   if (req.shell_job) argv.push_back("--shell-job");
   if (req.leave_stopped) argv.push_back("--leave-stopped");
+  if (req.external_datagrams) argv.push_back("--ext-unix-sk");
   for (const auto& i : req.inherit) argv.insert(argv.end(), {"--inherit-fd", cat("fd[", i.fd, "]:", i.key)});
   SL_TRY(run_criu(argv, req.images + "/" + req.log_name, cat("criu restore from `", req.images, "`")));
   if (!root_.empty()) return 0;  // restored elsewhere: no pid of ours to report

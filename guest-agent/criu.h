@@ -24,6 +24,10 @@ struct DumpRequest {
   std::vector<uint64_t> external_unix;
   // Files dumped as external (`--external KEY`, e.g. "file[17:5]"); a restore hands each in.
   std::vector<std::string> external_files;
+  // Datagram sockets connected to a named socket outside (a logger: syslog's /dev/log, the
+  // journal's dev-log) are dumped as external (`--ext-unix-sk`); a restore connects them
+  // to the same name again, which must exist there.
+  bool external_datagrams = false;
   // CRIU runs in this process's mount namespace (a service's private one, e.g. systemd's
   // PrivateTmp=): the tree's mounts are its own and are not dumped; 0: ours.
   pid_t mount_ns_of = 0;
@@ -50,6 +54,8 @@ struct RestoreRequest {
   bool leave_stopped = false;
   // Restored into this process's mount namespace (see DumpRequest); 0: ours.
   pid_t mount_ns_of = 0;
+  // The images hold external datagram sockets (see DumpRequest).
+  bool external_datagrams = false;
 };
 
 class Criu {

@@ -112,6 +112,7 @@ Result<pid_t> restore_gateway(Env& env, const std::string& images, const PackedG
   req.shell_job = g.shell_job;
   req.pids = g.pids;  // a tree just dumped here may not be reaped yet
   req.inherit = ends.inherit;
+  req.external_datagrams = !g.loggers.empty();
   SL_TRY(open_devices(g.devices, &ends.fds, &req.inherit));
   if (g.own_mount_ns) {
     // Back into its unit's mount namespace, which the unit's stand-in has kept.
@@ -258,6 +259,8 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   for (const auto& g : gateways) {
     PackedGateway pg;
     pg.streams = SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`");
+    pg.loggers = SL_TRY_CTX(outside_loggers(snap, g.pids, sockets), "gateway `", g.name, "`");
+    pg.dirs = needed_dirs(snap, g.pids, sockets);
     pg.devices = SL_TRY_CTX(foreign_devices(g.pids), "cannot move gateway `", g.name, "`");
     pg.root = g.root;
     pg.name = g.name;
@@ -324,6 +327,7 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     req.mount_ns_of = g.own_mount_ns ? g.root : 0;
     for (const auto& st : g.streams) req.external_unix.push_back(st.inode);
     for (const auto& d : g.devices) req.external_files.push_back(d.key());
+    req.external_datagrams = !g.loggers.empty();
     std::filesystem::create_directories(req.images);
     g.fd_limits = raise_fd_limits(g.pids);
     if (auto d = env.criu->dump(req); !d.ok()) {
@@ -446,6 +450,7 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
       req.images = dir + "/" + g.dir;
       req.shell_job = g.shell_job;
       req.inherit = ends.inherit;
+      req.external_datagrams = !g.loggers.empty();
       SL_TRY(open_devices(g.devices, &ends.fds, &req.inherit));
       req.log_name = "prewarm.log";
       req.wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",

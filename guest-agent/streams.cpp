@@ -3,10 +3,13 @@
 #include "guest-agent/streams.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -18,11 +21,6 @@ namespace seamless::guest {
 Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const std::vector<pid_t>& pids,
                                                    const std::vector<UnixSocket>& sockets,
                                                    const std::string& proc_root) {
-  // A datagram socket connected to a logger outside (syslog's /dev/log, which sshd's login
-  // sessions use): CRIU 3.17 hangs restoring one handed in, and refuses it otherwise.
-  if (auto d = external_streams(snap, pids, sockets, true); !d.empty())
-    return make_error(ErrorKind::Invalid, "cannot checkpoint: ", d[0].describe(snap),
-                      ", which CRIU cannot restore (a datagram connection to a logger outside, e.g. syslog)");
   std::vector<OutsideStream> out;
   std::map<uint64_t, size_t> index;  // inode -> position in out
   for (const auto& e : external_streams(snap, pids, sockets)) {
@@ -40,6 +38,51 @@ Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const s
       out.push_back(std::move(s));
     }
     out[it->second].holders.push_back({e.pid, e.fd});
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> outside_loggers(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                                 const std::vector<UnixSocket>& sockets) {
+  std::vector<std::string> out;
+  for (const auto& d : external_streams(snap, pids, sockets, true)) {
+    // CRIU connects it again by name (--ext-unix-sk): the other end must have one that a
+    // restoring side can reach, and a sink can stand in for.
+    if (!packfmt::valid_logger(d.peer_name))
+      return make_error(ErrorKind::Invalid, "cannot checkpoint: ", d.describe(snap),
+                        ", which cannot be connected again after a restore (only named sockets below /run, "
+                        "/var/run or /dev/log can)");
+    if (std::find(out.begin(), out.end(), d.peer_name) == out.end()) out.push_back(d.peer_name);
+  }
+  return out;
+}
+
+std::vector<packfmt::Directory> needed_dirs(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                            const std::vector<UnixSocket>& sockets, const std::string& proc_root) {
+  std::map<uint64_t, const UnixSocket*> by_inode;
+  for (const auto& s : sockets) by_inode[s.inode] = &s;
+  std::vector<packfmt::Directory> out;
+  pid_t pid = 0;  // whose view of the path (its root: its own mount namespace)
+  auto add = [&](const std::string& dir) {
+    if (dir == "/" || !packfmt::is_plain_absolute(dir)) return;
+    for (const auto& d : out)
+      if (d.path == dir) return;
+    struct stat st {};
+    if (::stat(cat(proc_root, "/", pid, "/root", dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    out.push_back({dir, uint32_t(st.st_mode & 01777), st.st_uid, st.st_gid});
+  };
+  for (pid_t p_id : pids) {
+    pid = p_id;
+    auto p = snap.processes.find(pid);
+    if (p == snap.processes.end()) continue;
+    std::error_code ec;
+    add(std::filesystem::read_symlink(cat(proc_root, "/", pid, "/cwd"), ec).string());
+    for (uint64_t inode : p->second.socket_inodes) {
+      auto s = by_inode.find(inode);
+      if (s == by_inode.end() || s->second->name.empty() || s->second->name[0] != '/') continue;
+      const std::string& name = s->second->name;
+      add(name.substr(0, name.rfind('/')));
+    }
   }
   return out;
 }

@@ -26,6 +26,19 @@ Result<std::vector<OutsideStream>> outside_streams(const Snapshot& snap, const s
                                                    const std::vector<UnixSocket>& sockets,
                                                    const std::string& proc_root = "/proc");
 
+// The loggers of the tree `pids`: the names of the datagram sockets outside that its
+// sockets are connected to (see PackedGateway::loggers). One with no name, or a name
+// outside /run, /var/run and /dev/log: an error naming it.
+Result<std::vector<std::string>> outside_loggers(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                                 const std::vector<UnixSocket>& sockets);
+
+// The directories the tree `pids` needs on a restoring side (PackedGateway::dirs): its
+// working directories, and those of the unix sockets it has bound to a path (snmpd's
+// AgentX master in /var/agentx).
+std::vector<packfmt::Directory> needed_dirs(const Snapshot& snap, const std::vector<pid_t>& pids,
+                                            const std::vector<UnixSocket>& sockets,
+                                            const std::string& proc_root = "/proc");
+
 // What systemd writes first on a journal stream: identifier, unit, priority (6, info),
 // level prefix on, no forwarding to syslog, kmsg or console.
 std::string journal_header(const OutsideStream& s);

@@ -143,6 +143,27 @@ Result<PackedGateway> parse_gateway(const Value& g) {
                           "` is not a device a pack may ask for");
       out.devices.push_back(std::move(dev));
     }
+  if (g.HasMember("loggers"))
+    for (const auto& l : SL_TRY(string_array(g, "loggers"))) {
+      // The restoring side connects a datagram socket there (and a sink binds one).
+      if (!valid_logger(l))
+        return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: logger `", l,
+                          "` is not a socket path below /run, /var/run or /dev/log");
+      out.loggers.push_back(l);
+    }
+  if (g.HasMember("dirs"))
+    for (const auto& d : SL_TRY(array_field(g, "dirs"))->GetArray()) {
+      SL_TRY(check_object(d, "directory"));
+      Directory dir;
+      dir.path = SL_TRY(qmp::get_string(d, "path"));
+      if (!is_plain_absolute(dir.path))
+        return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: directory `", dir.path,
+                          "` is not a plain absolute path");
+      dir.mode = uint32_t(SL_TRY(bounded_int(d, "mode", 0, 01777)));
+      dir.uid = uint32_t(SL_TRY(bounded_int(d, "uid", 0, 0xfffffffeLL)));
+      dir.gid = uint32_t(SL_TRY(bounded_int(d, "gid", 0, 0xfffffffeLL)));
+      out.dirs.push_back(std::move(dir));
+    }
   if (g.HasMember("streams"))  // packs written before streams were moved have none
     for (const auto& s : SL_TRY(array_field(g, "streams"))->GetArray())
       out.streams.push_back(SL_TRY_CTX(parse_stream(s), "gateway `", out.name, "`"));
@@ -173,6 +194,11 @@ bool valid_service_name(const std::string& name) {
   return name[0] != '.' && name[0] != '-';
 }
 
+bool valid_logger(const std::string& path) {
+  if (path.size() >= 108 || !is_plain_absolute(path)) return false;
+  return path == "/dev/log" || path.rfind("/run/", 0) == 0 || path.rfind("/var/run/", 0) == 0;
+}
+
 bool OutsideStream::journal() const { return peer == kJournalStdout; }
 
 std::string Manifest::to_json() const {
@@ -191,6 +217,13 @@ std::string Manifest::to_json() const {
     w.num("root", g.root).str("name", g.name).str("exe", g.exe).str("dir", g.dir).boolean("shell_job", g.shell_job);
     if (!g.unit.empty()) w.str("unit", g.unit).num("unit_main", g.unit_main);
     if (g.own_mount_ns) w.boolean("own_mount_ns", true);
+    if (!g.loggers.empty()) w.raw("loggers", strings_json(g.loggers));
+    if (!g.dirs.empty())
+      w.raw("dirs", array_json(g.dirs, [](const Directory& d) {
+              qmp::ArgWriter x;
+              x.str("path", d.path).num("mode", d.mode).num("uid", d.uid).num("gid", d.gid);
+              return x.finish();
+            }));
     if (!g.devices.empty())
       w.raw("devices", array_json(g.devices, [](const DeviceFd& d) {
               qmp::ArgWriter x;

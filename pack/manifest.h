@@ -79,8 +79,18 @@ struct DeviceFd {
 inline constexpr const char* kCarriedDevices[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"};
 bool carried_device(const std::string& path);
 
+// Whether `path` may name a logger: a plain absolute path that fits a unix address, below
+// /run or /var/run, or /dev/log.
+bool valid_logger(const std::string& path);
+
 // Whether `name` is a service unit name systemd accepts ("ssh.service", "getty@tty1.service").
 bool valid_service_name(const std::string& name);
+
+// A directory a gateway needs on the restoring side, as the dumping side had it.
+struct Directory {
+  std::string path;
+  uint32_t mode = 0755, uid = 0, gid = 0;
+};
 
 struct PackedGateway {
   pid_t root = 0;
@@ -99,6 +109,14 @@ struct PackedGateway {
   std::vector<FdLimit> fd_limits;
   std::vector<OutsideStream> streams;
   std::vector<DeviceFd> devices;
+  // Named datagram sockets outside that its sockets are connected to (a logger: syslog's
+  // /dev/log, the journal's dev-log). CRIU dumps them as external and each restore
+  // connects them again by name: a sink binds a socket of its own at each path first.
+  std::vector<std::string> loggers;
+  // Directories a restoring side must have: the processes' working directories (tftpd's
+  // /srv/tftp) and those of the unix sockets they bound to a path (CRIU binds them there
+  // again). A sink makes the ones its template lacks.
+  std::vector<Directory> dirs;
 };
 
 struct Manifest {

@@ -392,7 +392,7 @@ struct PageImages {
     uint32_t file;
     uint64_t offset;
   };
-  std::string base_root;
+  std::vector<std::string> base_roots;  // tried in order
   std::vector<UniqueFd> files;
   std::vector<Literal> literals;
   std::vector<BaseFile> bases;
@@ -418,18 +418,27 @@ Result<void> declare_base(EntryData& in, PageImages& images, const std::string& 
   std::string build_id(m, '\0');
   SL_TRY(in.read(build_id.data(), m));
   if (build_id.empty()) return refused("names base file `", path, "` without a build-id");
-  // (Only called with a base root: without one, page images are kept as stored.)
-  auto base = open_base(images.base_root, path);
-  if (!base.ok())
-    return base.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which is not usable here"));
   FileIdentity recorded;
   recorded.path = path;
   recorded.size = get_le(size8, 8);
   recorded.build_id = build_id;
-  if (auto same = same_file(recorded, base->id); !same.ok())
-    return same.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which differs here"));
-  images.bases.push_back(std::move(*base));
-  return ok();
+  // (Only called with base roots: without, page images are kept as stored.) The first
+  // root that has the very file wins.
+  Error why = make_error(ErrorKind::NotFound, "no base root");
+  for (const auto& root : images.base_roots) {
+    auto base = open_base(root, path);
+    if (!base.ok()) {
+      why = base.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which is not usable here"));
+      continue;
+    }
+    if (auto same = same_file(recorded, base->id); !same.ok()) {
+      why = same.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which differs here"));
+      continue;
+    }
+    images.bases.push_back(std::move(*base));
+    return ok();
+  }
+  return why;
 }
 
 // Decodes a `.dedup` entry into `out`, counting what it writes against the limits.
@@ -624,6 +633,11 @@ Result<std::string> read_manifest(const std::string& pack, const PackLimits& lim
 
 Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
                            const std::string& base_root) {
+  return unpack(pack, dest, limits, base_root.empty() ? std::vector<std::string>{} : std::vector{base_root});
+}
+
+Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
+                           const std::vector<std::string>& base_roots) {
   UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
   struct stat st {};
   if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
@@ -647,7 +661,7 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
     std::set<std::string> seen;
     uint64_t total = 0;
     PageImages images;
-    images.base_root = base_root;
+    images.base_roots = base_roots;
     std::vector<char> buf(1 << 16);
     for (size_t entries = 0;; ++entries) {
       unsigned char h[kBlock];
@@ -702,7 +716,7 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
         return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` is too large (", size, " bytes)");
       // A page image arrives deduplicated and is written under its own name (unless
       // asked to keep it as it is).
-      const bool dedup = !base_root.empty() && !is_dir && entries > 0 && name.size() > kDedupSuffix.size() &&
+      const bool dedup = !base_roots.empty() && !is_dir && entries > 0 && name.size() > kDedupSuffix.size() &&
                          name.compare(name.size() - kDedupSuffix.size(), kDedupSuffix.size(), kDedupSuffix) == 0;
       const std::string file = dedup ? name.substr(0, name.size() - kDedupSuffix.size()) : name;
       if (dedup) {

@@ -79,6 +79,11 @@ inline const std::string kKeepPageImages;
 Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits = {},
                            const std::string& base_root = "/");
 
+// The same, with the files pages are stored against looked for below each of `base_roots`
+// in turn (e.g. files shipped with the pack before the sink's own); none: kept as stored.
+Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
+                           const std::vector<std::string>& base_roots);
+
 // A name a pack may hold: relative, components of [A-Za-z0-9._+-], no `.`/`..`, at most
 // 255 bytes and 8 levels. The error says what is wrong with it.
 Result<void> check_entry_name(std::string_view name);

@@ -70,9 +70,37 @@ Result<void> sys_mount(const std::string& src, const std::string& target, const 
   return ok();
 }
 
-// Runs as the container's pid 1 before anything else runs there.
-Result<void> init_setup(const std::string& dir, const std::string& hostname) {
+constexpr const char* kLoggersFile = "/loggers";
+
+// A datagram socket bound at `path` (inside the container: its root is ours now), making
+// the directories above it.
+Result<UniqueFd> bind_logger(const std::string& path) {
+  if (!packfmt::valid_logger(path)) return make_error(ErrorKind::Invalid, "logger `", path, "` is not allowed");
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+    if (::mkdir(path.substr(0, slash).c_str(), 0755) != 0 && errno != EEXIST)
+      return errno_error(cat("mkdir `", path.substr(0, slash), "`"));
+  ::unlink(path.c_str());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return errno_error("logger: socket");
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), socklen_t(offsetof(sockaddr_un, sun_path) + path.size())) != 0)
+    return errno_error(cat("logger: bind `", path, "`"));
+  ::chmod(path.c_str(), 0666);
+  return fd;
+}
+
+// Runs as the container's pid 1 before anything else runs there. The loggers the
+// gateways were connected to at home get sockets of their own here (see init_loop).
+Result<void> init_setup(const std::string& dir, const std::string& hostname, std::vector<UniqueFd>* loggers) {
   const std::string root = dir + "/root";
+  std::vector<std::string> logger_paths;
+  if (auto text = sys::read_file(dir + kLoggersFile, 64 << 10); text.ok()) {
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) logger_paths.push_back(line);
+  }
   SL_TRY(sys_mount("none", "/", nullptr, MS_REC | MS_PRIVATE));
   // Files shipped with the pack (hard links into the sink's file cache) lie over the sink's own.
   struct stat shipped {};
@@ -96,6 +124,7 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname) {
   if (::umount2("/.oldroot", MNT_DETACH) != 0) return errno_error("umount `/.oldroot`");
   ::rmdir("/.oldroot");
   if (::sethostname(hostname.data(), hostname.size()) != 0) return errno_error(cat("sethostname `", hostname, "`"));
+  for (const auto& path : logger_paths) loggers->push_back(SL_TRY(bind_logger(path)));
   return ok();
 }
 
@@ -122,9 +151,9 @@ Result<UniqueFd> listen_drain() {
   return fd;
 }
 
-// Reaps orphans, reads and drops whatever arrives on the drain's streams, and takes
-// everything down with it on SIGTERM.
-[[noreturn]] void init_loop(UniqueFd drain) {
+// Reaps orphans, reads and drops whatever arrives on the drain's streams and the loggers,
+// and takes everything down with it on SIGTERM.
+[[noreturn]] void init_loop(UniqueFd drain, std::vector<UniqueFd> loggers) {
   sigset_t all;
   sigfillset(&all);
   ::sigprocmask(SIG_BLOCK, &all, nullptr);
@@ -133,6 +162,7 @@ Result<UniqueFd> listen_drain() {
   char buf[4096];
   for (;;) {
     std::vector<pollfd> fds = {{signals.get(), POLLIN, 0}, {drain.get(), POLLIN, 0}};
+    for (const auto& l : loggers) fds.push_back({l.get(), POLLIN, 0});
     for (const auto& s : streams) fds.push_back({s.get(), POLLIN, 0});
     if (::poll(fds.data(), fds.size(), -1) < 0) continue;
     signalfd_siginfo si{};
@@ -146,7 +176,10 @@ Result<UniqueFd> listen_drain() {
     }
     for (int c; (c = ::accept4(drain.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;)
       streams.emplace_back(c);
-    for (size_t i = 2; i < fds.size(); ++i) {
+    for (const auto& l : loggers)
+      while (::recv(l.get(), buf, sizeof buf, MSG_DONTWAIT) >= 0) {
+      }
+    for (size_t i = 2 + loggers.size(); i < fds.size(); ++i) {
       if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n;
       while ((n = ::read(fds[i].fd, buf, sizeof buf)) > 0) {
@@ -222,6 +255,8 @@ Result<UniqueFd> make_parents(const std::string& top, const std::string& path, c
       if (::stat((lower + below).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
         ::fchmodat(at.get(), parts[i].c_str(), st.st_mode & 07777, 0);
         ::fchownat(at.get(), parts[i].c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+      } else {
+        ::fchmodat(at.get(), parts[i].c_str(), 0755, 0);  // whatever the umask
       }
     } else if (errno != EEXIST) {
       return errno_error(cat("mkdir `", top, below, "`"));
@@ -232,6 +267,23 @@ Result<UniqueFd> make_parents(const std::string& top, const std::string& path, c
   }
   *leaf = parts.back();
   return at;
+}
+
+Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower) {
+  struct stat st {};
+  // The template has it as it was: nothing to do (CRIU checks a working directory's mode).
+  if (::lstat((lower + dir.path).c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 01777) == dir.mode &&
+      st.st_uid == dir.uid && st.st_gid == dir.gid)
+    return ok();
+  std::string leaf;
+  UniqueFd at = SL_TRY(make_parents(upper, dir.path, lower, &leaf));
+  if (::mkdirat(at.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST)
+    return errno_error(cat("mkdir `", upper, dir.path, "`"));
+  UniqueFd d(::openat(at.get(), leaf.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!d.valid()) return errno_error(cat("open `", upper, dir.path, "`"));
+  if (::fchown(d.get(), dir.uid, dir.gid) != 0 && ::geteuid() == 0) return errno_error(cat("chown `", dir.path, "`"));
+  if (::fchmod(d.get(), dir.mode & 01777) != 0) return errno_error(cat("chmod `", dir.path, "`"));
+  return ok();
 }
 
 Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower) {
@@ -270,7 +322,8 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
     if (log >= 0) ::dup2(log, 1), ::dup2(log, 2);
     if (null >= 0) ::dup2(null, 0);
     ::setsid();
-    auto r = init_setup(dir, hostname);
+    std::vector<UniqueFd> loggers;
+    auto r = init_setup(dir, hostname, &loggers);
     UniqueFd drain;
     if (r.ok()) {
       auto d = listen_drain();
@@ -283,7 +336,7 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
     (void)!::write(report[1], msg.data(), msg.size());
     ::close(report[1]);
     if (!r.ok()) ::_exit(1);
-    init_loop(std::move(drain));
+    init_loop(std::move(drain), std::move(loggers));
   }
   ::close(report[1]);
   std::string msg;
@@ -315,6 +368,15 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
     // The overlay's root takes its attributes from the upper layer: make it look like "/".
     SL_TRY(copy_owner_and_mode("/", c.upper()));
     for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f), "standing in for `", f.path, "`");
+    for (const auto& d : spec.dirs) SL_TRY_CTX(make_directory(c.upper(), d, "/"), "directory `", d.path, "`");
+    if (!spec.loggers.empty()) {
+      std::string lines;
+      for (const auto& l : spec.loggers) {
+        if (!packfmt::valid_logger(l)) return make_error(ErrorKind::Invalid, "logger `", l, "` is not allowed");
+        lines += l + "\n";
+      }
+      SL_TRY(sys::write_file(spec.dir + kLoggersFile, lines, 0600));
+    }
     if (!spec.shipped.empty()) {
       if (!spec.cache) return make_error(ErrorKind::Invalid, "shipped files but no file cache");
       SL_TRY(spec.cache->build_layer(spec.dir + "/shipped", spec.shipped));

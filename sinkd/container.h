@@ -33,6 +33,11 @@ struct ContainerSpec {
   std::vector<packfmt::Route> routes;
   std::string nic;  // the sink's working NIC, parent of the macvlans
   std::vector<packfmt::FileIdentity> dummies;
+  // The loggers its gateways are connected to (PackedGateway::loggers): the container's
+  // init binds a datagram socket at each path and drops what arrives.
+  std::vector<std::string> loggers;
+  // Directories made in the upper layer (where the gateways' unix sockets are bound).
+  std::vector<packfmt::Directory> dirs;
   // Files the sink lacks, shipped with the pack: a read-only layer of links to `cache`.
   std::vector<LayerFile> shipped;
   const FileCache* cache = nullptr;
@@ -106,6 +111,10 @@ Result<void> check_container_id(const std::string& id);
 // following a link); *leaf is the last component.
 Result<UniqueFd> make_parents(const std::string& top, const std::string& path, const std::string& lower,
                               std::string* leaf);
+
+// Makes directory `dir.path` below `upper` with its mode and owner, unless `lower` has it
+// just so (a merged directory takes the upper layer's mode and owner).
+Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower = "/");
 
 // Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
 // `file.size` bytes with the file's mode and owner, the directories above it taking mode

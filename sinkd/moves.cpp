@@ -20,6 +20,8 @@ Result<void> restore_one(guest::Criu& criu, const std::string& images, const pac
   req.images = images + "/" + gw.dir;
   req.shell_job = gw.shell_job;
   req.leave_stopped = leave_stopped;
+  // Its loggers: the container binds a socket of its own at each name first.
+  req.external_datagrams = !gw.loggers.empty();
   if (gw.shell_job) {
     // A shell job joins the session of whoever restores it. That session must live in the
     // container's PID namespace, or the hand-back's dump finds the gateway's session leader
@@ -55,6 +57,7 @@ Result<void> dump_gateways(guest::Criu& criu, const std::string& out,
     // The drain streams are external as the journal was at home: the guest reconnects them.
     for (const auto& st : gw.streams) req.external_unix.push_back(st.inode);
     for (const auto& d : gw.devices) req.external_files.push_back(d.key());
+    req.external_datagrams = !gw.loggers.empty();
     auto dumped = make_dir(req.images);
     if (dumped.ok()) dumped = criu.dump(req);
     if (dumped.ok()) continue;

@@ -8,13 +8,14 @@
 
 #include <atomic>
 #include <filesystem>
-#include <optional>
 #include <future>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "common/log.h"
 #include "common/sys.h"
+#include "common/tempdir.h"
 #include "guest-agent/criu.h"
 #include "guest-agent/gateway.h"
 #include "guest-agent/procfs.h"
@@ -304,14 +305,25 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   std::error_code ec;
   std::filesystem::remove_all(incoming, ec);
   if (std::filesystem::exists(dir)) return make_error(ErrorKind::Invalid, "`", dir, "` exists already");
-  auto text = SL_TRY_CTX(packfmt::unpack(pack, incoming, opt_.limits), "pack `", pack, "`");
+  // Files shipped with the pack go to the cache first: pages may be stored against them.
+  std::optional<packfmt::ShipmentIndex> shipment;
+  std::vector<std::string> bases = {"/"};
+  std::optional<TempDir> base_layer;
+  if (!files.empty()) {
+    shipment = SL_TRY_CTX(cache_.take(files, opt_.state_dir + "/work", opt_.limits), "adding gateway `", id, "`");
+    base_layer.emplace(SL_TRY(TempDir::create(opt_.state_dir + "/work/base-")));
+    std::vector<LayerFile> all;
+    for (const auto& f : shipment->files) all.emplace_back(f.path, f.object());
+    SL_TRY(cache_.build_layer(base_layer->path() + "/root", all));
+    bases.insert(bases.begin(), base_layer->path() + "/root");
+  }
+  auto text = SL_TRY_CTX(packfmt::unpack(pack, incoming, opt_.limits, bases), "pack `", pack, "`");
+  base_layer.reset();
   auto g = std::make_unique<Gateway>();
   g->id = id;
   size_t held = 0;
   auto body = [&]() -> Result<PackCheck> {
     auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
-    std::optional<packfmt::ShipmentIndex> shipment;
-    if (!files.empty()) shipment = SL_TRY(cache_.take(files, opt_.state_dir + "/work", opt_.limits));
     auto checked = SL_TRY_CTX(check_manifest(std::move(manifest), "", &cache_, shipment ? &*shipment : nullptr),
                               "pack `", pack, "`");
     ContainerSpec spec;
@@ -323,6 +335,11 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     spec.nic = opt_.nic;
     spec.dummies = checked.dummies;
     spec.shipped = checked.shipped;
+    for (const auto& gw : checked.manifest.gateways) {
+      for (const auto& l : gw.loggers)
+        if (std::find(spec.loggers.begin(), spec.loggers.end(), l) == spec.loggers.end()) spec.loggers.push_back(l);
+      spec.dirs.insert(spec.dirs.end(), gw.dirs.begin(), gw.dirs.end());
+    }
     spec.cache = &cache_;
     spec.quiet = quiet;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset

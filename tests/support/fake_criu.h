@@ -21,6 +21,7 @@ struct FakeCriu : Criu {
   std::vector<bool> restored_stopped;              // leave_stopped of each restore
   std::vector<std::vector<std::string>> wrappers;  // of each restore
   std::vector<uint64_t> external_unix;             // of the last dump
+  bool external_datagrams = false;                 // of the last dump
   std::vector<std::string> inherited;              // keys of the last restore
   std::string write_to_inherited;                  // written into each inherited fd on restore
   pid_t fail_dump_of = 0;
@@ -30,6 +31,7 @@ struct FakeCriu : Criu {
     if (req.root == fail_dump_of) return make_error(ErrorKind::Remote, failure);
     dumped.push_back(req.root);
     external_unix = req.external_unix;
+    external_datagrams = req.external_datagrams;
     return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
                            "image of " + std::to_string(req.root));
   }

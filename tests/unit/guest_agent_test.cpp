@@ -592,14 +592,18 @@ TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouch
   EXPECT_FALSE(nf_.watching);
   EXPECT_FALSE(std::filesystem::exists(pack));
 
-  // A datagram socket connected to a logger outside (sshd's session and syslog): refused.
-  unix_ = {{9001, 9002, SOCK_DGRAM, 1, ""}, {9002, 0, SOCK_DGRAM, 7, "/run/systemd/journal/dev-log"}};
-  auto dgram = dump(env_, snap_, gateways_, pack);
-  ASSERT_FALSE(dgram.ok());
-  EXPECT_NE(dgram.error().message.find("is a unix datagram socket connected to `/run/systemd/journal/dev-log`"),
-            std::string::npos)
-      << dgram.error().message;
-  EXPECT_TRUE(criu_.dumped.empty());
+  // A datagram socket connected to a logger by a name CRIU cannot connect again (an
+  // abstract one, or a path outside /run, /var/run and /dev/log): refused.
+  for (const char* name : {"@hidden-logger", "/etc/not-a-logger"}) {
+    unix_ = {{9001, 9002, SOCK_DGRAM, 1, ""}, {9002, 0, SOCK_DGRAM, 7, name}};
+    auto dgram = dump(env_, snap_, gateways_, pack);
+    ASSERT_FALSE(dgram.ok()) << name;
+    EXPECT_NE(dgram.error().message.find(cat("is a unix datagram socket connected to `", name,
+                                             "`, which cannot be connected again")),
+              std::string::npos)
+        << dgram.error().message;
+    EXPECT_TRUE(criu_.dumped.empty());
+  }
 
   // Both ends inside the gateway (a worker's socketpair): nothing outside.
   add_second(::getpid() + 100000);
@@ -611,6 +615,26 @@ TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouch
   auto ok = dump(env_, snap_, gateways_, pack);
   ASSERT_TRUE(ok.ok()) << ok.error().message;
   EXPECT_TRUE(criu_.external_unix.empty());
+  EXPECT_FALSE(criu_.external_datagrams);
+}
+
+// sshd's login sessions (and tftpd, and most daemons that syslog) keep a datagram socket
+// connected to the journal's dev-log: CRIU dumps it as external and connects it again by
+// name; the pack names the logger so that a sink can bind one there first.
+TEST_F(GatewayOps, ADatagramSocketConnectedToANamedLoggerMovesWithItsName) {
+  Process& p = snap_.processes.begin()->second;
+  p.socket_inodes = {9001};
+  p.socket_fds = {3};
+  const std::string pack = work_ / "p.pack";
+  unix_ = {{9001, 9002, SOCK_DGRAM, 1, ""}, {9002, 0, SOCK_DGRAM, 7, "/run/systemd/journal/dev-log"}};
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(criu_.external_datagrams);
+  ASSERT_FALSE(r->manifest.gateways.empty());
+  EXPECT_EQ(r->manifest.gateways[0].loggers, std::vector<std::string>{"/run/systemd/journal/dev-log"});
+  auto back = Manifest::parse(r->manifest.to_json());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->gateways[0].loggers, r->manifest.gateways[0].loggers);
 }
 
 TEST(Streams, UnitAndJournalHeader) {
