@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/sys.h"
 #include "controller/guest_helper.h"
+#include "controller/shipping.h"
 #include "hooks/libvirt_domain.h"
 #include "hooks/suspend.h"
 #include "qmp/guest.h"
@@ -492,15 +493,15 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   p.step(
       "ship",
       [&]() -> Result<void> {
-        auto missing = SL_TRY(sink->missing_files(sink_pack(id)));
-        if (missing.files.empty()) return ok();
-        auto shipped = SL_TRY(helper.ship(kGuestPark, kGuestShipment, missing.paths(), missing.candidates()));
-        auto bytes = SL_TRY(qmp::read_guest_file(agent, kGuestShipment, {}, size_t(1) << 30));
-        (void)qmp::guest_run(agent, "/bin/rm", {"-f", kGuestShipment});
-        result.shipped_files = shipped.files;
-        result.shipped_bytes = int64_t(bytes.size());
-        SL_TRY_CTX(qmp::write_guest_file(sink_agent, sink_shipment(id), bytes), "to sink `", sink->name(), "`");
-        shipment = sink_shipment(id);
+        sink::proto::Client client(
+            [&](std::string_view command, const std::string& args, Millis timeout) {
+              return sink->call(command, args, timeout);
+            });
+        auto shipped = SL_TRY(ship_missing(client, agent, sink_agent,
+                                           {kGuestPark, sink_pack(id), kGuestShipment, sink_shipment(id)}));
+        result.shipped_files = shipped.outcome.included;
+        result.shipped_bytes = shipped.outcome.shipment_bytes;
+        shipment = shipped.sink_path;
         return ok();
       },
       [&]() -> Result<void> {

@@ -4,7 +4,8 @@
 // vsftpd and tomcat10 (PrivateTmp=, ProtectSystem=strict, stdin /dev/null from outside
 // its namespace). Each one round-trips in place with a connection opened before and used
 // after (a dropbear session typed into, an sshd connection before login, HTTP keep-alive
-// with Tomcat's session, FTP control); an sshd login session is refused by name.
+// with Tomcat's session, FTP control); an sshd login session (its syslog datagram socket
+// connected to the journal's dev-log) round-trips in place too.
 // While it is away systemd keeps the unit active with a stand-in as its main process,
 // refuses to stop it and starts no second copy; afterwards the restored process is the
 // unit's main PID again, in its cgroup and mount namespace, NRestarts is unchanged, no
@@ -123,23 +124,35 @@ struct Case {
 };
 
 // sshd's login sessions log through syslog: a datagram socket connected to the journal's
-// /dev/log, which CRIU 3.17 cannot restore. Refused by name before anything is touched;
-// the session, the unit and its main process stay as they were.
-TEST_F(SystemdGuest, AnSshdLoginSessionIsRefusedByNameAndStays) {
+// dev-log. CRIU dumps it as external and connects it to the journal again on restore: the
+// session round-trips in place with sshd, typed into before and after, the unit whole.
+TEST_F(SystemdGuest, AnSshdLoginSessionRoundTripsInPlace) {
   auto before = unit("ssh.service");
   auto session = test::GatewayClient::open(guest_->bed, guest_->bed.guest_ip(kIndex), {GatewayUse::Kind::Ssh, 22}, key_,
                                            dir_->path());
   ASSERT_TRUE(session.ok()) << session.error().message;
-  auto refused = helper({"dump", "--port", "22", "--out", "/run/session.pack"});
-  EXPECT_EQ(refused.code, 1) << refused.text;
-  EXPECT_NE(refused.text.find("datagram socket connected to `/run/systemd/journal/dev-log`"), std::string::npos)
-      << refused.text;
+  auto dumped = helper({"dump", "--port", "22", "--compress", "gzip", "--out", "/run/session.pack"});
+  ASSERT_EQ(dumped.code, 0) << dumped.text;
+  EXPECT_NE(dumped.text.find("\"unit\":\"ssh.service\""), std::string::npos) << dumped.text;
+  auto restored = helper({"restore", "/run/session.pack"});
+  ASSERT_EQ(restored.code, 0) << restored.text;
+  auto typed = (*session)->exchange();
+  EXPECT_TRUE(typed.ok()) << "the session goes on: " << typed.error().message;
   auto after = unit("ssh.service");
   EXPECT_EQ(after["MainPID"], before["MainPID"]);
   EXPECT_EQ(after["NRestarts"], before["NRestarts"]);
-  EXPECT_EQ(after["RefuseManualStop"], "no") << "nothing was held";
-  auto typed = (*session)->exchange();
-  EXPECT_TRUE(typed.ok()) << "the session goes on: " << typed.error().message;
+  EXPECT_EQ(after["ActiveState"], "active");
+  EXPECT_TRUE(accepts(22)) << "new connections are accepted again";
+  // sshd logs the session's end through the restored datagram socket (syslog identifier sshd).
+  session->reset();
+  bool logged = false;
+  std::string lines;
+  for (Deadline d(Millis(30000)); !logged && !d.expired(); std::this_thread::sleep_for(Millis(500))) {
+    auto text = sh("journalctl -t sshd -o cat --no-pager");
+    lines = text.ok() ? *text : text.error().message;
+    logged = lines.find("session closed for user root") != std::string::npos;
+  }
+  EXPECT_TRUE(logged) << lines;
 }
 
 TEST_F(SystemdGuest, EveryGatewayRoundTripsInPlaceAsItsUnit) {

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "tests/support/gateway_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
 #include "common/sys.h"
 #include "common/time.h"
 #include "qmp/guest.h"
@@ -87,6 +92,36 @@ Result<std::string> GatewayClient::exchange(const std::string& expect) {
 
 bool GatewayClient::accepts(const Testbed& bed, const std::string& ip, uint16_t port) {
   return bed.connect_from_client(ip, port).ok();
+}
+
+Result<std::string> tftp_get(const Testbed& bed, const std::string& ip, const std::string& file, Millis timeout) {
+  UniqueFd s = SL_TRY(bed.udp_from_client());
+  sockaddr_in server{};
+  server.sin_family = AF_INET;
+  server.sin_port = htons(69);
+  ::inet_pton(AF_INET, ip.c_str(), &server.sin_addr);
+  std::string rrq("\0\1", 2);
+  rrq += file;
+  rrq.push_back('\0');
+  rrq += "octet";
+  rrq.push_back('\0');
+  for (Deadline d(timeout); !d.expired();) {
+    if (::sendto(s.get(), rrq.data(), rrq.size(), 0, reinterpret_cast<sockaddr*>(&server), sizeof server) < 0)
+      return errno_error("tftp: sendto");
+    pollfd p{s.get(), POLLIN, 0};
+    if (::poll(&p, 1, 2000) <= 0) continue;
+    char buf[600];
+    sockaddr_in from{};
+    socklen_t len = sizeof from;
+    ssize_t n = ::recvfrom(s.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    if (n < 4) continue;
+    if (buf[1] == 5) return make_error(ErrorKind::Remote, "tftp: error from the server: ", std::string(buf + 4, n - 4));
+    if (buf[1] != 3 || buf[3] != 1) continue;
+    const char ack[4] = {0, 4, 0, 1};
+    (void)::sendto(s.get(), ack, sizeof ack, 0, reinterpret_cast<sockaddr*>(&from), len);
+    return std::string(buf + 4, size_t(n - 4));
+  }
+  return make_error(ErrorKind::Timeout, "tftp: no answer from ", ip, " for `", file, "`");
 }
 
 }  // namespace seamless::test

@@ -42,6 +42,13 @@ struct GatewayUse {
   std::string expect = "php ok";   // Http: what the answer holds
 };
 
+// Reads `file` from the TFTP server (UDP 69) at `ip` from the client namespace: a read
+// request, sent again every 2 s until the first block comes (a parked VM's sink holds
+// the first one while it wakes the VM). Returns the file's contents (one block of up to
+// 512 bytes is enough for the tests).
+Result<std::string> tftp_get(const Testbed& bed, const std::string& ip, const std::string& file,
+                             Millis timeout = Millis(60000));
+
 class GatewayClient {
  public:
   // SSH needs the trusted key and a directory for the session's files.

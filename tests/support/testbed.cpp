@@ -84,6 +84,24 @@ bool Testbed::answers_ping(const std::string& ip) const {
   return r.ok() && r->status.success();
 }
 
+Result<UniqueFd> Testbed::udp_from_client() const {
+  Result<UniqueFd> out = make_error(ErrorKind::System, "not run");
+  std::thread([&] {
+    UniqueFd ns(::open(("/var/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid() || ::setns(ns.get(), CLONE_NEWNET) != 0) {
+      out = errno_error(cat("entering netns `", netns, "`"));
+      return;
+    }
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s.valid()) {
+      out = errno_error("socket(AF_INET, SOCK_DGRAM)");
+      return;
+    }
+    out = std::move(s);
+  }).join();
+  return out;
+}
+
 Result<UniqueFd> Testbed::connect_from_client(const std::string& ip, uint16_t port, Millis timeout) const {
   // setns() moves only the calling thread, so a short-lived thread makes the socket.
   Result<UniqueFd> out = make_error(ErrorKind::System, "not run");

@@ -35,6 +35,8 @@ struct Testbed {
   static std::string guest_mac(int index);
   // A TCP connection made from the client namespace (the socket lives there; the fd is ours).
   Result<UniqueFd> connect_from_client(const std::string& ip, uint16_t port, Millis timeout = Millis(10000)) const;
+  // An unbound UDP socket in the client namespace (for UDP gateways: TFTP, SNMP).
+  Result<UniqueFd> udp_from_client() const;
   // Whether `ip` answers an ICMP echo from the client namespace (3 tries, 1 s apart).
   bool answers_ping(const std::string& ip) const;
   // Open vSwitch: frames for `mac` go to the port of the guest NIC carrying `to_mac`
