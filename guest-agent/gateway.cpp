@@ -37,6 +37,12 @@ std::string endpoint_text(const NetSocket& s, bool remote) {
   return s.family == Family::V6 ? cat("[", addr, "]:", port) : cat(addr, ":", port);
 }
 
+// How strongly a role binds a file to the pack: code must be the same file, data the
+// gateway writes through a shared mapping must be there, a held-open file may differ.
+int rank(const std::string& role) {
+  return role == "exe" ? 4 : role == "shared" ? 3 : role == "map" ? 2 : role == "open" ? 1 : 0;
+}
+
 // Every file a gateway maps or holds open, identified. Read before the dump: afterwards
 // the processes are gone. A process in a mount namespace of its own (its unit's: private
 // /tmp, protected /usr) is looked at through /proc/PID/root: its paths mean its files.
@@ -50,7 +56,7 @@ Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std:
     if (path.empty() || path[0] != '/' || special(path)) return;
     auto& u = uses[path];
     if (u.role.empty()) u.where = where;
-    if (u.role.empty() || u.role == "open" || (u.role == "map" && std::string(role) == "exe")) u.role = role;
+    if (rank(role) > rank(u.role)) u.role = role;
   };
   for (const auto& g : gateways) {
     for (pid_t pid : g.pids) {
@@ -59,8 +65,10 @@ Result<std::vector<FileIdentity>> gateway_files(const Snapshot& snap, const std:
       const std::string where = own_ns ? cat(proc_root, "/", pid, "/root") : "";
       add(p.exe, "exe", where);
       auto maps = sys::read_file(cat(proc_root, "/", pid, "/maps"));
-      if (maps.ok())
+      if (maps.ok()) {
         for (const auto& path : parse_maps(*maps)) add(path, "map", where);
+        for (const auto& path : parse_shared_writable_maps(*maps)) add(path, "shared", where);
+      }
       for (const auto& path : p.open_files) add(path, "open", where);
     }
   }
@@ -214,6 +222,12 @@ std::vector<std::string> file_roots(Env& env, const Manifest& m) {
 Result<std::string> find_file(const FileIdentity& f, const std::vector<std::string>& roots) {
   Result<void> why = make_error(ErrorKind::NotFound, "`", f.path, "` recorded in the pack: not found");
   for (const auto& root : roots) {
+    if (f.role == "shared") {
+      // Written by the gateway itself until the dump: it must be there, as it is now.
+      struct stat st {};
+      if (::stat((root + f.path).c_str(), &st) == 0 && S_ISREG(st.st_mode)) return root + f.path;
+      continue;
+    }
     auto here = identify(root + f.path);
     if (!here.ok()) {
       if (root.empty()) why = here.error().wrap(cat("`", f.path, "` recorded in the pack"));

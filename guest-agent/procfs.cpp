@@ -188,6 +188,22 @@ std::vector<std::string> parse_maps(std::string_view text) {
   return out;
 }
 
+std::vector<std::string> parse_shared_writable_maps(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    auto sp = line.find(' ');
+    if (sp == std::string_view::npos || line.size() < sp + 5) continue;
+    std::string_view perms = line.substr(sp + 1, 4);  // "rw-s"
+    if (perms[1] != 'w' || perms[3] != 's') continue;
+    for (const auto& path : parse_maps(line))
+      if (std::find(out.begin(), out.end(), path) == out.end()) out.push_back(path);
+  }
+  return out;
+}
+
 std::vector<pid_t> Snapshot::children_of(pid_t pid) const {
   std::vector<pid_t> out;
   for (const auto& [p, proc] : processes)

@@ -55,6 +55,9 @@ Result<uint64_t> parse_kb_field(std::string_view text, std::string_view key);
 // File-backed mappings in /proc/PID/maps: absolute paths, deduplicated, in first-seen
 // order. Deleted files keep their " (deleted)" suffix so callers can refuse them.
 std::vector<std::string> parse_maps(std::string_view text);
+// The files of /proc/PID/maps text mapped shared and writable ("rw-s"): data the process
+// writes into the file itself (a JVM's hsperfdata), not code.
+std::vector<std::string> parse_shared_writable_maps(std::string_view text);
 
 struct Process {
   ProcStat stat;

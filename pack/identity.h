@@ -18,7 +18,9 @@ struct FileIdentity {
   std::string build_id;  // hex, for ELF files that carry NT_GNU_BUILD_ID
   std::string sha256;    // hex, for everything else
   // How the gateway uses it: "exe" or "map" (code and data mapped into memory: must be
-  // the same file on the other side) or "open" (held open: may be stood in for).
+  // the same file on the other side), "shared" (mapped shared and writable: data the
+  // gateway writes into the file, e.g. a JVM's hsperfdata; must be there, its contents
+  // are the gateway's and go with it to a sink) or "open" (held open: may be stood in for).
   std::string role;
   // Permission bits and owner: a dummy standing in for the file gets them (CRIU checks
   // the mode of every file it reopens).

@@ -308,7 +308,7 @@ Result<Manifest> Manifest::parse(std::string_view text) {
           id.path.find('\0') != std::string::npos)
         return make_error(ErrorKind::Protocol, "file identity with a bad path `", id.path, "`");
       id.role = SL_TRY(qmp::get_string(f, "role"));
-      if (id.role != "exe" && id.role != "map" && id.role != "open")
+      if (id.role != "exe" && id.role != "map" && id.role != "shared" && id.role != "open")
         return make_error(ErrorKind::Protocol, "file `", id.path, "` has unknown role `", id.role, "`");
       id.size = uint64_t(SL_TRY(bounded_int(f, "size", 0, int64_t(1) << 40)));
       id.build_id = qmp::opt_string(f, "build_id").value_or("");

@@ -57,22 +57,8 @@ class SinkVm : public test::VmSuite<SinkVm> {
     if (HasFailure() && sink_ && guest_) std::printf("%s", vm_state().c_str());
   }
 
-  // sinkd answers once it has started in the sink VM; the socket takes one client.
-  static Result<std::unique_ptr<qmp::QmpSocket>> control() {
-    Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
-    for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(1000))) {
-      c = qmp::QmpSocket::connect(sink_->vm->sink_socket(), Millis(3000));
-      if (c.ok()) return c;
-    }
-    return c.error().wrap("sinkd control channel");
-  }
-
-  // sinkd's commands, typed, over a control connection.
-  static proto::Client client(qmp::QmpSocket& c) {
-    return proto::Client([&c](std::string_view command, const std::string& args, Millis timeout) {
-      return c.call(command, args, timeout);
-    });
-  }
+  static Result<std::unique_ptr<qmp::QmpSocket>> control() { return test::sink_control(*sink_); }
+  static proto::Client client(qmp::QmpSocket& c) { return test::sink_client(c); }
 
   // Runs seamless-guest in the guest VM.
   static Result<std::string> guest_helper(std::vector<std::string> args) {

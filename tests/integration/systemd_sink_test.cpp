@@ -81,20 +81,8 @@ class SystemdSink : public test::VmSuite<SystemdSink> {
     }
   }
 
-  // sinkd answers once it has started in the sink VM; the socket takes one client.
-  static Result<std::unique_ptr<qmp::QmpSocket>> control() {
-    Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
-    for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(1000))) {
-      c = qmp::QmpSocket::connect(sink_->vm->sink_socket(), Millis(3000));
-      if (c.ok()) return c;
-    }
-    return c.error().wrap("sinkd control channel");
-  }
-  static proto::Client client(qmp::QmpSocket& c) {
-    return proto::Client([&c](std::string_view command, const std::string& args, Millis timeout) {
-      return c.call(command, args, timeout);
-    });
-  }
+  static Result<std::unique_ptr<qmp::QmpSocket>> control() { return test::sink_control(*sink_); }
+  static proto::Client client(qmp::QmpSocket& c) { return test::sink_client(c); }
   static Result<std::string> sh(test::LibvirtGuest& vm, const std::string& command) {
     qmp::RunOptions ro;
     ro.timeout = Millis(60000);

@@ -509,4 +509,19 @@ Result<std::unique_ptr<LibvirtGuest>> LibvirtGuest::boot(const VmSpec& spec) {
   return g;
 }
 
+Result<std::unique_ptr<qmp::QmpSocket>> sink_control(const LibvirtGuest& sink, Millis timeout) {
+  Result<std::unique_ptr<qmp::QmpSocket>> c = make_error(ErrorKind::Timeout, "not tried");
+  for (Deadline d(timeout); !d.expired(); std::this_thread::sleep_for(Millis(1000))) {
+    c = qmp::QmpSocket::connect(sink.vm->sink_socket(), Millis(3000));
+    if (c.ok()) return c;
+  }
+  return c.error().wrap("sinkd control channel");
+}
+
+sink::proto::Client sink_client(qmp::QmpSocket& c) {
+  return sink::proto::Client([&c](std::string_view command, const std::string& args, Millis timeout) {
+    return c.call(command, args, timeout);
+  });
+}
+
 }  // namespace seamless::test

@@ -15,6 +15,7 @@
 #include "common/tempdir.h"
 #include "qmp/libvirt.h"
 #include "qmp/socket.h"
+#include "sinkd/protocol.h"
 #include "tests/support/require.h"
 
 namespace seamless::test {
@@ -168,6 +169,12 @@ struct LibvirtGuest {
   std::unique_ptr<qmp::LibvirtAgent> agent;
   static Result<std::unique_ptr<LibvirtGuest>> boot(const VmSpec& spec);
 };
+
+// sinkd's control channel in a sink VM (sink_vm_spec): it answers once sinkd has started,
+// and the socket takes one client at a time (retried until `timeout`).
+Result<std::unique_ptr<qmp::QmpSocket>> sink_control(const LibvirtGuest& sink, Millis timeout = Millis(60000));
+// sinkd's commands, typed, over a control connection.
+sink::proto::Client sink_client(qmp::QmpSocket& c);
 
 // Waits until the guest's boot script has started its services (/run/seamless-ready);
 // the guest agent answers a few seconds before they listen.

@@ -110,6 +110,17 @@ TEST(Maps, FileBackedPathsOnceEach) {
   EXPECT_EQ(paths[2], "/dev/zero (deleted)");
 }
 
+// A JVM writes its performance counters into /tmp/hsperfdata_USER/PID through a shared
+// writable mapping: data, not code. Read-only shared mappings and private ones are not.
+TEST(Maps, SharedWritableMappingsAreTheGatewaysData) {
+  auto paths = parse_shared_writable_maps(
+      "7f00-7f08 rw-s 00000000 00:1f 12 /tmp/hsperfdata_tomcat/239\n"
+      "7f08-7f09 r--s 00000000 fe:00 40 /usr/share/zoneinfo/UTC\n"
+      "7f09-7f0a rw-p 00000000 fe:00 41 /usr/lib/libx.so\n"
+      "7f0a-7f0b rw-s 00000000 00:00 0 \n");
+  EXPECT_EQ(paths, std::vector<std::string>{"/tmp/hsperfdata_tomcat/239"});
+}
+
 TEST(KbFields, MeminfoAndSmapsRollupLines) {
   const char* rollup =
       "55d0-7ffe ---p 00000000 00:00 0 [rollup]\n"

@@ -185,6 +185,25 @@ TEST_F(GuestShip, OnlyThePacksOwnFilesAndOnlyAsTheyWereAtTheDump) {
   EXPECT_FALSE(std::filesystem::exists(*dir_ / "p.files")) << "no shipment half written";
 }
 
+// A file the gateway writes through a shared mapping (a JVM's hsperfdata) changed after the
+// pack identified it: it is the gateway's data, shipped as it is now.
+TEST_F(GuestShip, DataTheGatewayWroteThroughASharedMappingShipsAsItIsNow) {
+  for (auto& f : manifest_.files)
+    if (f.path == root_ + "/usr/sbin/data.map") f.role = "shared";
+  ASSERT_TRUE(packfmt::write_pack(pack_, manifest_.to_json(), root_, {}).ok());
+  ASSERT_TRUE(sys::write_file(root_ + "/usr/sbin/data.map", "counters 17", 0640).ok());
+  auto r = ship();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto idx = index();
+  ASSERT_TRUE(idx.ok());
+  const ShippedFile* data = idx->find(root_ + "/usr/sbin/data.map");
+  ASSERT_NE(data, nullptr);
+  EXPECT_EQ(data->sha256, sha256_hex("counters 17"));
+  EXPECT_TRUE(guest::check_files(manifest_).ok()) << "at home it must only be there";
+  std::filesystem::remove(root_ + "/usr/sbin/data.map");
+  EXPECT_FALSE(guest::check_files(manifest_).ok()) << "a shared file that is gone is refused";
+}
+
 // The sink's side: a shipment from the guest above goes into a file cache.
 class SinkFileCache : public GuestShip {
  protected:
@@ -296,6 +315,17 @@ TEST_F(SinkFileCache, TheTemplateCheckTakesShippedFilesForTheSinksOwn) {
   ASSERT_TRUE(with.ok()) << with.error().message;
   EXPECT_EQ(with->shipped.size(), 2u);
   EXPECT_EQ(with->dummies.size(), 1u);
+
+  // The gateway's shared data: taken with whatever contents it had at the dump.
+  auto shared = manifest_;
+  for (auto& f : shared.files)
+    if (f.path == root_ + "/usr/sbin/data.map") f.role = "shared", f.sha256 = sha256_hex("before the dump");
+  auto data = sink::check_manifest(shared, sink_root, &*cache_, &*taken);
+  EXPECT_TRUE(data.ok()) << data.error().message;
+  auto code = manifest_;
+  for (auto& f : code.files)
+    if (f.path == root_ + "/usr/sbin/data.map") f.sha256 = sha256_hex("before the dump");
+  EXPECT_FALSE(sink::check_manifest(code, sink_root, &*cache_, &*taken).ok()) << "code must be the very file";
 
   // A shipment of other contents for a path: refused.
   ShipmentIndex other = *taken;
