@@ -202,6 +202,7 @@ std::string to_json(const Discovery& d) {
   for (size_t i = 0; i < d.excluded.size(); ++i) {
     qmp::ArgWriter w;
     w.num("root", d.excluded[i].root).str("name", d.excluded[i].name).str("reason", d.excluded[i].reason);
+    if (d.excluded[i].cannot_move) w.boolean("cannot_move", true);
     std::string ports = "[";
     for (size_t j = 0; j < d.excluded[i].ports.size(); ++j) ports += cat(j ? "," : "", d.excluded[i].ports[j]);
     w.raw("ports", ports + "]");

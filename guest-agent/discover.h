@@ -39,6 +39,9 @@ struct Excluded {
   pid_t root = 0;
   std::string name, reason;
   std::vector<uint16_t> ports;  // its listening ports, sorted
+  // It would have to move for the VM to park (not excluded by choice): a dump of all
+  // gateways is refused while it runs.
+  bool cannot_move = false;
 };
 
 struct Discovery {

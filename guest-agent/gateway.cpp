@@ -249,6 +249,38 @@ Result<void> check_files(const Manifest& m, const std::vector<std::string>& root
   return ok();
 }
 
+Result<void> movable(Env& env, const Snapshot& snap, const Gateway& g, const std::vector<UnixSocket>& sockets) {
+  SL_TRY(outside_streams(snap, g.pids, sockets));
+  SL_TRY(outside_loggers(snap, g.pids, sockets));
+  SL_TRY(foreign_devices(g.pids));
+  if (g.own_mount_ns) {
+    bool held = false;
+    if (env.services && valid_service_name(g.unit))
+      if (auto main = env.services->main_pid(g.unit); main.ok())
+        held = std::find(g.pids.begin(), g.pids.end(), *main) != g.pids.end();
+    if (!held)
+      return make_error(ErrorKind::Invalid, "it runs in a mount namespace of its own and is not the main process of a ",
+                        "systemd service, so nothing would keep that namespace while it is away");
+  }
+  return ok();
+}
+
+Result<void> exclude_unmovable(Env& env, const Snapshot& snap, Discovery* d) {
+  auto sockets = SL_TRY_CTX(env.unix_sockets(), "listing the guest's unix sockets");
+  std::vector<Gateway> keep;
+  for (auto& g : d->gateways) {
+    if (auto why = movable(env, snap, g, sockets); !why.ok()) {
+      std::string reason = why.error().message;
+      if (reason.rfind("cannot checkpoint: ", 0) == 0) reason = reason.substr(19);
+      d->excluded.push_back({g.root, g.name, "cannot move: " + reason, g.ports(), true});
+      continue;
+    }
+    keep.push_back(std::move(g));
+  }
+  d->gateways = std::move(keep);
+  return ok();
+}
+
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
                         const std::string& pack_path, const PackOptions& pack_options) {
   if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");

@@ -43,6 +43,15 @@ struct DumpResult {
   std::string abort_reason;
 };
 
+// Whether gateway `g` can move: an error with the reason when it holds state outside what
+// CRIU can carry (a stream to an unnamed process outside, a datagram connection to an
+// unnamed or abstract logger, a descriptor on a device from outside its mount namespace
+// but the harmless ones, a mount namespace of its own that no unit keeps).
+Result<void> movable(Env& env, const Snapshot& snap, const Gateway& g, const std::vector<UnixSocket>& sockets);
+// Moves the gateways that cannot move from d->gateways to d->excluded (`cannot_move`),
+// each with the reason.
+Result<void> exclude_unmovable(Env& env, const Snapshot& snap, Discovery* d);
+
 // Checkpoints `gateways` (from discover on `snap`) into `pack_path`. Any failure, or user
 // activity reaching a gateway meanwhile, restores the already dumped ones in place.
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,

@@ -32,8 +32,10 @@ object on stdout; exit code 0 only on success.
 
   discover  gateways: process trees owning listening TCP/UDP sockets (IPv4 and IPv6),
             their ports, executables, systemd units and established connections; the
-            guest agent, sockets systemd itself holds (socket activation) and whatever
-            /etc/seamless/guest.conf excludes are left out, each with the reason
+            guest agent, sockets systemd itself holds (socket activation), whatever
+            /etc/seamless/guest.conf excludes, and gateways that cannot move (state
+            outside what CRIU carries; "cannot_move": true) are left out, each with the
+            reason. A dump of all gateways is refused while one cannot move
   dump      checkpoints the gateways with CRIU (established TCP connections kept) into a
             pack (default /run/seamless-guest/gateways.pack); --port limits it to the
             gateways listening on those ports. User activity during the dump aborts it
@@ -88,10 +90,12 @@ std::set<pid_t> keep_out(const Snapshot& snap) {
   return out;
 }
 
-Result<Discovery> find_gateways() {
+Result<Discovery> find_gateways(Env& env) {
   auto config = SL_TRY(load_config(env_or("SEAMLESS_GUEST_CONF", "/etc/seamless/guest.conf")));
   auto snap = SL_TRY(snapshot());
-  return discover(snap, config, keep_out(snap));
+  auto d = discover(snap, config, keep_out(snap));
+  SL_TRY(exclude_unmovable(env, snap, &d));
+  return d;
 }
 
 int main_impl(int argc, char** argv) {
@@ -146,7 +150,7 @@ int main_impl(int argc, char** argv) {
 
   if (verb == "discover") {
     if (pos.size() != 1) return usage_error("discover takes no arguments");
-    auto d = find_gateways();
+    auto d = find_gateways(env);
     if (!d.ok()) return emit_error(d.error());
     std::string json = to_json(*d);
     std::printf("{\"ok\":true,%s\n", json.c_str() + 1);
@@ -159,12 +163,18 @@ int main_impl(int argc, char** argv) {
     auto snap = snapshot();
     if (!snap.ok()) return emit_error(snap.error());
     auto d = discover(*snap, *config, keep_out(*snap));
+    if (auto x = exclude_unmovable(env, *snap, &d); !x.ok()) return emit_error(x.error());
     // A port asked for that belongs to what cannot move: refused by name, with the reason.
     for (const auto& e : d.excluded)
       for (uint16_t p : e.ports)
         if (ports.count(p))
           return emit_error(make_error(ErrorKind::Invalid, "port ", p, " (", e.name.empty() ? "?" : e.name, ", pid ",
                                        e.root, ") cannot be moved: ", e.reason));
+    // All gateways (a park): one that cannot move would leave its service unanswered.
+    for (const auto& e : d.excluded)
+      if (ports.empty() && e.cannot_move)
+        return emit_error(make_error(ErrorKind::Invalid, "gateway `", e.name, "` (pid ", e.root, ") ", e.reason,
+                                     "; nothing was dumped (exclude it in guest.conf to park without it)"));
     std::vector<Gateway> chosen;
     for (auto& g : d.gateways) {
       auto gp = g.ports();

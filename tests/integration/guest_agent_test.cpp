@@ -229,6 +229,11 @@ TEST_F(GuestAgent, AStreamToTheOutsideGoesWithTheGateway) {
       "(sh -c 'sleep 1000 | nc -U /run/sl-in.sock' </dev/null >/dev/null 2>&1 &); sleep 2";
   started = qmp::guest_run_ok(*guest_->agent, "/bin/sh", {"-c", served});
   ASSERT_TRUE(started.ok()) << started.error().message;
+  o = helper({"discover"});
+  EXPECT_NE(o.text.find("\"cannot_move\":true"), std::string::npos) << "discover names it: " << o.text;
+  o = helper({"dump", "--out", "/run/unix.pack"});
+  EXPECT_NE(o.code, 0) << "a park of all gateways is refused while it runs: " << o.text;
+  EXPECT_NE(o.text.find("nothing was dumped"), std::string::npos) << o.text;
   o = helper({"dump", "--port", "2299", "--out", "/run/unix.pack"});
   EXPECT_NE(o.code, 0) << o.text;
   EXPECT_NE(o.text.find("is a unix stream connection to an unnamed socket of another process"), std::string::npos)

@@ -629,6 +629,36 @@ TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouch
   EXPECT_FALSE(criu_.external_datagrams);
 }
 
+// discover names what cannot move, with the reason, and keeps it out of the gateways: a
+// park of all gateways is refused while it runs (seamless-guest dump).
+TEST_F(GatewayOps, WhatCannotMoveIsExcludedWithTheReason) {
+  add_second(::getpid() + 100000);
+  Process& p = snap_.processes.at(::getpid());
+  p.socket_inodes = {9001};
+  p.socket_fds = {4};
+  unix_ = {{9001, 9002, SOCK_STREAM, 1, ""}, {9002, 9001, SOCK_STREAM, 1, ""}};
+  Discovery d;
+  d.gateways = gateways_;
+  ASSERT_TRUE(exclude_unmovable(env_, snap_, &d).ok());
+  ASSERT_EQ(d.gateways.size(), 1u);
+  EXPECT_EQ(d.gateways[0].name, "second");
+  ASSERT_EQ(d.excluded.size(), 1u);
+  EXPECT_EQ(d.excluded[0].name, "first");
+  EXPECT_TRUE(d.excluded[0].cannot_move);
+  EXPECT_EQ(d.excluded[0].ports, std::vector<uint16_t>{2222});
+  EXPECT_NE(d.excluded[0].reason.find("cannot move: fd 4 of"), std::string::npos) << d.excluded[0].reason;
+  EXPECT_NE(to_json(d).find("\"cannot_move\":true"), std::string::npos) << to_json(d);
+  EXPECT_TRUE(criu_.dumped.empty()) << "nothing touched";
+
+  // A mount namespace of its own that no unit keeps.
+  Discovery own;
+  own.gateways = {gateways_[1]};
+  own.gateways[0].own_mount_ns = true;
+  ASSERT_TRUE(exclude_unmovable(env_, snap_, &own).ok());
+  ASSERT_EQ(own.excluded.size(), 1u);
+  EXPECT_NE(own.excluded[0].reason.find("mount namespace of its own"), std::string::npos) << own.excluded[0].reason;
+}
+
 // sshd's login sessions (and tftpd, and most daemons that syslog) keep a datagram socket
 // connected to the journal's dev-log: CRIU dumps it as external and connects it again by
 // name; the pack names the logger so that a sink can bind one there first.
