@@ -20,6 +20,7 @@
 #include "qmp/server.h"
 #include "sinkd/container.h"
 #include "sinkd/pack_check.h"
+#include "sinkd/policy.h"
 #include "sinkd/protocol.h"
 #include "sinkd/sink.h"
 
@@ -72,6 +73,9 @@ Options:
   --state-dir DIR   working files and containers (default /run/seamless-sinkd)
   --nic IF          the sink's working NIC (default: the default route's, else eth0)
   --criu PATH       the criu binary (default: criu on PATH)
+  --policy FILE     activity policy entries over the built-in ones (default
+                    /etc/seamless/sink-policy if it exists), e.g. for a daemon that
+                    polls files in the sink: "[snmpd]" then "serve openat"
   -h, --help        this text
 )";
 
@@ -122,18 +126,20 @@ std::string default_nic() {
 
 int main_impl(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--container-init") return sink::container_init_main(argv[2], argv[3]);
-  std::string socket_path, port_path, state_dir = "/run/seamless-sinkd", nic, criu = "criu";
+  std::string socket_path, port_path, state_dir = "/run/seamless-sinkd", nic, criu = "criu", policy_file;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
-    } else if ((a == "--socket" || a == "--port" || a == "--state-dir" || a == "--nic" || a == "--criu") &&
+    } else if ((a == "--socket" || a == "--port" || a == "--state-dir" || a == "--nic" || a == "--criu" ||
+                a == "--policy") &&
                i + 1 < argc) {
       (a == "--socket"      ? socket_path
        : a == "--port"      ? port_path
        : a == "--state-dir" ? state_dir
        : a == "--nic"       ? nic
+       : a == "--policy"    ? policy_file
                             : criu) = argv[++i];
     } else {
       std::fprintf(stderr, "seamless-sinkd: %s (see --help)\n",
@@ -151,6 +157,17 @@ int main_impl(int argc, char** argv) {
   options.state_dir = state_dir;
   options.nic = nic.empty() ? default_nic() : nic;
   options.criu = criu;
+  if (policy_file.empty() && ::access("/etc/seamless/sink-policy", F_OK) == 0)
+    policy_file = "/etc/seamless/sink-policy";
+  if (!policy_file.empty()) {
+    auto text = sys::read_file(policy_file, 1 << 20);
+    auto parsed = text.ok() ? sink::Policy::parse(*text, "") : Result<sink::Policy>(text.error());
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "seamless-sinkd: policy `%s`: %s\n", policy_file.c_str(), parsed.error().message.c_str());
+      return 2;
+    }
+    options.policy_text = *text;
+  }
   std::error_code ec;
   options.self_exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   sink::Sink sink(options, [&](const std::string& event, const std::string& data) { server.emit(event, data); });

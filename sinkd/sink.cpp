@@ -162,7 +162,8 @@ Result<Sink::Gateway*> Sink::find(const std::string& id) {
 void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached) {
   std::vector<TracedProcess> procs;
   for (auto [here, inside] : g->container->processes()) {
-    auto policy = Policy::builtin(exe_name(here));
+    const std::string text = std::string(kBuiltinPolicy) + "\n" + opt_.policy_text;
+    auto policy = Policy::parse(text, exe_name(here));
     if (!policy.ok()) policy = Policy::builtin("");
     procs.push_back({here, std::move(policy).value()});
     g->inner[here] = inside;

@@ -37,6 +37,9 @@ struct SinkOptions {
   // CRIU for a container's gateways; default: criu_in(container, criu).
   std::function<std::unique_ptr<guest::Criu>(const Container&)> criu_for;
   packfmt::PackLimits limits;
+  // The activity policy: the built-in lists, then this text (an operator's policy file:
+  // entries and [daemon] sections that override them). Checked when the sink starts.
+  std::string policy_text;
   // Shipped files kept beyond what containers use (see FileCache).
   uint64_t file_cache_budget = uint64_t(2) << 30;
 };

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
 #include "qmp/commands.h"
@@ -150,6 +151,21 @@ packfmt::Manifest manifest_of(std::vector<packfmt::FileIdentity> files) {
   m.hostname = "vm";
   m.files = std::move(files);
   return m;
+}
+
+// An operator's policy file (entries over the built-in ones): a bad one stops the daemon
+// at start with the file and line, before it serves anything.
+TEST(SinkdCommandLine, ABadPolicyFileIsRefusedAtStart) {
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  ASSERT_TRUE(sys::write_file(*dir / "policy", "[snmpd]\nserve openat\nwake frobnicate\n").ok());
+  auto r = run({SEAMLESS_BINARY_DIR "/sinkd/seamless-sinkd", "--socket", *dir / "s.sock", "--state-dir", *dir / "st",
+                "--policy", *dir / "policy"},
+               Millis(20000));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->status.code, 2);
+  EXPECT_NE(r->err.find("policy `" + *dir / "policy" + "`: policy line 3"), std::string::npos) << r->err;
+  EXPECT_FALSE(std::filesystem::exists(*dir / "s.sock")) << "it served nothing";
 }
 
 TEST(PackCheck, SameTemplateIsAcceptedWithDummiesForHeldOpenFiles) {
