@@ -65,27 +65,24 @@ Result<void> FileCache::keep(const packfmt::ShippedFile& f, const std::string& c
     ::utimensat(AT_FDCWD, target.c_str(), nullptr, 0);  // recently used
     return ok();
   }
+  auto data = SL_TRY(sys::read_file(contents_file, f.size + 1));
+  if (data.size() != f.size)
+    return make_error(ErrorKind::Protocol, "shipped `", f.path, "`: ", data.size(), " bytes, the index says ", f.size);
+  if (sha256_hex(data) != f.sha256)
+    return make_error(ErrorKind::Protocol, "shipped `", f.path, "`: its contents do not hash to its SHA-256");
+  // A file of its own (the same contents may come again with another mode or owner),
+  // whole before it gets its name.
+  const std::string part = target + ".part";
   {
-    UniqueFd fd = SL_TRY(sys::open(contents_file, O_RDONLY | O_NOFOLLOW));
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-      return make_error(ErrorKind::Protocol, "shipped `", f.path, "`: its contents are not a regular file");
-    if (uint64_t(st.st_size) != f.size)
-      return make_error(ErrorKind::Protocol, "shipped `", f.path, "`: ", st.st_size, " bytes, the index says ", f.size);
-    auto data = SL_TRY(sys::read_file(contents_file, f.size + 1));
-    if (sha256_hex(data) != f.sha256)
-      return make_error(ErrorKind::Protocol, "shipped `", f.path, "`: its contents do not hash to its SHA-256");
-    if (::fchown(fd.get(), f.uid, f.gid) != 0 && ::geteuid() == 0)
-      return errno_error(cat("chown `", contents_file, "`"));
-    if (::fchmod(fd.get(), f.mode & 07777) != 0) return errno_error(cat("chmod `", contents_file, "`"));
+    UniqueFd fd = SL_TRY(sys::open(part, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+    SL_TRY_CTX(sys::write_all(fd.get(), data, Deadline::never()), "write `", part, "`");
+    if (::fchown(fd.get(), f.uid, f.gid) != 0 && ::geteuid() == 0) return errno_error(cat("chown `", part, "`"));
+    if (::fchmod(fd.get(), f.mode & 07777) != 0) return errno_error(cat("chmod `", part, "`"));
   }
-  if (::rename(contents_file.c_str(), target.c_str()) != 0)
-    return errno_error(cat("rename `", contents_file, "` to `", target, "`"));
+  if (::rename(part.c_str(), target.c_str()) != 0) return errno_error(cat("rename `", part, "` to `", target, "`"));
   // Where later packs naming this file (by build-id, else by hash) find it.
-  std::string id = f.sha256;
-  if (UniqueFd fd(::open(target.c_str(), O_RDONLY | O_CLOEXEC)); fd.valid())
-    if (auto b = packfmt::elf_build_id_of(fd.get(), target); b.ok() && !b->empty()) id = *b;
-  const std::string key = index_key(f.size, id);
+  const std::string build_id = packfmt::elf_build_id(data);
+  const std::string key = index_key(f.size, build_id.empty() ? f.sha256 : build_id);
   auto listed = sys::read_file(key, 1 << 20);
   const std::string line = f.object() + "\n";
   if (!key.empty() && (!listed.ok() || listed->find(line) == std::string::npos))
@@ -105,18 +102,9 @@ Result<packfmt::ShipmentIndex> FileCache::take(const std::string& shipment, cons
     for (const auto& f : index.files) {
       if (f.included) {
         const std::string contents = cat(dest, "/", f.entry());
-        // Two files with the same contents share one entry: the first took it.
-        if (::access(contents.c_str(), F_OK) != 0 && ::access(object_path(f.object()).c_str(), F_OK) != 0) {
-          auto sibling = std::find_if(index.files.begin(), index.files.end(), [&](const packfmt::ShippedFile& o) {
-            return o.sha256 == f.sha256 && &o != &f && ::access(object_path(o.object()).c_str(), F_OK) == 0;
-          });
-          if (sibling == index.files.end())
-            return make_error(ErrorKind::Protocol, "shipment `", shipment, "`: the contents of `", f.path,
-                              "` are not in it");
-          // Same contents, another mode or owner: an object of its own.
-          if (!std::filesystem::copy_file(object_path(sibling->object()), contents, ec))
-            return make_error(ErrorKind::System, "copying `", sibling->path, "` for `", f.path, "`: ", ec.message());
-        }
+        if (::access(contents.c_str(), F_OK) != 0)
+          return make_error(ErrorKind::Protocol, "shipment `", shipment, "`: the contents of `", f.path,
+                            "` are not in it");
         SL_TRY_CTX(keep(f, contents), "shipment `", shipment, "`");
       } else if (::access(object_path(f.object()).c_str(), F_OK) != 0) {
         return make_error(ErrorKind::Invalid, "shipment `", shipment, "`: `", f.path,

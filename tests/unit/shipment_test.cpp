@@ -276,6 +276,26 @@ TEST_F(SinkFileCache, ContentsThatDoNotHashToTheirNameAreRefused) {
   EXPECT_NE(r.error().message.find("not in it"), std::string::npos) << r.error().message;
 }
 
+// Two paths with the same contents travel once; with other modes they are objects of
+// their own (hard links share a mode).
+TEST_F(SinkFileCache, TheSameContentsWithAnotherModeAreAnObjectOfTheirOwn) {
+  ShipmentIndex index;
+  index.files.push_back(shipped("/usr/lib/a.so", "same bytes"));
+  index.files.push_back(shipped("/usr/lib/b.so", "same bytes"));
+  index.files[1].mode = 0600;
+  ASSERT_TRUE(sys::write_file(*dir_ / "same", "same bytes", 0644).ok());
+  ASSERT_TRUE(packfmt::write_shipment(*dir_ / "same.files", index, {*dir_ / "same", *dir_ / "same"},
+                                      packfmt::Compression::Gzip)
+                  .ok());
+  auto r = cache_->take(*dir_ / "same.files", *state_ / "work");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(cache_->stats().objects, 2);
+  struct stat st {};
+  ASSERT_EQ(::stat(cache_->object_path(index.files[1].object()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_nlink, 1u);
+}
+
 TEST_F(SinkFileCache, LayersAreHardLinksAndUnusedObjectsAreTrimmed) {
   ASSERT_TRUE(ship().ok());
   auto taken = cache_->take(*dir_ / "p.files", *state_ / "work");
