@@ -607,26 +607,51 @@ Result<void> write_plain_pack(const std::string& path, const std::string& manife
   return done;
 }
 
-Result<std::string> read_manifest(const std::string& pack, const PackLimits& limits) {
+namespace {
+
+Result<std::unique_ptr<CompressedReader>> open_pack(const std::string& pack) {
   UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
   struct stat st {};
   if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "pack `", pack, "` is not a regular file");
-  auto reader = SL_TRY(CompressedReader::open(std::move(in), pack));
-  unsigned char h[kBlock];
-  SL_TRY(reader->read_exact(h, kBlock));
+  return CompressedReader::open(std::move(in), pack);
+}
+
+struct EntryHeader {
+  std::string name;  // with the ustar prefix
+  char type = 0;
+  uint64_t size = 0;
+};
+
+// Entry `index` (from 0)'s ustar header, its magic and checksum checked.
+Result<EntryHeader> parse_header(const unsigned char* h, const std::string& pack, size_t index) {
   const char* hc = reinterpret_cast<const char*>(h);
   if (std::memcmp(hc + 257, "ustar", 5) != 0)
-    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its first entry is not a ustar header");
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", index + 1, " is not a ustar header");
   uint64_t sum = SL_TRY(get_octal(hc + 148, 8, "checksum"));
   if (sum != header_checksum(h))
-    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its first entry has a bad header checksum");
-  if (field_string(hc, 100) != kManifestName || (hc[156] != '0' && hc[156] != '\0'))
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", index + 1, " has a bad header checksum");
+  EntryHeader e;
+  e.name = field_string(hc, 100);
+  std::string prefix = field_string(hc + 345, 155);
+  if (!prefix.empty()) e.name = prefix + "/" + e.name;
+  e.type = hc[156];
+  e.size = SL_TRY(get_octal(hc + 124, 12, "size"));
+  return e;
+}
+
+}  // namespace
+
+Result<std::string> read_manifest(const std::string& pack, const PackLimits& limits) {
+  auto reader = SL_TRY(open_pack(pack));
+  unsigned char h[kBlock];
+  SL_TRY(reader->read_exact(h, kBlock));
+  auto e = SL_TRY(parse_header(h, pack, 0));
+  if (e.name != kManifestName || (e.type != '0' && e.type != '\0'))
     return make_error(ErrorKind::Protocol, "pack `", pack, "` does not start with ", kManifestName);
-  uint64_t size = SL_TRY(get_octal(hc + 124, 12, "size"));
-  if (size > limits.max_manifest)
-    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its manifest is too large (", size, " bytes)");
-  std::string manifest(size_t(size), '\0');
+  if (e.size > limits.max_manifest)
+    return make_error(ErrorKind::Protocol, "pack `", pack, "`: its manifest is too large (", e.size, " bytes)");
+  std::string manifest(size_t(e.size), '\0');
   SL_TRY(reader->read_exact(manifest.data(), manifest.size()));
   return manifest;
 }
@@ -638,11 +663,7 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
 
 Result<std::string> unpack(const std::string& pack, const std::string& dest, const PackLimits& limits,
                            const std::vector<std::string>& base_roots) {
-  UniqueFd in = SL_TRY(sys::open(pack, O_RDONLY));
-  struct stat st {};
-  if (::fstat(in.get(), &st) != 0) return errno_error(cat("stat `", pack, "`"));
-  if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "pack `", pack, "` is not a regular file");
-  auto reader = SL_TRY(CompressedReader::open(std::move(in), pack));
+  auto reader = SL_TRY(open_pack(pack));
   CompressedReader& f = *reader;
 
   if (::mkdir(dest.c_str(), 0700) != 0) return errno_error(cat("mkdir `", dest, "`"));
@@ -680,16 +701,9 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
       }
       if (entries >= limits.max_entries)
         return make_error(ErrorKind::Protocol, "pack `", pack, "` has more than ", limits.max_entries, " entries");
-      const char* hc = reinterpret_cast<const char*>(h);
-      if (std::memcmp(hc + 257, "ustar", 5) != 0)
-        return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", entries + 1, " is not a ustar header");
-      uint64_t sum = SL_TRY(get_octal(hc + 148, 8, "checksum"));
-      if (sum != header_checksum(h))
-        return make_error(ErrorKind::Protocol, "pack `", pack, "`: entry ", entries + 1, " has a bad header checksum");
-      std::string name = field_string(hc, 100);
-      std::string prefix = field_string(hc + 345, 155);
-      if (!prefix.empty()) name = prefix + "/" + name;
-      const char type = hc[156];
+      auto header = SL_TRY(parse_header(h, pack, entries));
+      std::string name = std::move(header.name);
+      const char type = header.type;
       bool is_dir = type == '5';
       if (is_dir && !name.empty() && name.back() == '/') name.pop_back();
       if (auto named = check_entry_name(name); !named.ok())
@@ -705,7 +719,7 @@ Result<std::string> unpack(const std::string& pack, const std::string& dest, con
           return make_error(ErrorKind::Protocol, "pack `", pack, "`: `", name, "` has entry type `", type,
                             "` (only files and directories are allowed)");
       }
-      uint64_t size = SL_TRY(get_octal(hc + 124, 12, "size"));
+      const uint64_t size = header.size;
       if (is_dir && size != 0)
         return make_error(ErrorKind::Protocol, "pack `", pack, "`: directory `", name, "` has a size");
       if (entries == 0 && (is_dir || name != kManifestName))
