@@ -493,12 +493,11 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   p.step(
       "ship",
       [&]() -> Result<void> {
-        sink::proto::Client client(
-            [&](std::string_view command, const std::string& args, Millis timeout) {
-              return sink->call(command, args, timeout);
-            });
-        auto shipped = SL_TRY(ship_missing(client, agent, sink_agent,
-                                           {kGuestPark, sink_pack(id), kGuestShipment, sink_shipment(id)}));
+        sink::proto::Client client([&](std::string_view command, const std::string& args, Millis timeout) {
+          return sink->call(command, args, timeout);
+        });
+        auto shipped = SL_TRY(
+            ship_missing(client, agent, sink_agent, {kGuestPark, sink_pack(id), kGuestShipment, sink_shipment(id)}));
         result.shipped_files = shipped.outcome.included;
         result.shipped_bytes = shipped.outcome.shipment_bytes;
         shipment = shipped.sink_path;

@@ -46,8 +46,10 @@ Result<ShipOutcome> parse_ship(const std::string& out, int64_t code, const std::
                       "): ", qmp::opt_string(v, "error").value_or(err.substr(0, 400)).substr(0, 1000));
   ShipOutcome s;
   s.shipment = SL_TRY(qmp::get_string(v, "shipment"));
-  for (auto [key, field] : {std::pair{"files", &s.files}, {"included", &s.included},
-                            {"content_bytes", &s.content_bytes}, {"shipment_bytes", &s.shipment_bytes}}) {
+  for (auto [key, field] : {std::pair{"files", &s.files},
+                            {"included", &s.included},
+                            {"content_bytes", &s.content_bytes},
+                            {"shipment_bytes", &s.shipment_bytes}}) {
     *field = qmp::opt_int(v, key).value_or(0);
     if (*field < 0) return make_error(ErrorKind::Protocol, "seamless-guest ship: field `", key, "` is negative");
   }

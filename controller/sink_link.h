@@ -22,10 +22,10 @@ namespace seamless::ctl {
 
 // sinkd's protocol, defined once in sinkd/protocol.h.
 using sink::proto::Added;
-using sink::proto::Missing;
 using sink::proto::GatewayState;
 using sink::proto::HandedBack;
 using sink::proto::ListedGateway;
+using sink::proto::Missing;
 
 class SinkLink {
  public:

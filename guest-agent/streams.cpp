@@ -3,8 +3,8 @@
 #include "guest-agent/streams.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <algorithm>
@@ -62,8 +62,8 @@ std::vector<packfmt::Directory> needed_dirs(const Snapshot& snap, const std::vec
   std::map<uint64_t, const UnixSocket*> by_inode;
   for (const auto& s : sockets) by_inode[s.inode] = &s;
   std::vector<packfmt::Directory> out;
-  pid_t pid = 0;  // whose view of the path (its root: its own mount namespace)
-  auto add = [&](const std::string& dir) {
+  // `dir` as process `pid` sees it (its root: its own mount namespace).
+  auto add = [&](pid_t pid, const std::string& dir) {
     if (dir == "/" || !packfmt::is_plain_absolute(dir)) return;
     for (const auto& d : out)
       if (d.path == dir) return;
@@ -71,17 +71,16 @@ std::vector<packfmt::Directory> needed_dirs(const Snapshot& snap, const std::vec
     if (::stat(cat(proc_root, "/", pid, "/root", dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
     out.push_back({dir, uint32_t(st.st_mode & 01777), st.st_uid, st.st_gid});
   };
-  for (pid_t p_id : pids) {
-    pid = p_id;
+  for (pid_t pid : pids) {
     auto p = snap.processes.find(pid);
     if (p == snap.processes.end()) continue;
     std::error_code ec;
-    add(std::filesystem::read_symlink(cat(proc_root, "/", pid, "/cwd"), ec).string());
+    add(pid, std::filesystem::read_symlink(cat(proc_root, "/", pid, "/cwd"), ec).string());
     for (uint64_t inode : p->second.socket_inodes) {
       auto s = by_inode.find(inode);
       if (s == by_inode.end() || s->second->name.empty() || s->second->name[0] != '/') continue;
       const std::string& name = s->second->name;
-      add(name.substr(0, name.rfind('/')));
+      add(pid, name.substr(0, name.rfind('/')));
     }
   }
   return out;

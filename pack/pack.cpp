@@ -428,7 +428,8 @@ Result<void> declare_base(EntryData& in, PageImages& images, const std::string& 
   for (const auto& root : images.base_roots) {
     auto base = open_base(root, path);
     if (!base.ok()) {
-      why = base.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which is not usable here"));
+      why =
+          base.error().wrap(cat("pack `", pack, "`: pages are stored against `", path, "`, which is not usable here"));
       continue;
     }
     if (auto same = same_file(recorded, base->id); !same.ok()) {

@@ -38,7 +38,8 @@ Result<ShippedFile> parse_file(const Value& f) {
     return make_error(ErrorKind::Protocol, "shipped file: field `path` is not a plain absolute path");
   s.sha256 = SL_TRY_CTX(qmp::get_string(f, "sha256"), "shipped file `", s.path, "`");
   if (!valid_sha256(s.sha256))
-    return make_error(ErrorKind::Protocol, "shipped file `", s.path, "`: field `sha256` is not 64 lowercase hex digits");
+    return make_error(ErrorKind::Protocol, "shipped file `", s.path,
+                      "`: field `sha256` is not 64 lowercase hex digits");
   s.size = uint64_t(SL_TRY(bounded(f, "size", 0, int64_t(1) << 31, s.path)));
   s.mode = uint32_t(SL_TRY(bounded(f, "mode", 0, 07777, s.path)));
   // A file from a guest never becomes a way to gain privileges in the sink.
@@ -139,14 +140,13 @@ Result<void> write_shipment(const std::string& path, const ShipmentIndex& index,
     entries.emplace_back(f.entry(), sources[i]);
     of_entry.push_back(&f);
   }
-  return write_plain_pack(path, index.to_json(), entries, compression,
-                          [&](size_t i, std::string_view data) -> Result<void> {
-                            const ShippedFile& f = *of_entry[i];
-                            if (data.size() != f.size || sha256_hex(data) != f.sha256)
-                              return make_error(ErrorKind::Invalid, "`", f.path,
-                                                "` changed while it was being shipped");
-                            return ok();
-                          });
+  return write_plain_pack(
+      path, index.to_json(), entries, compression, [&](size_t i, std::string_view data) -> Result<void> {
+        const ShippedFile& f = *of_entry[i];
+        if (data.size() != f.size || sha256_hex(data) != f.sha256)
+          return make_error(ErrorKind::Invalid, "`", f.path, "` changed while it was being shipped");
+        return ok();
+      });
 }
 
 }  // namespace seamless::packfmt

@@ -105,9 +105,9 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname, std
   // Files shipped with the pack (hard links into the sink's file cache) lie over the sink's own.
   struct stat shipped {};
   const bool layer = ::lstat((dir + "/shipped").c_str(), &shipped) == 0 && S_ISDIR(shipped.st_mode);
-  SL_TRY(sys_mount("overlay", root, "overlay", 0,
-                   cat("lowerdir=", layer ? dir + "/shipped:" : "", "/,upperdir=", dir, "/upper,workdir=", dir,
-                       "/work")));
+  SL_TRY(
+      sys_mount("overlay", root, "overlay", 0,
+                cat("lowerdir=", layer ? dir + "/shipped:" : "", "/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
   SL_TRY(sys_mount("/dev", root + "/dev", nullptr, MS_BIND | MS_REC));
   // Pseudo-terminals of its own: a restored SSH session gets back its pty number.
   SL_TRY(sys_mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,

@@ -95,8 +95,8 @@ Result<packfmt::ShipmentIndex> FileCache::take(const std::string& shipment, cons
   std::error_code ec;
   std::filesystem::create_directories(work_dir, ec);
   const std::string dest = cat(work_dir, "/shipment-", ::getpid(), "-", Clock::now().time_since_epoch().count());
-  auto text = SL_TRY_CTX(packfmt::unpack(shipment, dest, limits, packfmt::kKeepPageImages), "shipment `", shipment,
-                         "`");
+  auto text =
+      SL_TRY_CTX(packfmt::unpack(shipment, dest, limits, packfmt::kKeepPageImages), "shipment `", shipment, "`");
   auto body = [&]() -> Result<packfmt::ShipmentIndex> {
     auto index = SL_TRY_CTX(packfmt::ShipmentIndex::parse(text), "shipment `", shipment, "`");
     for (const auto& f : index.files) {
