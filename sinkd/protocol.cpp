@@ -147,8 +147,7 @@ std::string FileCacheStats::to_json() const {
 
 Result<FileCacheStats> FileCacheStats::parse(const qmp::Value& v) {
   SL_TRY(object(v, "query-file-cache's reply"));
-  return FileCacheStats{SL_TRY(opt_count(v, "objects")), SL_TRY(opt_count(v, "bytes")),
-                        SL_TRY(opt_count(v, "in_use"))};
+  return FileCacheStats{SL_TRY(opt_count(v, "objects")), SL_TRY(opt_count(v, "bytes")), SL_TRY(opt_count(v, "in_use"))};
 }
 
 std::string AddGateway::to_json() const {

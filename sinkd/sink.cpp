@@ -135,9 +135,7 @@ struct Sink::Gateway {
 };
 
 Sink::Sink(SinkOptions options, EventSink events)
-    : opt_(std::move(options)),
-      events_(std::move(events)),
-      cache_(opt_.state_dir + "/files", opt_.file_cache_budget) {
+    : opt_(std::move(options)), events_(std::move(events)), cache_(opt_.state_dir + "/files", opt_.file_cache_budget) {
   if (!opt_.criu_for) opt_.criu_for = [path = opt_.criu](const Container& c) { return criu_in(c, path); };
   std::error_code ec;
   std::filesystem::create_directories(opt_.state_dir + "/containers", ec);

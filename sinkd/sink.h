@@ -99,7 +99,7 @@ class Sink {
   SinkOptions opt_;
   EventSink events_;
   FileCache cache_;  // STATE/files: on the containers' file system
-  std::mutex mu_;  // guards gateways_ (the map, not each entry: commands come one at a time)
+  std::mutex mu_;    // guards gateways_ (the map, not each entry: commands come one at a time)
   std::map<std::string, std::unique_ptr<Gateway>> gateways_;
 };
 

@@ -327,7 +327,8 @@ TEST_F(ParkWake, RefusalsChangeNothing) {
 // A failure injected at each park step rolls the park back: the VM runs, its services
 // answer from the client namespace, and no flow, container or metadata is left.
 TEST_F(ParkWake, AFailureAtEachParkStepRollsBack) {
-  for (const char* step : {"dump", "transfer", "ship", "sink-restore", "pause", "switch", "speak", "suspend", "record"}) {
+  for (const char* step :
+       {"dump", "transfer", "ship", "sink-restore", "pause", "switch", "speak", "suspend", "record"}) {
     SCOPED_TRACE(step);
     ASSERT_TRUE(fail_at(cat("park:", step)).ok());
     auto r = virsh("park", {kGuestName});

@@ -10,8 +10,8 @@
 // socket of the container's own. Idle in the sink they wake nothing; memcached serves its
 // session from the memory that came along (no wake); a new connection wakes them; at home
 // the sessions go on with their state (memcached's value on the same connection,
-// beanstalkd's tube and job on the same connection, a TFTP read), their units kept whole. A second VM with the same daemons ships no file and adds
-// nothing to the sink's cache.
+// beanstalkd's tube and job on the same connection, a TFTP read), their units kept whole.
+// A second VM with the same daemons ships no file and adds nothing to the sink's cache.
 #include <gtest/gtest.h>
 
 #include <future>
@@ -53,8 +53,8 @@ class SystemdSink : public test::VmSuite<SystemdSink> {
     auto sink = std::async(std::launch::async, [] {
       return test::LibvirtGuest::boot(test::sink_vm_spec("sl-sdsink", kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN));
     });
-    auto second = std::async(std::launch::async,
-                             [] { return test::LibvirtGuest::boot(guest_spec("sl-sdsecond", kSecond)); });
+    auto second =
+        std::async(std::launch::async, [] { return test::LibvirtGuest::boot(guest_spec("sl-sdsecond", kSecond)); });
     auto guest = test::LibvirtGuest::boot(guest_spec("sl-sdguest", kGuest));
     auto s = sink.get();
     auto g2 = second.get();
@@ -122,8 +122,8 @@ class SystemdSink : public test::VmSuite<SystemdSink> {
     m.pack = cat("/run/", id, ".pack");
     SL_TRY(qmp::write_guest_file(*sink_->agent, m.pack, bytes));
     auto sink = client(c);
-    m.shipment = SL_TRY(ctl::ship_missing(sink, *vm.agent, *sink_->agent,
-                                          {guest_pack, m.pack, cat("/run/", id, ".files"), cat("/run/", id, ".files")}));
+    m.shipment = SL_TRY(ctl::ship_missing(
+        sink, *vm.agent, *sink_->agent, {guest_pack, m.pack, cat("/run/", id, ".files"), cat("/run/", id, ".files")}));
     m.added = SL_TRY(sink.add_gateway({m.pack, id, true, m.shipment.sink_path}));
     return m;
   }
@@ -206,9 +206,8 @@ TEST_F(SystemdSink, DaemonsTheSinkNeverSawMoveWithTheirStateAndSessions) {
 
   // Home: the VM runs, its traffic comes back, the sink's pack is restored there.
   ASSERT_TRUE(guest_->monitor->call("cont", "", Millis(30000)).ok());
-  ASSERT_TRUE(guest_->monitor->call("announce-self", R"({"initial":50,"max":550,"rounds":5,"step":100})",
-                                    Millis(30000))
-                  .ok());
+  ASSERT_TRUE(
+      guest_->monitor->call("announce-self", R"({"initial":50,"max":550,"rounds":5,"step":100})", Millis(30000)).ok());
   ASSERT_TRUE(bed.end_redirect(test::Testbed::guest_mac(kGuest)).ok());
   auto pack = qmp::read_guest_file(*sink_->agent, back->pack);
   ASSERT_TRUE(pack.ok()) << pack.error().message;
@@ -226,8 +225,7 @@ TEST_F(SystemdSink, DaemonsTheSinkNeverSawMoveWithTheirStateAndSessions) {
   EXPECT_TRUE(value.ok()) << "the memcached session, at home: " << value.error().message;
   ASSERT_TRUE(sys::write_all(bs->get(), "peek-ready\r\n", Deadline(Millis(5000))).ok());
   auto job = test::read_until(bs->get(), "job-one");
-  EXPECT_TRUE(job.ok()) << "the beanstalkd session still uses its tube, and the job is there: "
-                        << job.error().message;
+  EXPECT_TRUE(job.ok()) << "the beanstalkd session still uses its tube, and the job is there: " << job.error().message;
   got = test::tftp_get(bed, ip, "hello.txt");
   EXPECT_TRUE(got.ok()) << got.error().message;
   for (const char* u : {"memcached.service", "beanstalkd.service"}) {

@@ -609,8 +609,8 @@ TEST_F(GatewayOps, AStreamToAnUnnamedOutsideSocketIsRefusedBeforeAnythingIsTouch
     unix_ = {{9001, 9002, SOCK_DGRAM, 1, ""}, {9002, 0, SOCK_DGRAM, 7, name}};
     auto dgram = dump(env_, snap_, gateways_, pack);
     ASSERT_FALSE(dgram.ok()) << name;
-    EXPECT_NE(dgram.error().message.find(cat("is a unix datagram socket connected to `", name,
-                                             "`, which cannot be connected again")),
+    EXPECT_NE(dgram.error().message.find(
+                  cat("is a unix datagram socket connected to `", name, "`, which cannot be connected again")),
               std::string::npos)
         << dgram.error().message;
     EXPECT_TRUE(criu_.dumped.empty());

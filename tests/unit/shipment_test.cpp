@@ -5,6 +5,8 @@
 // (contents checked by SHA-256, one object per content/mode/owner, candidates by
 // build-id, layers of hard links, unused objects trimmed) and the template check that
 // takes shipped files in place of the sink's own.
+#include "pack/shipment.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -15,7 +17,6 @@
 #include "common/tempdir.h"
 #include "guest-agent/gateway.h"
 #include "pack/pack.h"
-#include "pack/shipment.h"
 #include "qmp/json.h"
 #include "sinkd/file_cache.h"
 #include "sinkd/pack_check.h"
@@ -128,9 +129,7 @@ class GuestShip : public ::testing::Test {
     req.have = std::move(have);
     return guest::ship(env, req);
   }
-  Result<ShipmentIndex> index() {
-    return ShipmentIndex::parse(SL_TRY(packfmt::read_manifest(*dir_ / "p.files")));
-  }
+  Result<ShipmentIndex> index() { return ShipmentIndex::parse(SL_TRY(packfmt::read_manifest(*dir_ / "p.files"))); }
   std::optional<TempDir> dir_;
   std::string root_, pack_;
   packfmt::Manifest manifest_;
@@ -284,9 +283,9 @@ TEST_F(SinkFileCache, TheSameContentsWithAnotherModeAreAnObjectOfTheirOwn) {
   index.files.push_back(shipped("/usr/lib/b.so", "same bytes"));
   index.files[1].mode = 0600;
   ASSERT_TRUE(sys::write_file(*dir_ / "same", "same bytes", 0644).ok());
-  ASSERT_TRUE(packfmt::write_shipment(*dir_ / "same.files", index, {*dir_ / "same", *dir_ / "same"},
-                                      packfmt::Compression::Gzip)
-                  .ok());
+  ASSERT_TRUE(
+      packfmt::write_shipment(*dir_ / "same.files", index, {*dir_ / "same", *dir_ / "same"}, packfmt::Compression::Gzip)
+          .ok());
   auto r = cache_->take(*dir_ / "same.files", *state_ / "work");
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(cache_->stats().objects, 2);
