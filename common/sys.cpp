@@ -105,6 +105,13 @@ Result<void> write_all(int fd, std::string_view data, Deadline deadline) {
   return ok();
 }
 
+Result<std::string> read_link(const std::string& path) {
+  char buf[4096];
+  ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+  if (n < 0) return errno_error(cat("readlink `", path, "`"));
+  return std::string(buf, size_t(n));
+}
+
 Result<std::string> read_file(const std::string& path, size_t limit) {
   auto fd = SL_TRY(open(path, O_RDONLY));
   std::string out;

@@ -27,6 +27,8 @@ Result<size_t> read_some(int fd, char* buf, size_t max, Deadline deadline);
 Result<void> write_all(int fd, std::string_view data, Deadline deadline);
 
 Result<std::string> read_file(const std::string& path, size_t limit = 64 << 20);
+// The target of symbolic link `path` (up to 4096 bytes).
+Result<std::string> read_link(const std::string& path);
 Result<void> write_file(const std::string& path, std::string_view data, int mode = 0644);
 
 Result<void> set_nonblocking(int fd);

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "common/log.h"
 #include "common/sys.h"
 #include "common/time.h"
+#include "guest-agent/file_tree.h"
 #include "guest-agent/streams.h"
 #include "pack/pack.h"
 #include "qmp/json.h"
@@ -181,6 +183,52 @@ std::string unique_dir(const std::string& parent, const char* what) {
   return cat(parent, "/", what, "-", ::getpid(), "-", Clock::now().time_since_epoch().count());
 }
 
+// A new scratch directory name for `what` with room for `need` bytes: in the work
+// directory when its file system has that much free, else in the spill directory.
+std::string scratch_dir(const Env& env, const char* what, uint64_t need) {
+  std::error_code ec;
+  std::filesystem::create_directories(env.work_dir, ec);
+  struct statvfs vs {};
+  if (!env.spill_dir.empty() && ::statvfs(env.work_dir.c_str(), &vs) == 0 &&
+      uint64_t(vs.f_bavail) * vs.f_frsize < need) {
+    SL_LOG(Info, kModule, env.work_dir, " has ", uint64_t(vs.f_bavail) * vs.f_frsize >> 20, " MiB free, ", need >> 20,
+           " MiB wanted: the ", what, " images go to ", env.spill_dir);
+    std::filesystem::create_directories(env.spill_dir, ec);
+    return unique_dir(env.spill_dir, what);
+  }
+  return unique_dir(env.work_dir, what);
+}
+
+// What CRIU writes for `pids` at most: their resident memory, and some room for the rest.
+uint64_t image_room(const std::vector<pid_t>& pids) {
+  uint64_t bytes = 32 << 20;
+  for (pid_t p : pids)
+    if (auto statm = sys::read_file(cat("/proc/", p, "/statm")); statm.ok()) {
+      unsigned long long size = 0, resident = 0;
+      if (std::sscanf(statm->c_str(), "%llu %llu", &size, &resident) == 2)
+        bytes += resident * uint64_t(::sysconf(_SC_PAGESIZE));
+    }
+  return bytes;
+}
+
+// Unpacks `pack` into a new scratch directory for `what`: the work directory, or the
+// spill directory when the work directory's file system fills up.
+Result<std::pair<std::string, std::string>> unpack_scratch(const Env& env, const char* what, const std::string& pack,
+                                                           const PackLimits& limits) {
+  std::error_code ec;
+  std::filesystem::create_directories(env.work_dir, ec);
+  std::string dir = unique_dir(env.work_dir, what);
+  auto text = unpack(pack, dir, limits);
+  if (!text.ok() && text.error().code == ENOSPC && !env.spill_dir.empty()) {
+    SL_LOG(Info, kModule, env.work_dir, " is full: the ", what, " images go to ", env.spill_dir);
+    std::filesystem::create_directories(env.spill_dir, ec);
+    dir = unique_dir(env.spill_dir, what);
+    text = unpack(pack, dir, limits);
+  }
+  if (!text.ok()) return text.error();
+  return std::pair{dir, std::move(text).value()};
+}
+
 }  // namespace
 
 // CRIU injects code that needs a few free descriptors in each process.
@@ -300,6 +348,8 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   m.criu_version = SL_TRY_CTX(env.criu->version(), "criu --version");
   SL_TRY_CTX(read_network(&m), "reading the network configuration");
   m.files = SL_TRY(gateway_files(snap, gateways));
+  std::set<std::string> carried;  // files the pack carries by identity: not in the tree
+  for (const auto& f : m.files) carried.insert(f.path);
 
   std::vector<uint16_t> tcp_ports, udp_ports;
   for (const auto& g : gateways) {
@@ -337,6 +387,12 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     for (size_t i = 0; i < g.established.size(); ++i)
       pg.established.push_back(
           {g.established_owner[i], endpoint_text(g.established[i], false), endpoint_text(g.established[i], true)});
+    // The trees it names, for a sink to answer its look-ups there from (file_tree.h).
+    std::vector<std::string> named;
+    for (pid_t p : g.pids)
+      for (auto& d : named_dirs(p))
+        if (std::find(named.begin(), named.end(), d) == named.end()) named.push_back(std::move(d));
+    collect_tree(g.own_mount_ns ? cat("/proc/", g.root, "/root") : "", named, carried, {}, &m.tree);
     m.gateways.push_back(std::move(pg));
   }
   for (auto* v : {&tcp_ports, &udp_ports}) {
@@ -345,8 +401,9 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     if (v->size() > 15) v->resize(15);  // multiport's limit; the rest go unwatched
   }
 
-  std::filesystem::create_directories(env.work_dir);
-  const std::string images = unique_dir(env.work_dir, "dump");
+  std::vector<pid_t> all_pids;
+  for (const auto& g : gateways) all_pids.insert(all_pids.end(), g.pids.begin(), g.pids.end());
+  const std::string images = scratch_dir(env, "dump", image_room(all_pids));
   std::filesystem::create_directories(images + "/gw");
   auto cleanup = [&] {
     std::error_code ec;
@@ -425,6 +482,14 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   result.dump_seconds = seconds_since(t0);
   result.compression = pack_options.compression;
   const auto t_pack = Clock::now();
+  // The small files of the tree come with their contents (tree/PATH in the pack).
+  for (auto& e : m.tree) {
+    if (!e.content) continue;
+    const std::string at = cat(images, "/", kTreeContents, e.path);
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(at).parent_path(), ec);
+    if (ec || !sys::write_file(at, e.data, 0600).ok()) e.content = false;
+  }
   if (auto w = write_pack(pack_path, m.to_json(), images, list_pack_files(images), pack_options, &result.pages);
       !w.ok()) {
     auto back = restore_in_place(env, images, dumped);
@@ -442,9 +507,7 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
 }
 
 Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits) {
-  std::filesystem::create_directories(env.work_dir);
-  const std::string dir = unique_dir(env.work_dir, "restore");
-  auto text = SL_TRY(unpack(pack_path, dir, limits));
+  auto [dir, text] = SL_TRY(unpack_scratch(env, "restore", pack_path, limits));
   auto cleanup = [&] {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
@@ -479,9 +542,7 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
 }
 
 Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimits& limits) {
-  std::filesystem::create_directories(env.work_dir);
-  const std::string dir = unique_dir(env.work_dir, "prewarm");
-  auto text = SL_TRY(unpack(pack_path, dir, limits));
+  auto [dir, text] = SL_TRY(unpack_scratch(env, "prewarm", pack_path, limits));
   auto body = [&]() -> Result<Manifest> {
     auto m = SL_TRY(Manifest::parse(text));
     SL_TRY_CTX(check_files(m, file_roots(env, m)), "this machine does not match the pack");

@@ -26,7 +26,10 @@ struct Env {
   Netfilter* netfilter = nullptr;
   // systemd, when it manages this machine: units of dumped gateways stay whole (nullptr: none).
   ServiceManager* services = nullptr;
-  std::string work_dir = "/run/seamless-guest";  // scratch space for images
+  std::string work_dir = "/run/seamless-guest";  // scratch space for images (a tmpfs: fast)
+  // Where images go when work_dir's file system has no room for them (a JVM's images are
+  // larger than a small VM's /run): on disk. Empty: nowhere else.
+  std::string spill_dir = "/var/tmp/seamless-guest";
   // The unix sockets of the guest (sock_diag); a fake in unit tests.
   std::function<Result<std::vector<UnixSocket>>()> unix_sockets = list_unix_sockets;
 };

@@ -16,7 +16,11 @@ struct Activity {
   uint64_t new_connections = 0;  // TCP SYNs to a gateway port
   uint64_t data_packets = 0;     // TCP segments with PSH to a gateway port
   uint64_t datagrams = 0;        // UDP to a gateway port
-  bool any() const { return new_connections || data_packets || datagrams; }
+  // What aborts a dump: a new peer. Data on a connection the gateway has is no reason:
+  // the segment is in the dumped socket, or CRIU's lock drops it and the client sends it
+  // again to wherever the gateway is next, where it is judged by what the gateway does
+  // with it (a sink wakes the VM for a command typed, not for an SSH keep-alive).
+  bool any() const { return new_connections || datagrams; }
   std::string describe() const;
 };
 

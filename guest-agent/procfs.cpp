@@ -70,13 +70,6 @@ std::vector<std::string_view> fields(std::string_view line) {
   return out;
 }
 
-Result<std::string> read_link(const std::string& path) {
-  char buf[4096];
-  ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
-  if (n < 0) return errno_error(cat("readlink `", path, "`"));
-  return std::string(buf, size_t(n));
-}
-
 // "socket:[1234]" -> 1234.
 std::optional<uint64_t> socket_link_inode(std::string_view target) {
   if (target.rfind("socket:[", 0) != 0 || target.back() != ']') return std::nullopt;
@@ -221,7 +214,7 @@ std::vector<pid_t> Snapshot::tree(pid_t root) const {
 }
 
 std::optional<uint64_t> fd_socket_inode(pid_t pid, int fd, const std::string& proc_root) {
-  auto target = read_link(cat(proc_root, "/", pid, "/fd/", fd));
+  auto target = sys::read_link(cat(proc_root, "/", pid, "/fd/", fd));
   return target.ok() ? socket_link_inode(*target) : std::nullopt;
 }
 
@@ -245,7 +238,7 @@ Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>&
     const auto& mounts = mounts_of[ns];
     std::error_code ec;
     for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
-      auto target = read_link(fd.path());
+      auto target = sys::read_link(fd.path());
       if (!target.ok() || target->empty() || (*target)[0] != '/') continue;  // sockets, pipes, anon inodes
       const std::string name = fd.path().filename();
       auto info = sys::read_file(dir + "/fdinfo/" + name);
@@ -269,7 +262,7 @@ Result<std::vector<packfmt::DeviceFd>> foreign_devices(const std::vector<pid_t>&
 
 uint64_t namespace_inode(const std::string& link) {
   // "mnt:[4026531841]"
-  auto target = read_link(link);
+  auto target = sys::read_link(link);
   if (!target.ok()) return 0;
   auto open = target->find('['), close = target->find(']');
   if (open == std::string::npos || close == std::string::npos || close < open) return 0;
@@ -323,10 +316,10 @@ Result<Snapshot> snapshot(const std::string& proc_root) {
     if (!st.ok()) return st.error().wrap(cat("`", dir, "/stat`"));
     Process p;
     p.stat = *st;
-    if (auto exe = read_link(dir + "/exe"); exe.ok()) p.exe = *exe;
+    if (auto exe = sys::read_link(dir + "/exe"); exe.ok()) p.exe = *exe;
     if (auto cmd = sys::read_file(dir + "/cmdline"); cmd.ok()) p.cmdline = sys::split_nul(*cmd);
     for (const auto& fd : std::filesystem::directory_iterator(dir + "/fd", ec)) {
-      auto target = read_link(fd.path());
+      auto target = sys::read_link(fd.path());
       if (!target.ok()) continue;
       if (auto inode = socket_link_inode(*target)) {
         auto fdnum = parse_dec(fd.path().filename().string(), "fd");

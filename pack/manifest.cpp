@@ -272,6 +272,16 @@ std::string Manifest::to_json() const {
   w.num("format", format).str("hostname", hostname).str("kernel", kernel).str("criu", criu_version);
   w.raw("interfaces", array_json(interfaces, iface)).raw("routes", array_json(routes, route));
   w.raw("gateways", array_json(gateways, gateway)).raw("files", array_json(files, file));
+  if (!tree.empty())
+    w.raw("tree", array_json(tree, [](const TreeEntry& e) {
+            qmp::ArgWriter x;
+            x.str("path", e.path).str("type", to_string(e.kind)).num("mode", e.mode).num("uid", e.uid);
+            x.num("gid", e.gid).num("size", int64_t(e.size)).num("mtime", e.mtime_s).num("mtime_ns", e.mtime_ns);
+            if (e.kind == TreeEntry::Kind::Link) x.str("target", e.target);
+            if (e.complete) x.boolean("complete", true);
+            if (e.content) x.boolean("content", true);
+            return x.finish();
+          }));
   return w.finish();
 }
 
@@ -317,6 +327,31 @@ Result<Manifest> Manifest::parse(std::string_view text) {
       if (f.HasMember("uid")) id.uid = uint32_t(SL_TRY(bounded_int(f, "uid", 0, 0xfffffffeLL)));
       if (f.HasMember("gid")) id.gid = uint32_t(SL_TRY(bounded_int(f, "gid", 0, 0xfffffffeLL)));
       m.files.push_back(std::move(id));
+    }
+    if (root.HasMember("tree")) {
+      const Value* tree = SL_TRY(array_field(root, "tree"));
+      if (tree->Size() > kMaxTreeEntries)
+        return make_error(ErrorKind::Protocol, "the file tree has ", tree->Size(), " entries (at most ",
+                          kMaxTreeEntries, ")");
+      for (const auto& t : tree->GetArray()) {
+        SL_TRY(check_object(t, "file tree entry"));
+        TreeEntry e;
+        e.path = SL_TRY(qmp::get_string(t, "path"));
+        auto kind = parse_tree_kind(SL_TRY(qmp::get_string(t, "type")));
+        if (!kind) return make_error(ErrorKind::Protocol, "file tree: `", e.path, "` has an unknown type");
+        e.kind = *kind;
+        e.mode = uint32_t(SL_TRY(bounded_int(t, "mode", 0, 07777)));
+        e.uid = uint32_t(SL_TRY(bounded_int(t, "uid", 0, 0xfffffffeLL)));
+        e.gid = uint32_t(SL_TRY(bounded_int(t, "gid", 0, 0xfffffffeLL)));
+        e.size = uint64_t(SL_TRY(bounded_int(t, "size", 0, int64_t(kMaxTreeFileSize) - 1)));
+        e.mtime_s = SL_TRY(bounded_int(t, "mtime", 0, int64_t(1) << 40));
+        e.mtime_ns = uint32_t(SL_TRY(bounded_int(t, "mtime_ns", 0, 999999999)));
+        if (e.kind == TreeEntry::Kind::Link) e.target = SL_TRY(qmp::get_string(t, "target"));
+        if (t.HasMember("complete")) e.complete = SL_TRY(qmp::get_bool(t, "complete"));
+        if (t.HasMember("content")) e.content = SL_TRY(qmp::get_bool(t, "content"));
+        m.tree.push_back(std::move(e));
+      }
+      SL_TRY(check_tree(m.tree));
     }
     return ok();
   };

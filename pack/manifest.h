@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "pack/identity.h"
+#include "pack/tree.h"
 
 namespace seamless::packfmt {
 
@@ -126,6 +127,9 @@ struct Manifest {
   std::vector<Route> routes;
   std::vector<PackedGateway> gateways;
   std::vector<FileIdentity> files;
+  // The metadata of the directory trees the gateways name (pack/tree.h), for a sink to
+  // answer their look-ups from.
+  std::vector<TreeEntry> tree;
   std::string to_json() const;
   static Result<Manifest> parse(std::string_view text);
 };

@@ -18,6 +18,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "common/encoding.h"
 #include "common/fd.h"
 #include "common/sys.h"
 #include "common/time.h"
@@ -103,7 +104,8 @@ Result<void> write_entry(CompressedWriter& w, const std::string& name, std::stri
 //   'R' + u32 LE index   a copy of an earlier literal or delta page,
 //   'F' + u16 LE n + n bytes path + u64 LE size + u8 m + m bytes build-id (hex)
 //                        declares base file number k (k-th 'F' of the pack): an ELF file
-//                        that must be the same on the unpacking side,
+//                        that must be the same on the unpacking side (or any other file
+//                        up to 64 MiB, named by "sha256:" and its hash instead),
 //   'D' + u16 LE file + u32 LE page + u32 LE crc32 + 4096 bytes
 //                        a page that is page `page` of base `file` (zeros past its end)
 //                        plus these 64-bit little-endian words (mod 2^64); the crc32 is
@@ -118,6 +120,11 @@ constexpr size_t kMaxDedupFiles = 256;
 // Base files per pack: a server maps a few dozen libraries.
 constexpr size_t kMaxBases = 1024;
 constexpr size_t kMaxBasePath = 4096;
+// A base file that is no ELF file is identified by its SHA-256 ('F' identity
+// "sha256:HEX"); larger ones are not worth hashing on both sides (and a pack may not make
+// the unpacking side hash more).
+constexpr uint64_t kMaxHashedBase = 64 << 20;
+constexpr std::string_view kSha256Prefix = "sha256:";
 
 bool is_page_image(const std::string& rel) {
   const std::string base = std::filesystem::path(rel).filename().string();
@@ -214,7 +221,24 @@ Result<BaseFile> open_base(const std::string& root, const std::string& path) {
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "`", root + path, "` is not a regular file");
   b.id.size = uint64_t(st.st_size);
   b.id.build_id = SL_TRY(elf_build_id_of(b.fd.get(), root + path));
+  // Any other file a process maps privately (a JVM's class data archive, relocated where
+  // it is mapped): identified by its contents, up to a size worth hashing on both sides.
+  if (b.id.build_id.empty() && b.id.size <= kMaxHashedBase) {
+    std::string data(size_t(b.id.size), '\0');
+    for (size_t done = 0; done < data.size();) {
+      ssize_t n = ::pread(b.fd.get(), data.data() + done, data.size() - done, off_t(done));
+      if (n < 0) return errno_error(cat("read `", root + path, "`"));
+      if (n == 0) return make_error(ErrorKind::Invalid, "`", root + path, "` changed while read");
+      done += size_t(n);
+    }
+    b.id.sha256 = sha256_hex(data);
+  }
   return b;
+}
+
+// How a base file is named in an 'F' record: its build-id, or "sha256:" and its hash.
+std::string base_identity(const FileIdentity& id) {
+  return id.build_id.empty() ? cat(kSha256Prefix, id.sha256) : id.build_id;
 }
 
 // Where the pages of one page image come from.
@@ -297,15 +321,16 @@ class PageIndex {
     if (known != base_index_.end()) return known->second;
     std::optional<uint16_t> index;
     auto b = open_base(base_root_, path);
-    if (b.ok() && !b->id.build_id.empty() && bases_.size() < kMaxBases && is_plain_absolute(path) &&
-        b->id.build_id.size() <= 255) {
+    if (b.ok() && (!b->id.build_id.empty() || !b->id.sha256.empty()) && bases_.size() < kMaxBases &&
+        is_plain_absolute(path) && base_identity(b->id).size() <= 255) {
       index = uint16_t(bases_.size());
       out.push_back('F');
       put_le(out, path.size(), 2);
       out += path;
       put_le(out, b->id.size, 8);
-      out.push_back(char(b->id.build_id.size()));
-      out += b->id.build_id;
+      const std::string identity = base_identity(b->id);
+      out.push_back(char(identity.size()));
+      out += identity;
       bases_.push_back(std::move(*b));
     }
     base_index_[path] = index;
@@ -415,13 +440,20 @@ Result<void> declare_base(EntryData& in, PageImages& images, const std::string& 
   unsigned char size8[8], m;
   SL_TRY(in.read(size8, 8));
   SL_TRY(in.read(&m, 1));
-  std::string build_id(m, '\0');
-  SL_TRY(in.read(build_id.data(), m));
-  if (build_id.empty()) return refused("names base file `", path, "` without a build-id");
+  std::string identity(m, '\0');
+  SL_TRY(in.read(identity.data(), m));
+  if (identity.empty()) return refused("names base file `", path, "` without a build-id");
   FileIdentity recorded;
   recorded.path = path;
   recorded.size = get_le(size8, 8);
-  recorded.build_id = build_id;
+  if (identity.rfind(kSha256Prefix, 0) == 0) {
+    recorded.sha256 = identity.substr(std::string_view(kSha256Prefix).size());
+    if (recorded.sha256.size() != 64 || recorded.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+      return refused("names base file `", path, "` with a bad SHA-256");
+    if (recorded.size > kMaxHashedBase) return refused("names base file `", path, "` too large to hash");
+  } else {
+    recorded.build_id = identity;
+  }
   // (Only called with base roots: without, page images are kept as stored.) The first
   // root that has the very file wins.
   Error why = make_error(ErrorKind::NotFound, "no base root");

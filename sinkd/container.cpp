@@ -15,8 +15,10 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -102,12 +104,15 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname, std
       if (!line.empty()) logger_paths.push_back(line);
   }
   SL_TRY(sys_mount("none", "/", nullptr, MS_REC | MS_PRIVATE));
-  // Files shipped with the pack (hard links into the sink's file cache) lie over the sink's own.
-  struct stat shipped {};
-  const bool layer = ::lstat((dir + "/shipped").c_str(), &shipped) == 0 && S_ISDIR(shipped.st_mode);
-  SL_TRY(
-      sys_mount("overlay", root, "overlay", 0,
-                cat("lowerdir=", layer ? dir + "/shipped:" : "", "/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
+  // Files shipped with the pack (hard links into the sink's file cache) lie over the
+  // guest's file tree (empty files with its metadata), which lies over the sink's own.
+  std::string lower;
+  for (const char* layer : {"/shipped", "/tree"}) {
+    struct stat st {};
+    if (::lstat((dir + layer).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) lower += dir + layer + ":";
+  }
+  SL_TRY(sys_mount("overlay", root, "overlay", 0,
+                   cat("lowerdir=", lower, "/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
   SL_TRY(sys_mount("/dev", root + "/dev", nullptr, MS_BIND | MS_REC));
   // Pseudo-terminals of its own: a restored SSH session gets back its pty number.
   SL_TRY(sys_mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
@@ -286,6 +291,73 @@ Result<void> make_directory(const std::string& upper, const packfmt::Directory& 
   return ok();
 }
 
+Result<void> build_tree_layer(const std::string& layer, const std::vector<packfmt::TreeEntry>& tree,
+                              const std::string& contents, const std::string& lower) {
+  SL_TRY(packfmt::check_tree(tree));
+  if (::mkdir(layer.c_str(), 0755) != 0) return errno_error(cat("mkdir `", layer, "`"));
+  SL_TRY(copy_owner_and_mode(lower, layer));
+  std::vector<const packfmt::TreeEntry*> sorted;
+  for (const auto& e : tree) sorted.push_back(&e);
+  // A parent before its entries (it is their prefix).
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->path < b->path; });
+  using Kind = packfmt::TreeEntry::Kind;
+  for (const auto* e : sorted) {
+    std::string leaf;
+    UniqueFd at = SL_TRY_CTX(make_parents(layer, e->path, lower, &leaf), "file tree");
+    const timespec times[2] = {{e->mtime_s, long(e->mtime_ns)}, {e->mtime_s, long(e->mtime_ns)}};
+    const std::string where = cat(layer, e->path);
+    if (e->kind == Kind::Link) {
+      if (::symlinkat(e->target.c_str(), at.get(), leaf.c_str()) != 0) return errno_error(cat("symlink `", where, "`"));
+      if (::fchownat(at.get(), leaf.c_str(), e->uid, e->gid, AT_SYMLINK_NOFOLLOW) != 0 && ::geteuid() == 0)
+        return errno_error(cat("chown `", where, "`"));
+      if (::utimensat(at.get(), leaf.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno_error(cat("set the times of `", where, "`"));
+      continue;
+    }
+    UniqueFd f;
+    if (e->kind == Kind::Dir) {
+      if (::mkdirat(at.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST)
+        return errno_error(cat("mkdir `", where, "`"));
+      f = UniqueFd(::openat(at.get(), leaf.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    } else {
+      f = UniqueFd(::openat(at.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (f.valid() && e->content) {
+        // Its contents from the unpacked pack (regular files and directories only).
+        const std::string from = cat(contents, "/", packfmt::kTreeContents, e->path);
+        UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (contents.empty() || !in.valid()) return errno_error(cat("the contents of `", e->path, "` (`", from, "`)"));
+        std::string data(size_t(e->size) + 1, '\0');
+        size_t got = 0;
+        for (ssize_t n; got < data.size() && (n = ::read(in.get(), data.data() + got, data.size() - got)) > 0;)
+          got += size_t(n);
+        if (got != e->size)
+          return make_error(ErrorKind::Invalid, "the contents of `", e->path, "` are not ", e->size, " bytes");
+        SL_TRY(sys::write_all(f.get(), std::string_view(data.data(), got), Deadline(Millis(10000))));
+      } else if (f.valid() && ::ftruncate(f.get(), off_t(e->size)) != 0) {
+        return errno_error(cat("size `", where, "`"));
+      }
+    }
+    if (!f.valid()) return errno_error(cat("create `", where, "`"));
+    if (::fchown(f.get(), e->uid, e->gid) != 0 && ::geteuid() == 0) return errno_error(cat("chown `", where, "`"));
+    if (::fchmod(f.get(), e->mode & 07777) != 0) return errno_error(cat("chmod `", where, "`"));
+    // A complete directory hides what the layers below have there.
+    if (e->complete && ::fsetxattr(f.get(), "trusted.overlay.opaque", "y", 1, 0) != 0)
+      return errno_error(cat("make `", where, "` opaque"));
+    if (e->kind == Kind::File && ::futimens(f.get(), times) != 0)
+      return errno_error(cat("set the times of `", where, "`"));
+  }
+  // Directories' times last, deepest first: making their entries changed them.
+  for (auto it = sorted.rbegin(); it != sorted.rend(); ++it) {
+    if ((*it)->kind != Kind::Dir) continue;
+    std::string leaf;
+    UniqueFd at = SL_TRY_CTX(make_parents(layer, (*it)->path, lower, &leaf), "file tree");
+    const timespec times[2] = {{(*it)->mtime_s, long((*it)->mtime_ns)}, {(*it)->mtime_s, long((*it)->mtime_ns)}};
+    if (::utimensat(at.get(), leaf.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
+      return errno_error(cat("set the times of `", layer, (*it)->path, "`"));
+  }
+  return ok();
+}
+
 Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& file, const std::string& lower) {
   const std::string& path = file.path;
   std::string leaf;
@@ -381,6 +453,7 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
       if (!spec.cache) return make_error(ErrorKind::Invalid, "shipped files but no file cache");
       SL_TRY(spec.cache->build_layer(spec.dir + "/shipped", spec.shipped));
     }
+    if (!spec.tree.empty()) SL_TRY(build_tree_layer(spec.dir + "/tree", spec.tree, spec.tree_contents));
     auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
     c.init_ = pid_t(std::atoi(out.c_str()));
     c.start_ = start_time(c.init_);

@@ -41,6 +41,10 @@ struct ContainerSpec {
   // Files the sink lacks, shipped with the pack: a read-only layer of links to `cache`.
   std::vector<LayerFile> shipped;
   const FileCache* cache = nullptr;
+  // The guest's file tree (pack/tree.h): a read-only layer below the shipped files; the
+  // contents of its small files in `tree_contents` (the unpacked pack).
+  std::vector<packfmt::TreeEntry> tree;
+  std::string tree_contents;
   // Comes up silent (see silence()) and stays so until speak(): the controller lets the
   // container answer for the VM only once the VM is paused and its traffic switched.
   bool quiet = false;
@@ -115,6 +119,14 @@ Result<UniqueFd> make_parents(const std::string& top, const std::string& path, c
 // Makes directory `dir.path` below `upper` with its mode and owner, unless `lower` has it
 // just so (a merged directory takes the upper layer's mode and owner).
 Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower = "/");
+// Lays `tree` (checked again here) out in the new directory `layer`: directories, files
+// of the recorded sizes (empty, or with their contents from `contents`/tree/PATH, an
+// unpacked pack), links, with the recorded owners, modes and times; a complete directory
+// opaque (trusted.overlay.opaque), so the layers below add nothing to its listing.
+// Directories above the tree's entries take their attributes from `lower`. Nothing is
+// followed: a link in the tree has nothing below it.
+Result<void> build_tree_layer(const std::string& layer, const std::vector<packfmt::TreeEntry>& tree,
+                              const std::string& contents = "", const std::string& lower = "/");
 
 // Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
 // `file.size` bytes with the file's mode and owner, the directories above it taking mode

@@ -27,7 +27,7 @@ const std::vector<std::pair<const char*, long>> kSyscalls = {
     SL_SYSCALL(epoll_wait),    SL_SYSCALL(epoll_pwait), SL_SYSCALL(nanosleep),  SL_SYSCALL(clock_nanosleep),
     SL_SYSCALL(futex),         SL_SYSCALL(recvfrom),    SL_SYSCALL(sendto),     SL_SYSCALL(recvmsg),
     SL_SYSCALL(sendmsg),       SL_SYSCALL(close),       SL_SYSCALL(getpid),     SL_SYSCALL(rt_sigreturn),
-    SL_SYSCALL(clock_gettime), SL_SYSCALL(recvmmsg),    SL_SYSCALL(sendmmsg),
+    SL_SYSCALL(clock_gettime), SL_SYSCALL(recvmmsg),    SL_SYSCALL(sendmmsg),   SL_SYSCALL(readv),
 };
 #undef SL_SYSCALL
 
@@ -43,6 +43,11 @@ before execve execveat fork vfork clone clone3 kill tkill tgkill socket connect 
 after accept accept4
 # UDP: a datagram from a new peer (it is in the gateway's memory once received).
 peer recvfrom recvmsg recvmmsg sendto sendmsg sendmmsg
+# A JVM (Tomcat) answers a page from memory once its classes are loaded: what it reads
+# from a connection is a request. (SSH servers get keep-alives on their connections,
+# HTTP servers in C open the page's file: they need no such entry.)
+[java]
+data read readv recvfrom recvmsg
 )";
 
 long syscall_number(std::string_view name) {
@@ -81,9 +86,11 @@ Result<Policy> Policy::parse(std::string_view text, const std::string& daemon) {
       v = Verdict::Serve;
     else if (verb == "peer")
       v = Verdict::NewPeer;
+    else if (verb == "data")
+      v = Verdict::DataFromPeer;
     else
       return make_error(ErrorKind::Invalid, "policy line ", lineno, ": `", verb,
-                        "` is not before, after, peer or serve");
+                        "` is not before, after, peer, data or serve");
     bool applies = section.empty() || section == daemon;
     for (std::string name; words >> name;) {
       long nr = syscall_number(name);

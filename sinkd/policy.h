@@ -8,6 +8,8 @@
 //   peer recvfrom recvmmsg sendto ...  UDP: a datagram from a peer the gateway is not
 //                                     connected to and has not sent to is activity (after it
 //                                     was received); sends make their destination known
+//   data read recvfrom ...            a read that returned data from a TCP connection's peer is
+//                                     activity (after it: the request moves with the gateway)
 //   serve wait4                       served in the sink (overrides the lists above)
 //   [apache2]                         what follows applies to that daemon only
 //
@@ -24,7 +26,7 @@
 
 namespace seamless::sink {
 
-enum class Verdict { Serve, WakeBefore, WakeAfterSuccess, NewPeer };
+enum class Verdict { Serve, WakeBefore, WakeAfterSuccess, NewPeer, DataFromPeer };
 
 class Policy {
  public:

@@ -159,11 +159,13 @@ Result<Sink::Gateway*> Sink::find(const std::string& id) {
 
 void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached) {
   std::vector<TracedProcess> procs;
+  // The guest's file tree, laid into the container: look-ups it answers run there.
+  auto tree = std::make_shared<const packfmt::TreeView>(g->manifest.tree);
   for (auto [here, inside] : g->container->processes()) {
     const std::string text = std::string(kBuiltinPolicy) + "\n" + opt_.policy_text;
     auto policy = Policy::parse(text, exe_name(here));
     if (!policy.ok()) policy = Policy::builtin("");
-    procs.push_back({here, std::move(policy).value()});
+    procs.push_back({here, std::move(policy).value(), tree});
     g->inner[here] = inside;
   }
   auto t = Tracer::attach(std::move(procs));
@@ -340,6 +342,8 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
       spec.dirs.insert(spec.dirs.end(), gw.dirs.begin(), gw.dirs.end());
     }
     spec.cache = &cache_;
+    spec.tree = checked.manifest.tree;
+    spec.tree_contents = incoming;
     spec.quiet = quiet;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
     // their connections otherwise.
@@ -348,6 +352,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
       return ok();
     }));
     const std::string images = g->container->upper() + kImages;
+    std::filesystem::remove_all(cat(incoming, "/", packfmt::kTreeContents), ec);  // laid out in the tree layer
     if (::rename(incoming.c_str(), images.c_str()) != 0)
       return errno_error(cat("rename `", incoming, "` to `", images, "`"));
     auto criu = opt_.criu_for(*g->container);

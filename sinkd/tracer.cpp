@@ -19,8 +19,10 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "common/fd.h"
 #include "common/log.h"
 #include "common/sys.h"
 #include "guest-agent/procfs.h"
@@ -279,6 +281,72 @@ std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
   return cat(name, " `", std::string(buf, strnlen(buf, size_t(n))), "`");
 }
 
+namespace {
+
+// The NUL-terminated path at `addr` in thread `tid` (nullopt: unreadable, or longer than
+// PATH_MAX).
+std::optional<std::string> read_path(pid_t tid, uint64_t addr) {
+  UniqueFd fd(::open(cat("/proc/", tid, "/mem").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid() || !addr) return std::nullopt;
+  std::string out;
+  char buf[256];
+  while (out.size() < 4096) {
+    // Page by page: a short path may end just before an unmapped page.
+    const uint64_t at = addr + out.size();
+    const size_t want = std::min<uint64_t>(sizeof buf, 4096 - at % 4096);
+    ssize_t n = ::pread(fd.get(), buf, want, off_t(at));
+    if (n <= 0) return std::nullopt;
+    if (const void* nul = std::memchr(buf, 0, size_t(n))) {
+      out.append(buf, static_cast<const char*>(nul) - buf);
+      return out;
+    }
+    out.append(buf, size_t(n));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool Tracer::answered_by_tree(pid_t tid, const packfmt::TreeView& tree, long nr, const uint64_t args[6]) const {
+  if (tree.empty()) return false;
+  // Where the path is, whether its last name is followed, and whether only its type matters.
+  uint64_t addr = 0;
+  bool follow = true, type_only = false, listing = false;
+  int flags = 0;
+  switch (nr) {
+    case SYS_stat:
+    case SYS_access: addr = args[0]; break;
+    case SYS_lstat: addr = args[0], follow = false; break;
+    case SYS_readlink: addr = args[0], follow = false, type_only = true; break;
+    case SYS_readlinkat: addr = args[1], follow = false, type_only = true; break;
+    case SYS_newfstatat:
+    case SYS_faccessat2: addr = args[1], flags = int(args[3]); break;
+    case SYS_statx: addr = args[1], flags = int(args[2]); break;
+    case SYS_faccessat: addr = args[1]; break;
+    case SYS_open: addr = args[0], listing = true, flags = int(args[1]); break;
+    case SYS_openat: addr = args[1], listing = true, flags = int(args[2]); break;
+    default: return false;
+  }
+  if (listing) {
+    // Opened to be read: nothing created, truncated or written.
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC)) || (flags & __O_TMPFILE) == __O_TMPFILE)
+      return false;
+  } else if (flags & AT_SYMLINK_NOFOLLOW) {
+    follow = false;
+  }
+  auto path = read_path(tid, addr);
+  if (path && path->empty() && (flags & AT_EMPTY_PATH)) {
+    // About a descriptor (fstat): one on a directory the tree lists (opendir checks it).
+    auto target = sys::read_link(cat("/proc/", tid, "/fd/", int(args[0])));
+    return target.ok() && !target->empty() && (*target)[0] == '/' && tree.lists(*target);
+  }
+  // Absolute paths only: a relative one depends on the working directory or a descriptor.
+  if (!path || path->empty() || (*path)[0] != '/') return false;
+  // A directory to be listed (opendir), or a file whose contents came along.
+  if (listing) return tree.lists(*path) || (!(flags & O_DIRECTORY) && tree.reads(*path));
+  return tree.answers(*path, follow, type_only);
+}
+
 void Tracer::stop_and_detach() {
   if (detached_) return;
   // The SIGSTOP stays pending while the threads sit in ptrace stops; once they are
@@ -347,7 +415,9 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
         th.nr = long(info.entry.nr);
         for (int i = 0; i < 6; ++i) th.args[i] = info.entry.args[i];
         if (policy.verdict(th.nr) == Verdict::NewPeer) note_destination(tid, th.nr, th.args);
-        if (policy.verdict(th.nr) == Verdict::WakeBefore) {
+        const TracedProcess& proc = processes_.at(pid);
+        if (policy.verdict(th.nr) == Verdict::WakeBefore &&
+            !(proc.tree && answered_by_tree(tid, *proc.tree, th.nr, th.args))) {
           std::string reason = describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args));
           // Cancel: the kernel skips a syscall whose number is -1 (it returns -ENOSYS).
           user_regs_struct regs{};
@@ -373,6 +443,9 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
         if (policy.verdict(th.nr) == Verdict::NewPeer && !info.exit.is_error && info.exit.rval >= 0)
           if (std::string reason = new_peer(pid, tid, th.nr, th.args, long(info.exit.rval)); !reason.empty())
             return wake(tid, th.nr, std::move(reason));
+        if (policy.verdict(th.nr) == Verdict::DataFromPeer && !info.exit.is_error && info.exit.rval > 0)
+          if (std::string peer = socket_peer(pid, long(th.args[0])); !peer.empty())
+            return wake(tid, th.nr, cat(syscall_name(th.nr), ": ", info.exit.rval, " bytes from ", peer));
         ++served_;
       }
     } else if (event == PTRACE_EVENT_STOP) {

@@ -20,6 +20,7 @@
 
 #include "common/result.h"
 #include "common/time.h"
+#include "pack/tree.h"
 #include "sinkd/policy.h"
 
 namespace seamless::sink {
@@ -33,6 +34,10 @@ struct Activity {
 struct TracedProcess {
   pid_t pid = 0;
   Policy policy;
+  // The guest's file tree laid into its container (pack/tree.h): a look-up it answers (a
+  // stat, access or readlink of an absolute path, a directory opened to be listed) runs
+  // in the sink instead of waking the VM.
+  std::shared_ptr<const packfmt::TreeView> tree;
 };
 
 class Tracer {
@@ -59,6 +64,8 @@ class Tracer {
   Result<void> seize_all();
   Result<std::optional<Activity>> wake(pid_t tid, long nr, std::string reason);
   std::string describe(pid_t tid, long nr, const uint64_t args[6]) const;
+  // Whether the call is a look-up `tree` answers (see TracedProcess::tree).
+  bool answered_by_tree(pid_t tid, const packfmt::TreeView& tree, long nr, const uint64_t args[6]) const;
   // UDP (NewPeer calls): at entry a send's destination becomes known; at exit the reason
   // to wake for a datagram from a new peer ("" when there is none).
   void note_destination(pid_t tid, long nr, const uint64_t args[6]);

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Benchmark: per gateway of the template, seamless-guest dump, pack transfer out of and
-// into the guest through the guest agent, restore, and pack size; medians of N runs in
-// one TCG guest, next to the seed thesis's figures (KVM) with ratios. Then the pack
-// encodings side by side (xz or gzip, with or without page deltas): size, time to write,
-// time to restore.
-//   bench_gateways [--json] [--json-out FILE] [--runs N]
+// Benchmark: per gateway, seamless-guest dump, pack transfer out of and into the guest
+// through the guest agent, restore, and pack size; medians of N runs in a TCG guest of
+// each template (init: the five gateways and Tomcat; systemd: the same as Debian units,
+// and three daemons only that template has: memcached, beanstalkd, tftpd-hpa), next to the
+// seed thesis's figures (KVM) with ratios. Then the pack encodings side by side (xz or
+// gzip, with or without page deltas): size, time to write, time to restore.
+//   bench_gateways [--json] [--json-out FILE] [--runs N] [--templates init,systemd]
+//                  [--gateways dropbear,tomcat,...]
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -24,14 +26,39 @@ namespace {
 struct Gateway {
   const char* name;
   uint16_t port;
-  double thesis_dump, thesis_transfer, thesis_restore, thesis_mb;  // DESIGN.md table
+  bool systemd_only;                                               // installed in the systemd template alone
+  double thesis_dump, thesis_transfer, thesis_restore, thesis_mb;  // DESIGN.md table (0: not there)
 };
 
 const Gateway kGateways[] = {
-    {"dropbear", 2222, 0.04, 0.12, 0.04, 0.12},    {"vsftpd", 21, 0.12, 0.11, 0.05, 0.11},
-    {"openssh", 22, 0.13, 0.13, 0.07, 0.13},       {"lighttpd+php", 80, 0.16, 0.29, 0.16, 0.29},
-    {"apache2+php", 8080, 0.23, 0.43, 0.24, 0.43},
+    {"dropbear", 2222, false, 0.04, 0.12, 0.04, 0.12},
+    {"vsftpd", 21, false, 0.12, 0.11, 0.05, 0.11},
+    {"openssh", 22, false, 0.13, 0.13, 0.07, 0.13},
+    {"lighttpd+php", 80, false, 0.16, 0.29, 0.16, 0.29},
+    {"apache2+php", 8080, false, 0.23, 0.43, 0.24, 0.43},
+    {"tomcat", 8180, false, 0.46, 1.17, 0.38, 1.17},
+    {"memcached", 11211, true, 0, 0, 0, 0},
+    {"beanstalkd", 11300, true, 0, 0, 0, 0},
+    {"tftpd-hpa", 69, true, 0, 0, 0, 0},
 };
+
+struct Template {
+  const char* name;
+  int index;
+  const char* services;
+};
+const Template kTemplates[] = {
+    {"init", 17, "dropbear,sshd,lighttpd,apache2,vsftpd,tomcat"},
+    {"systemd", 27, "dropbear,sshd,lighttpd,apache2,vsftpd,tomcat,memcached,beanstalkd,tftpd"},
+};
+
+// "a / b", or "–" where the thesis has no figure.
+std::string ratio(double a, double b, const char* format) {
+  if (b <= 0) return "–";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, format, a / b);
+  return buf;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -49,6 +76,7 @@ int main(int argc, char** argv) {
   bool json = false;
   std::string json_out;
   int runs = 3;
+  std::vector<std::string> templates = {"init", "systemd"}, only;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") {
@@ -57,23 +85,30 @@ int main(int argc, char** argv) {
       json_out = argv[++i];
     } else if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--templates" && i + 1 < argc) {
+      templates = test::split_list(argv[++i]);
+    } else if (a == "--gateways" && i + 1 < argc) {
+      only = test::split_list(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: bench_gateways [--json] [--json-out FILE] [--runs N]\n");
+      std::fprintf(stderr,
+                   "usage: bench_gateways [--json] [--json-out FILE] [--runs N] [--templates init,systemd]"
+                   " [--gateways dropbear,vsftpd,openssh,lighttpd+php,apache2+php,tomcat,memcached,beanstalkd,"
+                   "tftpd-hpa]\n");
       return 2;
     }
   }
-  test::VmSpec spec;
-  spec.name = "sl-bench-gw";
-  spec.index = 17;
-  spec.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
-  spec.tools = {SEAMLESS_GUEST_BIN};
-  auto guest = test::LibvirtGuest::boot(spec);
-  if (!guest.ok()) return die(guest.error());
-  auto& agent = *(*guest)->agent;
+  for (const auto& t : templates)
+    if (t != "init" && t != "systemd") {
+      std::fprintf(stderr, "bench_gateways: unknown template `%s` (init, systemd)\n", t.c_str());
+      return 2;
+    }
+  for (const auto& g : only)
+    if (std::none_of(std::begin(kGateways), std::end(kGateways), [&](const Gateway& k) { return g == k.name; })) {
+      std::fprintf(stderr, "bench_gateways: unknown gateway `%s`\n", g.c_str());
+      return 2;
+    }
   qmp::RunOptions ro;
-  ro.timeout = Millis(300000);
-  // The first CRIU run in a fresh guest probes the kernel (~1.5 s): not part of a dump.
-  (void)qmp::guest_run(agent, "/usr/sbin/criu", {"check"}, ro);
+  ro.timeout = Millis(600000);
 
   // The pack encodings compared side by side: the default (xz, pages stored against the
   // mapped libraries), what sinkd's hand-back writes (gzip, for speed on the wake path),
@@ -91,59 +126,81 @@ int main(int argc, char** argv) {
   constexpr size_t kN = sizeof kEncodings / sizeof kEncodings[0];
   struct Row {
     const Gateway* g;
+    const char* templ;
     double dump_s, out_s, in_s, restore_s;
     double mb[kN], write_s[kN], restore_s_by[kN];
   };
   std::vector<Row> rows;
-  for (const Gateway& g : kGateways) {
-    std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN];
-    for (int r = 0; r < runs; ++r) {
-      for (size_t e = 0; e < kN; ++e) {
-        const std::string pack = "/run/bench.pack";
-        std::vector<std::string> args = {"dump", "--port", std::to_string(g.port), "--out", pack};
-        args.insert(args.end(), kEncodings[e].args.begin(), kEncodings[e].args.end());
-        auto t0 = Clock::now();
-        auto d = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", args, ro);
-        if (!d.ok()) return die(d.error().wrap(g.name));
-        const double dump_s = seconds_since(t0);
-        auto parsed = qmp::parse(*d);
-        if (!parsed.ok()) return die(parsed.error().wrap(g.name));
-        const auto& root = parsed->root();
-        if (!root.HasMember("pack_bytes") || !root["pack_bytes"].IsNumber() || !root.HasMember("pack_seconds") ||
-            !root["pack_seconds"].IsNumber())
-          return die(make_error(ErrorKind::Protocol, g.name, ": dump result without pack_bytes/pack_seconds: ", *d));
-        mb[e].push_back(root["pack_bytes"].GetDouble() / 1e6);
-        write_s[e].push_back(root["pack_seconds"].GetDouble());
-        if (e == 0) {
-          dump.push_back(dump_s);
+  for (const Template& t : kTemplates) {
+    if (std::find(templates.begin(), templates.end(), t.name) == templates.end()) continue;
+    test::VmSpec spec;
+    spec.name = cat("sl-bench-gw-", t.name);
+    spec.index = t.index;
+    spec.guest_template = t.name;
+    spec.memory_mib = 1024;  // Tomcat's JVM
+    spec.services = t.services;
+    spec.tools = {SEAMLESS_GUEST_BIN};
+    spec.ready_timeout = Millis(600000);
+    auto guest = test::LibvirtGuest::boot(spec);
+    if (!guest.ok()) return die(guest.error());
+    auto& agent = *(*guest)->agent;
+    // The first CRIU run in a fresh guest probes the kernel (~1.5 s): not part of a dump.
+    (void)qmp::guest_run(agent, "/usr/sbin/criu", {"check"}, ro);
+    for (const Gateway& g : kGateways) {
+      if (g.systemd_only && std::string(t.name) != "systemd") continue;
+      if (!only.empty() && std::find(only.begin(), only.end(), g.name) == only.end()) continue;
+      std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN];
+      for (int r = 0; r < runs; ++r) {
+        for (size_t e = 0; e < kN; ++e) {
+          const std::string pack = "/run/bench.pack";
+          std::vector<std::string> args = {"dump", "--port", std::to_string(g.port), "--out", pack};
+          args.insert(args.end(), kEncodings[e].args.begin(), kEncodings[e].args.end());
+          auto t0 = Clock::now();
+          auto d = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", args, ro);
+          if (!d.ok()) return die(d.error().wrap(g.name));
+          const double dump_s = seconds_since(t0);
+          auto parsed = qmp::parse(*d);
+          if (!parsed.ok()) return die(parsed.error().wrap(g.name));
+          const auto& root = parsed->root();
+          if (!root.HasMember("pack_bytes") || !root["pack_bytes"].IsNumber() || !root.HasMember("pack_seconds") ||
+              !root["pack_seconds"].IsNumber())
+            return die(make_error(ErrorKind::Protocol, g.name, ": dump result without pack_bytes/pack_seconds: ", *d));
+          mb[e].push_back(root["pack_bytes"].GetDouble() / 1e6);
+          write_s[e].push_back(root["pack_seconds"].GetDouble());
+          if (e == 0) {
+            dump.push_back(dump_s);
+            t0 = Clock::now();
+            auto bytes = qmp::read_guest_file(agent, pack);
+            if (!bytes.ok()) return die(bytes.error().wrap(g.name));
+            out.push_back(seconds_since(t0));
+            t0 = Clock::now();
+            if (auto w = qmp::write_guest_file(agent, pack, *bytes); !w.ok()) return die(w.error().wrap(g.name));
+            in.push_back(seconds_since(t0));
+          }
           t0 = Clock::now();
-          auto bytes = qmp::read_guest_file(agent, pack);
-          if (!bytes.ok()) return die(bytes.error().wrap(g.name));
-          out.push_back(seconds_since(t0));
-          t0 = Clock::now();
-          if (auto w = qmp::write_guest_file(agent, pack, *bytes); !w.ok()) return die(w.error().wrap(g.name));
-          in.push_back(seconds_since(t0));
+          auto rs = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", {"restore", pack}, ro);
+          if (!rs.ok()) return die(rs.error().wrap(g.name));
+          restore_by[e].push_back(seconds_since(t0));
+          if (e == 0) restore.push_back(restore_by[e].back());
         }
-        t0 = Clock::now();
-        auto rs = qmp::guest_run_ok(agent, "/usr/sbin/seamless-guest", {"restore", pack}, ro);
-        if (!rs.ok()) return die(rs.error().wrap(g.name));
-        restore_by[e].push_back(seconds_since(t0));
-        if (e == 0) restore.push_back(restore_by[e].back());
+        std::fprintf(stderr, "bench_gateways: %s (%s) run %d done\n", g.name, t.name, r + 1);
       }
-      std::fprintf(stderr, "bench_gateways: %s run %d done\n", g.name, r + 1);
+      Row row{&g, t.name, median(dump), median(out), median(in), median(restore), {}, {}, {}};
+      for (size_t e = 0; e < kN; ++e) {
+        row.mb[e] = median(mb[e]);
+        row.write_s[e] = median(write_s[e]);
+        row.restore_s_by[e] = median(restore_by[e]);
+      }
+      rows.push_back(row);
     }
-    Row row{&g, median(dump), median(out), median(in), median(restore), {}, {}, {}};
-    for (size_t e = 0; e < kN; ++e) {
-      row.mb[e] = median(mb[e]);
-      row.write_s[e] = median(write_s[e]);
-      row.restore_s_by[e] = median(restore_by[e]);
-    }
-    rows.push_back(row);
   }
   std::string lines;
   for (const auto& r : rows) {
     qmp::ArgWriter w;
-    w.str("gateway", r.g->name).raw("dump_s", cat(r.dump_s)).raw("transfer_out_s", cat(r.out_s));
+    w.str("gateway", r.g->name)
+        .str("template", r.templ)
+        .raw("dump_s", cat(r.dump_s))
+        .raw("transfer_out_s", cat(r.out_s));
     w.raw("transfer_in_s", cat(r.in_s)).raw("restore_s", cat(r.restore_s)).raw("pack_mb", cat(r.mb[0]));
     for (size_t e = 0; e < kN; ++e) {
       qmp::ArgWriter x;
@@ -162,21 +219,24 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf(
-      "| gateway | dump s | transfer out s | transfer in s | restore s | pack MB | pack / thesis image |"
-      " dump / thesis | restore / thesis |\n|---|---|---|---|---|---|---|---|---|\n");
+      "| gateway | template | dump s | transfer out s | transfer in s | restore s | pack MB | pack / thesis image |"
+      " dump / thesis | restore / thesis |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows)
-    std::printf("| %s | %.2f | %.2f | %.2f | %.2f | %.3f | %.2f | %.1f | %.1f |\n", r.g->name, r.dump_s, r.out_s,
-                r.in_s, r.restore_s, r.mb[0], r.mb[0] / r.g->thesis_mb, r.dump_s / r.g->thesis_dump,
-                r.restore_s / r.g->thesis_restore);
-  std::printf("\nPack encodings side by side: MB (seconds to write the pack / to restore it)\n\n| gateway |");
+    std::printf("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.3f | %s | %s | %s |\n", r.g->name, r.templ, r.dump_s,
+                r.out_s, r.in_s, r.restore_s, r.mb[0], ratio(r.mb[0], r.g->thesis_mb, "%.2f").c_str(),
+                ratio(r.dump_s, r.g->thesis_dump, "%.1f").c_str(),
+                ratio(r.restore_s, r.g->thesis_restore, "%.1f").c_str());
+  std::printf(
+      "\nPack encodings side by side: MB (seconds to write the pack / to restore it)\n\n| gateway | template |");
   for (const auto& e : kEncodings) std::printf(" %s |", e.label);
-  std::printf(" thesis MB | xz+deltas / gzip | gzip+deltas / gzip |\n|---|");
+  std::printf(" thesis MB | xz+deltas / gzip | gzip+deltas / gzip |\n|---|---|");
   for (size_t e = 0; e < kN; ++e) std::printf("---|");
   std::printf("---|---|---|\n");
   for (const auto& r : rows) {
-    std::printf("| %s |", r.g->name);
+    std::printf("| %s | %s |", r.g->name, r.templ);
     for (size_t e = 0; e < kN; ++e) std::printf(" %.3f (%.2f / %.2f) |", r.mb[e], r.write_s[e], r.restore_s_by[e]);
-    std::printf(" %.2f | %.2f | %.2f |\n", r.g->thesis_mb, r.mb[0] / r.mb[kN - 1], r.mb[1] / r.mb[kN - 1]);
+    std::printf(" %s | %.2f | %.2f |\n", r.g->thesis_mb > 0 ? cat(r.g->thesis_mb).c_str() : "–", r.mb[0] / r.mb[kN - 1],
+                r.mb[1] / r.mb[kN - 1]);
   }
   return 0;
 }

@@ -11,8 +11,14 @@
 // unit's main PID again, in its cgroup and mount namespace, NRestarts is unchanged, no
 // runtime drop-in is left, the journal goes on under the unit, and `systemctl restart`
 // works. A socket-activated service is refused by name and goes on answering.
+// The same six gateways take the journey through a sink container together (a sink VM
+// booted from the init template, which has none of the guest's units) with their
+// sessions: two minutes there with keep-alives and Tomcat's housekeeping wake nothing,
+// Tomcat's next page wakes them once and is answered at home, where every session goes
+// on and every unit is whole.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <thread>
 
@@ -22,6 +28,7 @@
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "tests/support/gateway_client.h"
+#include "tests/support/sink_journey.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
@@ -29,7 +36,7 @@
 namespace seamless::guest {
 namespace {
 
-constexpr int kIndex = 22;
+constexpr int kIndex = 22, kSink = 26;
 constexpr const char* kName = "sl-systemd";
 
 using test::GatewayUse;
@@ -45,19 +52,38 @@ class SystemdGuest : public test::VmSuite<SystemdGuest> {
     spec.services = "dropbear,sshd,lighttpd,apache2,vsftpd,tomcat";
     spec.tools = {SEAMLESS_GUEST_BIN};
     spec.ready_timeout = Millis(480000);
+    // The sink boots next to it (the guest's boot time is measured with it running).
+    auto sink = std::async(std::launch::async, [] {
+      auto s = test::sink_vm_spec("sl-systemd-sink", kSink, SEAMLESS_SINKD_BIN, SEAMLESS_GUEST_BIN);
+      s.memory_mib = 1024;  // Tomcat's JVM, restored there
+      return test::LibvirtGuest::boot(s);
+    });
     auto t0 = Clock::now();
     auto k = test::KeyedGuest::boot(spec);
+    if (k.ok()) boot_seconds_ = seconds_since(t0);
+    auto s = sink.get();
     if (!k.ok()) return fail(k.error().message);
-    boot_seconds_ = seconds_since(t0);
+    if (!s.ok()) return fail(s.error().message);
     guest_ = std::move(k->guest);
     dir_ = std::move(k->dir);
     key_ = k->key;
+    sink_ = std::move(s).value();
   }
   static void TearDownTestSuite() {
+    if (guest_) (void)guest_->bed.end_redirect(test::Testbed::guest_mac(kIndex));
     guest_.reset();
+    sink_.reset();
     dir_.reset();
   }
-  void SetUp() override { require(guest_ != nullptr); }
+  void SetUp() override { require(guest_ != nullptr && sink_ != nullptr); }
+  void TearDown() override {
+    if (HasFailure() && sink_) {
+      qmp::RunOptions ro;
+      ro.timeout = Millis(20000);
+      auto log = qmp::guest_run_ok(*sink_->agent, "/bin/sh", {"-c", "tail -n 30 /var/log/seamless/sinkd.log"}, ro);
+      std::printf("--- sinkd's log\n%s\n", log.ok() ? log->c_str() : log.error().message.c_str());
+    }
+  }
 
   static Result<std::string> sh(const std::string& command, Millis timeout = Millis(60000)) {
     qmp::RunOptions ro;
@@ -92,7 +118,9 @@ class SystemdGuest : public test::VmSuite<SystemdGuest> {
 
   static inline double boot_seconds_ = 0;
   static inline std::string key_;
-  static inline std::unique_ptr<test::LibvirtGuest> guest_;
+  static test::SinkPair vms() { return {*guest_, kIndex, *sink_, kSink}; }
+
+  static inline std::unique_ptr<test::LibvirtGuest> guest_, sink_;
   static inline std::unique_ptr<TempDir> dir_;
 };
 
@@ -233,6 +261,144 @@ TEST_F(SystemdGuest, EveryGatewayRoundTripsInPlaceAsItsUnit) {
     for (Deadline d(Millis(240000)); !answers && !d.expired(); std::this_thread::sleep_for(Millis(1000)))
       answers = accepts(port);
     EXPECT_TRUE(answers) << "the restarted unit answers";
+  }
+}
+
+// The six gateways with their sessions go to a sink container together, as a park moves
+// them: an sshd login session and a dropbear session (SSH keep-alives every 10 s, TCP
+// keep-alives every 5 s), HTTP keep-alive connections to lighttpd and apache2 that
+// fetched a PHP page, an FTP control connection, and Tomcat's HTTP session. What the sink
+// lacks (the JVM's perf-data file in Tomcat's private /tmp) is shipped. Two minutes there
+// wake nothing: keep-alives, and Tomcat's housekeeping (its background processor checks
+// its configuration and web applications every 10 s: answered from the guest's file
+// tree), the JVM's GC, JIT and timer threads. Tomcat's next page on its kept-alive
+// connection wakes them, once, naming the client; what is typed during the hand-back is
+// held; at home the page is answered with the session's next count, every session goes
+// on, each unit has the same main PID and no restart, its journal goes on, and
+// `systemctl restart` works.
+TEST_F(SystemdGuest, EveryGatewayRoundTripsThroughASinkAsItsUnit) {
+  const test::Testbed& bed = guest_->bed;
+  const std::string ip = bed.guest_ip(kIndex);
+  auto c = test::sink_control(*sink_);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  test::ClientKeepalives tcp_keepalives(bed, 5);
+  auto sshd = test::SshSession::open(bed, key_, dir_->path(), ip, 22, 10);
+  ASSERT_TRUE(sshd.ok()) << sshd.error().message;
+  auto typed = (*sshd)->type("echo sshd-$((40+2))", "sshd-42");
+  ASSERT_TRUE(typed.ok()) << typed.error().message;
+  auto dropbear = test::SshSession::open(bed, key_, dir_->path(), ip, 2222, 10);
+  ASSERT_TRUE(dropbear.ok()) << dropbear.error().message;
+  typed = (*dropbear)->type("echo dropbear-$((40+2))", "dropbear-42");
+  ASSERT_TRUE(typed.ok()) << typed.error().message;
+  auto lighttpd = test::GatewayClient::open(bed, ip, {GatewayUse::Kind::Http, 80});
+  ASSERT_TRUE(lighttpd.ok()) << lighttpd.error().message;
+  auto apache = test::GatewayClient::open(bed, ip, {GatewayUse::Kind::Http, 8080});
+  ASSERT_TRUE(apache.ok()) << apache.error().message;
+  auto ftp = test::GatewayClient::open(bed, ip, {GatewayUse::Kind::Ftp, 21});
+  ASSERT_TRUE(ftp.ok()) << ftp.error().message;
+  auto tomcat = test::GatewayClient::open(bed, ip, {GatewayUse::Kind::Http, 8180, "/counter", "count 1"});
+  ASSERT_TRUE(tomcat.ok()) << tomcat.error().message;
+  const std::vector<std::string> units = {"ssh.service",     "dropbear.service", "lighttpd.service",
+                                          "apache2.service", "vsftpd.service",   "tomcat10.service"};
+  std::map<std::string, std::map<std::string, std::string>> before;
+  for (const auto& u : units) before[u] = unit(u);
+  const std::string ssh_log = journal("ssh.service"), dropbear_log = journal("dropbear.service");
+  EXPECT_NE(ssh_log.find("Accepted publickey for root"), std::string::npos) << ssh_log;
+  EXPECT_NE(dropbear_log.find("Child connection from " + bed.client_ip), std::string::npos) << dropbear_log;
+
+  auto moved = test::move_to_sink(**c, vms(), {22, 2222, 80, 8080, 21, 8180}, "six", {"--compress", "gzip"});
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  std::printf("six gateways: dump %.1f s, pack %lld bytes (gzip), the sink lacked %lld files (%lld shipped)\n",
+              moved->dump_seconds, static_cast<long long>(moved->pack_bytes),
+              static_cast<long long>(moved->shipment.missing),
+              static_cast<long long>(moved->shipment.outcome.included));
+  EXPECT_EQ(moved->added.gateways.size(), 6u);
+  EXPECT_GE(moved->shipment.outcome.included, 1) << "the JVM's perf-data file is the guest's own";
+  ASSERT_TRUE(test::speak_for(**c, vms(), "six").ok());
+  auto metrics = (*c)->call("query-metrics", "", Millis(60000));
+  ASSERT_TRUE(metrics.ok()) << metrics.error().message;
+  std::printf("six gateways in the sink: %s\n", metrics->dump().c_str());
+
+  auto idle = (*c)->wait_event("ACTIVITY", Millis(120000));
+  EXPECT_FALSE(idle.ok()) << "the idle gateways woke: " << idle->data.dump();
+  EXPECT_TRUE((*sshd)->alive()) << "the sshd session lived on in the sink";
+  EXPECT_TRUE((*dropbear)->alive()) << "the dropbear session lived on in the sink";
+
+  // Tomcat's next page: it wakes them, once; it is answered at home.
+  auto page = std::async(std::launch::async, [&] { return (*tomcat)->exchange("count 2"); });
+  auto woke = (*c)->wait_event("ACTIVITY", Millis(60000));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  std::printf("activity: %s\n", woke->data.dump().c_str());
+  EXPECT_NE(qmp::opt_string(woke->data.root(), "reason").value_or("").find("bytes from " + bed.client_ip + ":"),
+            std::string::npos)
+      << woke->data.dump();
+  auto back = test::sink_client(**c).hand_back({"six", "/run/six-back.pack"});
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_TRUE((*dropbear)->send("echo held-$((40+2))").ok());
+  auto again = (*c)->wait_event("ACTIVITY", Millis(1000));
+  EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
+  auto home = test::come_home(**c, vms(), "six", back->pack);
+  ASSERT_TRUE(home.ok()) << home.error().message;
+
+  auto answered = page.get();
+  EXPECT_TRUE(answered.ok()) << "the page that woke them, answered at home with the session: "
+                             << answered.error().message;
+  auto held = (*dropbear)->wait_for("held-42");
+  EXPECT_TRUE(held.ok()) << "typed during the move, answered at home: " << held.error().message;
+  typed = (*sshd)->type("echo sshd-after-$((50+5))", "sshd-after-55");
+  EXPECT_TRUE(typed.ok()) << typed.error().message;
+  typed = (*dropbear)->type("echo dropbear-after-$((50+5))", "dropbear-after-55");
+  EXPECT_TRUE(typed.ok()) << typed.error().message;
+  for (auto* client : {lighttpd->get(), apache->get(), ftp->get()}) {
+    auto used = client->exchange();
+    EXPECT_TRUE(used.ok()) << "a connection opened before goes on: " << used.error().message;
+  }
+  auto next = (*tomcat)->exchange("count 3");
+  EXPECT_TRUE(next.ok()) << "Tomcat's session goes on: " << next.error().message;
+  for (const auto& u : units) {
+    SCOPED_TRACE(u);
+    auto after = unit(u);
+    EXPECT_EQ(after["ActiveState"], "active");
+    EXPECT_EQ(after["MainPID"], before[u]["MainPID"]) << "the same process is the unit's main PID";
+    EXPECT_EQ(after["NRestarts"], before[u]["NRestarts"]) << "systemd started no second copy";
+  }
+  // The journal goes on under each unit: sshd logs a connection's end, dropbear a new one.
+  EXPECT_TRUE(accepts(22));
+  EXPECT_TRUE(accepts(2222));
+  bool logged = false;
+  std::string ssh_now, dropbear_now;
+  for (Deadline d(Millis(30000)); !logged && !d.expired(); std::this_thread::sleep_for(Millis(500))) {
+    ssh_now = journal("ssh.service");
+    dropbear_now = journal("dropbear.service");
+    logged = ssh_now.size() > ssh_log.size() &&
+             ssh_now.find("Connection closed by", ssh_log.size()) != std::string::npos &&
+             dropbear_now.size() > dropbear_log.size() &&
+             dropbear_now.find("Child connection from", dropbear_log.size()) != std::string::npos;
+  }
+  EXPECT_TRUE(logged) << "ssh.service since:\n"
+                      << ssh_now.substr(std::min(ssh_log.size(), ssh_now.size())) << "dropbear.service since:\n"
+                      << dropbear_now.substr(std::min(dropbear_log.size(), dropbear_now.size()));
+
+  // `systemctl restart` of every unit starts fresh copies that answer.
+  bool own = false;
+  for (Deadline d(Millis(60000)); !own && !d.expired(); std::this_thread::sleep_for(Millis(500))) {
+    own = true;
+    for (const auto& u : units) own = own && unit(u)["RefuseManualStop"] == "no";
+  }
+  EXPECT_TRUE(own);
+  auto restart = sh("systemctl restart ssh dropbear lighttpd apache2 vsftpd tomcat10", Millis(300000));
+  EXPECT_TRUE(restart.ok()) << restart.error().message;
+  for (const auto& u : units) {
+    SCOPED_TRACE(u);
+    auto fresh_unit = unit(u);
+    EXPECT_EQ(fresh_unit["ActiveState"], "active");
+    EXPECT_NE(fresh_unit["MainPID"], before[u]["MainPID"]);
+  }
+  for (uint16_t port : {22, 2222, 80, 8080, 21, 8180}) {
+    bool answers = false;
+    for (Deadline d(Millis(240000)); !answers && !d.expired(); std::this_thread::sleep_for(Millis(1000)))
+      answers = accepts(port);
+    EXPECT_TRUE(answers) << "port " << port << " answers after the restart";
   }
 }
 

@@ -25,6 +25,7 @@
 #include "qmp/socket.h"
 #include "sinkd/protocol.h"
 #include "tests/support/gateway_client.h"
+#include "tests/support/sink_journey.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
 
@@ -33,7 +34,7 @@ namespace {
 
 constexpr int kSink = 23, kGuest = 24, kSecond = 25;
 constexpr const char* kDaemons = "memcached,beanstalkd,tftpd";
-const std::vector<std::string> kPorts = {"11211", "11300", "69"};
+const std::vector<uint16_t> kPorts = {11211, 11300, 69};
 
 class SystemdSink : public test::VmSuite<SystemdSink> {
  protected:
@@ -98,34 +99,10 @@ class SystemdSink : public test::VmSuite<SystemdSink> {
     return out;
   }
 
-  struct Moved {
-    std::string pack;  // in the sink
-    int64_t pack_bytes = 0;
-    ctl::Shipment shipment;
-    proto::Added added;
-  };
-  // The daemons of `vm` dumped there, what the sink lacks shipped, restored in a sink
-  // container `id` (quiet: it says nothing on the wire until it speaks).
-  static Result<Moved> move_to_sink(qmp::QmpSocket& c, test::LibvirtGuest& vm, const std::string& id) {
-    Moved m;
-    const std::string guest_pack = cat("/run/", id, ".pack");
-    std::vector<std::string> args = {"dump", "--out", guest_pack};
-    for (const auto& p : kPorts) args.insert(args.end(), {"--port", p});
-    test::HelperRun dumped;
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      dumped = test::run_guest_helper(*vm.agent, args, Millis(300000));
-      if (dumped.code != 3) break;  // aborted by user activity: tried again, as the controller does
-    }
-    if (dumped.code != 0) return make_error(ErrorKind::Remote, "dump: ", dumped.text);
-    auto bytes = SL_TRY(qmp::read_guest_file(*vm.agent, guest_pack));
-    m.pack_bytes = int64_t(bytes.size());
-    m.pack = cat("/run/", id, ".pack");
-    SL_TRY(qmp::write_guest_file(*sink_->agent, m.pack, bytes));
-    auto sink = client(c);
-    m.shipment = SL_TRY(ctl::ship_missing(
-        sink, *vm.agent, *sink_->agent, {guest_pack, m.pack, cat("/run/", id, ".files"), cat("/run/", id, ".files")}));
-    m.added = SL_TRY(sink.add_gateway({m.pack, id, true, m.shipment.sink_path}));
-    return m;
+  // The daemons of `vm` moved to container `id` in the sink (quiet until it speaks).
+  static Result<test::SinkMove> move_to_sink(qmp::QmpSocket& c, test::LibvirtGuest& vm, int index,
+                                             const std::string& id) {
+    return test::move_to_sink(c, {vm, index, *sink_, kSink}, kPorts, id);
   }
 
   static inline std::unique_ptr<test::LibvirtGuest> sink_, guest_, second_;
@@ -155,7 +132,7 @@ TEST_F(SystemdSink, DaemonsTheSinkNeverSawMoveWithTheirStateAndSessions) {
   std::map<std::string, std::map<std::string, std::string>> before;
   for (const char* u : {"memcached.service", "beanstalkd.service"}) before[u] = unit(*guest_, u);
 
-  auto moved = move_to_sink(**c, *guest_, "daemons");
+  auto moved = move_to_sink(**c, *guest_, kGuest, "daemons");
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   const auto& ship = moved->shipment;
   std::printf("pack %lld bytes; the sink lacked %lld files, shipped %lld (%lld bytes of files, shipment %lld bytes)\n",
@@ -176,9 +153,8 @@ TEST_F(SystemdSink, DaemonsTheSinkNeverSawMoveWithTheirStateAndSessions) {
   RecordProperty("cache_bytes", cat(cache->bytes));
 
   // Parked: the VM paused, its traffic at the sink, the container speaks for it.
-  ASSERT_TRUE(guest_->monitor->call("stop", "", Millis(30000)).ok());
-  ASSERT_TRUE(bed.redirect(test::Testbed::guest_mac(kGuest), test::Testbed::guest_mac(kSink)).ok());
-  ASSERT_TRUE(client(**c).speak({"daemons"}).ok());
+  const test::SinkPair vms{*guest_, kGuest, *sink_, kSink};
+  ASSERT_TRUE(test::speak_for(**c, vms, "daemons").ok());
   auto idle = (*c)->wait_event("ACTIVITY", Millis(15000));
   EXPECT_FALSE(idle.ok()) << "the idle daemons woke: " << idle->data.dump();
 
@@ -205,17 +181,8 @@ TEST_F(SystemdSink, DaemonsTheSinkNeverSawMoveWithTheirStateAndSessions) {
   EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
 
   // Home: the VM runs, its traffic comes back, the sink's pack is restored there.
-  ASSERT_TRUE(guest_->monitor->call("cont", "", Millis(30000)).ok());
-  ASSERT_TRUE(
-      guest_->monitor->call("announce-self", R"({"initial":50,"max":550,"rounds":5,"step":100})", Millis(30000)).ok());
-  ASSERT_TRUE(bed.end_redirect(test::Testbed::guest_mac(kGuest)).ok());
-  auto pack = qmp::read_guest_file(*sink_->agent, back->pack);
-  ASSERT_TRUE(pack.ok()) << pack.error().message;
-  ASSERT_TRUE(qmp::write_guest_file(*guest_->agent, "/run/daemons-back.pack", *pack).ok());
-  auto restored = test::run_guest_helper(*guest_->agent, {"restore", "/run/daemons-back.pack"}, Millis(300000));
-  ASSERT_EQ(restored.code, 0) << restored.text;
-  ASSERT_TRUE(client(**c).release_packets({"daemons"}).ok());
-  ASSERT_TRUE(client(**c).remove_gateway({"daemons"}).ok());
+  auto home = test::come_home(**c, vms, "daemons", back->pack);
+  ASSERT_TRUE(home.ok()) << home.error().message;
 
   ASSERT_TRUE(sys::write_all(fresh->get(), "stats-tube parked\r\n", Deadline(Millis(5000))).ok());
   auto stats = test::read_until(fresh->get(), "current-jobs-ready: 1");
@@ -247,7 +214,7 @@ TEST_F(SystemdSink, ASecondVmWithTheSameDaemonsAddsNothingToTheCache) {
   ASSERT_TRUE(warm.ok()) << warm.error().message;
   if (warm->objects == 0) {
     // Run alone: the first VM fills the cache (its gateways come home right after).
-    auto first = move_to_sink(**c, *guest_, "first");
+    auto first = move_to_sink(**c, *guest_, kGuest, "first");
     ASSERT_TRUE(first.ok()) << first.error().message;
     ASSERT_TRUE(client(**c).remove_gateway({"first"}).ok());
     auto home = test::run_guest_helper(*guest_->agent, {"restore", "/run/first.pack"}, Millis(300000));
@@ -255,7 +222,7 @@ TEST_F(SystemdSink, ASecondVmWithTheSameDaemonsAddsNothingToTheCache) {
     warm = client(**c).query_file_cache();
     ASSERT_TRUE(warm.ok()) << warm.error().message;
   }
-  auto moved = move_to_sink(**c, *second_, "second");
+  auto moved = move_to_sink(**c, *second_, kSecond, "second");
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   const auto& ship = moved->shipment;
   std::printf("second VM: the sink lacked %lld files in its template, %lld shipped (shipment %lld bytes)\n",

@@ -4,7 +4,9 @@
 // connection is caught after accept4 returned it; a file open is caught before it takes
 // effect. Each time the process is left stopped and detached, and when continued (as
 // after the restore in the VM) the triggering call completes: the client is greeted,
-// the file is created by the re-executed openat.
+// the file is created by the re-executed openat. Look-ups that the guest's file tree
+// answers (stat of its files, of names absent from its complete directories, listings of
+// those) are served; one it does not answer wakes.
 #include "sinkd/tracer.h"
 
 #include <arpa/inet.h>
@@ -293,6 +295,62 @@ TEST(PolicyText, SectionsAndErrors) {
   EXPECT_EQ(builtin->verdict(syscall_number("accept4")), Verdict::WakeAfterSuccess);
   EXPECT_EQ(builtin->verdict(syscall_number("execve")), Verdict::WakeBefore);
   EXPECT_EQ(builtin->verdict(syscall_number("epoll_wait")), Verdict::Serve);
+  EXPECT_EQ(builtin->verdict(syscall_number("read")), Verdict::Serve) << "an SSH keep-alive is read in the sink";
+  // A JVM answers pages from memory: what it reads from a connection is a request.
+  auto java = Policy::builtin("java");
+  ASSERT_TRUE(java.ok());
+  EXPECT_EQ(java->verdict(syscall_number("read")), Verdict::DataFromPeer);
+  EXPECT_EQ(java->verdict(syscall_number("recvfrom")), Verdict::DataFromPeer);
+  EXPECT_EQ(java->verdict(syscall_number("openat")), Verdict::WakeBefore);
+}
+
+// Housekeeping that looks at files (Tomcat every 10 s): served while the guest's tree
+// answers it; a stat of a path the tree does not know wakes, naming it.
+TEST(TracerTree, LookUpsTheTreeAnswersAreServed) {
+  TempDir dir = TempDir::create().value();
+  const std::string conf = dir / "conf", fifo = dir / "trigger";
+  std::filesystem::create_directories(conf);
+  ASSERT_TRUE(sys::write_file(conf + "/users.xml", "<users/>").ok());
+  std::filesystem::create_symlink(conf, dir / "link");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  using packfmt::TreeEntry;
+  auto entry = [](const std::string& path, TreeEntry::Kind kind, bool complete, const std::string& target = "") {
+    TreeEntry e;
+    e.path = path;
+    e.kind = kind;
+    e.complete = complete;
+    e.target = target;
+    return e;
+  };
+  std::vector<TreeEntry> entries = {entry(conf, TreeEntry::Kind::Dir, true),
+                                    entry(conf + "/users.xml", TreeEntry::Kind::File, false),
+                                    entry(dir / "link", TreeEntry::Kind::Link, false, conf)};
+  entries[1].content = true;  // its contents came along: reading it needs no VM
+  auto tree = std::make_shared<const packfmt::TreeView>(entries);
+  auto p = ChildProcess::spawn({ZDTM_LOOKER, fifo, dir / "elsewhere", conf + "/users.xml", dir / "link/users.xml",
+                                "l:" + (dir / "link"), conf + "/Catalina/localhost/ROOT.xml", "d:" + conf,
+                                "r:" + (dir / "link/users.xml")});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  for (Deadline d(Millis(10000)); !std::filesystem::exists(fifo + ".ready");)
+    ASSERT_FALSE(d.expired()) << "zdtm_looker did not start";
+  auto pol = Policy::builtin("zdtm_looker");
+  ASSERT_TRUE(pol.ok()) << pol.error().message;
+  auto t = Tracer::attach({TracedProcess{p->pid(), *pol, tree}});
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  auto idle = (*t)->run(Deadline(Millis(1500)));
+  ASSERT_TRUE(idle.ok()) << idle.error().message;
+  EXPECT_FALSE(idle->has_value()) << "look-ups the tree answers woke: " << (*idle)->reason;
+  EXPECT_GT((*t)->served(), 20u);
+
+  UniqueFd trigger(::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  ASSERT_TRUE(trigger.valid());
+  ASSERT_EQ(::write(trigger.get(), "x", 1), 1);
+  auto woke = (*t)->run(Deadline(Millis(10000)));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  ASSERT_TRUE(woke->has_value());
+  EXPECT_EQ((*woke)->reason, "newfstatat `" + (dir / "elsewhere") + "`");
+  ::kill(p->pid(), SIGCONT);
+  p->stop(Millis(0));
 }
 
 }  // namespace

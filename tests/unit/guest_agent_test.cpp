@@ -749,6 +749,15 @@ TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {
   EXPECT_FALSE(std::filesystem::exists(work_ / "out.pack"));
 }
 
+TEST_F(GatewayOps, DataOnAnOpenConnectionDuringTheDumpGoesWithTheGateway) {
+  nf_.activity.data_packets = 3;  // an SSH keep-alive, or a keystroke: the sink tells them apart
+  auto r = dump(env_, snap_, gateways_, work_ / "out.pack");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_FALSE(r->aborted) << r->abort_reason;
+  EXPECT_TRUE(criu_.restored.empty());
+  EXPECT_TRUE(std::filesystem::exists(work_ / "out.pack"));
+}
+
 TEST_F(GatewayOps, AFailedDumpRestoresTheOnesBefore) {
   add_second(::getpid() + 100000);
   criu_.fail_dump_of = ::getpid() + 100000;

@@ -180,6 +180,32 @@ TEST_F(PageDeltas, AnotherOrMissingBaseFileIsRefused) {
       << missing.error().message;
 }
 
+// A JVM's class data archive is no ELF file: pages relocated from it are stored against
+// it too, the file named by its SHA-256; a file with other contents is refused.
+TEST_F(PageDeltas, AFileWithoutBuildIdIsABaseByItsHash) {
+  std::string archive = lib_.substr(0, 4 * 4096);
+  archive[0] = 'C';  // no longer ELF: no build-id
+  ASSERT_TRUE(elf_build_id(archive.substr(0, 64 << 10)).empty());
+  ASSERT_TRUE(sys::write_file(base_ / "lib/libx.so", archive).ok());
+  // The pages as mapped from it: its pages 1 and 2 (page 0 differs from the ELF only in byte 0).
+  const std::string p = pack(base_.path(), Compression::Xz);
+  EXPECT_EQ(stats_.deltas, 2u) << "both file pages, against the archive";
+  const std::string out = dest();
+  auto m = unpack(p, out, {}, base_.path());
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  EXPECT_EQ(sys::read_file(out + "/gw/7/pages-1.img").value(), pages_);
+
+  auto here = TempDir::create().value();
+  std::filesystem::create_directories(here / "lib");
+  std::string other = archive;
+  other[other.size() - 1] ^= 0x01;
+  ASSERT_TRUE(sys::write_file(here / "lib/libx.so", other).ok());
+  auto differs = unpack(p, dest(), {}, here.path());
+  ASSERT_FALSE(differs.ok());
+  EXPECT_NE(differs.error().message.find("its contents (SHA-256) are not the same"), std::string::npos)
+      << differs.error().message;
+}
+
 // A hand-made page image with base records.
 std::string le(uint64_t v, int n) {
   std::string out;
@@ -188,6 +214,23 @@ std::string le(uint64_t v, int n) {
 }
 
 TEST_F(PageDeltas, HostileBaseRecordsAreRefused) {
+  {
+    // A hash that is no SHA-256, or a file too large for the unpacking side to hash.
+    const std::string bad = "sha256:xyz";
+    std::string img =
+        std::string("SLPAGES1", 8) + "F" + le(12, 2) + "/lib/libx.so" + le(lib_.size(), 8) + char(bad.size()) + bad;
+    const std::string d = src_ / "gw/7";
+    ASSERT_TRUE(sys::write_file(d + "/pages-1.img.dedup", img).ok());
+    std::filesystem::remove(d + "/pages-1.img");
+    auto files = list_pack_files(src_.path());
+    const std::string hostile = dir_ / "hostile-hash.pack";
+    ASSERT_TRUE(write_pack(hostile, "{}", src_.path(), files).ok());
+    auto r = unpack(hostile, dest(), {}, base_.path());
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("with a bad SHA-256"), std::string::npos) << r.error().message;
+    std::filesystem::remove(d + "/pages-1.img.dedup");
+    ASSERT_TRUE(sys::write_file(d + "/pages-1.img", pages_).ok());
+  }
   const std::string id = elf_build_id(lib_.substr(0, 64 << 10));
   auto base_record = [&](const std::string& path, uint64_t size, const std::string& build_id) {
     return "F" + le(path.size(), 2) + path + le(size, 8) + char(build_id.size()) + build_id;

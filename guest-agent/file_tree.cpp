@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "guest-agent/file_tree.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+#include "common/fd.h"
+#include "common/sys.h"
+
+namespace seamless::guest {
+namespace {
+
+using packfmt::TreeEntry;
+
+constexpr int kMaxLinkHops = 40;
+
+std::vector<std::string> names(const std::string& path) {
+  std::vector<std::string> out;
+  for (size_t start = 0; start <= path.size();) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string::npos) slash = path.size();
+    std::string n = path.substr(start, slash - start);
+    if (n == "..") {
+      if (!out.empty()) out.pop_back();
+    } else if (!n.empty() && n != ".") {
+      out.push_back(std::move(n));
+    }
+    start = slash + 1;
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& names, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += "/" + names[i];
+  return out.empty() ? "/" : out;
+}
+
+std::string parent_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+class Walker {
+ public:
+  Walker(const std::string& root, const std::set<std::string>& skip, const TreeLimits& limits,
+         std::vector<TreeEntry>* out)
+      : root_(root), skip_(skip), limits_(limits), out_(out) {
+    for (size_t i = 0; i < out->size(); ++i) {
+      index_[(*out)[i].path] = i;
+      if ((*out)[i].content) contents_ += (*out)[i].size;
+    }
+  }
+
+  // `path` names a directory, or with `file_names_dir` a file in it.
+  void add_root(const std::string& path, bool file_names_dir = true) {
+    if (roots_ >= limits_.max_roots) return;
+    ++roots_;
+    // Resolved name by name, links recorded on the way (they resolve in the gateway's view).
+    std::vector<std::string> todo = names(path);
+    std::string cur;
+    int hops = 0;
+    for (size_t i = 0; i < todo.size(); ++i) {
+      const std::string next = cur + "/" + todo[i];
+      struct stat st {};
+      if (::lstat((root_ + next).c_str(), &st) != 0) return;
+      if (S_ISLNK(st.st_mode)) {
+        if (++hops > kMaxLinkHops) return;
+        auto target = sys::read_link(root_ + next);
+        if (!target.ok() || target->empty()) return;
+        if (!outside_tree(next)) record(next, st, TreeEntry::Kind::Link, *target);
+        std::vector<std::string> rest = names((*target)[0] == '/' ? *target : cur + "/" + *target);
+        rest.insert(rest.end(), todo.begin() + long(i) + 1, todo.end());
+        todo = std::move(rest);
+        cur.clear();
+        i = size_t(-1);
+        continue;
+      }
+      if (!S_ISDIR(st.st_mode)) {
+        // A file: its directory is the tree.
+        if (file_names_dir && i + 1 == todo.size() && S_ISREG(st.st_mode)) break;
+        return;
+      }
+      cur = next;
+    }
+    struct stat st {};
+    if (::lstat((root_ + cur).c_str(), &st) == 0 && S_ISREG(st.st_mode)) cur = parent_of(cur);
+    if (cur.empty() || outside_tree(cur)) return;
+    walk(cur, 0);
+  }
+
+ private:
+  bool full() const { return out_->size() >= limits_.max_entries; }
+
+  TreeEntry* record(const std::string& path, const struct stat& st, TreeEntry::Kind kind,
+                    const std::string& target = "") {
+    if (auto it = index_.find(path); it != index_.end()) return &(*out_)[it->second];
+    if (full()) return nullptr;
+    TreeEntry e;
+    e.path = path;
+    e.kind = kind;
+    e.mode = st.st_mode & 0777 & ~uint32_t(S_ISUID | S_ISGID);
+    e.mode |= st.st_mode & S_ISVTX;
+    e.uid = st.st_uid;
+    e.gid = st.st_gid;
+    e.size =
+        kind == TreeEntry::Kind::File ? std::min<uint64_t>(uint64_t(st.st_size), packfmt::kMaxTreeFileSize - 1) : 0;
+    e.mtime_s = st.st_mtim.tv_sec;
+    e.mtime_ns = uint32_t(st.st_mtim.tv_nsec);
+    e.target = target;
+    index_[path] = out_->size();
+    out_->push_back(std::move(e));
+    return &out_->back();
+  }
+
+  void walk(const std::string& dir, int depth) {
+    if (index_.count(dir) || full()) return;
+    struct stat st {};
+    if (::lstat((root_ + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    const size_t at = out_->size();
+    if (!record(dir, st, TreeEntry::Kind::Dir)) return;
+    if (depth >= limits_.max_depth) return;
+    std::vector<std::string> entries;
+    if (DIR* d = ::opendir((root_ + dir).c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (std::string n = e->d_name; n != "." && n != "..") entries.push_back(n);
+      ::closedir(d);
+    } else {
+      return;
+    }
+    std::sort(entries.begin(), entries.end());
+    bool complete = true;
+    std::vector<std::string> linked;
+    for (const auto& n : entries) {
+      const std::string p = dir == "/" ? "/" + n : dir + "/" + n;
+      struct stat s {};
+      if (full() || skip_.count(p) || ::lstat((root_ + p).c_str(), &s) != 0) {
+        complete = false;
+        continue;
+      }
+      if (S_ISDIR(s.st_mode)) {
+        walk(p, depth + 1);
+        complete = complete && index_.count(p);
+      } else if (S_ISREG(s.st_mode)) {
+        TreeEntry* f = record(p, s, TreeEntry::Kind::File);
+        complete = f && complete;
+        if (f && !f->content && f->size <= packfmt::kMaxTreeContent &&
+            contents_ + f->size <= packfmt::kTreeContentBudget)
+          read_contents(f);
+      } else if (S_ISLNK(s.st_mode)) {
+        auto target = sys::read_link(root_ + p);
+        complete = target.ok() && !target->empty() && record(p, s, TreeEntry::Kind::Link, *target) && complete;
+        // A link to a directory (Tomcat's conf, logs, work): that tree too.
+        if (target.ok() && !target->empty()) linked.push_back((*target)[0] == '/' ? *target : dir + "/" + *target);
+      } else {
+        complete = false;  // sockets, fifos, devices: not laid out in a sink
+      }
+    }
+    (*out_)[at].complete = complete;
+    for (const auto& l : linked) add_root(l, false);
+  }
+
+  // Small files come with their contents, read without following a link.
+  void read_contents(TreeEntry* f) {
+    UniqueFd fd(::open((root_ + f->path).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != f->size) return;
+    std::string data(size_t(f->size) + 1, '\0');
+    size_t got = 0;
+    for (ssize_t n; got < data.size() && (n = ::read(fd.get(), data.data() + got, data.size() - got)) > 0;)
+      got += size_t(n);
+    if (got != f->size) return;  // it changed meanwhile: a stand-in of the recorded size
+    data.resize(got);
+    f->data = std::move(data);
+    f->content = true;
+    contents_ += f->size;
+  }
+
+  const std::string root_;
+  const std::set<std::string>& skip_;
+  const TreeLimits limits_;
+  std::vector<TreeEntry>* out_;
+  std::map<std::string, size_t> index_;
+  size_t roots_ = 0;
+  uint64_t contents_ = 0;
+};
+
+}  // namespace
+
+bool outside_tree(const std::string& path) { return !packfmt::tree_may_hold(path); }
+
+std::vector<std::string> named_dirs(pid_t pid, const std::string& proc_root) {
+  const std::string dir = cat(proc_root, "/", pid);
+  std::vector<std::string> texts;
+  if (auto cmd = sys::read_file(dir + "/cmdline", 1 << 20); cmd.ok())
+    for (auto& a : sys::split_nul(*cmd)) texts.push_back(std::move(a));
+  if (auto env = sys::read_file(dir + "/environ", 1 << 20); env.ok())
+    for (auto& v : sys::split_nul(*env))
+      if (v.rfind("PATH=", 0) != 0) texts.push_back(std::move(v));  // the system's programs
+  if (auto cwd = sys::read_link(dir + "/cwd"); cwd.ok()) texts.push_back(*cwd);
+  std::vector<std::string> out;
+  for (const auto& t : texts) {
+    // Paths stand after `=`, `:` (class paths), `,` or a space, and run to the next of those.
+    for (size_t at = t.find('/'); at != std::string::npos; at = t.find('/', at)) {
+      if (at > 0 && std::string_view("=:, \"'").find(t[at - 1]) == std::string_view::npos) {
+        at = t.find_first_of("=:, \"'", at);
+        continue;
+      }
+      const size_t end = std::min(t.find_first_of(":, \"';", at), t.size());
+      const auto parts = names(t.substr(at, end - at));
+      const std::string p = join(parts, parts.size());
+      if (!outside_tree(p) && std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+      at = end;
+    }
+  }
+  return out;
+}
+
+void collect_tree(const std::string& root, const std::vector<std::string>& dirs, const std::set<std::string>& skip,
+                  const TreeLimits& limits, std::vector<packfmt::TreeEntry>* out) {
+  Walker w(root, skip, limits, out);
+  for (const auto& d : dirs) w.add_root(d);
+}
+
+}  // namespace seamless::guest

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+// The guest's file tree a sink answers look-ups from: what it answers (entries, names
+// absent from complete directories, links followed), the checks a tree from a pack
+// passes (hostile entries refused by name), the guest's collection (the trees a gateway
+// names, bounded, carried files left out) and the sink's layer of it (metadata as
+// recorded, complete directories opaque, nothing followed).
+#include "pack/tree.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/sys.h"
+#include "common/tempdir.h"
+#include "guest-agent/file_tree.h"
+#include "pack/manifest.h"
+#include "sinkd/container.h"
+
+namespace seamless {
+namespace {
+
+using packfmt::TreeEntry;
+using packfmt::TreeView;
+using Kind = TreeEntry::Kind;
+
+TreeEntry entry(const std::string& path, Kind kind, bool complete = false, const std::string& target = "") {
+  TreeEntry e;
+  e.path = path;
+  e.kind = kind;
+  e.mode = kind == Kind::Dir ? 0755 : 0644;
+  e.size = kind == Kind::File ? 1234 : 0;
+  e.mtime_s = 1700000000;
+  e.mtime_ns = 5;
+  e.complete = complete;
+  e.target = target;
+  return e;
+}
+
+// Tomcat's, as a guest records it.
+std::vector<TreeEntry> tomcat_tree() {
+  return {entry("/var/lib/tomcat10", Kind::Dir),
+          entry("/var/lib/tomcat10/conf", Kind::Link, false, "/etc/tomcat10"),
+          entry("/var/lib/tomcat10/logs", Kind::Link, false, "../../log/tomcat10"),
+          entry("/var/lib/tomcat10/webapps", Kind::Dir, true),
+          entry("/var/lib/tomcat10/webapps/ROOT", Kind::Dir, true),
+          entry("/var/lib/tomcat10/webapps/ROOT/index.jsp", Kind::File),
+          entry("/etc/tomcat10", Kind::Dir, true),
+          entry("/etc/tomcat10/tomcat-users.xml", Kind::File),
+          entry("/etc/tomcat10/loop", Kind::Link, false, "loop"),
+          entry("/var/log/tomcat10", Kind::Dir, false)};
+}
+
+TEST(TreeView, AnswersWhatTheGuestRecorded) {
+  TreeView v(tomcat_tree());
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/webapps/ROOT/index.jsp", true));
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/conf/tomcat-users.xml", true)) << "through an absolute link";
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/conf", false)) << "the link itself";
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/logs", true)) << "through a relative link";
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10//webapps/./ROOT/../ROOT/index.jsp", true));
+  // Absent from a complete directory: the guest has no such name either.
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/webapps/ROOT.war", true));
+  EXPECT_TRUE(v.answers("/var/lib/tomcat10/conf/Catalina/localhost/ROOT.xml", true));
+  // Not known: an incomplete directory's other names, what the tree passes through,
+  // anything elsewhere, relative paths, link loops.
+  EXPECT_FALSE(v.answers("/var/lib/tomcat10/work", true));
+  EXPECT_FALSE(v.answers("/var/log/tomcat10/catalina.out", true));
+  EXPECT_FALSE(v.answers("/var/lib", true));
+  EXPECT_TRUE(v.answers("/var/lib", false, true)) << "its type is known: a directory";
+  EXPECT_FALSE(v.answers("/etc/passwd", true));
+  EXPECT_FALSE(v.answers("var/lib/tomcat10", true));
+  EXPECT_FALSE(v.answers("/etc/tomcat10/loop", true));
+  EXPECT_TRUE(v.answers("/etc/tomcat10/loop", false));
+  EXPECT_FALSE(v.answers("/var/lib/tomcat10/logs/catalina.out", true));
+}
+
+TEST(TreeView, ReadsOnlyFilesWhoseContentsCameAlong) {
+  auto tree = tomcat_tree();
+  tree[7].content = true;  // tomcat-users.xml
+  TreeView v(tree);
+  EXPECT_TRUE(v.reads("/var/lib/tomcat10/conf/tomcat-users.xml"));
+  EXPECT_FALSE(v.reads("/var/lib/tomcat10/webapps/ROOT/index.jsp")) << "an empty stand-in";
+  EXPECT_FALSE(v.reads("/var/lib/tomcat10/webapps")) << "a directory";
+  EXPECT_FALSE(v.reads("/etc/tomcat10/server.xml")) << "absent";
+}
+
+TEST(TreeView, ListsOnlyCompleteDirectories) {
+  TreeView v(tomcat_tree());
+  EXPECT_TRUE(v.lists("/var/lib/tomcat10/webapps"));
+  EXPECT_TRUE(v.lists("/var/lib/tomcat10/conf")) << "a link to a complete directory";
+  EXPECT_FALSE(v.lists("/var/lib/tomcat10")) << "not complete";
+  EXPECT_FALSE(v.lists("/var/lib/tomcat10/webapps/ROOT/index.jsp"));
+  EXPECT_FALSE(v.lists("/var/lib/tomcat10/webapps/nothing"));
+  EXPECT_FALSE(TreeView().lists("/var/lib/tomcat10/webapps"));
+}
+
+TEST(TreeCheck, RefusesHostileEntriesByName) {
+  EXPECT_TRUE(packfmt::check_tree(tomcat_tree()).ok());
+  auto refused = [](std::vector<TreeEntry> tree, const std::string& why) {
+    auto r = packfmt::check_tree(tree);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_NE(r.error().message.find(why), std::string::npos) << r.error().message;
+  };
+  refused({entry("/usr/lib/x86_64-linux-gnu/libc.so.6", Kind::File)}, "part of the system");
+  refused({entry("/proc/self/mem", Kind::File)}, "part of the system");
+  refused({entry("/etc", Kind::Dir, true)}, "top-level");
+  refused({entry("/etc/../usr/x", Kind::File)}, "not a plain absolute path");
+  refused({entry("/etc/x", Kind::File), entry("/etc/x", Kind::File)}, "twice");
+  refused({entry("/etc/a", Kind::Link, false, "/usr"), entry("/etc/a/b", Kind::File)}, "lies below link `/etc/a`");
+  auto suid = entry("/etc/x", Kind::File);
+  suid.mode = 04755;
+  refused({suid}, "no setuid");
+  refused({entry("/etc/x", Kind::Link, false, "")}, "bad target");
+  refused({entry("/etc/x", Kind::File, true)}, "no directory but complete");
+  auto big = entry("/etc/x", Kind::File);
+  big.size = packfmt::kMaxTreeContent + 1;
+  big.content = true;
+  refused({big}, "cannot come with its contents");
+  auto dir = entry("/etc/d", Kind::Dir);
+  dir.content = true;
+  refused({dir}, "cannot come with its contents");
+  std::vector<TreeEntry> budget;
+  for (int i = 0; i < 40; ++i) {
+    budget.push_back(entry(cat("/etc/f", i), Kind::File));
+    budget.back().size = packfmt::kMaxTreeContent;
+    budget.back().content = true;
+  }
+  refused(budget, "bytes of contents");
+  std::vector<TreeEntry> many(packfmt::kMaxTreeEntries + 1, entry("/etc/x", Kind::File));
+  refused(many, "at most");
+}
+
+TEST(TreeCheck, TheManifestCarriesTheTreeAndRefusesABadOne) {
+  packfmt::Manifest m;
+  m.hostname = "guest";
+  m.tree = tomcat_tree();
+  auto back = packfmt::Manifest::parse(m.to_json());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_EQ(back->tree.size(), m.tree.size());
+  for (size_t i = 0; i < m.tree.size(); ++i) {
+    EXPECT_EQ(back->tree[i].path, m.tree[i].path);
+    EXPECT_EQ(back->tree[i].kind, m.tree[i].kind);
+    EXPECT_EQ(back->tree[i].target, m.tree[i].target);
+    EXPECT_EQ(back->tree[i].complete, m.tree[i].complete);
+    EXPECT_EQ(back->tree[i].mtime_ns, m.tree[i].mtime_ns);
+  }
+  m.tree.push_back(entry("/bin/sh", Kind::File));
+  auto bad = packfmt::Manifest::parse(m.to_json());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("`/bin/sh`"), std::string::npos) << bad.error().message;
+}
+
+class TreeOnDisk : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = TempDir::create();
+    ASSERT_TRUE(t.ok());
+    dir_ = std::make_unique<TempDir>(std::move(t).value());
+    root_ = dir_->path() + "/root";
+    for (const char* d : {"/var/lib/app/webapps/ROOT", "/var/log/app", "/etc/app", "/etc/app/sub/deeper"})
+      std::filesystem::create_directories(root_ + d);
+    ASSERT_TRUE(sys::write_file(root_ + "/var/lib/app/webapps/ROOT/index.jsp", "<%= 1 %>").ok());
+    ASSERT_TRUE(sys::write_file(root_ + "/etc/app/users.xml", "<users/>").ok());
+    ASSERT_TRUE(sys::write_file(root_ + "/var/log/app/app.log", "started\n").ok());
+    std::filesystem::create_symlink("/etc/app", root_ + "/var/lib/app/conf");
+    std::filesystem::create_symlink("../../log/app", root_ + "/var/lib/app/logs");
+    ::mkfifo((root_ + "/etc/app/sub/pipe").c_str(), 0600);
+  }
+  std::string find(const std::vector<TreeEntry>& tree, const std::string& path, TreeEntry* out) {
+    for (const auto& e : tree)
+      if (e.path == path) {
+        *out = e;
+        return "found";
+      }
+    return "missing";
+  }
+  std::unique_ptr<TempDir> dir_;
+  std::string root_;
+};
+
+TEST_F(TreeOnDisk, TheGuestRecordsTheTreesAGatewayNamesAndTheirLinks) {
+  std::vector<TreeEntry> tree;
+  guest::collect_tree(root_, {"/var/lib/app", "/usr/share/app"}, {"/var/log/app/app.log"}, {}, &tree);
+  ASSERT_TRUE(packfmt::check_tree(tree).ok()) << packfmt::check_tree(tree).error().message;
+  TreeEntry e;
+  ASSERT_EQ(find(tree, "/var/lib/app/webapps/ROOT/index.jsp", &e), "found");
+  EXPECT_EQ(e.kind, Kind::File);
+  EXPECT_EQ(e.size, 8u);
+  ASSERT_EQ(find(tree, "/var/lib/app/webapps", &e), "found");
+  EXPECT_TRUE(e.complete);
+  ASSERT_EQ(find(tree, "/var/lib/app/conf", &e), "found");
+  EXPECT_EQ(e.kind, Kind::Link);
+  EXPECT_EQ(e.target, "/etc/app");
+  ASSERT_EQ(find(tree, "/etc/app/users.xml", &e), "found") << "the tree a link leads to";
+  ASSERT_EQ(find(tree, "/etc/app/sub", &e), "found");
+  EXPECT_FALSE(e.complete) << "it holds a fifo, which is not recorded";
+  ASSERT_EQ(find(tree, "/var/log/app", &e), "found") << "the relative link's tree";
+  EXPECT_FALSE(e.complete) << "the log the pack carries is left out";
+  EXPECT_EQ(find(tree, "/var/log/app/app.log", &e), "missing");
+  EXPECT_EQ(find(tree, "/usr/share/app", &e), "missing") << "the packaged system is not recorded";
+
+  TreeView v(tree);
+  EXPECT_TRUE(v.answers("/var/lib/app/conf/users.xml", true));
+  EXPECT_TRUE(v.lists("/var/lib/app/webapps/ROOT"));
+
+  std::vector<TreeEntry> small;
+  guest::TreeLimits limits;
+  limits.max_entries = 3;
+  guest::collect_tree(root_, {"/var/lib/app"}, {}, limits, &small);
+  EXPECT_EQ(small.size(), 3u);
+  limits.max_entries = 100;
+  limits.max_depth = 1;
+  small.clear();
+  guest::collect_tree(root_, {"/etc/app"}, {}, limits, &small);
+  ASSERT_EQ(find(small, "/etc/app/sub", &e), "found");
+  EXPECT_FALSE(e.complete) << "cut short at the depth limit";
+}
+
+TEST_F(TreeOnDisk, TheDirectoriesAGatewayNames) {
+  // A fake /proc/PID: Tomcat's command line and environment.
+  const std::string proc = dir_->path() + "/proc";
+  std::filesystem::create_directories(proc + "/42");
+  auto nul_joined = [](std::vector<std::string> parts) {
+    std::string out;
+    for (const auto& p : parts) out += p + std::string(1, '\0');
+    return out;
+  };
+  ASSERT_TRUE(sys::write_file(proc + "/42/cmdline",
+                              nul_joined({"/usr/lib/jvm/java-17/bin/java", "-Dcatalina.base=/var/lib/tomcat10",
+                                          "-Djava.util.logging.config.file=/var/lib/tomcat10/conf/logging.properties",
+                                          "-classpath", "/usr/share/tomcat10/bin/bootstrap.jar:/opt/app/lib/x.jar",
+                                          "--add-opens=java.base/java.lang=ALL-UNNAMED"}))
+                  .ok());
+  ASSERT_TRUE(sys::write_file(proc + "/42/environ", nul_joined({"PATH=/usr/local/bin:/srv/bin", "CATALINA_TMPDIR=/tmp",
+                                                                "HOME=/var/lib/tomcat"}))
+                  .ok());
+  std::filesystem::create_symlink("/srv/www", proc + "/42/cwd");
+  auto dirs = guest::named_dirs(42, proc);
+  std::sort(dirs.begin(), dirs.end());
+  EXPECT_EQ(dirs, (std::vector<std::string>{"/opt/app/lib/x.jar", "/srv/www", "/var/lib/tomcat", "/var/lib/tomcat10",
+                                            "/var/lib/tomcat10/conf/logging.properties"}));
+}
+
+TEST_F(TreeOnDisk, TheSinkLaysTheTreeOutAsRecorded) {
+  if (::geteuid() != 0) GTEST_SKIP() << "owners and trusted.* attributes need root";
+  std::vector<TreeEntry> tree;
+  guest::collect_tree(root_, {"/var/lib/app"}, {}, {}, &tree);
+  // The small files' contents go in the pack as tree/PATH (as the dump writes them).
+  const std::string unpacked = dir_->path() + "/unpacked";
+  size_t with_contents = 0;
+  for (const auto& e : tree)
+    if (e.content) {
+      ++with_contents;
+      std::filesystem::create_directories(std::filesystem::path(unpacked + "/tree" + e.path).parent_path());
+      ASSERT_TRUE(sys::write_file(unpacked + "/tree" + e.path, e.data).ok());
+    }
+  EXPECT_EQ(with_contents, 3u) << "index.jsp, users.xml and app.log";
+  const std::string layer = dir_->path() + "/layer";
+  auto built = sink::build_tree_layer(layer, tree, unpacked, root_);
+  ASSERT_TRUE(built.ok()) << built.error().message;
+  EXPECT_EQ(sys::read_file(layer + "/etc/app/users.xml").value(), "<users/>") << "its contents came along";
+  for (const auto& e : tree) {
+    SCOPED_TRACE(e.path);
+    struct stat st {};
+    ASSERT_EQ(::lstat((layer + e.path).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mtim.tv_sec, e.mtime_s);
+    EXPECT_EQ(uint32_t(st.st_mtim.tv_nsec), e.mtime_ns);
+    EXPECT_EQ(st.st_uid, e.uid);
+    if (e.kind == Kind::File) {
+      EXPECT_TRUE(S_ISREG(st.st_mode));
+      EXPECT_EQ(uint64_t(st.st_size), e.size);
+      if (!e.content) EXPECT_EQ(st.st_blocks, 0) << "empty: no contents come along";
+      EXPECT_EQ(st.st_mode & 07777, e.mode);
+    } else if (e.kind == Kind::Link) {
+      EXPECT_EQ(std::filesystem::read_symlink(layer + e.path).string(), e.target);
+    } else {
+      char v[4] = {};
+      const bool opaque = ::getxattr((layer + e.path).c_str(), "trusted.overlay.opaque", v, sizeof v) == 1;
+      EXPECT_EQ(opaque, e.complete);
+    }
+  }
+  // Nothing is followed: a hostile tree cannot write through a link it planted.
+  std::vector<TreeEntry> hostile = {entry("/etc/planted", Kind::Link, false, dir_->path()),
+                                    entry("/etc/planted/escaped", Kind::File)};
+  auto refused = sink::build_tree_layer(dir_->path() + "/hostile", hostile, unpacked, root_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_->path() + "/escaped"));
+  // Contents the pack claims but lacks, or of another size, are refused by name.
+  auto claimed = entry("/etc/app/claimed", Kind::File);
+  claimed.content = true;
+  auto lacking = sink::build_tree_layer(dir_->path() + "/lacking", {claimed}, unpacked, root_);
+  ASSERT_FALSE(lacking.ok());
+  EXPECT_NE(lacking.error().message.find("the contents of `/etc/app/claimed`"), std::string::npos)
+      << lacking.error().message;
+  std::filesystem::create_directories(unpacked + "/tree/etc/app");
+  ASSERT_TRUE(sys::write_file(unpacked + "/tree/etc/app/claimed", "short").ok());
+  auto shorter = sink::build_tree_layer(dir_->path() + "/shorter", {claimed}, unpacked, root_);
+  ASSERT_FALSE(shorter.ok());
+  EXPECT_NE(shorter.error().message.find("are not 1234 bytes"), std::string::npos) << shorter.error().message;
+}
+
+}  // namespace
+}  // namespace seamless
