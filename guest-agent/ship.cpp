@@ -3,10 +3,12 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "common/encoding.h"
 #include "common/sys.h"
+#include "common/tempdir.h"
 #include "guest-agent/gateway.h"
 #include "qmp/json.h"
 
@@ -27,12 +29,23 @@ Result<ShipResult> ship(Env& env, const ShipRequest& req) {
   ShipmentIndex index;
   std::vector<std::string> sources;
   ShipResult r;
+  // A file written through a shared mapping (a JVM's perf data) changes while a gateway
+  // that maps it runs: it goes as read once, from a copy.
+  std::optional<TempDir> snapshots;
   for (const auto& f : manifest.files) {
     if (f.role == "open" || (!wanted.empty() && !wanted.count(f.path))) continue;
-    const std::string source = SL_TRY_CTX(find_file(f, roots), "shipping");
+    std::string source = SL_TRY_CTX(find_file(f, roots), "shipping");
     struct stat st {};
     if (::stat(source.c_str(), &st) != 0) return errno_error(cat("stat `", source, "`"));
     auto data = SL_TRY(sys::read_file(source, uint64_t(1) << 31));
+    if (f.role == "shared") {
+      if (!snapshots) {
+        std::filesystem::create_directories(env.work_dir);
+        snapshots.emplace(SL_TRY(TempDir::create(env.work_dir + "/ship-")));
+      }
+      source = snapshots->path() + "/" + std::to_string(sources.size());
+      SL_TRY(sys::write_file(source, data, 0600));
+    }
     ShippedFile s;
     s.path = f.path;
     s.sha256 = sha256_hex(data);

@@ -25,6 +25,7 @@
 #include "pack/compress.h"
 #include "pack/criu_images.h"
 #include "pack/identity.h"
+#include "pack/tree.h"
 
 namespace seamless::packfmt {
 namespace {
@@ -816,10 +817,13 @@ std::vector<std::string> list_pack_files(const std::string& root) {
   const std::filesystem::path base(root);
   for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
-    // CRIU's logs (verbose: often larger than the images) and pid files stay here.
+    // CRIU's logs (verbose: often larger than the images) and pid files stay here (not
+    // the guest's own files that come with its file tree).
+    const std::string rel = it->path().lexically_relative(base).string();
     const std::string ext = it->path().extension().string();
-    if (ext == ".log" || ext == ".pid") continue;
-    out.push_back(it->path().lexically_relative(base).string());
+    const bool tree = rel.rfind(cat(kTreeContents, "/"), 0) == 0;
+    if (!tree && (ext == ".log" || ext == ".pid")) continue;
+    out.push_back(rel);
   }
   std::sort(out.begin(), out.end());
   return out;

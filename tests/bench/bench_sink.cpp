@@ -207,9 +207,16 @@ int main(int argc, char** argv) {
       if (g.systemd_only && std::string(t.name) != "systemd") continue;
       if (!only.empty() && std::find(only.begin(), only.end(), g.name) == only.end()) continue;
       // One pack, no connections in it (copies share the VM's addresses, not its peers).
-      auto d = qmp::guest_run_ok(*(*guest)->agent, "/usr/sbin/seamless-guest",
-                                 {"dump", "--port", std::to_string(g.port), "--out", "/run/bench.pack"}, ro);
+      // A JVM listens a while after the guest says its services are up: tried again.
+      auto d = qmp::guest_run(*(*guest)->agent, "/usr/sbin/seamless-guest",
+                              {"dump", "--port", std::to_string(g.port), "--out", "/run/bench.pack"}, ro);
+      for (int attempt = 0; attempt < 12 && d.ok() && d->exitcode.value_or(1) != 0; ++attempt) {
+        std::this_thread::sleep_for(Millis(10000));
+        d = qmp::guest_run(*(*guest)->agent, "/usr/sbin/seamless-guest",
+                           {"dump", "--port", std::to_string(g.port), "--out", "/run/bench.pack"}, ro);
+      }
       if (!d.ok()) return die(d.error().wrap(g.name));
+      if (d->exitcode.value_or(1) != 0) return die(make_error(ErrorKind::Remote, g.name, ": dump: ", d->out, d->err));
       auto bytes = qmp::read_guest_file(*(*guest)->agent, "/run/bench.pack");
       if (!bytes.ok()) return die(bytes.error().wrap(g.name));
       if (auto r = qmp::guest_run_ok(*(*guest)->agent, "/usr/sbin/seamless-guest", {"restore", "/run/bench.pack"}, ro);

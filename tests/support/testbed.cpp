@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -222,6 +223,9 @@ Result<std::string> read_until(int fd, const std::string& expect, Millis timeout
   std::string got;
   char buf[4096];
   for (Deadline d(timeout); got.find(expect) == std::string::npos;) {
+    // Waited for first: a blocking socket would otherwise hold the read past the deadline.
+    if (auto ready = sys::wait_fd(fd, POLLIN, d); !ready.ok())
+      return ready.error().wrap(cat("waiting for `", expect, "` (got `", got, "`)"));
     auto n = sys::read_some(fd, buf, sizeof buf, d);
     if (!n.ok()) return n.error().wrap(cat("waiting for `", expect, "` (got `", got, "`)"));
     if (*n == 0) return make_error(ErrorKind::Closed, "connection closed before `", expect, "` (got `", got, "`)");
@@ -501,6 +505,8 @@ Result<std::unique_ptr<DirectGuest>> DirectGuest::boot(const VmSpec& spec) {
 Result<std::unique_ptr<LibvirtGuest>> LibvirtGuest::boot(const VmSpec& spec) {
   auto g = std::make_unique<LibvirtGuest>();
   g->bed = SL_TRY(Testbed::load());
+  // A redirect an interrupted run left for this index would take the new VM's traffic.
+  (void)g->bed.end_redirect(Testbed::guest_mac(spec.index));
   g->vm = SL_TRY(LibvirtVm::boot(g->bed, spec));
   if (auto up = g->vm->wait_for_agent(spec.ready_timeout); !up.ok())
     return std::move(up).error().wrap(cat("console of `", spec.name, "`:\n", g->vm->console_log()));

@@ -17,6 +17,7 @@
 #include "common/tempdir.h"
 #include "guest-agent/file_tree.h"
 #include "pack/manifest.h"
+#include "pack/pack.h"
 #include "sinkd/container.h"
 
 namespace seamless {
@@ -241,6 +242,17 @@ TEST_F(TreeOnDisk, TheDirectoriesAGatewayNames) {
   std::sort(dirs.begin(), dirs.end());
   EXPECT_EQ(dirs, (std::vector<std::string>{"/opt/app/lib/x.jar", "/srv/www", "/var/lib/tomcat", "/var/lib/tomcat10",
                                             "/var/lib/tomcat10/conf/logging.properties"}));
+}
+
+TEST_F(TreeOnDisk, TheTreesPidAndLogFilesGoInThePack) {
+  const std::string images = dir_->path() + "/images";
+  std::filesystem::create_directories(images + "/gw/7");
+  std::filesystem::create_directories(images + "/tree/run/apache2");
+  for (const char* f : {"/gw/7/dump.log", "/gw/7/restore.pid", "/gw/7/core-7.img", "/tree/run/apache2/apache2.pid"})
+    ASSERT_TRUE(sys::write_file(images + f, "x").ok());
+  EXPECT_EQ(packfmt::list_pack_files(images),
+            (std::vector<std::string>{"gw/7/core-7.img", "tree/run/apache2/apache2.pid"}))
+      << "CRIU's logs and pid files stay behind, the guest's own come along";
 }
 
 TEST_F(TreeOnDisk, TheSinkLaysTheTreeOutAsRecorded) {
