@@ -54,7 +54,12 @@ bool tree_may_hold(std::string_view path) {
   if (n.size() < 2) return false;
   static const char* const kSystem[] = {"proc", "sys",   "dev",   "usr",    "bin", "sbin",
                                         "lib",  "lib32", "lib64", "libx32", "boot"};
-  return std::find(std::begin(kSystem), std::end(kSystem), n[0]) == std::end(kSystem);
+  if (std::find(std::begin(kSystem), std::end(kSystem), n[0]) != std::end(kSystem)) return false;
+  // What the dynamic loader and CRIU read as root when CRIU runs in a container's mount
+  // namespace: never from a pack.
+  if (n[0] == "root") return false;
+  if (n[0] == "etc" && (n[1].rfind("ld.so", 0) == 0 || n[1] == "criu")) return false;
+  return true;
 }
 
 Result<void> check_tree(const std::vector<TreeEntry>& tree) {

@@ -133,15 +133,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const Template& t : kTemplates) {
     if (std::find(templates.begin(), templates.end(), t.name) == templates.end()) continue;
-    test::VmSpec spec;
-    spec.name = cat("sl-bench-gw-", t.name);
-    spec.index = t.index;
-    spec.guest_template = t.name;
-    spec.memory_mib = 1024;  // Tomcat's JVM
-    spec.services = t.services;
-    spec.tools = {SEAMLESS_GUEST_BIN};
-    spec.ready_timeout = Millis(600000);
-    auto guest = test::LibvirtGuest::boot(spec);
+    auto guest = test::LibvirtGuest::boot(
+        test::bench_guest_spec(cat("sl-bench-gw-", t.name), t.index, t.name, t.services, SEAMLESS_GUEST_BIN));
     if (!guest.ok()) return die(guest.error());
     auto& agent = *(*guest)->agent;
     // The first CRIU run in a fresh guest probes the kernel (~1.5 s): not part of a dump.

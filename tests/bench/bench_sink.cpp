@@ -192,15 +192,8 @@ int main(int argc, char** argv) {
   int kind = 0;
   for (const Template& t : kTemplates) {
     if (std::find(templates.begin(), templates.end(), t.name) == templates.end()) continue;
-    test::VmSpec gs;
-    gs.name = cat("sl-bench-sinkg-", t.name);
-    gs.index = t.index;
-    gs.guest_template = t.name;
-    gs.memory_mib = 1024;  // Tomcat's JVM
-    gs.services = t.services;
-    gs.tools = {SEAMLESS_GUEST_BIN};
-    gs.ready_timeout = Millis(600000);
-    auto guest = test::LibvirtGuest::boot(gs);
+    auto guest = test::LibvirtGuest::boot(
+        test::bench_guest_spec(cat("sl-bench-sinkg-", t.name), t.index, t.name, t.services, SEAMLESS_GUEST_BIN));
     if (!guest.ok()) return die(guest.error());
     for (const Gateway& g : kGateways) {
       ++kind;

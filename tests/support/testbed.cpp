@@ -149,6 +149,19 @@ VmSpec sink_vm_spec(const std::string& name, int index, const std::string& sinkd
   return sink;
 }
 
+VmSpec bench_guest_spec(const std::string& name, int index, const std::string& guest_template,
+                        const std::string& services, const std::string& guest_bin) {
+  VmSpec spec;
+  spec.name = name;
+  spec.index = index;
+  spec.guest_template = guest_template;
+  spec.memory_mib = 1024;
+  spec.services = services;
+  spec.tools = {guest_bin};
+  spec.ready_timeout = Millis(600000);
+  return spec;
+}
+
 ClientKeepalives::ClientKeepalives(const Testbed& bed, int seconds) : netns_(bed.netns) {
   for (const char* key : kKeys) {
     auto v = run_ok({"ip", "netns", "exec", netns_, "sysctl", "-n", key});

@@ -111,6 +111,10 @@ std::vector<std::string> split_list(const std::string& s);
 // A sink VM as the tests and benchmarks boot it: seamless-sinkd on its virtio-serial
 // channel, the project's sinkd and guest helper on its tools disk.
 VmSpec sink_vm_spec(const std::string& name, int index, const std::string& sinkd_bin, const std::string& guest_bin);
+// A guest of `guest_template` as the benchmarks boot it: 1024 MiB (room for a JVM),
+// `services`, the guest helper on its tools disk, up to ten minutes to be ready.
+VmSpec bench_guest_spec(const std::string& name, int index, const std::string& guest_template,
+                        const std::string& services, const std::string& guest_bin);
 
 // Reads from fd until `expect` shows up; returns everything read.
 Result<std::string> read_until(int fd, const std::string& expect, Millis timeout = Millis(60000));

@@ -106,6 +106,10 @@ TEST(TreeCheck, RefusesHostileEntriesByName) {
   };
   refused({entry("/usr/lib/x86_64-linux-gnu/libc.so.6", Kind::File)}, "part of the system");
   refused({entry("/proc/self/mem", Kind::File)}, "part of the system");
+  refused({entry("/etc/ld.so.preload", Kind::File)}, "part of the system");
+  refused({entry("/etc/ld.so.conf.d/x.conf", Kind::File)}, "part of the system");
+  refused({entry("/etc/criu/default.conf", Kind::File)}, "part of the system");
+  refused({entry("/root/.criu/default.conf", Kind::File)}, "part of the system");
   refused({entry("/etc", Kind::Dir, true)}, "top-level");
   refused({entry("/etc/../usr/x", Kind::File)}, "not a plain absolute path");
   refused({entry("/etc/x", Kind::File), entry("/etc/x", Kind::File)}, "twice");
