@@ -149,7 +149,7 @@ class Walker {
       } else if (S_ISREG(s.st_mode)) {
         TreeEntry* f = record(p, s, TreeEntry::Kind::File);
         complete = f && complete;
-        if (f && !f->content && f->size <= packfmt::kMaxTreeContent &&
+        if (f && !f->content && f->size <= packfmt::kMaxTreeContent && packfmt::contents_fit_a_pack(p) &&
             contents_ + f->size <= packfmt::kTreeContentBudget)
           read_contents(f);
       } else if (S_ISLNK(s.st_mode)) {

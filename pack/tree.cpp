@@ -7,6 +7,7 @@
 #include <set>
 
 #include "pack/identity.h"
+#include "pack/pack.h"
 
 namespace seamless::packfmt {
 namespace {
@@ -47,6 +48,10 @@ std::optional<TreeEntry::Kind> parse_tree_kind(std::string_view s) {
   if (s == "f") return TreeEntry::Kind::File;
   if (s == "l") return TreeEntry::Kind::Link;
   return std::nullopt;
+}
+
+bool contents_fit_a_pack(std::string_view path) {
+  return !path.empty() && path[0] == '/' && check_entry_name(cat(kTreeContents, path)).ok();
 }
 
 bool tree_may_hold(std::string_view path) {
@@ -92,7 +97,7 @@ Result<void> check_tree(const std::vector<TreeEntry>& tree) {
     if (e.complete && e.kind != TreeEntry::Kind::Dir)
       return make_error(ErrorKind::Protocol, "file tree: `", e.path, "` is no directory but complete");
     if (e.content) {
-      if (e.kind != TreeEntry::Kind::File || e.size > kMaxTreeContent)
+      if (e.kind != TreeEntry::Kind::File || e.size > kMaxTreeContent || !contents_fit_a_pack(e.path))
         return make_error(ErrorKind::Protocol, "file tree: `", e.path, "` cannot come with its contents");
       contents += e.size;
       if (contents > kTreeContentBudget)

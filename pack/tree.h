@@ -47,6 +47,11 @@ inline constexpr uint64_t kTreeContentBudget = 2 << 20;
 // Where a file's contents lie in a pack: "tree" + its path.
 inline constexpr const char* kTreeContents = "tree";
 
+// Whether a file's contents can lie in a pack under its path (the pack's entry names are
+// shorter, shallower and plainer than a file system's paths): only such files come with
+// their contents.
+bool contents_fit_a_pack(std::string_view path);
+
 const char* to_string(TreeEntry::Kind k);  // "d", "f", "l"
 std::optional<TreeEntry::Kind> parse_tree_kind(std::string_view s);
 

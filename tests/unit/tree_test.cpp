@@ -126,6 +126,9 @@ TEST(TreeCheck, RefusesHostileEntriesByName) {
   auto dir = entry("/etc/d", Kind::Dir);
   dir.content = true;
   refused({dir}, "cannot come with its contents");
+  auto deep = entry("/srv/a/b/c/d/e/f/g/h", Kind::File);
+  deep.content = true;
+  refused({deep}, "cannot come with its contents");  // no pack entry can hold them
   std::vector<TreeEntry> budget;
   for (int i = 0; i < 40; ++i) {
     budget.push_back(entry(cat("/etc/f", i), Kind::File));
@@ -223,6 +226,24 @@ TEST_F(TreeOnDisk, TheGuestRecordsTheTreesAGatewayNamesAndTheirLinks) {
   EXPECT_FALSE(e.complete) << "cut short at the depth limit";
 }
 
+TEST_F(TreeOnDisk, FilesTooDeepForAPackAreRecordedWithoutTheirContents) {
+  // A build tree as a test's working directory: deeper than a pack's entry names go.
+  const std::string deep = "/srv/a/b/c/d/e/f";
+  std::filesystem::create_directories(root_ + deep);
+  ASSERT_TRUE(sys::write_file(root_ + deep + "/deep.txt", "x").ok());
+  ASSERT_TRUE(sys::write_file(root_ + "/srv/a/shallow.txt", "y").ok());
+  std::vector<TreeEntry> tree;
+  guest::collect_tree(root_, {"/srv/a"}, {}, {}, &tree);
+  ASSERT_TRUE(packfmt::check_tree(tree).ok()) << packfmt::check_tree(tree).error().message;
+  TreeEntry e;
+  ASSERT_EQ(find(tree, deep + "/deep.txt", &e), "found");
+  EXPECT_FALSE(e.content) << "its contents could not be named in a pack";
+  ASSERT_EQ(find(tree, "/srv/a/shallow.txt", &e), "found");
+  EXPECT_TRUE(e.content);
+  EXPECT_FALSE(packfmt::contents_fit_a_pack(deep + "/deep.txt"));
+  EXPECT_TRUE(packfmt::contents_fit_a_pack("/srv/a/shallow.txt"));
+}
+
 TEST_F(TreeOnDisk, TheDirectoriesAGatewayNames) {
   // A fake /proc/PID: Tomcat's command line and environment.
   const std::string proc = dir_->path() + "/proc";
@@ -287,7 +308,9 @@ TEST_F(TreeOnDisk, TheSinkLaysTheTreeOutAsRecorded) {
     if (e.kind == Kind::File) {
       EXPECT_TRUE(S_ISREG(st.st_mode));
       EXPECT_EQ(uint64_t(st.st_size), e.size);
-      if (!e.content) EXPECT_EQ(st.st_blocks, 0) << "empty: no contents come along";
+      if (!e.content) {
+        EXPECT_EQ(st.st_blocks, 0) << "empty: no contents come along";
+      }
       EXPECT_EQ(st.st_mode & 07777, e.mode);
     } else if (e.kind == Kind::Link) {
       EXPECT_EQ(std::filesystem::read_symlink(layer + e.path).string(), e.target);
