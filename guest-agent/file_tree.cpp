@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <sstream>
 
 #include "common/fd.h"
 #include "common/sys.h"
@@ -92,6 +93,43 @@ class Walker {
     if (::lstat((root_ + cur).c_str(), &st) == 0 && S_ISREG(st.st_mode)) cur = parent_of(cur);
     if (cur.empty() || outside_tree(cur)) return;
     walk(cur, 0);
+  }
+
+  // A cgroup directory: its files with what they read now, not its subdirectories.
+  void add_pseudo_dir(const std::string& dir) {
+    if (roots_ >= limits_.max_roots || outside_tree(dir) || index_.count(dir) || full()) return;
+    ++roots_;
+    struct stat st {};
+    if (::lstat((root_ + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    if (!record(dir, st, TreeEntry::Kind::Dir)) return;
+    std::vector<std::string> files;
+    if (DIR* d = ::opendir((root_ + dir).c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (e->d_type == DT_REG) files.push_back(e->d_name);
+      ::closedir(d);
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& n : files) {
+      const std::string p = dir + "/" + n;
+      struct stat s {};
+      if (full() || !packfmt::contents_fit_a_pack(p) || ::lstat((root_ + p).c_str(), &s) != 0 || !S_ISREG(s.st_mode))
+        continue;
+      UniqueFd fd(::open((root_ + p).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+      if (!fd.valid()) continue;  // write-only files (cgroup.kill, memory.reclaim)
+      std::string data(size_t(packfmt::kMaxTreeContent) + 1, '\0');
+      size_t got = 0;
+      ssize_t n_read = 0;
+      while (got < data.size() && (n_read = ::read(fd.get(), data.data() + got, data.size() - got)) > 0)
+        got += size_t(n_read);
+      if (n_read < 0 || got > packfmt::kMaxTreeContent || contents_ + got > packfmt::kTreeContentBudget) continue;
+      data.resize(got);
+      s.st_size = off_t(got);
+      TreeEntry* f = record(p, s, TreeEntry::Kind::File);
+      if (!f) continue;
+      f->data = std::move(data);
+      f->content = true;
+      contents_ += got;
+    }
   }
 
  private:
@@ -219,6 +257,61 @@ std::vector<std::string> named_dirs(pid_t pid, const std::string& proc_root) {
     }
   }
   return out;
+}
+
+std::vector<std::string> cgroup_dirs(pid_t pid, const std::string& proc_root) {
+  const std::string dir = cat(proc_root, "/", pid);
+  auto membership = sys::read_file(dir + "/cgroup", 64 << 10);
+  auto mountinfo = sys::read_file(dir + "/mountinfo", 1 << 20);
+  if (!membership.ok() || !mountinfo.ok()) return {};
+  struct Mount {
+    std::string root, point;
+    bool v2;
+    std::set<std::string> options;
+  };
+  std::vector<Mount> mounts;
+  std::istringstream mi(*mountinfo);
+  for (std::string line; std::getline(mi, line);) {
+    std::istringstream in(line);
+    std::vector<std::string> f;
+    for (std::string w; in >> w;) f.push_back(w);
+    auto dash = std::find(f.begin(), f.end(), "-");
+    if (f.size() < 5 || dash == f.end() || f.end() - dash < 4 || line.find('\\') != std::string::npos) continue;
+    const std::string& type = *(dash + 1);
+    if (type != "cgroup" && type != "cgroup2") continue;
+    Mount m{f[3], f[4], type == "cgroup2", {}};
+    std::istringstream opts(*(dash + 3));
+    for (std::string o; std::getline(opts, o, ',');) m.options.insert(o);
+    mounts.push_back(std::move(m));
+  }
+  std::vector<std::string> out;
+  std::istringstream cg(*membership);
+  for (std::string line; std::getline(cg, line);) {
+    // hierarchy:controllers:path
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    for (const auto& m : mounts) {
+      bool match = m.v2 == controllers.empty();
+      std::istringstream names_in(controllers);
+      for (std::string c; match && std::getline(names_in, c, ',');) match = m.options.count(c) > 0;
+      // The path below the mount's root ("/" when the mount is the hierarchy's root).
+      if (!match || (m.root != "/" && path.rfind(m.root, 0) != 0)) continue;
+      const std::string below = m.root == "/" ? path : path.substr(m.root.size());
+      if (names(below).empty()) break;  // the hierarchy's root: the whole machine's
+      const std::string d = join(names(m.point + "/" + below), names(m.point + "/" + below).size());
+      if (d.rfind("/sys/fs/cgroup/", 0) == 0 && !outside_tree(d) && std::find(out.begin(), out.end(), d) == out.end())
+        out.push_back(d);
+      break;
+    }
+  }
+  return out;
+}
+
+void collect_cgroups(const std::string& root, const std::vector<std::string>& dirs, const TreeLimits& limits,
+                     std::vector<packfmt::TreeEntry>* out) {
+  Walker w(root, {}, limits, out);
+  for (const auto& d : dirs) w.add_pseudo_dir(d);
 }
 
 void collect_tree(const std::string& root, const std::vector<std::string>& dirs, const std::set<std::string>& skip,

@@ -28,6 +28,12 @@ struct TreeLimits {
 // The directories `pid` names (see above), lexically normal, as it sees them.
 std::vector<std::string> named_dirs(pid_t pid, const std::string& proc_root = "/proc");
 
+// The cgroup directories `pid` is in, as its mount namespace shows them (a JVM re-reads
+// its CPU and memory limits there now and then): for each line of /proc/PID/cgroup, the
+// cgroup or cgroup2 mount of that hierarchy (from /proc/PID/mountinfo) and the path below
+// its root. Only directories below /sys/fs/cgroup (not the root cgroup itself).
+std::vector<std::string> cgroup_dirs(pid_t pid, const std::string& proc_root = "/proc");
+
 // Whether `path` (plain absolute) lies in a part of the file system that is never
 // recorded: the packaged system, the kernel's, or a top-level directory itself.
 bool outside_tree(const std::string& path);
@@ -38,5 +44,11 @@ bool outside_tree(const std::string& path);
 // Adds to `out` (paths already there are kept) up to `limits`.
 void collect_tree(const std::string& root, const std::vector<std::string>& dirs, const std::set<std::string>& skip,
                   const TreeLimits& limits, std::vector<packfmt::TreeEntry>* out);
+
+// Records each of `dirs` (cgroup_dirs()) with the files in it and their contents as read
+// now (the kernel's files have no size: a recorded size is what was read), not their
+// subdirectories; within the same limits and budget as collect_tree.
+void collect_cgroups(const std::string& root, const std::vector<std::string>& dirs, const TreeLimits& limits,
+                     std::vector<packfmt::TreeEntry>* out);
 
 }  // namespace seamless::guest

@@ -392,7 +392,9 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     for (pid_t p : g.pids)
       for (auto& d : named_dirs(p))
         if (std::find(named.begin(), named.end(), d) == named.end()) named.push_back(std::move(d));
-    collect_tree(g.own_mount_ns ? cat("/proc/", g.root, "/root") : "", named, carried, {}, &m.tree);
+    const std::string view = g.own_mount_ns ? cat("/proc/", g.root, "/root") : "";
+    collect_tree(view, named, carried, {}, &m.tree);
+    collect_cgroups(view, cgroup_dirs(g.root), {}, &m.tree);
     m.gateways.push_back(std::move(pg));
   }
   for (auto* v : {&tcp_ports, &udp_ports}) {

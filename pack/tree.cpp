@@ -59,6 +59,9 @@ bool tree_may_hold(std::string_view path) {
   if (n.size() < 2) return false;
   static const char* const kSystem[] = {"proc", "sys",   "dev",   "usr",    "bin", "sbin",
                                         "lib",  "lib32", "lib64", "libx32", "boot"};
+  // The kernel's, except the gateway's cgroups (their files as read at dump: a JVM
+  // re-reads its limits there).
+  if (n[0] == "sys" && n.size() >= 4 && n[1] == "fs" && n[2] == "cgroup") return true;
   if (std::find(std::begin(kSystem), std::end(kSystem), n[0]) != std::end(kSystem)) return false;
   // What the dynamic loader and CRIU read as root when CRIU runs in a container's mount
   // namespace: never from a pack.

@@ -4,13 +4,47 @@
 
 #include <rapidjson/error/en.h>
 
+#include <optional>
+
 namespace seamless::qmp {
 
 std::string Json::dump() const { return qmp::dump(doc_); }
 
+namespace {
+
+// The offset at which `text` opens an array or object deeper than kMaxJsonDepth, if it
+// does (brackets inside strings do not count; the parser judges everything else).
+std::optional<size_t> too_deep(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return i;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 Result<Json> parse(std::string_view text) {
+  if (auto at = too_deep(text))
+    return make_error(ErrorKind::Protocol, "malformed JSON at offset ", *at, ": nested deeper than ", kMaxJsonDepth,
+                      " levels");
   Json j;
-  constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag;
+  // Iterative: no recursion in the parser whatever the input.
+  constexpr unsigned kFlags =
+      rapidjson::kParseValidateEncodingFlag | rapidjson::kParseStopWhenDoneFlag | rapidjson::kParseIterativeFlag;
   j.doc().Parse<kFlags>(text.data(), text.size());
   if (j.doc().HasParseError())
     return make_error(ErrorKind::Protocol, "malformed JSON at offset ", j.doc().GetErrorOffset(), ": ",

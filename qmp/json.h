@@ -33,7 +33,13 @@ class Json {
   rapidjson::Document doc_;
 };
 
-// Parses text as one JSON value; validates UTF-8; the error names the offset.
+// The deepest nesting of arrays and objects parse() accepts: no message, manifest or
+// reply of ours comes near it, and a value nested deeper (from a guest, a sink or a
+// client) would cost the parser and everything walking the value a stack frame a level.
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses text as one JSON value; validates UTF-8; refuses nesting deeper than
+// kMaxJsonDepth before parsing; the error names the offset.
 Result<Json> parse(std::string_view text);
 std::string dump(const Value& v);
 // Writes a string as a JSON string literal (quoted, escaped).

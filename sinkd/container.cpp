@@ -126,6 +126,13 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname, std
   if (::chdir("/") != 0) return errno_error("chdir `/`");
   SL_TRY(sys_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC));
   SL_TRY(sys_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY));
+  // The gateways' cgroups as the guest had them (their files read at dump), read-only.
+  const std::string cgroups = cat("/.oldroot", dir, "/tree/sys/fs/cgroup");
+  if (struct stat st{}; ::lstat(cgroups.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    SL_TRY(sys_mount(cgroups, "/sys/fs/cgroup", nullptr, MS_BIND));
+    SL_TRY(sys_mount("none", "/sys/fs/cgroup", nullptr,
+                     MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  }
   if (::umount2("/.oldroot", MNT_DETACH) != 0) return errno_error("umount `/.oldroot`");
   ::rmdir("/.oldroot");
   if (::sethostname(hostname.data(), hostname.size()) != 0) return errno_error(cat("sethostname `", hostname, "`"));

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "pack/manifest.h"
+#include "qmp/json.h"
 #include "tests/support/testbed.h"
 
 namespace seamless::qmp {
@@ -27,6 +29,22 @@ TEST(Commands, GuestExecEncodesInputAsBase64) {
 TEST(Commands, StringsAreEscaped) {
   GuestFileOpen open{"/tmp/a \"b\"\n", "r"};
   EXPECT_EQ(open.args(), R"({"path":"/tmp/a \"b\"\n","mode":"r"})");
+}
+
+// The one parser every message, manifest and reply goes through: nesting is bounded
+// (brackets in strings do not count), the offset of the level too deep named.
+TEST(Json, NestingIsBoundedWhereverTheTextComesFrom) {
+  const auto nested = [](int n) { return std::string(size_t(n), '[') + std::string(size_t(n), ']'); };
+  EXPECT_TRUE(parse(nested(kMaxJsonDepth)).ok());
+  auto deep = parse(nested(kMaxJsonDepth + 1));
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.error().message.find(cat("offset ", kMaxJsonDepth, ": nested deeper")), std::string::npos)
+      << deep.error().message;
+  EXPECT_FALSE(parse(std::string(1 << 20, '{')).ok());
+  EXPECT_TRUE(parse("{\"a\": \"" + std::string(1000, '[') + "\\\"[{\"}").ok()) << "brackets in a string";
+  auto manifest = packfmt::Manifest::parse("{\"hostname\": " + nested(100000) + "}");
+  ASSERT_FALSE(manifest.ok());
+  EXPECT_NE(manifest.error().message.find("manifest"), std::string::npos) << manifest.error().message;
 }
 
 TEST(Commands, BalloonStatsTreatsMinusOneAsAbsent) {

@@ -201,6 +201,18 @@ TEST(QgaClient, DeadAgentGivesAClearTimeout) {
   EXPECT_NE(agent.error().message.find("is qemu-ga running"), std::string::npos) << agent.error().message;
 }
 
+TEST(QgaClient, ADeeplyNestedReplyIsAProtocolError) {
+  FakeMonitor fake(FakeMonitor::Kind::Qga);
+  fake.expect("guest-ping", {"{\"return\": " + std::string(100000, '[') + std::string(100000, ']') + "}"});
+  fake.expect("guest-ping", {R"({"return": {}})"});
+  auto agent = QgaSocket::connect(fake.path(), Millis(2000)).value();
+  auto r = execute(*agent, GuestPing{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::Protocol);
+  EXPECT_NE(r.error().message.find("nested deeper"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(execute(*agent, GuestPing{}).ok()) << "resynced and usable again";
+}
+
 TEST(QgaClient, NonReplyMessageIsAProtocolError) {
   FakeMonitor fake(FakeMonitor::Kind::Qga);
   fake.expect("guest-ping", {R"({"surprise": 1})"});

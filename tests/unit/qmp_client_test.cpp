@@ -127,6 +127,20 @@ TEST(QmpClient, MalformedJsonGivesErrorAndClientStaysUsable) {
   EXPECT_TRUE(execute(*c.qmp, QueryStatus{}).ok());
 }
 
+// A reply nested 200,000 levels deep (a hostile or broken peer): refused before the parser
+// recurses, and the client goes on.
+TEST(QmpClient, DeepNestingIsRefusedAndTheClientGoesOn) {
+  Connected c;
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  c.fake.expect("query-status", {"{\"return\": " + deep + ", \"id\": %ID%}\r\n"});
+  auto r = execute(*c.qmp, QueryStatus{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::Protocol);
+  EXPECT_NE(r.error().message.find("nested deeper than 64"), std::string::npos) << r.error().message;
+  c.fake.expect("query-status", {kRunning});
+  EXPECT_TRUE(execute(*c.qmp, QueryStatus{}).ok());
+}
+
 TEST(QmpClient, NonUtf8IsRejected) {
   Connected c;
   c.fake.expect("query-name", {"{\"return\": {\"name\": \"\xc3\x28\"}, \"id\": %ID%}"});

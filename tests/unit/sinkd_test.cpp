@@ -140,6 +140,10 @@ TEST_F(Control, BadInputGetsErrorsAndTheSessionGoesOn) {
     auto r = reply(*s, bad);
     EXPECT_NE(r.find("\"error\""), std::string::npos) << bad << " -> " << r;
   }
+  const std::string deep =
+      "{\"execute\":\"echo\",\"arguments\":{\"text\":" + std::string(200000, '[') + std::string(200000, ']') + "}}";
+  auto refused = reply(*s, deep);
+  EXPECT_NE(refused.find("nested deeper than 64"), std::string::npos) << "JSON nested 200,000 levels: " << refused;
   auto big = reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"" + std::string(2 << 20, 'a') + "\"}}");
   EXPECT_NE(big.find("error"), std::string::npos) << big.substr(0, 200);
   EXPECT_EQ(reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"still here\"},\"id\":7}"),

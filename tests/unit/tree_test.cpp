@@ -269,6 +269,46 @@ TEST_F(TreeOnDisk, TheDirectoriesAGatewayNames) {
                                             "/var/lib/tomcat10/conf/logging.properties"}));
 }
 
+TEST_F(TreeOnDisk, TheCgroupsAGatewayIsInWithWhatTheirFilesRead) {
+  const std::string proc = dir_->path() + "/proc";
+  std::filesystem::create_directories(proc + "/42");
+  // cgroup v2 as systemd mounts it, and a v1 hierarchy mounted from a sub-tree.
+  ASSERT_TRUE(sys::write_file(proc + "/42/cgroup",
+                              "0::/system.slice/tomcat10.service\n"
+                              "3:cpu,cpuacct:/guests/tomcat\n"
+                              "2:pids:/\n")
+                  .ok());
+  ASSERT_TRUE(sys::write_file(proc + "/42/mountinfo",
+                              "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+                              "30 22 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+                              "31 22 0:27 /guests /sys/fs/cgroup/cpu rw shared:5 - cgroup cgroup rw,cpu,cpuacct\n"
+                              "32 22 0:28 / /sys/fs/cgroup/pids rw shared:6 - cgroup cgroup rw,pids\n")
+                  .ok());
+  EXPECT_EQ(guest::cgroup_dirs(42, proc),
+            (std::vector<std::string>{"/sys/fs/cgroup/system.slice/tomcat10.service", "/sys/fs/cgroup/cpu/tomcat"}))
+      << "the root of the pids hierarchy is the mount itself: not recorded";
+
+  const std::string unit = "/sys/fs/cgroup/system.slice/tomcat10.service";
+  std::filesystem::create_directories(root_ + unit + "/child");
+  ASSERT_TRUE(sys::write_file(root_ + unit + "/cpu.max", "max 100000\n").ok());
+  ASSERT_TRUE(sys::write_file(root_ + unit + "/memory.max", "max\n").ok());
+  std::vector<TreeEntry> tree;
+  guest::collect_cgroups(root_, {unit, "/sys/fs/cgroup"}, {}, &tree);
+  ASSERT_TRUE(packfmt::check_tree(tree).ok()) << packfmt::check_tree(tree).error().message;
+  TreeEntry e;
+  ASSERT_EQ(find(tree, unit + "/cpu.max", &e), "found");
+  EXPECT_TRUE(e.content);
+  EXPECT_EQ(e.data, "max 100000\n");
+  EXPECT_EQ(e.size, 11u);
+  ASSERT_EQ(find(tree, unit, &e), "found");
+  EXPECT_FALSE(e.complete) << "its subdirectories are not recorded";
+  EXPECT_EQ(find(tree, unit + "/child", &e), "missing");
+  EXPECT_EQ(find(tree, "/sys/fs/cgroup", &e), "missing") << "the mount itself is not recorded";
+  EXPECT_TRUE(packfmt::tree_may_hold(unit + "/cpu.max"));
+  EXPECT_FALSE(packfmt::tree_may_hold("/sys/kernel/notes"));
+  EXPECT_FALSE(packfmt::tree_may_hold("/sys/fs/cgroup"));
+}
+
 TEST_F(TreeOnDisk, TheTreesPidAndLogFilesGoInThePack) {
   const std::string images = dir_->path() + "/images";
   std::filesystem::create_directories(images + "/gw/7");
