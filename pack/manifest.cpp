@@ -2,6 +2,8 @@
 // Manifest JSON in and out.
 #include "pack/manifest.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -32,6 +34,13 @@ std::string array_json(const std::vector<T>& v, F&& one) {
 Result<const Value*> array_field(const Value& obj, const char* name) {
   const Value* v = SL_TRY(qmp::field(obj, name));
   if (!v->IsArray()) return make_error(ErrorKind::Protocol, "field `", name, "` is not an array");
+  return v;
+}
+
+Result<const Value*> bounded_array(const Value& obj, const char* name, size_t max) {
+  const Value* v = SL_TRY(array_field(obj, name));
+  if (v->Size() > max)
+    return make_error(ErrorKind::Protocol, "field `", name, "` has ", v->Size(), " entries (at most ", max, ")");
   return v;
 }
 
@@ -90,7 +99,12 @@ Result<PackedGateway> parse_gateway(const Value& g) {
   PackedGateway out;
   out.root = pid_t(SL_TRY(bounded_int(g, "root", 2, 4194304)));
   out.name = SL_TRY(qmp::get_string(g, "name"));
+  if (out.name.empty() || !valid_text(out.name, 64))
+    return make_error(ErrorKind::Protocol, "gateway name ", qmp::quote(out.name), " is not a process name");
   out.exe = SL_TRY(qmp::get_string(g, "exe"));
+  if (!is_plain_absolute(out.exe) || out.exe.size() > 4095)
+    return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: executable ", qmp::quote(out.exe),
+                      " is not a plain absolute path");
   out.dir = SL_TRY(qmp::get_string(g, "dir"));
   SL_TRY_CTX(check_entry_name(out.dir), "gateway `", out.name, "` image directory");
   out.shell_job = SL_TRY(qmp::get_bool(g, "shell_job"));
@@ -101,39 +115,62 @@ Result<PackedGateway> parse_gateway(const Value& g) {
     out.unit_main = pid_t(SL_TRY(bounded_int(g, "unit_main", 2, 4194304)));
     if (g.HasMember("own_mount_ns")) out.own_mount_ns = SL_TRY(qmp::get_bool(g, "own_mount_ns"));
   }
-  for (const auto& p : SL_TRY(array_field(g, "pids"))->GetArray()) {
-    if (!p.IsInt() || p.GetInt() < 1) return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: bad pid");
+  for (const auto& p : SL_TRY(bounded_array(g, "pids", kMaxGatewayPids))->GetArray()) {
+    if (!p.IsInt() || p.GetInt() < 2 || p.GetInt() > 4194304)
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: bad pid");
+    if (std::find(out.pids.begin(), out.pids.end(), p.GetInt()) != out.pids.end())
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: pid ", p.GetInt(), " twice");
     out.pids.push_back(p.GetInt());
   }
-  for (const auto& l : SL_TRY(array_field(g, "listening"))->GetArray()) {
+  if (out.pids.empty() || out.pids.front() != out.root)
+    return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: its pids do not start with its root");
+  const auto own = [&](pid_t pid) { return std::find(out.pids.begin(), out.pids.end(), pid) != out.pids.end(); };
+  for (const auto& l : SL_TRY(bounded_array(g, "listening", kMaxSockets))->GetArray()) {
     SL_TRY(check_object(l, "listening socket"));
     Endpoint e;
     e.proto = SL_TRY(qmp::get_string(l, "proto"));
     if (e.proto != "tcp" && e.proto != "udp")
       return make_error(ErrorKind::Protocol, "unknown protocol `", e.proto, "`");
     e.addr = SL_TRY(qmp::get_string(l, "addr"));
+    if (!valid_address(e.addr))
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: listening address ", qmp::quote(e.addr),
+                        " is not an IP address");
     e.port = uint16_t(SL_TRY(bounded_int(l, "port", 0, 65535)));
     out.listening.push_back(std::move(e));
   }
-  for (const auto& c : SL_TRY(array_field(g, "established"))->GetArray()) {
+  for (const auto& c : SL_TRY(bounded_array(g, "established", kMaxSockets))->GetArray()) {
     SL_TRY(check_object(c, "connection"));
     Connection conn;
     conn.pid = pid_t(SL_TRY(bounded_int(c, "pid", 1, 4194304)));
     conn.local = SL_TRY(qmp::get_string(c, "local"));
     conn.remote = SL_TRY(qmp::get_string(c, "remote"));
+    if (!own(conn.pid))
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: a connection's pid ", conn.pid,
+                        " is not one of its");
+    if (!valid_endpoint(conn.local) || !valid_endpoint(conn.remote))
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: connection ", qmp::quote(conn.local), " to ",
+                        qmp::quote(conn.remote), " is not a pair of socket addresses");
     out.established.push_back(std::move(conn));
   }
-  for (const auto& l : SL_TRY(array_field(g, "fd_limits"))->GetArray()) {
+  for (const auto& l : SL_TRY(bounded_array(g, "fd_limits", kMaxGatewayPids))->GetArray()) {
     SL_TRY(check_object(l, "fd limit"));
-    out.fd_limits.push_back(FdLimit{pid_t(SL_TRY(bounded_int(l, "pid", 1, 4194304))),
-                                    uint64_t(SL_TRY(bounded_int(l, "soft", 0, int64_t(1) << 30))),
-                                    uint64_t(SL_TRY(bounded_int(l, "hard", 0, int64_t(1) << 30)))});
+    FdLimit limit{pid_t(SL_TRY(bounded_int(l, "pid", 1, 4194304))),
+                  uint64_t(SL_TRY(bounded_int(l, "soft", 0, int64_t(1) << 30))),
+                  uint64_t(SL_TRY(bounded_int(l, "hard", 0, int64_t(1) << 30)))};
+    // Applied to the process of that pid where the gateway is restored: only its own.
+    if (!own(limit.pid))
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: fd_limits names pid ", limit.pid,
+                        ", which is not one of its");
+    if (limit.soft > limit.hard)
+      return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: fd_limits of pid ", limit.pid,
+                        " has a soft limit above its hard one");
+    out.fd_limits.push_back(limit);
   }
   if (!out.unit.empty() && std::find(out.pids.begin(), out.pids.end(), out.unit_main) == out.pids.end())
     return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: the main pid of ", out.unit,
                       " is not one of its");
   if (g.HasMember("devices"))
-    for (const auto& d : SL_TRY(array_field(g, "devices"))->GetArray()) {
+    for (const auto& d : SL_TRY(bounded_array(g, "devices", kMaxSockets))->GetArray()) {
       SL_TRY(check_object(d, "device"));
       DeviceFd dev{SL_TRY(qmp::get_string(d, "path")), uint64_t(SL_TRY(bounded_int(d, "mnt_id", 1, 0x7fffffff))),
                    uint64_t(SL_TRY(bounded_int(d, "inode", 1, int64_t(1) << 62)))};
@@ -152,7 +189,7 @@ Result<PackedGateway> parse_gateway(const Value& g) {
       out.loggers.push_back(l);
     }
   if (g.HasMember("dirs"))
-    for (const auto& d : SL_TRY(array_field(g, "dirs"))->GetArray()) {
+    for (const auto& d : SL_TRY(bounded_array(g, "dirs", kMaxSockets))->GetArray()) {
       SL_TRY(check_object(d, "directory"));
       Directory dir;
       dir.path = SL_TRY(qmp::get_string(d, "path"));
@@ -165,8 +202,13 @@ Result<PackedGateway> parse_gateway(const Value& g) {
       out.dirs.push_back(std::move(dir));
     }
   if (g.HasMember("streams"))  // packs written before streams were moved have none
-    for (const auto& s : SL_TRY(array_field(g, "streams"))->GetArray())
+    for (const auto& s : SL_TRY(bounded_array(g, "streams", kMaxSockets))->GetArray())
       out.streams.push_back(SL_TRY_CTX(parse_stream(s), "gateway `", out.name, "`"));
+  for (const auto& st : out.streams)
+    for (const auto& h : st.holders)
+      if (!own(h.pid))
+        return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: stream `", st.peer, "` is held by pid ",
+                          h.pid, ", which is not one of its");
   return out;
 }
 
@@ -192,6 +234,89 @@ bool valid_service_name(const std::string& name) {
   for (char c : name)
     if (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr(":-_.\\@", c)) return false;
   return name[0] != '.' && name[0] != '-';
+}
+
+bool valid_text(std::string_view text, size_t max) {
+  if (text.size() > max) return false;
+  for (unsigned char c : text)
+    if (c < 0x20 || c == 0x7f) return false;
+  return true;
+}
+
+bool valid_hostname(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  size_t label = 0;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '.') {
+      if (label == 0 || name[i - 1] == '-') return false;
+      label = 0;
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || (c == '-' && label > 0)) {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+  }
+  return label > 0 && name.back() != '-';
+}
+
+bool valid_interface_name(std::string_view name) {
+  if (name.empty() || name.size() > 15 || name == "." || name == ".." || name[0] == '-') return false;
+  for (char c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+  return true;
+}
+
+bool valid_mac(std::string_view mac) {
+  if (mac.size() != 17) return false;
+  unsigned octets[6] = {};
+  for (size_t i = 0; i < 6; ++i) {
+    const size_t at = i * 3;
+    if (i < 5 && mac[at + 2] != ':') return false;
+    for (size_t k = 0; k < 2; ++k) {
+      const char c = mac[at + k];
+      if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+      octets[i] =
+          octets[i] * 16 + unsigned(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+  }
+  const bool zero = std::all_of(std::begin(octets), std::end(octets), [](unsigned o) { return o == 0; });
+  return !zero && !(octets[0] & 1);  // a station, not a group
+}
+
+bool valid_address(std::string_view addr, std::optional<bool> ipv6) {
+  if (addr.empty() || addr.size() > 45) return false;
+  const std::string text(addr);
+  unsigned char buf[16];
+  const bool v4 = ::inet_pton(AF_INET, text.c_str(), buf) == 1;
+  const bool v6 = !v4 && ::inet_pton(AF_INET6, text.c_str(), buf) == 1;
+  return ipv6 ? (*ipv6 ? v6 : v4) : (v4 || v6);
+}
+
+bool valid_prefix(std::string_view cidr, std::optional<bool> ipv6) {
+  const size_t slash = cidr.find('/');
+  if (slash == std::string_view::npos || slash + 1 >= cidr.size() || cidr.size() - slash > 4) return false;
+  const std::string_view len_text = cidr.substr(slash + 1);
+  if (!std::all_of(len_text.begin(), len_text.end(),
+                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+    return false;
+  const int len = std::stoi(std::string(len_text));
+  const std::string_view addr = cidr.substr(0, slash);
+  if (valid_address(addr, false)) return (!ipv6 || !*ipv6) && len <= 32;
+  return valid_address(addr, true) && (!ipv6 || *ipv6) && len <= 128;
+}
+
+bool valid_endpoint(std::string_view endpoint) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 >= endpoint.size() || endpoint.size() - colon > 6) return false;
+  const std::string_view port = endpoint.substr(colon + 1);
+  if (!std::all_of(port.begin(), port.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) ||
+      std::stoi(std::string(port)) > 65535)
+    return false;
+  const std::string_view host = endpoint.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    return valid_address(host.substr(1, host.size() - 2), true);
+  return valid_address(host, false);
 }
 
 bool valid_logger(const std::string& path) {
@@ -296,21 +421,52 @@ Result<Manifest> Manifest::parse(std::string_view text) {
                       kPackFormat, ")");
   auto body = [&]() -> Result<void> {
     m.hostname = SL_TRY(qmp::get_string(root, "hostname"));
+    if (!valid_hostname(m.hostname))
+      return make_error(ErrorKind::Protocol, "field `hostname`: ", qmp::quote(m.hostname), " is not a host name");
     m.kernel = SL_TRY(qmp::get_string(root, "kernel"));
+    if (!valid_text(m.kernel, 256)) return make_error(ErrorKind::Protocol, "field `kernel` is not one line of text");
     m.criu_version = SL_TRY(qmp::get_string(root, "criu"));
-    for (const auto& i : SL_TRY(array_field(root, "interfaces"))->GetArray()) {
+    if (!valid_text(m.criu_version, 64)) return make_error(ErrorKind::Protocol, "field `criu` is not one line of text");
+    const Value* interfaces = SL_TRY(bounded_array(root, "interfaces", kMaxInterfaces));
+    for (const auto& i : interfaces->GetArray()) {
       SL_TRY(check_object(i, "interface"));
-      m.interfaces.push_back(Interface{SL_TRY(qmp::get_string(i, "name")), SL_TRY(qmp::get_string(i, "mac")),
-                                       SL_TRY(string_array(i, "addresses"))});
+      Interface iface{SL_TRY(qmp::get_string(i, "name")), SL_TRY(qmp::get_string(i, "mac")),
+                      SL_TRY(string_array(i, "addresses"))};
+      if (!valid_interface_name(iface.name))
+        return make_error(ErrorKind::Protocol, "interface name ", qmp::quote(iface.name), " is not an interface name");
+      if (std::any_of(m.interfaces.begin(), m.interfaces.end(), [&](auto& o) { return o.name == iface.name; }))
+        return make_error(ErrorKind::Protocol, "interface `", iface.name, "` twice");
+      if (!valid_mac(iface.mac))
+        return make_error(ErrorKind::Protocol, "interface `", iface.name, "`: ", qmp::quote(iface.mac),
+                          " is not a unicast MAC address");
+      if (iface.addresses.size() > kMaxAddresses)
+        return make_error(ErrorKind::Protocol, "interface `", iface.name, "` has more than ", kMaxAddresses,
+                          " addresses");
+      for (const auto& a : iface.addresses)
+        if (!valid_prefix(a))
+          return make_error(ErrorKind::Protocol, "interface `", iface.name, "`: ", qmp::quote(a),
+                            " is not an address with its prefix length");
+      m.interfaces.push_back(std::move(iface));
     }
-    for (const auto& r : SL_TRY(array_field(root, "routes"))->GetArray()) {
+    for (const auto& r : SL_TRY(bounded_array(root, "routes", kMaxRoutes))->GetArray()) {
       SL_TRY(check_object(r, "route"));
-      m.routes.push_back(Route{SL_TRY(qmp::get_string(r, "dst")), SL_TRY(qmp::get_string(r, "via")),
-                               SL_TRY(qmp::get_string(r, "dev")), SL_TRY(qmp::get_bool(r, "ipv6"))});
+      Route route{SL_TRY(qmp::get_string(r, "dst")), SL_TRY(qmp::get_string(r, "via")),
+                  SL_TRY(qmp::get_string(r, "dev")), SL_TRY(qmp::get_bool(r, "ipv6"))};
+      if (route.dst != "default" && !valid_prefix(route.dst, route.ipv6) && !valid_address(route.dst, route.ipv6))
+        return make_error(ErrorKind::Protocol, "route: destination ", qmp::quote(route.dst), " is not an IPv",
+                          route.ipv6 ? 6 : 4, " prefix");
+      if (!route.via.empty() && !valid_address(route.via, route.ipv6))
+        return make_error(ErrorKind::Protocol, "route to `", route.dst, "`: ", qmp::quote(route.via), " is not an IPv",
+                          route.ipv6 ? 6 : 4, " address");
+      if (route.dev != "lo" &&
+          std::none_of(m.interfaces.begin(), m.interfaces.end(), [&](auto& i) { return i.name == route.dev; }))
+        return make_error(ErrorKind::Protocol, "route to `", route.dst, "`: device ", qmp::quote(route.dev),
+                          " is none of the manifest's interfaces");
+      m.routes.push_back(std::move(route));
     }
-    for (const auto& g : SL_TRY(array_field(root, "gateways"))->GetArray())
+    for (const auto& g : SL_TRY(bounded_array(root, "gateways", kMaxGateways))->GetArray())
       m.gateways.push_back(SL_TRY(parse_gateway(g)));
-    for (const auto& f : SL_TRY(array_field(root, "files"))->GetArray()) {
+    for (const auto& f : SL_TRY(bounded_array(root, "files", kMaxFileIdentities))->GetArray()) {
       SL_TRY(check_object(f, "file"));
       FileIdentity id;
       id.path = SL_TRY(qmp::get_string(f, "path"));
@@ -378,7 +534,9 @@ Result<void> read_network(Manifest* m) {
         if (local && len) i.addresses.push_back(cat(*local, "/", *len));
       }
     }
-    m->interfaces.push_back(std::move(i));
+    // Only what a sink can stand in for: an Ethernet-like link with a station address.
+    std::erase_if(i.addresses, [](const std::string& a) { return !valid_prefix(a); });
+    if (valid_interface_name(i.name) && valid_mac(i.mac)) m->interfaces.push_back(std::move(i));
   }
   for (bool v6 : {false, true}) {
     std::vector<std::string> argv = {"ip", "-j"};
@@ -391,7 +549,11 @@ Result<void> read_network(Manifest* m) {
       if (!r.IsObject()) continue;
       Route route{qmp::opt_string(r, "dst").value_or(""), qmp::opt_string(r, "gateway").value_or(""),
                   qmp::opt_string(r, "dev").value_or(""), v6};
-      if (!route.dst.empty() && route.dev != "lo") m->routes.push_back(std::move(route));
+      const bool known = std::any_of(m->interfaces.begin(), m->interfaces.end(),
+                                     [&](const Interface& i) { return i.name == route.dev; });
+      const bool plain = route.dst == "default" || valid_prefix(route.dst, v6) || valid_address(route.dst, v6);
+      if (known && plain && (route.via.empty() || valid_address(route.via, v6)) && m->routes.size() < kMaxRoutes)
+        m->routes.push_back(std::move(route));
     }
   }
   return ok();

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -86,6 +87,25 @@ bool valid_logger(const std::string& path);
 
 // Whether `name` is a service unit name systemd accepts ("ssh.service", "getty@tty1.service").
 bool valid_service_name(const std::string& name);
+
+// The schema of the manifest's identity and network fields (a manifest is written by a
+// guest: each is refused by name unless it is plainly what it claims to be; a sink runs
+// `ip` with them as separate arguments, never as text of a batch or a shell).
+bool valid_hostname(std::string_view name);        // RFC 1123 labels, at most 64 bytes
+bool valid_interface_name(std::string_view name);  // what Linux takes: 1-15 of [A-Za-z0-9._-]
+bool valid_mac(std::string_view mac);              // "xx:xx:xx:xx:xx:xx", unicast, not zero
+// A plain IPv4 or IPv6 address as inet_pton reads it (`ipv6` picks the family if given).
+bool valid_address(std::string_view addr, std::optional<bool> ipv6 = std::nullopt);
+// An address with its prefix length ("10.0.0.5/24", "fe80::1/64").
+bool valid_prefix(std::string_view cidr, std::optional<bool> ipv6 = std::nullopt);
+// A socket address as the guest writes it: "a.b.c.d:port" or "[v6]:port".
+bool valid_endpoint(std::string_view endpoint);
+// Printable one-line text of at most `max` bytes (names, versions).
+bool valid_text(std::string_view text, size_t max);
+
+// Bounds on a manifest's counts.
+inline constexpr size_t kMaxInterfaces = 16, kMaxAddresses = 64, kMaxRoutes = 256, kMaxGateways = 64,
+                        kMaxGatewayPids = 4096, kMaxSockets = 4096, kMaxFileIdentities = 20000;
 
 // A directory a gateway needs on the restoring side, as the dumping side had it.
 struct Directory {

@@ -491,9 +491,14 @@ Result<void> Container::setup_network(const ContainerSpec& spec) const {
     return ok();
   });
   if (spec.quiet) SL_TRY(drop_output(netns(), "-I"));
-  std::string batch = "link set lo up\n";
+  // Each `ip` command its own argv, run in the container's network namespace: a manifest's
+  // values (checked by Manifest::parse) are never text of a batch or a shell.
+  std::vector<std::vector<std::string>> commands = {{"link", "set", "lo", "up"}};
   for (size_t i = 0; i < spec.interfaces.size(); ++i) {
     const auto& iface = spec.interfaces[i];
+    if (!packfmt::valid_interface_name(iface.name) || !packfmt::valid_mac(iface.mac))
+      return make_error(ErrorKind::Invalid, "interface ", qmp::quote(iface.name), " with MAC ", qmp::quote(iface.mac),
+                        " cannot be made");
     // Named after the init, so no two containers pick the same name in the sink's namespace.
     const std::string link = cat("slc", init_, "i", i);
     SL_TRY(run_ok({"ip", "link", "add", "link", spec.nic, "name", link, "address", iface.mac, "type", "macvlan", "mode",
@@ -502,18 +507,26 @@ Result<void> Container::setup_network(const ContainerSpec& spec) const {
       (void)seamless::run({"ip", "link", "del", link});
       return std::move(moved).error();
     }
-    batch += cat("link set ", link, " name ", iface.name, "\n");
-    for (const auto& a : iface.addresses)
-      batch += cat("addr replace ", a, " dev ", iface.name, a.find(':') != std::string::npos ? " nodad" : "", "\n");
-    batch += cat("link set ", iface.name, spec.quiet ? " arp off" : "", " up\n");
+    commands.push_back({"link", "set", link, "name", iface.name});
+    for (const auto& a : iface.addresses) {
+      if (!packfmt::valid_prefix(a)) return make_error(ErrorKind::Invalid, "address ", qmp::quote(a), " is not one");
+      commands.push_back({"addr", "replace", a, "dev", iface.name});
+      if (a.find(':') != std::string::npos) commands.back().push_back("nodad");
+    }
+    commands.push_back({"link", "set", iface.name});
+    if (spec.quiet) commands.back().insert(commands.back().end(), {"arp", "off"});
+    commands.back().push_back("up");
   }
   for (const auto& r : spec.routes) {
-    std::string dst = r.dst == "default" && r.ipv6 ? "::/0" : r.dst;
-    batch += cat("route replace ", dst, r.via.empty() ? "" : " via " + r.via, " dev ", r.dev, "\n");
+    const std::string dst = r.dst == "default" && r.ipv6 ? "::/0" : r.dst;
+    commands.push_back({"route", "replace", dst});
+    if (!r.via.empty()) commands.back().insert(commands.back().end(), {"via", r.via});
+    commands.back().insert(commands.back().end(), {"dev", r.dev});
   }
-  const std::string file = dir_ + "/network.batch";
-  SL_TRY(sys::write_file(file, batch, 0600));
-  SL_TRY(run_ok({"nsenter", "-t", std::to_string(init_), "-n", "ip", "-b", file}));
+  for (auto& argv : commands) {
+    argv.insert(argv.begin(), {"nsenter", "-t", std::to_string(init_), "-n", "ip"});
+    SL_TRY(run_ok(argv));
+  }
   return ok();
 }
 

@@ -528,8 +528,13 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
           gw.pids.push_back(inside);
           break;
         }
-    if (gw.pids.empty())
+    if (std::find(gw.pids.begin(), gw.pids.end(), gw.root) == gw.pids.end())
       return make_error(ErrorKind::NotFound, "gateway `", gw.name, "` (pid ", gw.root, ") of `", id, "` is gone");
+    // The manifest's order: the root first. Connections of processes gone meanwhile go.
+    std::stable_partition(gw.pids.begin(), gw.pids.end(), [&](pid_t p) { return p == gw.root; });
+    std::erase_if(gw.established, [&](const packfmt::Connection& conn) {
+      return std::find(gw.pids.begin(), gw.pids.end(), conn.pid) == gw.pids.end();
+    });
   }
   // Through the container's own root, never behind its overlay: the overlay caches what it
   // has looked up, so a directory made in the upper layer after a lookup stays invisible
@@ -543,6 +548,11 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
     gw.fd_limits.clear();
     for (auto l : guest::raise_fd_limits(here)) gw.fd_limits.push_back({inner_of[l.pid], l.soft, l.hard});
     gw.streams = current_streams(gw.streams, here_of);
+    for (auto& st : gw.streams)
+      std::erase_if(st.holders, [&](const packfmt::StreamHolder& h) {
+        return std::find(gw.pids.begin(), gw.pids.end(), h.pid) == gw.pids.end();
+      });
+    std::erase_if(gw.streams, [](const packfmt::OutsideStream& st) { return st.holders.empty(); });
     // The devices it was handed at the restore, as the container's processes hold them now.
     gw.devices = SL_TRY_CTX(guest::foreign_devices(here), "gateway `", gw.name, "`");
   }

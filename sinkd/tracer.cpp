@@ -278,7 +278,13 @@ std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
   ssize_t n = ::pread(fd, buf, sizeof buf - 1, off_t(addr));
   ::close(fd);
   if (n <= 0) return name;
-  return cat(name, " `", std::string(buf, strnlen(buf, size_t(n))), "`");
+  const std::string path(buf, strnlen(buf, size_t(n)));
+  if (path.empty() && reads_path_at(nr)) {
+    // About a descriptor (glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH)): name it.
+    auto target = sys::read_link(cat("/proc/", tid, "/fd/", int(args[0])));
+    return cat(name, " of fd ", int(args[0]), target.ok() ? cat(" `", *target, "`") : "");
+  }
+  return cat(name, " `", path, "`");
 }
 
 namespace {
@@ -336,9 +342,10 @@ bool Tracer::answered_by_tree(pid_t tid, const packfmt::TreeView& tree, long nr,
   }
   auto path = read_path(tid, addr);
   if (path && path->empty() && (flags & AT_EMPTY_PATH)) {
-    // About a descriptor (fstat): one on a directory the tree lists (opendir checks it).
+    // About a descriptor (glibc's fstat): one on a directory the tree lists (opendir checks
+    // it) or on a file whose contents came along (stdio sizes its buffer by it).
     auto target = sys::read_link(cat("/proc/", tid, "/fd/", int(args[0])));
-    return target.ok() && !target->empty() && (*target)[0] == '/' && tree.lists(*target);
+    return target.ok() && !target->empty() && (*target)[0] == '/' && (tree.lists(*target) || tree.reads(*target));
   }
   // Absolute paths only: a relative one depends on the working directory or a descriptor.
   if (!path || path->empty() || (*path)[0] != '/') return false;

@@ -455,6 +455,71 @@ TEST(ManifestJson, RefusesWhatItCannotTrust) {
   refused("{\"format\":", "manifest");
 }
 
+// Every identity and network field has a schema: shell metacharacters, newlines (which
+// became lines of an `ip -b` batch once), wrong formats, pids that are not the gateway's
+// own (an fd limit once lowered the sink's own) and huge counts are refused by name.
+TEST(ManifestJson, RefusesHostileFieldsByName) {
+  const std::string good = sample_manifest().to_json();
+  auto refused = [&](const std::string& from, const std::string& to, const char* expect) {
+    std::string s = good;
+    ASSERT_NE(s.find(from), std::string::npos) << from;
+    s.replace(s.find(from), from.size(), to);
+    auto m = Manifest::parse(s);
+    ASSERT_FALSE(m.ok()) << to;
+    EXPECT_NE(m.error().message.find(expect), std::string::npos) << to << " -> " << m.error().message;
+  };
+  const std::string host = "\"hostname\":\"sl-guest\"";
+  for (const char* bad : {"a;reboot", "a b", "a\\nb", "$(id)", "-x", "a..b", "", "x`id`"})
+    refused(host, cat("\"hostname\":\"", bad, "\""), "field `hostname`");
+  refused(host, cat("\"hostname\":\"", std::string(65, 'a'), "\""), "field `hostname`");
+  refused("\"kernel\":\"6.1.0-test\"", "\"kernel\":\"6.1\\nx\"", "field `kernel`");
+  refused("\"criu\":\"3.17.1\"", cat("\"criu\":\"", std::string(100, '1'), "\""), "field `criu`");
+  const std::string name = "\"name\":\"eth0\"";
+  for (const char* bad : {"eth0\\nlink set lo down", "eth 0", "a/b", "..", "-eth", "eth0;id", "averyveryverylongname"})
+    refused(name, cat("\"name\":\"", bad, "\""), "is not an interface name");
+  const std::string mac = "\"mac\":\"52:54:00:5e:a0:0c\"";
+  for (const char* bad : {"52:54:00:5e:a0", "53:54:00:5e:a0:0c", "00:00:00:00:00:00", "52:54:00:5e:a0:0g",
+                          "52-54-00-5e-a0-0c", "52:54:00:5e:a0:0c\\n"})
+    refused(mac, cat("\"mac\":\"", bad, "\""), "is not a unicast MAC address");
+  const std::string addr = "\"10.77.0.12/24\"";
+  for (const char* bad : {"10.77.0.12", "10.77.0.12/33", "10.77.0.12/24 dev lo", "fe80::1/129", "10.77.0.300/24",
+                          "10.77.0.12/24\\nroute add", "/24", "10.77.0.12/"})
+    refused(addr, cat("\"", bad, "\""), "is not an address with its prefix length");
+  refused("\"dst\":\"default\"", "\"dst\":\"default via 1.2.3.4\"", "is not an IPv4 prefix");
+  refused("\"dst\":\"default\"", "\"dst\":\"fe80::/64\"", "is not an IPv4 prefix");
+  refused("\"via\":\"10.77.0.1\"", "\"via\":\"10.77.0.1 onlink\"", "is not an IPv4 address");
+  refused("\"dev\":\"eth0\"", "\"dev\":\"eth1\"", "none of the manifest's interfaces");
+  refused("\"name\":\"dropbear\"", "\"name\":\"drop\\nbear\"", "is not a process name");
+  refused("\"exe\":\"/usr/sbin/dropbear\"", "\"exe\":\"/usr/../bin/sh\"", "is not a plain absolute path");
+  refused("\"pids\":[100,120]", "\"pids\":[100,0]", "bad pid");
+  refused("\"pids\":[100,120]", "\"pids\":[100,5000000]", "bad pid");
+  refused("\"pids\":[100,120]", "\"pids\":[100,120,120]", "twice");
+  refused("\"pids\":[100,120]", "\"pids\":[120,100]", "do not start with its root");
+  refused("\"addr\":\"0.0.0.0\"", "\"addr\":\"0.0.0.0;id\"", "is not an IP address");
+  refused("\"local\":\"10.77.0.12:2222\"", "\"local\":\"10.77.0.12:99999\"", "is not a pair of socket addresses");
+  refused("\"remote\":\"10.77.0.1:50000\"", "\"remote\":\"[::1:50000\"", "is not a pair of socket addresses");
+  refused("{\"pid\":120,\"local\"", "{\"pid\":777,\"local\"", "is not one of its");
+  refused("{\"pid\":100,\"fd\":1}", "{\"pid\":1234,\"fd\":1}", "is not one of its");
+  refused("\"fd_limits\":[]", "\"fd_limits\":[{\"pid\":1,\"soft\":3,\"hard\":3}]", "not one of its");
+  refused("\"fd_limits\":[]", "\"fd_limits\":[{\"pid\":120,\"soft\":9,\"hard\":3}]", "soft limit above");
+  // Huge counts are refused before anything is built from them.
+  std::string many = "\"interfaces\":[";
+  for (size_t i = 0; i <= packfmt::kMaxInterfaces; ++i)
+    many += cat(i ? "," : "", "{\"name\":\"e", i, "\",\"mac\":\"52:54:00:00:00:01\",\"addresses\":[]}");
+  refused("\"interfaces\":[", many + "],\"x\":[", "field `interfaces` has 17 entries");
+  std::string pids = "\"pids\":[100";
+  for (int i = 0; i < int(packfmt::kMaxGatewayPids); ++i) pids += cat(",", 1000 + i);
+  refused("\"pids\":[100,120]", pids + "]", "field `pids` has 4097 entries");
+  // What the guest writes itself passes.
+  Manifest v6 = sample_manifest();
+  v6.interfaces[0].addresses.push_back("fe80::5054:ff:fe5e:a00c/64");
+  v6.routes.push_back({"fe80::/64", "", "eth0", true});
+  v6.routes.push_back({"default", "fe80::1", "eth0", true});
+  v6.gateways[0].established.push_back({120, "[fe80::5054:ff:fe5e:a00c]:2222", "[fe80::1]:40000"});
+  auto parsed = Manifest::parse(v6.to_json());
+  EXPECT_TRUE(parsed.ok()) << parsed.error().message;
+}
+
 // A listening unix stream socket at `path`.
 UniqueFd listen_unix(const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -836,10 +901,11 @@ TEST_F(GatewayOps, OnlyTheRestoredTreeJoinsTheUnit) {
   services.mains["ssh.service"] = self;
   env_.services = &services;
   gateways_[0].unit = "ssh.service";
-  gateways_[0].pids = {self, 1};  // init is no part of it
-  Process init = snap_.processes.at(self);
-  init.stat.pid = 1;
-  snap_.processes.emplace(1, init);
+  const pid_t other = 4000000;  // a process of the guest's that is no part of the restored tree
+  gateways_[0].pids = {self, other};
+  Process stranger = snap_.processes.at(self);
+  stranger.stat.pid = other;
+  snap_.processes.emplace(other, stranger);
   const std::string pack = work_ / "out.pack";
   auto r = dump(env_, snap_, gateways_, pack);
   ASSERT_TRUE(r.ok()) << r.error().message;

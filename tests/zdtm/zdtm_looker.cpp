@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // ZDTM-style housekeeping that looks at files, as Tomcat checks its configuration: every
 // 100 ms it stats each PATH (lstat for `l:PATH`), lists each `d:DIR` and reads each
-// `r:FILE`; when a byte arrives on FIFO it stats THEN once.
+// `r:FILE` (`f:FILE` through stdio); when a byte arrives on FIFO it stats THEN once.
 //   zdtm_looker FIFO THEN PATH...   (writes FIFO.ready once it runs)
 #include <dirent.h>
 #include <fcntl.h>
@@ -37,6 +37,14 @@ int main(int argc, char** argv) {
           while (read(fd, buf, sizeof buf) > 0) {
           }
           close(fd);
+        }
+      } else if (a.rfind("f:", 0) == 0) {
+        // Through stdio, as a JVM reads its cgroup's limits: fopen, fstat, read, close.
+        if (FILE* file = std::fopen(a.c_str() + 2, "re")) {
+          char line[256];
+          while (std::fgets(line, sizeof line, file)) {
+          }
+          std::fclose(file);
         }
       } else if (a.rfind("l:", 0) == 0) {
         lstat(a.c_str() + 2, &st);
