@@ -4,7 +4,9 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -78,23 +80,44 @@ Result<std::string> elf_build_id_of(int fd, const std::string& path) {
   return elf_build_id(head);
 }
 
-Result<FileIdentity> identify(const std::string& path) {
+Result<FileIdentity> identify(const std::string& path, uint64_t* budget) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error(cat("open `", path, "`"));
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return errno_error(cat("stat `", path, "`"));
+  if (::fstat(fd.get(), &st) != 0) return errno_error(cat("stat `", path, "`"));
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::Invalid, "`", path, "` is not a regular file");
+  struct statfs fs {};
+  if (::fstatfs(fd.get(), &fs) != 0) return errno_error(cat("statfs `", path, "`"));
+  static constexpr unsigned long kKernelFs[] = {PROC_SUPER_MAGIC,    SYSFS_MAGIC,      DEBUGFS_MAGIC,
+                                                TRACEFS_MAGIC,       SECURITYFS_MAGIC, CGROUP_SUPER_MAGIC,
+                                                CGROUP2_SUPER_MAGIC, BPF_FS_MAGIC};
+  for (unsigned long kernel : kKernelFs)
+    if (fs.f_type == static_cast<decltype(fs.f_type)>(kernel))
+      return make_error(ErrorKind::Invalid, "`", path, "` is a file of the kernel's, not of a package");
   FileIdentity id;
   id.path = path;
   id.size = uint64_t(st.st_size);
   id.mode = st.st_mode & 07777;
   id.uid = st.st_uid;
   id.gid = st.st_gid;
-  {
-    UniqueFd fd = SL_TRY(sys::open(path, O_RDONLY));
-    id.build_id = SL_TRY(elf_build_id_of(fd.get(), path));
-  }
+  id.build_id = SL_TRY(elf_build_id_of(fd.get(), path));
   if (id.build_id.empty()) {
-    auto data = SL_TRY(sys::read_file(path, size_t(1) << 30));
-    id.size = data.size();
+    uint64_t whole = uint64_t(1) << 30;
+    uint64_t& left = budget ? *budget : whole;
+    if (id.size > left)
+      return make_error(ErrorKind::Invalid, "`", path, "` (", id.size, " bytes) is beyond what is left to read (", left,
+                        " bytes)");
+    std::string data(size_t(id.size) + 1, '\0');
+    size_t got = 0;
+    for (ssize_t n;
+         got < data.size() && (n = ::pread(fd.get(), data.data() + got, data.size() - got, off_t(got))) != 0;)
+      if (n < 0 && errno != EINTR)
+        return errno_error(cat("read `", path, "`"));
+      else if (n > 0)
+        got += size_t(n);
+    if (got != id.size) return make_error(ErrorKind::Invalid, "`", path, "` changed while it was read");
+    data.resize(got);
+    left -= got;
     id.build_id = elf_build_id(data);
     if (id.build_id.empty()) id.sha256 = sha256_hex(data);
   }

@@ -35,8 +35,11 @@ std::string elf_build_id(std::string_view contents);
 // identified without reading them whole, which is slow under TCG); empty if it has none.
 Result<std::string> elf_build_id_of(int fd, const std::string& path);
 
-// Reads the file at path (regular files only; up to 1 GiB).
-Result<FileIdentity> identify(const std::string& path);
+// Identifies the file at path: a regular file only, opened without blocking (a fifo or a
+// device is refused at once) and never on a kernel file system (/proc, /sys, ...: their
+// files claim size 0 and read without end). ELF files by their build-id (headers only);
+// others are read whole, at most *budget bytes (taken from it; default 1 GiB).
+Result<FileIdentity> identify(const std::string& path, uint64_t* budget = nullptr);
 
 // A path as packs and manifests may name a file on the other side: absolute, at most
 // 4096 bytes, no NUL, no empty, `.` or `..` components.

@@ -251,7 +251,7 @@ bool valid_hostname(std::string_view name) {
     if (c == '.') {
       if (label == 0 || name[i - 1] == '-') return false;
       label = 0;
-    } else if (std::isalnum(static_cast<unsigned char>(c)) || (c == '-' && label > 0)) {
+    } else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (c == '-' && label > 0)) {
       if (++label > 63) return false;
     } else {
       return false;

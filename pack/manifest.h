@@ -91,7 +91,7 @@ bool valid_service_name(const std::string& name);
 // The schema of the manifest's identity and network fields (a manifest is written by a
 // guest: each is refused by name unless it is plainly what it claims to be; a sink runs
 // `ip` with them as separate arguments, never as text of a batch or a shell).
-bool valid_hostname(std::string_view name);        // RFC 1123 labels, at most 64 bytes
+bool valid_hostname(std::string_view name);        // labels of [A-Za-z0-9_-], at most 64 bytes
 bool valid_interface_name(std::string_view name);  // what Linux takes: 1-15 of [A-Za-z0-9._-]
 bool valid_mac(std::string_view mac);              // "xx:xx:xx:xx:xx:xx", unicast, not zero
 // A plain IPv4 or IPv6 address as inet_pton reads it (`ipv6` picks the family if given).

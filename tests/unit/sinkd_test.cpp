@@ -197,6 +197,44 @@ TEST(PackCheck, OtherCodeIsATemplateMismatch) {
   EXPECT_NE(c.error().message.find("libnot-here.so"), std::string::npos) << c.error().message;
 }
 
+// A manifest naming the kernel's files, devices and fifos (one of pagemap cost 1 GiB and
+// 2.6 s a time): each refused at once, nothing read; a large file named many times costs
+// the check's budget once.
+TEST(PackCheck, SpecialFilesAreRefusedAtOnce) {
+  auto dir = TempDir::create();
+  ASSERT_TRUE(dir.ok());
+  ASSERT_EQ(::mkfifo((*dir / "fifo").c_str(), 0600), 0);
+  std::vector<packfmt::FileIdentity> files;
+  for (const std::string& p :
+       {std::string("/proc/self/pagemap"), std::string("/proc/kcore"), std::string("/sys/kernel/notes"),
+        std::string("/dev/zero"), std::string("/dev/urandom"), *dir / "fifo"})
+    for (int i = 0; i < 50; ++i) files.push_back({p, 0, "", std::string(64, '0'), "map"});
+  const auto t0 = Clock::now();
+  auto c = check_manifest(manifest_of(files));
+  const double took = seconds_since(t0);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("300 code file(s) differ"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("`/proc/self/pagemap` is a file of the kernel's"), std::string::npos)
+      << c.error().message;
+  auto fifo = packfmt::identify(*dir / "fifo");
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_NE(fifo.error().message.find("is not a regular file"), std::string::npos) << fifo.error().message;
+  auto zero = packfmt::identify("/dev/zero");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.error().message.find("is not a regular file"), std::string::npos);
+  // Not a timing assertion: a hang (a fifo opened blocking) would never get here.
+  std::printf("300 special files checked in %.3f s\n", took);
+
+  // A budget: a file read to be hashed counts against it, the next one beyond it is refused.
+  ASSERT_TRUE(sys::write_file(*dir / "big", std::string(4096, 'x')).ok());
+  uint64_t budget = 6000;
+  EXPECT_TRUE(packfmt::identify(*dir / "big", &budget).ok());
+  EXPECT_EQ(budget, 6000u - 4096u);
+  auto beyond = packfmt::identify(*dir / "big", &budget);
+  ASSERT_FALSE(beyond.ok());
+  EXPECT_NE(beyond.error().message.find("beyond what is left to read"), std::string::npos) << beyond.error().message;
+}
+
 TEST(PackCheck, WholePacksThroughTheReader) {
   auto dir = TempDir::create();
   ASSERT_TRUE(dir.ok());
