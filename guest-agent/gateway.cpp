@@ -548,11 +548,18 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
   auto body = [&]() -> Result<Manifest> {
     auto m = SL_TRY(Manifest::parse(text));
     SL_TRY_CTX(check_files(m, file_roots(env, m)), "this machine does not match the pack");
-    // The addresses the sockets were bound to, on a dummy link in the throw-away netns.
-    std::string script = "ip link set lo up && ip link add sl0 type dummy && ip link set sl0 up";
+    // The addresses the sockets were bound to, on a dummy link in the throw-away netns. The
+    // script is fixed text: the addresses (checked by Manifest::parse) are its arguments
+    // before `--`, CRIU's command line after it.
+    static constexpr const char* kScript =
+        "ip link set lo up && ip link add sl0 type dummy && ip link set sl0 up; "
+        "while [ \"$1\" != -- ]; do ip addr add \"$1\" dev sl0 nodad 2>/dev/null; shift; done; shift; "
+        "\"$@\"; rc=$?; kill -9 -1 2>/dev/null; exit $rc";
+    std::vector<std::string> wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",
+                                        "--fork",  "--mount-proc", "/bin/sh", "-c",      kScript, "prewarm"};
     for (const auto& i : m.interfaces)
-      for (const auto& a : i.addresses) script += cat(" && ip addr add ", a, " dev sl0 nodad 2>/dev/null || true");
-    script += "; \"$@\"; rc=$?; kill -9 -1 2>/dev/null; exit $rc";
+      for (const auto& a : i.addresses) wrapper.push_back(a);
+    wrapper.push_back("--");
     for (const auto& g : m.gateways) {
       auto ends = SL_TRY_CTX(open_stream_ends(g.streams, StreamMode::Dummy), "dummy restore of gateway `", g.name, "`");
       RestoreRequest req;
@@ -562,8 +569,7 @@ Result<Manifest> prewarm(Env& env, const std::string& pack_path, const PackLimit
       req.external_datagrams = !g.loggers.empty();
       SL_TRY(open_devices(g.devices, &ends.fds, &req.inherit));
       req.log_name = "prewarm.log";
-      req.wrapper = {"unshare", "--net",        "--pid",   "--mount", "--uts", "--ipc",
-                     "--fork",  "--mount-proc", "/bin/sh", "-c",      script,  "prewarm"};
+      req.wrapper = wrapper;
       SL_TRY_CTX(env.criu->restore(req), "dummy restore of gateway `", g.name, "`");
     }
     return m;

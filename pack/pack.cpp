@@ -582,7 +582,10 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
     for (const auto& rel : rel_paths) {
       SL_TRY_CTX(check_entry_name(rel), "adding `", rel, "` to a pack");
       const std::string file = root + "/" + rel;
-      auto data = SL_TRY(sys::read_file(file, uint64_t(1) << 31));
+      // Resolved inside `root`, the last name not followed: a sink container's images
+      // directory is the container's to plant links in.
+      UniqueFd in = SL_TRY(sys::open_in_root(root, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK));
+      auto data = SL_TRY(sys::read_fd(in.get(), size_t(1) << 31, file));
       if (!is_page_image(rel) || pages.files() >= kMaxDedupFiles) {
         SL_TRY(write_entry(*w, rel, data));
         continue;
@@ -816,7 +819,7 @@ std::vector<std::string> list_pack_files(const std::string& root) {
   // (sinkd's containers), which resolving would take back to this process's own root.
   const std::filesystem::path base(root);
   for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
+    if (it->symlink_status(ec).type() != std::filesystem::file_type::regular) continue;  // links are not followed
     // CRIU's logs (verbose: often larger than the images) and pid files stay here (not
     // the guest's own files that come with its file tree).
     const std::string rel = it->path().lexically_relative(base).string();

@@ -3,6 +3,7 @@
 // (stop, CRIU dump, pack), remove, list, and recovery after a daemon restart.
 #include "sinkd/sink.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -56,10 +57,8 @@ uint64_t pss_kb(const std::string& pid) {
 // usually a tmpfs: they (and CRIU's verbose log, 1.5 MB for apache2) would cost the sink
 // as much memory as the gateway itself. `dir` is seen through the container's overlay
 // (Container::root); the pack's manifest, one level up, stays for a restarted daemon.
-void drop_images(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  if (ec) SL_LOG(Warn, kModule, "cannot remove `", dir, "`: ", ec.message());
+void drop_images(const Container& c, const std::string& dir) {
+  if (auto r = sys::remove_in_root(c.root(), dir); !r.ok()) SL_LOG(Warn, kModule, "cannot remove: ", r.error().message);
 }
 
 // The gateway's streams to the drain as they are now: the socket each holder has (the
@@ -357,7 +356,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
       return errno_error(cat("rename `", incoming, "` to `", images, "`"));
     auto criu = opt_.criu_for(*g->container);
     SL_TRY(restore_gateways(*criu, kImages, checked.manifest.gateways, drains(*g->container)));
-    for (const auto& gw : checked.manifest.gateways) drop_images(g->container->root() + kImages + "/" + gw.dir);
+    for (const auto& gw : checked.manifest.gateways) drop_images(*g->container, cat(kImages, "/", gw.dir));
     // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
     lower_fd_limits_inside(g->container->processes(), checked.manifest.gateways);
     g->manifest = checked.manifest;
@@ -539,9 +538,9 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   // Through the container's own root, never behind its overlay: the overlay caches what it
   // has looked up, so a directory made in the upper layer after a lookup stays invisible
   // inside (CRIU: "Can't open dir"), and a file removed there keeps its space.
-  const std::string out_root = c.root() + kImages + "/out";
+  const std::string out_dir = cat(kImages, "/out");
   std::error_code ec;
-  std::filesystem::remove_all(out_root, ec);
+  drop_images(c, out_dir);
   for (auto& gw : m.gateways) {
     std::vector<pid_t> here;
     for (pid_t p : gw.pids) here.push_back(here_of[p]);
@@ -558,12 +557,8 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   }
   auto criu = opt_.criu_for(c);
   auto dumped =
-      dump_gateways(*criu, cat(kImages, "/out"), m.gateways, drains(c), [&](const std::string& dir) -> Result<void> {
-        std::error_code mk;
-        std::filesystem::create_directories(c.root() + dir, mk);
-        if (mk) return make_error(ErrorKind::System, "creating `", dir, "` in the container: ", mk.message());
-        return ok();
-      });
+      dump_gateways(*criu, cat(kImages, "/out"), m.gateways, drains(c),
+                    [&](const std::string& dir) -> Result<void> { return sys::make_dirs_in_root(c.root(), dir); });
   if (!dumped.ok()) {
     // What is in the container now (the gateways as they were, or those put back) gets its
     // own limits again.
@@ -575,9 +570,14 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
   // The hand-back is on the wake path: gzip, several times faster to write than xz.
   packfmt::PackOptions pack_options;
   pack_options.compression = packfmt::Compression::Gzip;
+  // The images directory as an open descriptor: nothing the container plants on the way
+  // there leads out (write_pack resolves every file inside it).
+  UniqueFd images = SL_TRY(sys::open_in_root(c.root(), out_dir, O_PATH | O_DIRECTORY));
+  const std::string out_root = cat("/proc/self/fd/", images.get());
   SL_TRY_CTX(packfmt::write_pack(out, m.to_json(), out_root, packfmt::list_pack_files(out_root), pack_options),
              "writing `", out, "`");
-  std::filesystem::remove_all(out_root, ec);
+  images.reset();
+  drop_images(c, out_dir);
   (void)sys::write_file(c.dir() + kHandedBack, out, 0600);
   return out;
 }

@@ -3,6 +3,7 @@
 // real unix socket: greeting, negotiation, replies with ids, error classes, bad input
 // answered with errors while the session goes on, events; and the template check of packs.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_queue.h>
@@ -16,6 +17,7 @@
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
+#include "pack/pack.h"
 #include "qmp/commands.h"
 #include "qmp/server.h"
 #include "qmp/socket.h"
@@ -283,6 +285,61 @@ TEST(Container, DummiesAreSparseFilesOfTheRightSizeInsideTheUpperLayer) {
   std::filesystem::create_directory_symlink(dir->path(), upper + "/link");
   EXPECT_FALSE(make_dummy(upper, dummy("/link/out", 1), lower).ok());
   EXPECT_FALSE(std::filesystem::exists(*dir / "out"));
+}
+
+// sinkd works in a container's root through /proc/INIT/root: links and `..` the
+// container plants there (an absolute link once made a clean-up delete a directory of the
+// sink's) lead nowhere outside it, for reads, writes, removals and the hand-back's pack.
+TEST(Container, LinksPlantedInItsRootLeadNowhereOutside) {
+  TempDir dir = TempDir::create().value();
+  const std::string root = dir / "root", outside = dir / "outside";
+  std::filesystem::create_directories(root + "/images/gw/7");
+  std::filesystem::create_directories(outside + "/out");
+  ASSERT_TRUE(sys::write_file(outside + "/secret", "the sink's own").ok());
+  ASSERT_TRUE(sys::write_file(outside + "/out/keep", "x").ok());
+  ASSERT_TRUE(sys::write_file(root + "/images/gw/7/core-7.img", "image").ok());
+  std::filesystem::create_symlink(outside, root + "/.seamless");             // absolute, out of the root
+  std::filesystem::create_symlink("../../../outside", root + "/images/up");  // `..` past the root
+  std::filesystem::create_symlink(outside + "/secret", root + "/images/gw/7/pages-1.img");
+  std::filesystem::create_symlink("/", root + "/images/gw/7/slash");
+
+  // Removals: the link goes (or nothing happens), never what it points to.
+  EXPECT_TRUE(sys::remove_in_root(root, ".seamless/out").ok());
+  EXPECT_TRUE(std::filesystem::exists(outside + "/out/keep"));
+  EXPECT_TRUE(sys::remove_in_root(root, "images/up/out").ok());
+  EXPECT_TRUE(std::filesystem::exists(outside + "/out/keep"));
+  EXPECT_TRUE(sys::remove_in_root(root, "../outside/out").ok());
+  EXPECT_TRUE(std::filesystem::exists(outside + "/out/keep"));
+  EXPECT_FALSE(sys::remove_in_root(root, "").ok()) << "never the root itself";
+
+  // Directories made for CRIU: not through a link.
+  EXPECT_FALSE(sys::make_dirs_in_root(root, ".seamless/out/gw").ok());
+  EXPECT_FALSE(std::filesystem::exists(outside + "/out/gw"));
+  EXPECT_TRUE(sys::make_dirs_in_root(root, "images/out/gw/9").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(root + "/images/out/gw/9"));
+
+  // Reads: an absolute link resolves inside the root, where there is no secret.
+  auto secret = sys::open_in_root(root, "images/gw/7/pages-1.img", O_RDONLY);
+  EXPECT_FALSE(secret.ok());
+  auto up = sys::open_in_root(root, "images/up/secret", O_RDONLY);
+  EXPECT_FALSE(up.ok());
+  auto real = sys::open_in_root(root, "images/gw/7/slash/images/gw/7/core-7.img", O_RDONLY);
+  ASSERT_TRUE(real.ok()) << "`/` is the root: " << real.error().message;
+  EXPECT_EQ(sys::read_fd(real->get(), 100, "core").value(), "image");
+
+  // The hand-back's pack: the planted link is neither listed nor read.
+  const std::string images = root + "/images";
+  EXPECT_EQ(packfmt::list_pack_files(images), std::vector<std::string>{"gw/7/core-7.img"});
+  const std::string pack = dir / "out.pack";
+  ASSERT_TRUE(packfmt::write_pack(pack, manifest_of({}).to_json(), images, packfmt::list_pack_files(images)).ok());
+  auto linked = packfmt::write_pack(pack, manifest_of({}).to_json(), images, {"gw/7/pages-1.img"});
+  ASSERT_FALSE(linked.ok()) << "a link named as an image is not followed";
+
+  // Removing the whole tree takes the links, not their targets.
+  EXPECT_TRUE(sys::remove_in_root(root, "images").ok());
+  EXPECT_FALSE(std::filesystem::exists(root + "/images"));
+  EXPECT_EQ(sys::read_file(outside + "/secret").value(), "the sink's own");
+  EXPECT_TRUE(std::filesystem::exists(outside + "/out/keep"));
 }
 
 TEST(Container, IdsNamePlainDirectories) {
