@@ -116,13 +116,10 @@ class Walker {
         continue;
       UniqueFd fd(::open((root_ + p).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       if (!fd.valid()) continue;  // write-only files (cgroup.kill, memory.reclaim)
-      std::string data(size_t(packfmt::kMaxTreeContent) + 1, '\0');
-      size_t got = 0;
-      ssize_t n_read = 0;
-      while (got < data.size() && (n_read = ::read(fd.get(), data.data() + got, data.size() - got)) > 0)
-        got += size_t(n_read);
-      if (n_read < 0 || got > packfmt::kMaxTreeContent || contents_ + got > packfmt::kTreeContentBudget) continue;
-      data.resize(got);
+      auto read = sys::read_fd(fd.get(), packfmt::kMaxTreeContent, p);
+      if (!read.ok() || contents_ + read->size() > packfmt::kTreeContentBudget) continue;
+      std::string data = std::move(read).value();
+      const size_t got = data.size();
       s.st_size = off_t(got);
       TreeEntry* f = record(p, s, TreeEntry::Kind::File);
       if (!f) continue;
@@ -208,13 +205,9 @@ class Walker {
     UniqueFd fd(::open((root_ + f->path).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st {};
     if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != f->size) return;
-    std::string data(size_t(f->size) + 1, '\0');
-    size_t got = 0;
-    for (ssize_t n; got < data.size() && (n = ::read(fd.get(), data.data() + got, data.size() - got)) > 0;)
-      got += size_t(n);
-    if (got != f->size) return;  // it changed meanwhile: a stand-in of the recorded size
-    data.resize(got);
-    f->data = std::move(data);
+    auto data = sys::read_fd(fd.get(), f->size, f->path);
+    if (!data.ok() || data->size() != f->size) return;  // it changed meanwhile: a stand-in of the recorded size
+    f->data = std::move(data).value();
     f->content = true;
     contents_ += f->size;
   }

@@ -107,16 +107,9 @@ Result<FileIdentity> identify(const std::string& path, uint64_t* budget) {
     if (id.size > left)
       return make_error(ErrorKind::Invalid, "`", path, "` (", id.size, " bytes) is beyond what is left to read (", left,
                         " bytes)");
-    std::string data(size_t(id.size) + 1, '\0');
-    size_t got = 0;
-    for (ssize_t n;
-         got < data.size() && (n = ::pread(fd.get(), data.data() + got, data.size() - got, off_t(got))) != 0;)
-      if (n < 0 && errno != EINTR)
-        return errno_error(cat("read `", path, "`"));
-      else if (n > 0)
-        got += size_t(n);
-    if (got != id.size) return make_error(ErrorKind::Invalid, "`", path, "` changed while it was read");
-    data.resize(got);
+    auto data = SL_TRY(sys::read_fd(fd.get(), id.size, path));
+    if (data.size() != id.size) return make_error(ErrorKind::Invalid, "`", path, "` changed while it was read");
+    const size_t got = data.size();
     left -= got;
     id.build_id = elf_build_id(data);
     if (id.build_id.empty()) id.sha256 = sha256_hex(data);

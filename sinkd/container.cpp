@@ -333,13 +333,10 @@ Result<void> build_tree_layer(const std::string& layer, const std::vector<packfm
         const std::string from = cat(contents, "/", packfmt::kTreeContents, e->path);
         UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
         if (contents.empty() || !in.valid()) return errno_error(cat("the contents of `", e->path, "` (`", from, "`)"));
-        std::string data(size_t(e->size) + 1, '\0');
-        size_t got = 0;
-        for (ssize_t n; got < data.size() && (n = ::read(in.get(), data.data() + got, data.size() - got)) > 0;)
-          got += size_t(n);
-        if (got != e->size)
+        auto data = sys::read_fd(in.get(), e->size, from);
+        if (!data.ok() || data->size() != e->size)
           return make_error(ErrorKind::Invalid, "the contents of `", e->path, "` are not ", e->size, " bytes");
-        SL_TRY(sys::write_all(f.get(), std::string_view(data.data(), got), Deadline(Millis(10000))));
+        SL_TRY(sys::write_all(f.get(), *data, Deadline(Millis(10000))));
       } else if (f.valid() && ::ftruncate(f.get(), off_t(e->size)) != 0) {
         return errno_error(cat("size `", where, "`"));
       }
