@@ -73,6 +73,8 @@ Result<void> sys_mount(const std::string& src, const std::string& target, const 
 }
 
 constexpr const char* kLoggersFile = "/loggers";
+// What the gateways of one container may keep in /dev/shm.
+constexpr uint64_t kShmBytes = uint64_t(64) << 20;
 
 // A datagram socket bound at `path` (inside the container: its root is ours now), making
 // the directories above it.
@@ -91,6 +93,31 @@ Result<UniqueFd> bind_logger(const std::string& path) {
     return errno_error(cat("logger: bind `", path, "`"));
   ::chmod(path.c_str(), 0666);
   return fd;
+}
+
+// The container's /dev: a small tmpfs with the harmless devices bound from the sink's
+// (never its disks or consoles), pseudo-terminals of its own (a restored SSH session gets
+// back its pty number) and a size-limited /dev/shm.
+Result<void> make_dev(const std::string& dev) {
+  SL_TRY(sys_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64"));
+  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    const std::string at = cat(dev, "/", node);
+    UniqueFd f(::open(at.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
+    if (!f.valid()) return errno_error(cat("create `", at, "`"));
+    SL_TRY(sys_mount(cat("/dev/", node), at, nullptr, MS_BIND));
+  }
+  for (const char* d : {"pts", "shm"})
+    if (::mkdir(cat(dev, "/", d).c_str(), 0755) != 0) return errno_error(cat("mkdir `", dev, "/", d, "`"));
+  SL_TRY(sys_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+  if (UniqueFd f(::open((dev + "/ptmx").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)); !f.valid())
+    return errno_error(cat("create `", dev, "/ptmx`"));
+  SL_TRY(sys_mount(dev + "/pts/ptmx", dev + "/ptmx", nullptr, MS_BIND));
+  SL_TRY(sys_mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, cat("mode=1777,size=", kShmBytes)));
+  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}})
+    if (::symlink(target, cat(dev, "/", name).c_str()) != 0) return errno_error(cat("symlink `", dev, "/", name, "`"));
+  return ok();
 }
 
 // Runs as the container's pid 1 before anything else runs there. The loggers the
@@ -113,12 +140,7 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname, std
   }
   SL_TRY(sys_mount("overlay", root, "overlay", 0,
                    cat("lowerdir=", lower, "/,upperdir=", dir, "/upper,workdir=", dir, "/work")));
-  SL_TRY(sys_mount("/dev", root + "/dev", nullptr, MS_BIND | MS_REC));
-  // Pseudo-terminals of its own: a restored SSH session gets back its pty number.
-  SL_TRY(sys_mount("devpts", root + "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                   "newinstance,ptmxmode=0666,mode=0620,gid=5"));
-  SL_TRY(sys_mount(root + "/dev/pts/ptmx", root + "/dev/ptmx", nullptr, MS_BIND));
-  SL_TRY(sys_mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  SL_TRY(make_dev(root + "/dev"));
   const std::string old = root + "/.oldroot";
   if (::mkdir(old.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(cat("mkdir `", old, "`"));
   if (::chdir(root.c_str()) != 0) return errno_error(cat("chdir `", root, "`"));

@@ -255,6 +255,17 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
                                 {"/run/seamless-sinkd/containers/rt/upper/.seamless", "-type", "f"});
   ASSERT_TRUE(kept.ok()) << kept.error().message;
   EXPECT_EQ(*kept, "/run/seamless-sinkd/containers/rt/upper/.seamless/manifest.json\n");
+  // The gateway's /dev: the harmless devices and its own pseudo-terminals, none of the
+  // sink's disks, memory or consoles.
+  auto dev = qmp::guest_run_ok(
+      *sink_->agent, "/bin/sh",
+      {"-c", "nsenter -t $(sed 's/.*\"init\":\\([0-9]*\\).*/\\1/' /run/seamless-sinkd/containers/rt/state.json) -m -r "
+             "ls /dev | tr '\\n' ' '"});
+  ASSERT_TRUE(dev.ok()) << dev.error().message;
+  for (const char* present : {" null ", " urandom ", " pts ", " shm ", " ptmx "})
+    EXPECT_NE((" " + *dev).find(present), std::string::npos) << present << " in " << *dev;
+  for (const char* absent : {" vda ", " sda ", " mem ", " kmsg ", " console ", " vport", " hvc0 "})
+    EXPECT_EQ((" " + *dev).find(absent), std::string::npos) << absent << " in " << *dev;
 
   // Two minutes idle with keep-alives: dropbear's timers, polls and keep-alive replies are
   // served in the sink, and the kernel there answers the TCP keep-alives.
