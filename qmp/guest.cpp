@@ -3,7 +3,6 @@
 #include "qmp/guest.h"
 
 #include <algorithm>
-
 #include <thread>
 
 #include "common/encoding.h"
@@ -67,7 +66,11 @@ Result<std::string> guest_run_ok(Channel& agent, const std::string& path, const 
   auto st = SL_TRY(guest_run(agent, path, args, opts));
   if (st.exitcode.value_or(-1) != 0) {
     std::string how = st.signal ? cat("killed by signal ", *st.signal) : cat("exit code ", st.exitcode.value_or(-1));
-    return make_error(ErrorKind::Remote, "`", path, "` failed in the guest (", how, "): ", trimmed(st.err));
+    // Both streams: seamless-guest says why on stdout (one JSON object, errors and aborts too).
+    std::string said = trimmed(st.err);
+    if (std::string out = trimmed(st.out); !out.empty())
+      said += cat(said.empty() ? "" : "; ", "stdout: ", out.substr(0, 4000), out.size() > 4000 ? " ..." : "");
+    return make_error(ErrorKind::Remote, "`", path, "` failed in the guest (", how, "): ", said);
   }
   return std::move(st.out);
 }

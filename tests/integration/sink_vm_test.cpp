@@ -259,8 +259,9 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   // sink's disks, memory or consoles.
   auto dev = qmp::guest_run_ok(
       *sink_->agent, "/bin/sh",
-      {"-c", "nsenter -t $(sed 's/.*\"init\":\\([0-9]*\\).*/\\1/' /run/seamless-sinkd/containers/rt/state.json) -m -r "
-             "ls /dev | tr '\\n' ' '"});
+      {"-c",
+       "nsenter -t $(sed 's/.*\"init\":\\([0-9]*\\).*/\\1/' /run/seamless-sinkd/containers/rt/state.json) -m -r "
+       "ls /dev | tr '\\n' ' '"});
   ASSERT_TRUE(dev.ok()) << dev.error().message;
   for (const char* present : {" null ", " urandom ", " pts ", " shm ", " ptmx "})
     EXPECT_NE((" " + *dev).find(present), std::string::npos) << present << " in " << *dev;

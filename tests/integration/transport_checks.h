@@ -108,8 +108,14 @@ inline void check_exec(qmp::Channel& agent) {
   qmp::RunOptions opts;
   opts.input = "fed through stdin\n";
   EXPECT_EQ(SL_ASSERT_OK(qmp::guest_run_ok(agent, "/bin/cat", {}, opts)), "fed through stdin\n");
+  // The agent itself says the program is missing (a transport failure is no such answer).
   auto missing = qmp::guest_run(agent, "/nonexistent/program", {});
-  EXPECT_FALSE(missing.ok() && missing->exitcode == 0);
+  if (missing.ok()) {
+    EXPECT_NE(missing->exitcode.value_or(0), 0) << "a missing program ran";
+  } else {
+    EXPECT_EQ(missing.error().kind, ErrorKind::Remote) << missing.error().message;
+    EXPECT_NE(missing.error().message.find("/nonexistent/program"), std::string::npos) << missing.error().message;
+  }
 }
 
 inline void check_file_round_trip(qmp::Channel& agent, size_t bytes = 5 << 20) {

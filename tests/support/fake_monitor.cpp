@@ -3,8 +3,11 @@
 #include "tests/support/fake_monitor.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <unistd.h>
+
+#include <utility>
 
 #include "common/sys.h"
 #include "qmp/framing.h"
@@ -28,7 +31,11 @@ FakeMonitor::FakeMonitor(Kind kind, std::string greeting)
   thread_ = std::thread([this] { serve(); });
 }
 
-FakeMonitor::~FakeMonitor() { (void)finish(); }
+// What a test did not collect with finish() fails it here: an expected command that never
+// came, an unexpected or malformed one.
+FakeMonitor::~FakeMonitor() {
+  for (const auto& p : finish()) ADD_FAILURE() << "fake monitor: " << p;
+}
 
 void FakeMonitor::expect(const std::string& command, std::vector<std::string> replies) {
   std::lock_guard lock(mu_);
@@ -55,7 +62,7 @@ std::vector<std::string> FakeMonitor::finish() {
   std::lock_guard lock(mu_);
   for (const auto& e : expected_) problems_.push_back("expected command never arrived: " + e.first);
   expected_.clear();
-  return problems_;
+  return std::exchange(problems_, {});
 }
 
 bool FakeMonitor::emit(const std::string& raw, const std::string& id) {

@@ -135,6 +135,17 @@ TEST(QgaClient, RunOkReportsFailureWithStderr) {
   auto out = guest_run_ok(*agent, "cat", {"/nope"});
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.error().message.find("exit code 1): no such file"), std::string::npos) << out.error().message;
+
+  // What a program says on stdout about its failure reaches the caller too (seamless-guest's
+  // abort reasons: a caller retries a dump that user activity aborted).
+  const std::string said = R"({"ok":false,"aborted":"user activity during the dump: SYN from 10.77.0.1"})";
+  fake.expect("guest-exec", {R"({"return": {"pid": 6}})"});
+  fake.expect("guest-exec-status",
+              {R"({"return": {"exited": true, "exitcode": 3, "out-data": ")" + base64_encode(said + "\n") + "\"}}"});
+  auto aborted = guest_run_ok(*agent, "/usr/sbin/seamless-guest", {"dump"});
+  ASSERT_FALSE(aborted.ok());
+  EXPECT_NE(aborted.error().message.find("exit code 3): stdout: " + said), std::string::npos)
+      << aborted.error().message;
 }
 
 TEST(QgaClient, FileRoundTripInChunksIsVerified) {

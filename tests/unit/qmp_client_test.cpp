@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // QMP client against a scripted monitor on a real unix socket: greeting, replies,
 // events interleaved with replies, error replies, timeouts and every kind of bad input.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include "qmp/commands.h"
@@ -31,6 +32,16 @@ struct Connected {
     qmp = std::move(q).value();
   }
 };
+
+// The fake itself: what a test leaves unmet fails it (its destructor once swallowed that).
+TEST(FakeMonitorItself, UnmetExpectationsFailTheTest) {
+  EXPECT_NONFATAL_FAILURE(
+      {
+        FakeMonitor fake(FakeMonitor::Kind::Qmp);
+        fake.expect("stop", {"{\"return\": {}, \"id\": %ID%}"});
+      },
+      "expected command never arrived: stop");
+}
 
 TEST(QmpClient, GreetingCapabilitiesAndStatus) {
   Connected c;
