@@ -218,10 +218,11 @@ Result<void> PacketHold::rules(bool add) {
     for (const char* proto : {"tcp", "udp"}) {
       auto rule = [&](const char* op) {
         return run_ok({"nsenter", "--net=" + netns_, tool, "-w", "-t", "raw", op, "PREROUTING", "!", "-i", "lo", "-p",
-                       proto, "-j", "NFQUEUE", "--queue-num", std::to_string(queue_)});
+                       proto, "-j", "NFQUEUE", "--queue-num", std::to_string(queue_), "--queue-bypass"});
       };
-      // Loopback stays free (CRIU probes TCP repair there). Rules a previous daemon left (it died holding) go first:
-      // one of each, always.
+      // Loopback stays free (CRIU probes TCP repair there). With no daemon bound to the queue
+      // (it died holding) packets pass instead of being dropped for ever (--queue-bypass).
+      // Rules a previous daemon left go first: one of each, always.
       for (int i = 0; i < 16 && rule("-D").ok(); ++i) {
       }
       if (add) SL_TRY_CTX(rule("-I"), tool, " (", proto, ")");

@@ -13,7 +13,9 @@
 #include <netinet/in.h>
 #include <netpacket/packet.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -176,6 +178,40 @@ TEST_F(HoldTest, ClosingTheHoldRemovesItsRules) {
   EXPECT_EQ(rules6->find("NFQUEUE"), std::string::npos) << *rules6;
   send_to_b(tx.get(), "free");
   EXPECT_EQ(recv_for(rx.get(), Millis(5000)), "free");
+}
+
+// A daemon killed while it holds (its rules left behind, nobody bound to the queue): the
+// traffic passes instead of being dropped for ever, and the next hold replaces the rules.
+TEST_F(HoldTest, ADaemonKilledHoldingDropsNothingForEver) {
+  auto rx = udp(b_, "10.201.0.2", kPort);
+  auto tx = udp(a_, "10.201.0.1", 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto hold = PacketHold::open(path(b_));
+    ::raise(SIGKILL);  // no destructor, no clean-up: as a crash
+    ::_exit(hold.ok() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the holder did not get to hold";
+  auto rules = run_ok({"ip", "netns", "exec", b_, "iptables", "-t", "raw", "-S", "PREROUTING"});
+  ASSERT_TRUE(rules.ok());
+  EXPECT_NE(rules->find("NFQUEUE"), std::string::npos) << "its rules stay behind: " << *rules;
+  send_to_b(tx.get(), "after the crash");
+  EXPECT_EQ(recv_for(rx.get(), Millis(5000)), "after the crash");
+  {
+    auto again = PacketHold::open(path(b_));
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    auto now = run_ok({"ip", "netns", "exec", b_, "iptables", "-t", "raw", "-S", "PREROUTING"});
+    ASSERT_TRUE(now.ok());
+    size_t rules_now = 0;
+    for (size_t at = now->find("NFQUEUE"); at != std::string::npos; at = now->find("NFQUEUE", at + 1)) ++rules_now;
+    EXPECT_EQ(rules_now, 2u) << "one rule for TCP and one for UDP, the old ones gone: " << *now;
+    send_to_b(tx.get(), "held again");
+    wait_held(**again, 1);
+    EXPECT_EQ((*again)->held(), 1u);
+  }
 }
 
 TEST_F(HoldTest, AMissingNamespaceIsNamed) {
