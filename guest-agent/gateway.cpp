@@ -261,8 +261,11 @@ std::vector<std::string> file_roots(Env& env, const Manifest& m) {
   if (!env.services) return roots;
   for (const auto& g : m.gateways) {
     if (!g.own_mount_ns || g.unit.empty()) continue;
+    // Away, its stand-in keeps the unit's mount namespace; back home (a pack shipped after
+    // a restore in place), the unit's main process has it again.
     auto keeper = env.services->stand_in(g.unit);
-    if (keeper.ok()) roots.push_back(cat("/proc/", *keeper, "/root"));
+    if (!keeper.ok() || *keeper <= 0) keeper = env.services->main_pid(g.unit);
+    if (keeper.ok() && *keeper > 0) roots.push_back(cat("/proc/", *keeper, "/root"));
   }
   return roots;
 }
