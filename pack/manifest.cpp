@@ -172,8 +172,12 @@ Result<PackedGateway> parse_gateway(const Value& g) {
   if (g.HasMember("devices"))
     for (const auto& d : SL_TRY(bounded_array(g, "devices", kMaxSockets))->GetArray()) {
       SL_TRY(check_object(d, "device"));
-      DeviceFd dev{SL_TRY(qmp::get_string(d, "path")), uint64_t(SL_TRY(bounded_int(d, "mnt_id", 1, 0x7fffffff))),
-                   uint64_t(SL_TRY(bounded_int(d, "inode", 1, int64_t(1) << 62)))};
+      // Each field on its own: a return out of a braced initialiser would leak the members
+      // built before it.
+      DeviceFd dev;
+      dev.path = SL_TRY(qmp::get_string(d, "path"));
+      dev.mnt_id = uint64_t(SL_TRY(bounded_int(d, "mnt_id", 1, 0x7fffffff)));
+      dev.inode = uint64_t(SL_TRY(bounded_int(d, "inode", 1, int64_t(1) << 62)));
       // A restoring side opens it: only the harmless devices.
       if (!carried_device(dev.path))
         return make_error(ErrorKind::Protocol, "gateway `", out.name, "`: `", dev.path,
@@ -430,8 +434,10 @@ Result<Manifest> Manifest::parse(std::string_view text) {
     const Value* interfaces = SL_TRY(bounded_array(root, "interfaces", kMaxInterfaces));
     for (const auto& i : interfaces->GetArray()) {
       SL_TRY(check_object(i, "interface"));
-      Interface iface{SL_TRY(qmp::get_string(i, "name")), SL_TRY(qmp::get_string(i, "mac")),
-                      SL_TRY(string_array(i, "addresses"))};
+      Interface iface;
+      iface.name = SL_TRY(qmp::get_string(i, "name"));
+      iface.mac = SL_TRY(qmp::get_string(i, "mac"));
+      iface.addresses = SL_TRY(string_array(i, "addresses"));
       if (!valid_interface_name(iface.name))
         return make_error(ErrorKind::Protocol, "interface name ", qmp::quote(iface.name), " is not an interface name");
       if (std::any_of(m.interfaces.begin(), m.interfaces.end(), [&](auto& o) { return o.name == iface.name; }))
@@ -450,8 +456,11 @@ Result<Manifest> Manifest::parse(std::string_view text) {
     }
     for (const auto& r : SL_TRY(bounded_array(root, "routes", kMaxRoutes))->GetArray()) {
       SL_TRY(check_object(r, "route"));
-      Route route{SL_TRY(qmp::get_string(r, "dst")), SL_TRY(qmp::get_string(r, "via")),
-                  SL_TRY(qmp::get_string(r, "dev")), SL_TRY(qmp::get_bool(r, "ipv6"))};
+      Route route;
+      route.dst = SL_TRY(qmp::get_string(r, "dst"));
+      route.via = SL_TRY(qmp::get_string(r, "via"));
+      route.dev = SL_TRY(qmp::get_string(r, "dev"));
+      route.ipv6 = SL_TRY(qmp::get_bool(r, "ipv6"));
       if (route.dst != "default" && !valid_prefix(route.dst, route.ipv6) && !valid_address(route.dst, route.ipv6))
         return make_error(ErrorKind::Protocol, "route: destination ", qmp::quote(route.dst), " is not an IPv",
                           route.ipv6 ? 6 : 4, " prefix");

@@ -252,7 +252,10 @@ Result<Added> Added::parse(const qmp::Value& v) {
   a.init = SL_TRY(opt_count(v, "init"));
   for (const auto& g : SL_TRY(array(v, "gateways"))->GetArray()) {
     SL_TRY(object(g, "a gateway"));
-    a.gateways.push_back({SL_TRY(str(g, "name", kShort)), SL_TRY(opt_count(g, "root"))});
+    // Not in a braced list: a return out of one leaks the members built before it.
+    auto name = SL_TRY(str(g, "name", kShort));
+    auto root = SL_TRY(opt_count(g, "root"));
+    a.gateways.push_back({std::move(name), root});
   }
   a.processes = SL_TRY(opt_count(v, "processes"));
   a.dummies = SL_TRY(opt_count(v, "dummies"));
