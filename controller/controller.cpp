@@ -2,6 +2,7 @@
 // Park and wake, step by step.
 #include "controller/controller.h"
 
+#include <cctype>
 #include <ctime>
 #include <filesystem>
 #include <future>
@@ -21,6 +22,18 @@ namespace {
 
 constexpr const char* kModule = "controller";
 constexpr const char* kGuestPark = "/run/seamless-guest/park.pack";
+
+// Where a park records the memory knobs its swap-out changes until they are back (see
+// suspend::Options::limits_record): a seamlessd killed meanwhile leaves them for the next
+// park or wake of the domain. The name as a file name, anything but [A-Za-z0-9._-] as `_`.
+std::string limits_record(const std::string& domain) {
+  const std::string dir = "/run/seamless/limits";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string file;
+  for (char c : domain) file += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ? c : '_';
+  return cat(dir, "/", file, ".json");
+}
 constexpr const char* kGuestWake = "/run/seamless-guest/wake.pack";
 constexpr const char* kGuestShipment = "/run/seamless-guest/park.files";
 constexpr const char* kWakeDir = "/run/seamless/wakes";
@@ -442,6 +455,7 @@ Result<ParkResult> Controller::park(const std::string& name, const ParkOptions& 
   sopt.margin_bytes = cfg_.margin_mib << 20;
   sopt.throttle_bytes = cfg_.throttle_mib << 20;
   sopt.prefetch_timeout = cfg_.prefetch_timeout;
+  sopt.limits_record = limits_record(name);
   if (sopt.mode == suspend::Mode::Swap) {
     sopt.prefetch = GuestHelper::prewarm_command(kGuestPark);
     sopt.prefetch_room_bytes = cfg_.prefetch_room_mib << 20;
@@ -628,6 +642,7 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
         // The VM resumes (and its balloon deflates) while the sink checkpoints the gateway.
         auto resumed = std::async(std::launch::async, [&]() -> Result<void> {
           const auto t0 = Clock::now();
+          if (auto put = suspend::put_back_limits(*ldom, limits_record(name)); !put.ok()) return std::move(put).error();
           auto r = suspend::resume(*ldom, parked);
           result.resume = seconds_since(t0);
           return r;

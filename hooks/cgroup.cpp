@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <libcgroup.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -15,6 +16,7 @@
 
 #include "common/log.h"
 #include "common/sys.h"
+#include "qmp/json.h"
 
 namespace seamless::cgroup {
 namespace {
@@ -269,7 +271,13 @@ LimitGuard::~LimitGuard() {
 Result<void> LimitGuard::set(const std::string& knob, const std::string& value, std::optional<std::string> previous) {
   bool saved = false;
   for (const auto& [k, v] : saved_) saved = saved || k == knob;
-  if (!saved) saved_.emplace_back(knob, previous ? std::move(*previous) : SL_TRY(knobs_->read(knob)));
+  if (!saved) {
+    saved_.emplace_back(knob, previous ? std::move(*previous) : SL_TRY(knobs_->read(knob)));
+    if (auto r = write_record(); !r.ok()) {
+      saved_.pop_back();
+      return std::move(r).error().wrap(cat("recording `", knob, "` before changing it"));
+    }
+  }
   auto r = knobs_->write(knob, value);
   // A rejected write changed nothing (the kernel checks before it stores): nothing to undo.
   if (!r.ok() && !saved) saved_.pop_back();
@@ -288,8 +296,49 @@ Result<void> LimitGuard::restore() {
     }
   }
   saved_.clear();
-  if (first) return std::move(*first).wrap("restoring memory limits");
+  if (first) return std::move(*first).wrap("restoring memory limits");  // the record stays
+  if (!record_.empty()) ::unlink(record_.c_str());
   return ok();
+}
+
+Result<void> LimitGuard::write_record() const {
+  if (record_.empty()) return ok();
+  qmp::ArgWriter w;
+  w.str("group", knobs_->describe());
+  std::string knobs = "[";
+  for (size_t i = 0; i < saved_.size(); ++i)
+    knobs += cat(i ? "," : "", "[", qmp::quote(saved_[i].first), ",", qmp::quote(saved_[i].second), "]");
+  w.raw("knobs", knobs + "]");
+  // Whole or not at all: written aside, then renamed over the old one.
+  const std::string tmp = record_ + ".part";
+  SL_TRY(sys::write_file(tmp, w.finish(), 0600));
+  if (::rename(tmp.c_str(), record_.c_str()) != 0) return errno_error(cat("rename `", tmp, "`"));
+  return ok();
+}
+
+Result<size_t> put_back_recorded(Knobs& knobs, const std::string& record) {
+  if (record.empty() || ::access(record.c_str(), F_OK) != 0) return size_t(0);
+  auto text = SL_TRY(sys::read_file(record, 64 << 10));
+  auto json = SL_TRY_CTX(qmp::parse(text), "limits record `", record, "`");
+  const qmp::Value* list = SL_TRY_CTX(qmp::field(json.root(), "knobs"), "limits record `", record, "`");
+  if (!list->IsArray()) return make_error(ErrorKind::Protocol, "limits record `", record, "`: `knobs` is no list");
+  std::vector<std::pair<std::string, std::string>> saved;
+  for (const auto& k : list->GetArray()) {
+    if (!k.IsArray() || k.Size() != 2 || !k[0].IsString() || !k[1].IsString())
+      return make_error(ErrorKind::Protocol, "limits record `", record, "`: a knob is not [name, value]");
+    std::string name(k[0].GetString(), k[0].GetStringLength());
+    // Only the knobs a guard changes: the record names nothing else to write.
+    if (name.rfind("memory.", 0) != 0 || name.find('/') != std::string::npos)
+      return make_error(ErrorKind::Protocol, "limits record `", record, "`: `", name, "` is no memory knob");
+    saved.emplace_back(std::move(name), std::string(k[1].GetString(), k[1].GetStringLength()));
+  }
+  for (auto it = saved.rbegin(); it != saved.rend(); ++it)
+    SL_TRY_CTX(knobs.write(it->first, it->second), "putting back `", it->first, "` of ", knobs.describe(), " from `",
+               record, "`");
+  ::unlink(record.c_str());
+  SL_LOG(Warn, "cgroup", "put back ", saved.size(), " memory knob(s) of ", knobs.describe(),
+         " that an interrupted run had changed (", record, ")");
+  return saved.size();
 }
 
 Result<int64_t> Memory::file_cache() {
@@ -329,7 +378,7 @@ Result<void> lower_limit(LimitGuard& guard, const char* knob, int64_t bytes, con
 
 }  // namespace
 
-Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout) {
+Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout, const std::string& record) {
   if (memory.group().version != Version::V1)
     return make_error(ErrorKind::Invalid, "evicting only the page cache needs cgroup v1 (", memory.knobs().describe(),
                       ")");
@@ -337,6 +386,7 @@ Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeou
   if (!k.has("memory.swappiness")) return make_error(ErrorKind::NotFound, "no memory.swappiness in ", k.describe());
   Deadline deadline(timeout);
   LimitGuard guard(k);
+  guard.keep_record(record);
   SL_TRY(guard.set("memory.swappiness", "0"));
   SL_TRY(disable_oom_killer(k, guard));
   // Some of it may be dirty or in use: an eighth is left to spare (at least 4 MiB).
@@ -345,9 +395,10 @@ Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeou
   return guard;
 }
 
-Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout) {
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout, const std::string& record) {
   Deadline deadline(timeout);
   LimitGuard guard(memory.knobs());
+  guard.keep_record(record);
   Knobs& k = memory.knobs();
   const bool v1 = memory.group().version == Version::V1;
   if (v1) {

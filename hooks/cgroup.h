@@ -77,8 +77,10 @@ std::string format_limit(Version v, std::optional<int64_t> bytes);
 class LimitGuard {
  public:
   explicit LimitGuard(Knobs& knobs) : knobs_(&knobs) {}
-  LimitGuard(LimitGuard&& other) noexcept : knobs_(other.knobs_), saved_(std::move(other.saved_)) {
+  LimitGuard(LimitGuard&& other) noexcept
+      : knobs_(other.knobs_), saved_(std::move(other.saved_)), record_(std::move(other.record_)) {
     other.saved_.clear();
+    other.record_.clear();
   }
   LimitGuard& operator=(LimitGuard&&) = delete;
   LimitGuard(const LimitGuard&) = delete;
@@ -89,11 +91,22 @@ class LimitGuard {
                    std::optional<std::string> previous = std::nullopt);
   Result<void> restore();
   bool active() const { return !saved_.empty(); }
+  // Keeps the values to put back in a file as well (written before each change, removed
+  // once restored): a process killed while a VM is throttled leaves it for the next run,
+  // which puts the limits back with put_back_recorded().
+  void keep_record(std::string path) { record_ = std::move(path); }
 
  private:
+  Result<void> write_record() const;
   Knobs* knobs_;
   std::vector<std::pair<std::string, std::string>> saved_;
+  std::string record_;
 };
+
+// Puts back the values a killed run recorded (LimitGuard::keep_record) at `record`, newest
+// first, and removes the record; how many knobs it wrote (0: there was no record). A knob
+// that cannot be written keeps the record for the next attempt.
+Result<size_t> put_back_recorded(Knobs& knobs, const std::string& record);
 
 // Lowers the group's memory limit to `bytes` (v1: memory.limit_in_bytes; v2: memory.max),
 // returning the guard that lifts it again. The limit steps down by halves, and a write
@@ -102,13 +115,16 @@ class LimitGuard {
 // throttled: a vCPU thread faulting faster than the host swaps would otherwise get QEMU
 // killed (seen under TCG); with it off the thread waits until the limit is lifted.
 // (v2 has no such switch.)
-Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000));
+// `record`: where the guard keeps its values until restored (keep_record; "" = nowhere).
+Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000),
+                            const std::string& record = "");
 
 // Evicts the group's page cache and nothing else: v1 only (its swappiness 0 keeps limit
 // reclaim off anonymous memory), the limit lowered to usage minus `cache` plus an eighth,
 // the OOM killer off meanwhile (an allocation waits instead). The kernel reclaims while the
 // limit is written; the returned guard puts every knob back. For a paused VM: QEMU's page
 // cache is the host's copy of what the guest read from its disk, which it caches itself.
-Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout = Millis(2000));
+Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout = Millis(2000),
+                                    const std::string& record = "");
 
 }  // namespace seamless::cgroup

@@ -162,7 +162,8 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   // (2) Squeeze QEMU's cgroup so the host swaps the rest out; (3) lift the limit again.
   if (report) report->usage_before = SL_TRY(mem->usage());
   {
-    auto guard = SL_TRY_CTX(cgroup::throttle(*mem, opts.throttle_bytes), "throttling `", domain.name(), "`");
+    auto guard = SL_TRY_CTX(cgroup::throttle(*mem, opts.throttle_bytes, Millis(30000), opts.limits_record),
+                            "throttling `", domain.name(), "`");
     auto settled = wait_settled(*mem, opts.throttle_bytes, opts.settle_timeout);
     auto restored = guard.restore();
     if (!settled.ok()) return std::move(settled).error().wrap("waiting for the swap-out");
@@ -212,7 +213,7 @@ Result<Parked> suspend_swap(Domain& domain, const Options& opts, Report* report)
   // from its disk (the prefetch's files among it), which the guest caches itself: it goes,
   // and nothing of the guest's memory with it. Best effort: the VM is parked either way.
   if (auto cache = mem->file_cache(); cache.ok() && *cache > 8 * kMiB && mem->group().version == cgroup::Version::V1) {
-    auto guard = cgroup::evict_file_cache(*mem, *cache);
+    auto guard = cgroup::evict_file_cache(*mem, *cache, Millis(2000), opts.limits_record);
     if (guard.ok()) {
       if (auto r = guard->restore(); !r.ok()) SL_LOG(Error, "suspend", "`", domain.name(), "`: ", r.error().message);
       if (report) report->page_cache_evicted = *cache;
@@ -336,7 +337,14 @@ Result<void> precheck(Domain& domain, const Options& opts, const HostMemory& hos
   return ok();
 }
 
+Result<size_t> put_back_limits(Domain& domain, const std::string& record) {
+  if (record.empty() || ::access(record.c_str(), F_OK) != 0) return size_t(0);
+  cgroup::Memory* mem = SL_TRY(domain.memory());
+  return SL_TRY_CTX(cgroup::put_back_recorded(mem->knobs(), record), "`", domain.name(), "`");
+}
+
 Result<Parked> suspend(Domain& domain, const Options& opts, Report* report) {
+  SL_TRY(put_back_limits(domain, opts.limits_record));
   switch (opts.mode) {
     case Mode::Ram: {
       Steps steps(report);

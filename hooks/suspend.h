@@ -62,6 +62,9 @@ struct Options {
   // answering); taken again in step 5.
   int64_t prefetch_room_bytes = 0;
   Millis prefetch_timeout = Millis(60000);
+  // Where the memory knobs a swap-out changes are recorded until they are put back ("" =
+  // nowhere): a run killed while the VM is throttled leaves them for the next one.
+  std::string limits_record;
 };
 
 // What resume needs, kept by the caller (the CLI stores it as JSON).
@@ -89,6 +92,10 @@ struct Report {
 
 // Every pre-check for the mode, each failing with a clear error; touches nothing.
 Result<void> precheck(Domain& domain, const Options& opts, const HostMemory& host);
+// Puts back the knobs an interrupted run left recorded at `record` (see
+// Options::limits_record); suspend() does it first itself, a resume's caller before it.
+// How many it wrote (0: none were left).
+Result<size_t> put_back_limits(Domain& domain, const std::string& record);
 Result<Parked> suspend(Domain& domain, const Options& opts, Report* report = nullptr);
 Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr);
 

@@ -205,6 +205,9 @@ int main_impl(int argc, char** argv) {
   suspend::Report report;
   DeferSignals defer;
 
+  // The knobs a swap-out changes, recorded until put back: a run killed meanwhile leaves
+  // them for this one (suspend puts them back first, resume before it starts).
+  opts.limits_record = state.substr(0, state.size() - 5) + ".limits.json";
   if (verb == "suspend") {
     if (std::filesystem::exists(state))
       return fail(
@@ -223,6 +226,7 @@ int main_impl(int argc, char** argv) {
     print_report("suspended", name, report, json);
     return 0;
   }
+  if (auto put = suspend::put_back_limits(*domain, opts.limits_record); !put.ok()) return fail(put.error());
   auto text = sys::read_file(state);
   if (!text.ok())
     return fail(make_error(ErrorKind::NotFound, "`", name, "` is not parked by seamless (no `", state, "`)"));

@@ -4,7 +4,10 @@
 #include "hooks/cgroup.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -138,6 +141,53 @@ TEST(CgroupThrottle, V1LowersLimitAllowsSwapAndRestoresEverything) {
   EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "1073741824");
   EXPECT_EQ(fake.get("memory.swappiness"), "0");
   EXPECT_EQ(fake.get("memory.oom_control"), "0");
+}
+
+// A run killed while the VM is throttled (no destructor runs): the record it kept lets the
+// next run put every knob back; a record naming anything but a memory knob is refused.
+TEST(CgroupThrottle, AKilledRunLeavesARecordTheNextOnePutsBack) {
+  FakeGroup fake(Version::V1);
+  const std::string record = fake.dir.path() + "/limits.json";
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Memory mem(fake.group, file_knobs(fake.group));
+    auto guard = throttle(mem, 10 << 20, Millis(30000), record);
+    if (guard.ok()) ::raise(SIGKILL);  // throttled, and killed
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run did not get to throttle";
+  EXPECT_EQ(fake.get("memory.limit_in_bytes"), "10485760") << "left throttled";
+  ASSERT_TRUE(std::filesystem::exists(record));
+
+  Memory mem(fake.group, file_knobs(fake.group));
+  auto put = put_back_recorded(mem.knobs(), record);
+  ASSERT_TRUE(put.ok()) << put.error().message;
+  EXPECT_EQ(*put, 4u);
+  EXPECT_EQ(fake.get("memory.limit_in_bytes"), "9223372036854771712");
+  EXPECT_EQ(fake.get("memory.memsw.limit_in_bytes"), "1073741824");
+  EXPECT_EQ(fake.get("memory.swappiness"), "0");
+  EXPECT_EQ(fake.get("memory.oom_control"), "0");
+  EXPECT_FALSE(std::filesystem::exists(record));
+  EXPECT_EQ(put_back_recorded(mem.knobs(), record).value(), 0u) << "nothing left to put back";
+
+  // A completed throttle leaves no record.
+  {
+    auto guard = throttle(mem, 10 << 20, Millis(30000), record);
+    ASSERT_TRUE(guard.ok()) << guard.error().message;
+    EXPECT_TRUE(std::filesystem::exists(record));
+    ASSERT_TRUE(guard->restore().ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(record));
+
+  for (const char* bad : {R"({"knobs":[["tasks","1"]]})", R"({"knobs":[["memory.x/../../tasks","1"]]})",
+                          R"({"knobs":[["memory.max"]]})", R"({"knobs":{}})", "not json"}) {
+    ASSERT_TRUE(sys::write_file(record, bad).ok());
+    auto refused = put_back_recorded(mem.knobs(), record);
+    EXPECT_FALSE(refused.ok()) << bad;
+  }
 }
 
 // A paused VM's page cache goes and nothing else: swappiness 0 keeps limit reclaim off
