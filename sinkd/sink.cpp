@@ -248,6 +248,17 @@ size_t Sink::recover() {
   std::lock_guard<std::mutex> lock(mu_);
   size_t found = 0;
   std::error_code ec;
+  // What a daemon killed during an add or a check left half unpacked, and hand-back packs
+  // it did not finish writing: nobody will finish them.
+  for (const auto& e : std::filesystem::directory_iterator(opt_.state_dir, ec))
+    if (e.path().filename().string().rfind("incoming-", 0) == 0) {
+      SL_LOG(Info, kModule, "removing `", e.path().string(), "`, left by an add that did not finish");
+      std::filesystem::remove_all(e.path(), ec);
+    }
+  std::filesystem::remove_all(opt_.state_dir + "/work", ec);
+  for (const auto& e : std::filesystem::directory_iterator(opt_.state_dir + "/out", ec))
+    if (e.path().extension() == ".part") std::filesystem::remove(e.path(), ec);
+  ec.clear();
   for (const auto& e : std::filesystem::directory_iterator(opt_.state_dir + "/containers", ec)) {
     const std::string id = e.path().filename();
     if (gateways_.count(id)) continue;

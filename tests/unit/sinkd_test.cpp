@@ -27,6 +27,7 @@
 #include "sinkd/moves.h"
 #include "sinkd/pack_check.h"
 #include "sinkd/protocol.h"
+#include "sinkd/sink.h"
 #include "tests/support/fake_criu.h"
 
 namespace seamless::sink {
@@ -340,6 +341,27 @@ TEST(Container, LinksPlantedInItsRootLeadNowhereOutside) {
   EXPECT_FALSE(std::filesystem::exists(root + "/images"));
   EXPECT_EQ(sys::read_file(outside + "/secret").value(), "the sink's own");
   EXPECT_TRUE(std::filesystem::exists(outside + "/out/keep"));
+}
+
+// A daemon killed during an add, a check or a hand-back: the next one removes what they
+// left half done, and nothing else.
+TEST(SinkRecovery, LeftoversOfUnfinishedWorkAreRemoved) {
+  TempDir dir = TempDir::create().value();
+  const std::string state = dir / "state";
+  for (const char* d : {"/incoming-vm1/gw/7", "/work/check-1-2", "/out", "/containers", "/files"})
+    std::filesystem::create_directories(state + d);
+  ASSERT_TRUE(sys::write_file(state + "/incoming-vm1/gw/7/core-7.img", "x").ok());
+  ASSERT_TRUE(sys::write_file(state + "/out/vm2.pack.part", "half").ok());
+  ASSERT_TRUE(sys::write_file(state + "/out/vm3.pack", "whole").ok());
+  SinkOptions opt;
+  opt.state_dir = state;
+  Sink sink(opt, [](const std::string&, const std::string&) {});
+  EXPECT_EQ(sink.recover(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(state + "/incoming-vm1"));
+  EXPECT_FALSE(std::filesystem::exists(state + "/work"));
+  EXPECT_FALSE(std::filesystem::exists(state + "/out/vm2.pack.part"));
+  EXPECT_TRUE(std::filesystem::exists(state + "/out/vm3.pack")) << "a finished hand-back pack stays";
+  EXPECT_TRUE(std::filesystem::exists(state + "/containers"));
 }
 
 TEST(Container, IdsNamePlainDirectories) {
