@@ -355,6 +355,11 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   for (const auto& f : m.files) carried.insert(f.path);
 
   std::vector<uint16_t> tcp_ports, udp_ports;
+  struct LookedUp {
+    std::string view;  // "" or /proc/ROOT/root
+    std::vector<std::string> named, cgroups;
+  };
+  std::vector<LookedUp> looked_up;
   for (const auto& g : gateways) {
     PackedGateway pg;
     pg.streams = SL_TRY_CTX(outside_streams(snap, g.pids, sockets), "gateway `", g.name, "`");
@@ -390,16 +395,20 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     for (size_t i = 0; i < g.established.size(); ++i)
       pg.established.push_back(
           {g.established_owner[i], endpoint_text(g.established[i], false), endpoint_text(g.established[i], true)});
-    // The trees it names, for a sink to answer its look-ups there from (file_tree.h).
+    // The trees it names, for a sink to answer its look-ups there from (file_tree.h):
+    // recorded below, once every gateway's cgroups are.
     std::vector<std::string> named;
     for (pid_t p : g.pids)
       for (auto& d : named_dirs(p))
         if (std::find(named.begin(), named.end(), d) == named.end()) named.push_back(std::move(d));
     const std::string view = g.own_mount_ns ? cat("/proc/", g.root, "/root") : "";
-    collect_tree(view, named, carried, {}, &m.tree);
-    collect_cgroups(view, cgroup_dirs(g.root), {}, &m.tree);
+    looked_up.push_back({view, std::move(named), cgroup_dirs(g.root)});
     m.gateways.push_back(std::move(pg));
   }
+  // Every gateway's cgroups first: a few small files each that a JVM re-reads for ever,
+  // which the trees' entries and contents could otherwise use the budget up before.
+  for (const auto& l : looked_up) collect_cgroups(l.view, l.cgroups, {}, &m.tree);
+  for (const auto& l : looked_up) collect_tree(l.view, l.named, carried, {}, &m.tree);
   for (auto* v : {&tcp_ports, &udp_ports}) {
     std::sort(v->begin(), v->end());
     v->erase(std::unique(v->begin(), v->end()), v->end());

@@ -49,7 +49,13 @@ Error last_error(std::string_view operation) {
       case VIR_ERR_OPERATION_TIMEOUT: err.kind = ErrorKind::Timeout; break;
       case VIR_ERR_OPERATION_INVALID:
       case VIR_ERR_INVALID_ARG: err.kind = ErrorKind::Invalid; break;
-      default: break;
+      default:
+        // The guest agent's own refusal, relayed ("unable to execute QEMU agent command
+        // 'guest-exec': ..."): the peer's answer, as over a direct socket.
+        if (e->message &&
+            std::string_view(e->message).find("unable to execute QEMU agent command") != std::string_view::npos)
+          err.kind = ErrorKind::Remote;
+        break;
     }
   }
   virResetLastError();
