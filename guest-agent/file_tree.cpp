@@ -95,38 +95,58 @@ class Walker {
     walk(cur, 0);
   }
 
-  // A cgroup directory: its files with what they read now, not its subdirectories.
+  // A cgroup directory: its files with what they read now (write-only ones without), not
+  // its subdirectories; complete when it has none and every file is recorded.
   void add_pseudo_dir(const std::string& dir) {
     if (roots_ >= limits_.max_roots || outside_tree(dir) || index_.count(dir) || full()) return;
     ++roots_;
     struct stat st {};
     if (::lstat((root_ + dir).c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
+    const size_t at = out_->size();
     if (!record(dir, st, TreeEntry::Kind::Dir)) return;
     std::vector<std::string> files;
+    bool complete = false;
     if (DIR* d = ::opendir((root_ + dir).c_str())) {
+      complete = true;
       while (dirent* e = ::readdir(d))
-        if (e->d_type == DT_REG) files.push_back(e->d_name);
+        if (e->d_type == DT_REG)
+          files.push_back(e->d_name);
+        else if (std::string n = e->d_name; n != "." && n != "..")
+          complete = false;  // child cgroups are not recorded
       ::closedir(d);
     }
     std::sort(files.begin(), files.end());
     for (const auto& n : files) {
       const std::string p = dir + "/" + n;
       struct stat s {};
-      if (full() || !packfmt::contents_fit_a_pack(p) || ::lstat((root_ + p).c_str(), &s) != 0 || !S_ISREG(s.st_mode))
+      if (full() || !packfmt::contents_fit_a_pack(p) || ::lstat((root_ + p).c_str(), &s) != 0 || !S_ISREG(s.st_mode)) {
+        complete = false;
         continue;
+      }
       UniqueFd fd(::open((root_ + p).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-      if (!fd.valid()) continue;  // write-only files (cgroup.kill, memory.reclaim)
-      auto read = sys::read_fd(fd.get(), packfmt::kMaxTreeContent, p);
-      if (!read.ok() || contents_ + read->size() > packfmt::kTreeContentBudget) continue;
+      auto read = fd.valid() ? sys::read_fd(fd.get(), packfmt::kMaxTreeContent, p)
+                             : Result<std::string>(errno_error(cat("open `", p, "`")));
+      if (!read.ok() || contents_ + read->size() > packfmt::kTreeContentBudget) {
+        // Write-only (cgroup.kill, memory.reclaim) or too much: there, without contents.
+        s.st_size = 0;
+        complete = record(p, s, TreeEntry::Kind::File) && complete;
+        continue;
+      }
       std::string data = std::move(read).value();
       const size_t got = data.size();
       s.st_size = off_t(got);
       TreeEntry* f = record(p, s, TreeEntry::Kind::File);
-      if (!f) continue;
+      if (!f) {
+        complete = false;
+        continue;
+      }
       f->data = std::move(data);
       f->content = true;
       contents_ += got;
     }
+    // Every file there: a limit file the JVM looks for and the guest lacks (cpu.max without
+    // the cpu controller) is absent in the sink too.
+    (*out_)[at].complete = complete;
   }
 
  private:

@@ -182,6 +182,11 @@ bool TreeView::reads(std::string_view path) const {
   return n.kind == TreeEntry::Kind::File && n.content;
 }
 
+bool TreeView::absent(std::string_view path) const {
+  std::string at;
+  return resolve(path, true, &at) == Found::Absent;
+}
+
 bool TreeView::lists(std::string_view path) const {
   std::string at;
   if (resolve(path, true, &at) != Found::Entry) return false;

@@ -86,6 +86,9 @@ class TreeView {
   bool lists(std::string_view path) const;
   // Whether `path` is a file whose contents came along (reading it needs no VM).
   bool reads(std::string_view path) const;
+  // Whether `path` did not exist in the guest: its directory is complete and lacks it (an
+  // open of it fails in the sink as it did there).
+  bool absent(std::string_view path) const;
 
  private:
   struct Node {

@@ -349,8 +349,9 @@ bool Tracer::answered_by_tree(pid_t tid, const packfmt::TreeView& tree, long nr,
   }
   // Absolute paths only: a relative one depends on the working directory or a descriptor.
   if (!path || path->empty() || (*path)[0] != '/') return false;
-  // A directory to be listed (opendir), or a file whose contents came along.
-  if (listing) return tree.lists(*path) || (!(flags & O_DIRECTORY) && tree.reads(*path));
+  // A directory to be listed (opendir), a file whose contents came along, or a name the
+  // guest did not have (it fails here as it did there).
+  if (listing) return tree.lists(*path) || (!(flags & O_DIRECTORY) && (tree.reads(*path) || tree.absent(*path)));
   return tree.answers(*path, follow, type_only);
 }
 

@@ -327,9 +327,10 @@ TEST(TracerTree, LookUpsTheTreeAnswersAreServed) {
                                     entry(dir / "link", TreeEntry::Kind::Link, false, conf)};
   entries[1].content = true;  // its contents came along: reading it needs no VM
   auto tree = std::make_shared<const packfmt::TreeView>(entries);
-  auto p = ChildProcess::spawn({ZDTM_LOOKER, fifo, dir / "elsewhere", conf + "/users.xml", dir / "link/users.xml",
-                                "l:" + (dir / "link"), conf + "/Catalina/localhost/ROOT.xml", "d:" + conf,
-                                "r:" + (dir / "link/users.xml"), "f:" + conf + "/users.xml"});
+  auto p =
+      ChildProcess::spawn({ZDTM_LOOKER, fifo, dir / "elsewhere", conf + "/users.xml", dir / "link/users.xml",
+                           "l:" + (dir / "link"), conf + "/Catalina/localhost/ROOT.xml", "d:" + conf,
+                           "r:" + (dir / "link/users.xml"), "f:" + conf + "/users.xml", "r:" + conf + "/absent.xml"});
   ASSERT_TRUE(p.ok()) << p.error().message;
   for (Deadline d(Millis(10000)); !std::filesystem::exists(fifo + ".ready");)
     ASSERT_FALSE(d.expired()) << "zdtm_looker did not start";

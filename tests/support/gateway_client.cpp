@@ -90,12 +90,6 @@ Result<std::string> GatewayClient::exchange(const std::string& expect) {
   return make_error(ErrorKind::Invalid, "unknown gateway use");
 }
 
-Result<void> GatewayClient::reconnect(const Testbed& bed, const std::string& ip) {
-  if (use_.kind != GatewayUse::Kind::Http) return make_error(ErrorKind::Invalid, "only an HTTP client reconnects");
-  conn_ = SL_TRY(bed.connect_from_client(ip, use_.port));
-  return ok();
-}
-
 bool GatewayClient::accepts(const Testbed& bed, const std::string& ip, uint16_t port) {
   return bed.connect_from_client(ip, port).ok();
 }

@@ -57,9 +57,6 @@ class GatewayClient {
   // One exchange on the open connection; for HTTP the answer must hold `expect` (default:
   // the use's). Returns what the server said.
   Result<std::string> exchange(const std::string& expect = "");
-  // HTTP: a new connection in place of the open one (a server ends an idle kept-alive
-  // connection), the session's cookie kept.
-  Result<void> reconnect(const Testbed& bed, const std::string& ip);
   // Whether a new connection to the gateway is accepted.
   static bool accepts(const Testbed& bed, const std::string& ip, uint16_t port);
 

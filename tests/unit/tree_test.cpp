@@ -303,6 +303,23 @@ TEST_F(TreeOnDisk, TheCgroupsAGatewayIsInWithWhatTheirFilesRead) {
   ASSERT_EQ(find(tree, unit, &e), "found");
   EXPECT_FALSE(e.complete) << "its subdirectories are not recorded";
   EXPECT_EQ(find(tree, unit + "/child", &e), "missing");
+  // Without a child cgroup the directory is complete: a limit file it lacks (cpu.weight
+  // without the cpu controller) is absent in the sink too, a look for it needs no VM.
+  std::filesystem::remove(root_ + unit + "/child");
+  ASSERT_EQ(::mkfifo((root_ + unit + "/cgroup.kill").c_str(), 0200), 0);  // not a regular file: skipped
+  std::filesystem::remove(root_ + unit + "/cgroup.kill");
+  ASSERT_TRUE(sys::write_file(root_ + unit + "/cgroup.kill", "").ok());
+  ::chmod((root_ + unit + "/cgroup.kill").c_str(), 0200);
+  std::vector<TreeEntry> whole;
+  guest::collect_cgroups(root_, {unit}, {}, &whole);
+  ASSERT_EQ(find(whole, unit, &e), "found");
+  EXPECT_TRUE(e.complete);
+  ASSERT_EQ(find(whole, unit + "/cgroup.kill", &e), "found");
+  TreeView cg(whole);
+  EXPECT_TRUE(cg.absent(unit + "/cpu.weight"));
+  EXPECT_FALSE(cg.absent(unit + "/cpu.max"));
+  EXPECT_TRUE(cg.reads(unit + "/cpu.max"));
+  EXPECT_FALSE(cg.absent("/sys/fs/cgroup/system.slice/other.service/cpu.max")) << "not the guest's word";
   EXPECT_EQ(find(tree, "/sys/fs/cgroup", &e), "missing") << "the mount itself is not recorded";
   EXPECT_TRUE(packfmt::tree_may_hold(unit + "/cpu.max"));
   EXPECT_FALSE(packfmt::tree_may_hold("/sys/kernel/notes"));
