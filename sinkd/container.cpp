@@ -108,14 +108,16 @@ Result<void> make_dev(const std::string& dev) {
   }
   for (const char* d : {"pts", "shm"})
     if (::mkdir(cat(dev, "/", d).c_str(), 0755) != 0) return errno_error(cat("mkdir `", dev, "/", d, "`"));
-  SL_TRY(sys_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                   "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+  SL_TRY(
+      sys_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"));
   if (UniqueFd f(::open((dev + "/ptmx").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)); !f.valid())
     return errno_error(cat("create `", dev, "/ptmx`"));
   SL_TRY(sys_mount(dev + "/pts/ptmx", dev + "/ptmx", nullptr, MS_BIND));
   SL_TRY(sys_mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, cat("mode=1777,size=", kShmBytes)));
-  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
-                              {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}})
+  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"},
+                              {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"},
+                              {"stderr", "/proc/self/fd/2"}})
     if (::symlink(target, cat(dev, "/", name).c_str()) != 0) return errno_error(cat("symlink `", dev, "/", name, "`"));
   return ok();
 }
