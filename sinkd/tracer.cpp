@@ -268,25 +268,6 @@ void Tracer::interrupt() {
   if (tracer_) ::tgkill(::getpid(), tracer_, wake_signal());
 }
 
-std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
-  std::string name = syscall_name(nr);
-  uint64_t addr = reads_path(nr) ? args[0] : reads_path_at(nr) ? args[1] : 0;
-  if (!addr) return name;
-  char buf[512] = {};
-  int fd = ::open(cat("/proc/", tid, "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return name;
-  ssize_t n = ::pread(fd, buf, sizeof buf - 1, off_t(addr));
-  ::close(fd);
-  if (n <= 0) return name;
-  const std::string path(buf, strnlen(buf, size_t(n)));
-  if (path.empty() && reads_path_at(nr)) {
-    // About a descriptor (glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH)): name it.
-    auto target = sys::read_link(cat("/proc/", tid, "/fd/", int(args[0])));
-    return cat(name, " of fd ", int(args[0]), target.ok() ? cat(" `", *target, "`") : "");
-  }
-  return cat(name, " `", path, "`");
-}
-
 namespace {
 
 // The NUL-terminated path at `addr` in thread `tid` (nullopt: unreadable, or longer than
@@ -312,6 +293,31 @@ std::optional<std::string> read_path(pid_t tid, uint64_t addr) {
 }
 
 }  // namespace
+
+std::string Tracer::describe(pid_t tid, long nr, const uint64_t args[6]) const {
+  std::string name = syscall_name(nr);
+  // Who asked: the thread's command name (the wake reason tells the daemon apart).
+  auto read = sys::read_file(cat("/proc/", tid, "/comm"), 64);
+  std::string comm = read.ok() ? *read : "";
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  const std::string who = comm.empty() ? "" : cat(" by `", comm, "`");
+  if (nr == SYS_socket) {
+    const int family = int(args[0]), type = int(args[1]) & 0xf;
+    const char* f = family == AF_UNIX ? "unix" : family == AF_INET ? "inet" : family == AF_INET6 ? "inet6" : nullptr;
+    const char* t = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram" : type == SOCK_RAW ? "raw" : nullptr;
+    return cat(name, " (", f ? std::string(f) : cat("family ", family), ", ", t ? std::string(t) : cat("type ", type),
+               ")", who);
+  }
+  const uint64_t addr = reads_path(nr) ? args[0] : reads_path_at(nr) ? args[1] : 0;
+  const auto path = addr ? read_path(tid, addr) : std::nullopt;
+  if (!path) return name + who;
+  if (path->empty() && reads_path_at(nr)) {
+    // About a descriptor (glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH)): name it.
+    auto target = sys::read_link(cat("/proc/", tid, "/fd/", int(args[0])));
+    return cat(name, " of fd ", int(args[0]), target.ok() ? cat(" `", *target, "`") : "", who);
+  }
+  return cat(name, " `", *path, "`", who);
+}
 
 bool Tracer::answered_by_tree(pid_t tid, const packfmt::TreeView& tree, long nr, const uint64_t args[6]) const {
   if (tree.empty()) return false;

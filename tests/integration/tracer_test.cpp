@@ -112,7 +112,7 @@ TEST_F(TracerTest, AFileOpenIsStoppedBeforeItHappensAndReRuns) {
   auto woke = (*t)->run(Deadline(Millis(10000)));
   ASSERT_TRUE(woke.ok()) << woke.error().message;
   ASSERT_TRUE(woke->has_value());
-  EXPECT_EQ((*woke)->reason, "openat `" + created_ + "`");
+  EXPECT_EQ((*woke)->reason, "openat `" + created_ + "` by `zdtm_listener`") << "the call, its path, and who";
   std::this_thread::sleep_for(Millis(100));
   EXPECT_EQ(state_of(proc_.pid()), 'T');
   EXPECT_FALSE(std::filesystem::exists(created_)) << "cancelled before it took effect";
@@ -349,7 +349,7 @@ TEST(TracerTree, LookUpsTheTreeAnswersAreServed) {
   auto woke = (*t)->run(Deadline(Millis(10000)));
   ASSERT_TRUE(woke.ok()) << woke.error().message;
   ASSERT_TRUE(woke->has_value());
-  EXPECT_EQ((*woke)->reason, "newfstatat `" + (dir / "elsewhere") + "`");
+  EXPECT_EQ((*woke)->reason, "newfstatat `" + (dir / "elsewhere") + "` by `zdtm_looker`");
   ::kill(p->pid(), SIGCONT);
   p->stop(Millis(0));
 }

@@ -23,6 +23,11 @@ Result<std::string> make_trusted_ssh_key(qmp::Channel& agent, const std::string&
   return key;
 }
 
+// Keep-alives a client lets go unanswered before it gives up. A park's window (from the
+// gateway's dump in the guest until the sink speaks for it) took 30 s under TCG on a
+// loaded 2-core CI host; ssh's default of 3 gave up on a 10 s interval then.
+constexpr int kAliveCount = 9;
+
 Result<std::unique_ptr<SshSession>> SshSession::open(const Testbed& bed, const std::string& key, const std::string& dir,
                                                      const std::string& ip, int port, int keepalive_s) {
   std::unique_ptr<SshSession> s(new SshSession());
@@ -33,10 +38,11 @@ Result<std::unique_ptr<SshSession>> SshSession::open(const Testbed& bed, const s
   // O_RDWR: opening does not wait for the reader, and the FIFO never sees EOF.
   s->in_ = UniqueFd(::open(s->fifo_.c_str(), O_RDWR | O_CLOEXEC));
   if (!s->in_.valid()) return errno_error(cat("open `", s->fifo_, "`"));
-  const std::string cmd = cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
-                              " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes",
-                              keepalive_s > 0 ? cat(" -o ServerAliveInterval=", keepalive_s) : "", " -p ", port,
-                              " root@", ip, " < ", s->fifo_, " > ", s->out_, " 2>&1");
+  const std::string cmd =
+      cat("exec ip netns exec ", bed.netns, " ssh -tt -i ", key,
+          " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes",
+          keepalive_s > 0 ? cat(" -o ServerAliveInterval=", keepalive_s, " -o ServerAliveCountMax=", kAliveCount) : "",
+          " -p ", port, " root@", ip, " < ", s->fifo_, " > ", s->out_, " 2>&1");
   s->ssh_ = SL_TRY(ChildProcess::spawn({"/bin/sh", "-c", cmd}));
   return s;
 }

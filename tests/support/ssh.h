@@ -24,7 +24,8 @@ class SshSession {
  public:
   static Result<std::unique_ptr<SshSession>> open(const Testbed& bed, const std::string& key, const std::string& dir,
                                                   const std::string& ip, int port = 2222, int keepalive_s = 0);
-  // keepalive_s > 0: the client sends SSH keep-alives (ServerAliveInterval) that often.
+  // keepalive_s > 0: the client sends SSH keep-alives (ServerAliveInterval) that often, and
+  // gives up after nine unanswered.
   // Types a line and waits for `expect` in the output.
   Result<void> type(const std::string& line, const std::string& expect, Millis timeout = Millis(60000));
   // The two halves of type(): a line goes out; `expect` appears in the output.
