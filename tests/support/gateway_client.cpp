@@ -39,21 +39,23 @@ Result<std::unique_ptr<GatewayClient>> GatewayClient::open(const Testbed& bed, c
                                                            const GatewayUse& use, const std::string& ssh_key,
                                                            const std::string& dir) {
   std::unique_ptr<GatewayClient> c(new GatewayClient());
+  c->bed_ = &bed;
+  c->ip_ = ip;
   c->use_ = use;
-  switch (use.kind) {
-    case GatewayUse::Kind::Ssh: c->ssh_ = SL_TRY(SshSession::open(bed, ssh_key, dir, ip, use.port)); break;
-    case GatewayUse::Kind::Ftp:
-      c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port));
-      SL_TRY_CTX(read_until(c->conn_.get(), "220"), "the FTP greeting");
-      break;
-    case GatewayUse::Kind::SshBanner:
-      c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port));
-      SL_TRY_CTX(read_until(c->conn_.get(), "SSH-2.0"), "the SSH banner");
-      return c;
-    case GatewayUse::Kind::Http: c->conn_ = SL_TRY(bed.connect_from_client(ip, use.port)); break;
-  }
-  SL_TRY(c->exchange());
+  if (use.kind == GatewayUse::Kind::Ssh)
+    c->ssh_ = SL_TRY(SshSession::open(bed, ssh_key, dir, ip, use.port));
+  else
+    SL_TRY(c->reconnect());
+  if (use.kind != GatewayUse::Kind::SshBanner) SL_TRY(c->exchange());
   return c;
+}
+
+Result<void> GatewayClient::reconnect() {
+  if (use_.kind == GatewayUse::Kind::Ssh) return make_error(ErrorKind::Invalid, "an SSH session does not reconnect");
+  conn_ = SL_TRY(bed_->connect_from_client(ip_, use_.port));
+  if (use_.kind == GatewayUse::Kind::Ftp) SL_TRY_CTX(read_until(conn_.get(), "220"), "the FTP greeting");
+  if (use_.kind == GatewayUse::Kind::SshBanner) SL_TRY_CTX(read_until(conn_.get(), "SSH-2.0"), "the SSH banner");
+  return ok();
 }
 
 Result<std::string> GatewayClient::exchange(const std::string& expect) {

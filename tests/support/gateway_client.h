@@ -57,11 +57,16 @@ class GatewayClient {
   // One exchange on the open connection; for HTTP the answer must hold `expect` (default:
   // the use's). Returns what the server said.
   Result<std::string> exchange(const std::string& expect = "");
+  // A new connection in place of the open one (HTTP: the session cookie goes on with it),
+  // for a server that ended the kept-alive one while idle; SSH sessions do not reconnect.
+  Result<void> reconnect();
   // Whether a new connection to the gateway is accepted.
   static bool accepts(const Testbed& bed, const std::string& ip, uint16_t port);
 
  private:
   GatewayClient() = default;
+  const Testbed* bed_ = nullptr;
+  std::string ip_;
   GatewayUse use_;
   std::unique_ptr<SshSession> ssh_;
   UniqueFd conn_;
