@@ -81,7 +81,7 @@ Result<pid_t> CriuBinary::restore(const RestoreRequest& req) {
   argv.insert(argv.end(), {path_, "restore", "-D", images, "-o", req.log_name, "-v4", "--tcp-established",
                            "--file-locks", "-d", "--pidfile", images + "/restore.pid"});
   // A service's namespace may see the cgroup tree read-only: the caller places the tree.
-  if (req.mount_ns_of > 0) argv.push_back("--manage-cgroups=ignore");
+  if (req.mount_ns_of > 0 || req.keep_cgroup) argv.push_back("--manage-cgroups=ignore");
   if (req.shell_job) argv.push_back("--shell-job");
   if (req.leave_stopped) argv.push_back("--leave-stopped");
   if (req.external_datagrams) argv.push_back("--ext-unix-sk");

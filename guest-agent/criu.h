@@ -56,6 +56,9 @@ struct RestoreRequest {
   pid_t mount_ns_of = 0;
   // The images hold external datagram sockets (see DumpRequest).
   bool external_datagrams = false;
+  // The restored tree stays in CRIU's cgroup (a sink container's, with its limits) rather
+  // than the cgroups the images name.
+  bool keep_cgroup = false;
 };
 
 class Criu {

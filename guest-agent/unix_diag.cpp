@@ -76,7 +76,9 @@ Result<std::vector<UnixSocket>> parse_unix_diag(std::string_view replies) {
     const size_t len = h.nlmsg_len - NLMSG_HDRLEN;
     if (h.nlmsg_type == NLMSG_DONE) return out;
     if (h.nlmsg_type == NLMSG_ERROR) {
-      int err = len >= sizeof(int) ? -load<int>(payload) : 0;
+      const int code = len >= sizeof(int) ? load<int>(payload) : 0;
+      // The kernel's codes are -4095..-1; anything else is no error it sent.
+      const int err = code >= -4095 && code < 0 ? -code : 0;
       return make_error(ErrorKind::System, "sock_diag: the kernel answered ", err ? std::strerror(err) : "an error");
     }
     if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY) out.push_back(SL_TRY(parse_one(payload, len)));

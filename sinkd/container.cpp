@@ -31,6 +31,7 @@
 #include "common/sys.h"
 #include "guest-agent/procfs.h"
 #include "qmp/json.h"
+#include "sinkd/confine.h"
 #include "sinkd/hold.h"
 
 namespace seamless::sink {
@@ -399,13 +400,20 @@ Result<void> make_dummy(const std::string& upper, const packfmt::FileIdentity& f
   return ok();
 }
 
-int container_init_main(const std::string& dir, const std::string& hostname) {
+int container_init_main(const std::string& dir, const std::string& hostname, const std::string& cgroup) {
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) {
     std::perror("seamless-sinkd: pipe");
     return 1;
   }
-  if (::unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) != 0) {
+  // Its cgroup first: the cgroup namespace is rooted where the process is when it unshares.
+  if (!cgroup.empty()) {
+    if (auto r = join_cgroup(cgroup); !r.ok()) {
+      std::fprintf(stderr, "seamless-sinkd: joining the container's cgroup: %s\n", r.error().message.c_str());
+      return 1;
+    }
+  }
+  if (::unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP) != 0) {
     std::fprintf(stderr, "seamless-sinkd: unshare of the container's namespaces: %s\n", std::strerror(errno));
     return 1;
   }
@@ -456,12 +464,26 @@ int container_init_main(const std::string& dir, const std::string& hostname) {
   return 0;
 }
 
+int join_cgroup_main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "seamless-sinkd: --join-cgroup DIR PROGRAM [ARGS...]\n");
+    return 2;
+  }
+  if (auto r = join_cgroup(argv[2]); !r.ok()) {
+    std::fprintf(stderr, "seamless-sinkd: %s\n", r.error().message.c_str());
+    return 125;
+  }
+  ::execvp(argv[3], argv + 3);
+  std::fprintf(stderr, "seamless-sinkd: executing `%s`: %s\n", argv[3], std::strerror(errno));
+  return 127;
+}
+
 Result<Container> Container::create(const ContainerSpec& spec, const std::string& self_exe,
                                     const Hook& before_network) {
   SL_TRY(check_container_id(spec.id));
   if (spec.interfaces.empty()) return make_error(ErrorKind::Invalid, "the pack names no network interface");
   if (::mkdir(spec.dir.c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, "`"));
-  Container c(spec.id, spec.dir, 0, 0);
+  Container c(spec.id, spec.dir, 0, 0, spec.cgroup);
   auto body = [&]() -> Result<void> {
     for (const char* sub : {"/upper", "/work", "/root"})
       if (::mkdir((spec.dir + sub).c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, sub, "`"));
@@ -482,7 +504,9 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
       SL_TRY(spec.cache->build_layer(spec.dir + "/shipped", spec.shipped));
     }
     if (!spec.tree.empty()) SL_TRY(build_tree_layer(spec.dir + "/tree", spec.tree, spec.tree_contents));
-    auto out = SL_TRY(run_ok({self_exe, "--container-init", spec.dir, spec.hostname}, Millis(60000)));
+    std::vector<std::string> init = {self_exe, "--container-init", spec.dir, spec.hostname};
+    if (!spec.cgroup.empty()) init.push_back(spec.cgroup);
+    auto out = SL_TRY(run_ok(init, Millis(60000)));
     c.init_ = pid_t(std::atoi(out.c_str()));
     c.start_ = start_time(c.init_);
     if (c.init_ <= 1 || c.start_ == 0)
@@ -491,6 +515,7 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
     SL_TRY_CTX(c.setup_network(spec), "network of container `", spec.id, "`");
     qmp::ArgWriter w;
     w.str("id", spec.id).num("init", c.init_).str("start", std::to_string(c.start_)).str("hostname", spec.hostname);
+    w.str("cgroup", spec.cgroup);
     SL_TRY(sys::write_file(spec.dir + kStateFile, w.finish(), 0600));
     return ok();
   };
@@ -557,7 +582,7 @@ Result<Container> Container::adopt(const std::string& dir) {
   auto id = SL_TRY(qmp::get_string(json.root(), "id"));
   auto init = SL_TRY(qmp::get_int(json.root(), "init"));
   auto start = std::strtoull(SL_TRY(qmp::get_string(json.root(), "start")).c_str(), nullptr, 10);
-  Container c(id, dir, pid_t(init), start);
+  Container c(id, dir, pid_t(init), start, qmp::opt_string(json.root(), "cgroup").value_or(""));
   if (!c.alive()) return make_error(ErrorKind::NotFound, "the init of container `", id, "` (pid ", init, ") is gone");
   return c;
 }
@@ -575,8 +600,13 @@ bool Container::alive() const {
 
 Result<RunResult> Container::run(const std::vector<std::string>& argv, Millis timeout) const {
   if (!alive()) return make_error(ErrorKind::NotFound, "container `", id_, "` is gone");
-  std::vector<std::string> full = {"nsenter", "-t", std::to_string(init_), "-p", "-m", "-n", "-u", "-i", "-r",
-                                   "-w",      "--"};
+  // In its cgroup (a restored gateway is born under the container's limits) and cgroup
+  // namespace (CRIU there sees the container's cgroup as "/").
+  std::vector<std::string> full;
+  if (!cgroup_.empty()) full = {"/proc/self/exe", "--join-cgroup", cgroup_};
+  for (const char* a : {"nsenter", "-t"}) full.push_back(a);
+  full.push_back(std::to_string(init_));
+  for (const char* a : {"-p", "-m", "-n", "-u", "-i", "-C", "-r", "-w", "--"}) full.push_back(a);
   full.insert(full.end(), argv.begin(), argv.end());
   return seamless::run(full, timeout);
 }
@@ -638,6 +668,8 @@ void Container::destroy() {
     // an exited init shows no namespaces even before its parent (not us) reaps it.
     for (int i = 0; i < 100 && !ns_of(init_, "mnt").empty() && start_time(init_) == start_; ++i) ::usleep(50 * 1000);
   }
+  if (!cgroup_.empty())
+    if (auto r = remove_cgroup(cgroup_, Millis(5000)); !r.ok()) SL_LOG(Warn, kModule, r.error().message);
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
   if (ec) SL_LOG(Warn, kModule, "removing `", dir_, "`: ", ec.message());

@@ -45,6 +45,9 @@ struct ContainerSpec {
   // contents of its small files in `tree_contents` (the unpacked pack).
   std::vector<packfmt::TreeEntry> tree;
   std::string tree_contents;
+  // Its cgroup (confine.h), made by the caller: the init and every run() join it, in a
+  // cgroup namespace rooted there. Empty: the sink's own.
+  std::string cgroup;
   // Comes up silent (see silence()) and stays so until speak(): the controller lets the
   // container answer for the VM only once the VM is paused and its traffic switched.
   bool quiet = false;
@@ -73,6 +76,8 @@ class Container {
   // a tmpfs: tens of MB per container).
   std::string root() const;
   bool alive() const;
+  // Its cgroup ("" when it has none of its own).
+  const std::string& cgroup() const { return cgroup_; }
 
   // Runs argv inside every namespace of the container, as a process of its PID namespace.
   Result<RunResult> run(const std::vector<std::string>& argv, Millis timeout) const;
@@ -94,18 +99,23 @@ class Container {
   void destroy();
 
  private:
-  Container(std::string id, std::string dir, pid_t init, uint64_t start)
-      : id_(std::move(id)), dir_(std::move(dir)), init_(init), start_(start) {}
+  Container(std::string id, std::string dir, pid_t init, uint64_t start, std::string cgroup)
+      : id_(std::move(id)), dir_(std::move(dir)), cgroup_(std::move(cgroup)), init_(init), start_(start) {}
   Result<void> setup_network(const ContainerSpec& spec) const;
-  std::string id_, dir_;
+  std::string id_, dir_, cgroup_;
   pid_t init_ = 0;
   uint64_t start_ = 0;  // the init's start time, so a reused pid is never taken for it
 };
 
-// The init of a container, `seamless-sinkd --container-init DIR HOSTNAME`: unshares the
-// namespaces, forks the container's pid 1 (which sets up the root, then reaps orphans
-// until killed), prints that process's pid and exits.
-int container_init_main(const std::string& dir, const std::string& hostname);
+// The init of a container, `seamless-sinkd --container-init DIR HOSTNAME [CGROUP]`: joins
+// the cgroup, unshares the namespaces (cgroup included), forks the container's pid 1
+// (which sets up the root, then reaps orphans until killed), prints that process's pid
+// and exits.
+int container_init_main(const std::string& dir, const std::string& hostname, const std::string& cgroup);
+
+// `seamless-sinkd --join-cgroup DIR PROGRAM ARGS...`: joins the cgroup and executes the
+// program (how Container::run puts its processes in the container's cgroup).
+int join_cgroup_main(int argc, char** argv);
 
 // A container id names directories: 1-64 bytes of [A-Za-z0-9._-], no leading dot.
 Result<void> check_container_id(const std::string& id);

@@ -115,6 +115,8 @@ Result<std::vector<QueuedPacket>> parse_queue_messages(std::string_view buffer) 
       nlmsgerr e;
       if (body.size() < sizeof e.error) return make_error(ErrorKind::Protocol, "short NLMSG_ERROR");
       std::memcpy(&e.error, body.data(), sizeof e.error);
+      // The kernel's codes are -4095..-1; anything else is no error it sent.
+      if (e.error < -4095 || e.error > 0) return make_error(ErrorKind::Protocol, "NLMSG_ERROR with code ", e.error);
       if (e.error != 0) return errno_error("nfnetlink_queue", -e.error);
       continue;
     }

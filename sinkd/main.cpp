@@ -58,8 +58,9 @@ at a time like a QEMU monitor: greeting, qmp_capabilities, then commands:
                             stop the gateways and checkpoint them into a pack (default
                             STATE-DIR/out/ID.pack); from then on packets for the VM are
                             held; the container stays until removed
-  query-metrics             memory: PSS per container (gateways, init), the daemon's own,
-                            MemTotal/MemAvailable (kB)
+  query-metrics             memory: PSS per container (gateways, init), what its cgroup
+                            charges it and its limits, the daemon's own, MemTotal and
+                            MemAvailable (kB)
   release-packets {"id":ID} send the held packets (and any later ones) to the VM, out of
                             the working NIC, once its gateways are home
   remove-gateway {"id":ID}  end the container and everything in it
@@ -76,6 +77,11 @@ Options:
   --policy FILE     activity policy entries over the built-in ones (default
                     /etc/seamless/sink-policy if it exists), e.g. for a daemon that
                     polls files in the sink: "[snmpd]" then "serve openat"
+  --container-memory MIB
+                    each container's memory limit, its cgroup's memory.max (no swap);
+                    default 512
+  --container-pids N
+                    each container's processes and threads, its pids.max; default 1024
   -h, --help        this text
 )";
 
@@ -125,8 +131,11 @@ std::string default_nic() {
 }
 
 int main_impl(int argc, char** argv) {
-  if (argc == 4 && std::string(argv[1]) == "--container-init") return sink::container_init_main(argv[2], argv[3]);
+  if ((argc == 4 || argc == 5) && std::string(argv[1]) == "--container-init")
+    return sink::container_init_main(argv[2], argv[3], argc == 5 ? argv[4] : "");
+  if (argc > 1 && std::string(argv[1]) == "--join-cgroup") return sink::join_cgroup_main(argc, argv);
   std::string socket_path, port_path, state_dir = "/run/seamless-sinkd", nic, criu = "criu", policy_file;
+  sink::ContainerLimits limits;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -141,6 +150,17 @@ int main_impl(int argc, char** argv) {
        : a == "--nic"       ? nic
        : a == "--policy"    ? policy_file
                             : criu) = argv[++i];
+    } else if ((a == "--container-memory" || a == "--container-pids") && i + 1 < argc) {
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(argv[++i], &end, 10);
+      if (*argv[i] < '0' || *argv[i] > '9' || *end || n == 0 || n > (1ull << 30)) {
+        std::fprintf(stderr, "seamless-sinkd: %s wants a positive number, not `%s`\n", a.c_str(), argv[i]);
+        return 2;
+      }
+      if (a == "--container-memory")
+        limits.memory_bytes = uint64_t(n) << 20;
+      else
+        limits.pids = n;
     } else {
       std::fprintf(stderr, "seamless-sinkd: %s (see --help)\n",
                    a.rfind("--", 0) == 0 ? ("bad option " + a).c_str() : ("unexpected argument " + a).c_str());
@@ -157,6 +177,7 @@ int main_impl(int argc, char** argv) {
   options.state_dir = state_dir;
   options.nic = nic.empty() ? default_nic() : nic;
   options.criu = criu;
+  options.container_limits = limits;
   if (policy_file.empty() && ::access("/etc/seamless/sink-policy", F_OK) == 0)
     policy_file = "/etc/seamless/sink-policy";
   if (!policy_file.empty()) {

@@ -20,6 +20,8 @@ Result<void> restore_one(guest::Criu& criu, const std::string& images, const pac
   req.images = images + "/" + gw.dir;
   req.shell_job = gw.shell_job;
   req.leave_stopped = leave_stopped;
+  // Born in the container's cgroup, under its limits, whatever cgroups the images name.
+  req.keep_cgroup = true;
   // Its loggers: the container binds a socket of its own at each name first.
   req.external_datagrams = !gw.loggers.empty();
   if (gw.shell_job) {

@@ -20,10 +20,11 @@ namespace seamless::sink {
 using StreamEnds = std::function<Result<std::vector<UniqueFd>>(const packfmt::PackedGateway& gw)>;
 
 // Restores each gateway from `images`/DIR (paths as CRIU sees them), in order; stops at
-// the first failure, naming the gateway. `leave_stopped`: the trees stay stopped.
+// the first failure, naming the gateway. `leave_stopped`: the trees stay stopped (an add
+// restores them so, and the tracer seizes them before they run).
 Result<void> restore_gateways(guest::Criu& criu, const std::string& images,
                               const std::vector<packfmt::PackedGateway>& gateways, const StreamEnds& ends,
-                              bool leave_stopped = false);
+                              bool leave_stopped);
 
 // Dumps each gateway (stopped, as the hand-back leaves them) into `out`/DIR; `make_dir`
 // creates that directory. When one fails, those dumped before it (their trees gone) are

@@ -14,7 +14,10 @@
 //   [apache2]                         what follows applies to that daemon only
 //
 // Anything not listed is served: reads, writes and polls on descriptors the gateway
-// already has, timers, clocks, futexes, housekeeping.
+// already has, timers, clocks, futexes, housekeeping. What no gateway needs in a sink
+// (modules, kexec, BPF, ptrace, mounts, namespaces, raw devices, io_uring...) is always
+// `before`, and a policy line that says otherwise is refused; a system call through
+// another ABI (int 0x80, x32) wakes the VM too (see Tracer).
 #pragma once
 
 #include <map>

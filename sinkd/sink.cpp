@@ -156,7 +156,7 @@ Result<Sink::Gateway*> Sink::find(const std::string& id) {
   return it->second.get();
 }
 
-void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached) {
+void Sink::watcher(Gateway* g, bool stopped, std::shared_ptr<std::promise<std::string>> attached) {
   std::vector<TracedProcess> procs;
   // The guest's file tree, laid into the container: look-ups it answers run there.
   auto tree = std::make_shared<const packfmt::TreeView>(g->manifest.tree);
@@ -173,6 +173,10 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
     g->finished = true;
     return;
   }
+  // Restored stopped, seized now: they go on under the tracer, never untraced in between.
+  // SIGCONT ends the group stop (a tracee restarted from it would stop again at detach).
+  if (stopped)
+    for (const auto& [here, inside] : g->inner) ::kill(here, SIGCONT);
   {
     std::lock_guard<std::mutex> lock(g->mu);
     g->tracer = t->get();
@@ -217,12 +221,12 @@ void Sink::watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attach
   g->finished = true;
 }
 
-Result<void> Sink::watch(Gateway& g) {
+Result<void> Sink::watch(Gateway& g, bool stopped) {
   g.request = 0;
   g.finished = false;
   auto attached = std::make_shared<std::promise<std::string>>();
   auto result = attached->get_future();
-  g.thread = std::thread(&Sink::watcher, this, &g, attached);
+  g.thread = std::thread(&Sink::watcher, this, &g, stopped, attached);
   std::string why = result.get();
   if (!why.empty()) {
     g.thread.join();
@@ -333,6 +337,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   auto g = std::make_unique<Gateway>();
   g->id = id;
   size_t held = 0;
+  std::string cgroup;
   auto body = [&]() -> Result<PackCheck> {
     auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
     auto checked = SL_TRY_CTX(check_manifest(std::move(manifest), "", &cache_, shipment ? &*shipment : nullptr),
@@ -355,6 +360,11 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     spec.tree = checked.manifest.tree;
     spec.tree_contents = incoming;
     spec.quiet = quiet;
+    // Its cgroup, with the sink's limits: the gateways are restored into it.
+    if (cgroups_.empty())
+      cgroups_ = SL_TRY_CTX(prepare_container_cgroups(opt_.state_dir + "/cgroup"), "the sink's container cgroups");
+    cgroup = SL_TRY(make_container_cgroup(cgroups_, id, opt_.container_limits));
+    spec.cgroup = cgroup;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
     // their connections otherwise.
     g->container = SL_TRY(Container::create(spec, opt_.self_exe, [&](pid_t init) -> Result<void> {
@@ -366,12 +376,13 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     if (::rename(incoming.c_str(), images.c_str()) != 0)
       return errno_error(cat("rename `", incoming, "` to `", images, "`"));
     auto criu = opt_.criu_for(*g->container);
-    SL_TRY(restore_gateways(*criu, kImages, checked.manifest.gateways, drains(*g->container)));
+    // Stopped until the tracer has them: a restored process never runs untraced.
+    SL_TRY(restore_gateways(*criu, kImages, checked.manifest.gateways, drains(*g->container), true));
     for (const auto& gw : checked.manifest.gateways) drop_images(*g->container, cat(kImages, "/", gw.dir));
     // vsftpd's sandboxed limits: the pack recorded them with the pids inside.
     lower_fd_limits_inside(g->container->processes(), checked.manifest.gateways);
     g->manifest = checked.manifest;
-    SL_TRY(watch(*g));
+    SL_TRY(watch(*g, true));
     held = SL_TRY_CTX(g->hold->accept(), "letting the held packets in");
     g->hold.reset();
     return checked;
@@ -379,7 +390,10 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   auto checked = body();
   if (!checked.ok()) {
     g->hold.reset();
-    if (g->container) g->container->destroy();
+    if (g->container)
+      g->container->destroy();  // its cgroup with it
+    else if (!cgroup.empty())
+      (void)remove_cgroup(cgroup, Millis(5000));
     std::filesystem::remove_all(incoming, ec);
     return std::move(checked).error().wrap(cat("adding gateway `", id, "`"));
   }
@@ -465,6 +479,13 @@ std::string Sink::metrics() {
         .num("processes", int64_t(procs.size()))
         .num("pss_kb", int64_t(gws))
         .num("init_pss_kb", int64_t(init));
+    // What its cgroup charges it (page cache and kernel memory included) and its limit.
+    if (auto u = cgroup_usage(g->container->cgroup()); u.ok())
+      w.num("cgroup_kb", int64_t(u->memory_bytes >> 10))
+          .num("cgroup_peak_kb", int64_t(u->memory_peak_bytes >> 10))
+          .num("cgroup_pids", int64_t(u->pids))
+          .num("memory_limit_kb", int64_t(opt_.container_limits.memory_bytes >> 10))
+          .num("pids_limit", int64_t(opt_.container_limits.pids));
     containers += (containers.size() > 1 ? "," : "") + w.finish();
   }
   auto meminfo = sys::read_file("/proc/meminfo");

@@ -22,6 +22,7 @@
 #include "guest-agent/criu.h"
 #include "pack/manifest.h"
 #include "pack/pack.h"
+#include "sinkd/confine.h"
 #include "sinkd/container.h"
 #include "sinkd/file_cache.h"
 #include "sinkd/hold.h"
@@ -42,6 +43,8 @@ struct SinkOptions {
   std::string policy_text;
   // Shipped files kept beyond what containers use (see FileCache).
   uint64_t file_cache_budget = uint64_t(2) << 30;
+  // Each container's cgroup limits (confine.h).
+  ContainerLimits container_limits;
 };
 
 // The `criu` binary run in every namespace of a container (Container::run).
@@ -90,16 +93,18 @@ class Sink {
 
  private:
   struct Gateway;
-  Result<void> watch(Gateway& g);
-  void watcher(Gateway* g, std::shared_ptr<std::promise<std::string>> attached);
+  // `stopped`: the gateway's processes were restored stopped; they run once seized.
+  Result<void> watch(Gateway& g, bool stopped = false);
+  void watcher(Gateway* g, bool stopped, std::shared_ptr<std::promise<std::string>> attached);
   void stop_watching(Gateway& g, bool freeze);
   Result<Gateway*> find(const std::string& id);
   // CRIU dump of a frozen gateway into a pack; returns the pack's path.
   Result<std::string> checkpoint(Gateway& g, const std::string& out);
   SinkOptions opt_;
   EventSink events_;
-  FileCache cache_;  // STATE/files: on the containers' file system
-  std::mutex mu_;    // guards gateways_ (the map, not each entry: commands come one at a time)
+  FileCache cache_;      // STATE/files: on the containers' file system
+  std::string cgroups_;  // the parent of the containers' cgroups, once prepared
+  std::mutex mu_;        // guards gateways_ (the map, not each entry: commands come one at a time)
   std::map<std::string, std::unique_ptr<Gateway>> gateways_;
 };
 

@@ -3,7 +3,9 @@
 #include "sinkd/tracer.h"
 
 #include <arpa/inet.h>
+#include <asm/unistd.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -430,9 +432,14 @@ Result<std::optional<Activity>> Tracer::run(Deadline deadline) {
         for (int i = 0; i < 6; ++i) th.args[i] = info.entry.args[i];
         if (policy.verdict(th.nr) == Verdict::NewPeer) note_destination(tid, th.nr, th.args);
         const TracedProcess& proc = processes_.at(pid);
-        if (policy.verdict(th.nr) == Verdict::WakeBefore &&
-            !(proc.tree && answered_by_tree(tid, *proc.tree, th.nr, th.args))) {
-          std::string reason = describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args));
+        // Another ABI (int 0x80's 32-bit calls, x32) numbers its calls otherwise: none is
+        // served, the policy speaks of x86-64 ones.
+        const bool foreign = info.arch != AUDIT_ARCH_X86_64 || (th.nr & __X32_SYSCALL_BIT) != 0;
+        if (foreign || (policy.verdict(th.nr) == Verdict::WakeBefore &&
+                        !(proc.tree && answered_by_tree(tid, *proc.tree, th.nr, th.args)))) {
+          std::string reason = foreign ? cat(info.arch == AUDIT_ARCH_X86_64 ? "x32" : "32-bit", " system call ",
+                                             th.nr & ~long(__X32_SYSCALL_BIT))
+                                       : describe(tid, th.nr, reinterpret_cast<const uint64_t*>(info.entry.args));
           // Cancel: the kernel skips a syscall whose number is -1 (it returns -ENOSYS).
           user_regs_struct regs{};
           if (::ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return errno_error("PTRACE_GETREGS");

@@ -267,6 +267,22 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
     EXPECT_NE((" " + *dev).find(present), std::string::npos) << present << " in " << *dev;
   for (const char* absent : {" vda ", " sda ", " mem ", " kmsg ", " console ", " vport", " hvc0 "})
     EXPECT_EQ((" " + *dev).find(absent), std::string::npos) << absent << " in " << *dev;
+  // Its cgroup, with the sink's limits: the restored gateway was born there (no cgroup the
+  // images name), and sees it as the root of its cgroup namespace.
+  auto cg = qmp::guest_run_ok(
+      *sink_->agent, "/bin/sh",
+      {"-c",
+       "cg=/run/seamless-sinkd/cgroup/seamless/rt; cat $cg/memory.max $cg/pids.max; "
+       "echo -n ' '; for p in $(cat $cg/cgroup.procs); do cat /proc/$p/comm; done | sort -u | tr '\\n' ' '; echo; "
+       "d=$(for p in $(cat $cg/cgroup.procs); do grep -qx dropbear /proc/$p/comm && echo $p; done | head -1); "
+       "cat /proc/$d/cgroup; "
+       "nsenter -t $(sed 's/.*\"init\":\\([0-9]*\\).*/\\1/' /run/seamless-sinkd/containers/rt/state.json) -C "
+       "cat /proc/$d/cgroup"});
+  ASSERT_TRUE(cg.ok()) << cg.error().message;
+  EXPECT_EQ(cg->rfind("536870912\n1024\n", 0), 0u) << "memory.max, pids.max: " << *cg;
+  for (const char* in : {" dropbear ", " seamless-sinkd "})
+    EXPECT_NE(cg->find(in), std::string::npos) << in << " in the container's cgroup: " << *cg;
+  EXPECT_NE(cg->find("\n0::/seamless/rt\n0::/\n"), std::string::npos) << "its cgroup outside and inside: " << *cg;
 
   // Two minutes idle with keep-alives: dropbear's timers, polls and keep-alive replies are
   // served in the sink, and the kernel there answers the TCP keep-alives.

@@ -19,6 +19,7 @@ struct FakeCriu : Criu {
   std::vector<pid_t> dumped;
   std::vector<std::string> restored;               // image dirs
   std::vector<bool> restored_stopped;              // leave_stopped of each restore
+  std::vector<bool> restored_in_place;             // keep_cgroup of each restore
   std::vector<std::vector<std::string>> wrappers;  // of each restore
   std::vector<uint64_t> external_unix;             // of the last dump
   bool external_datagrams = false;                 // of the last dump
@@ -43,6 +44,7 @@ struct FakeCriu : Criu {
       return make_error(ErrorKind::Remote, "no images in `", req.images, "`");
     restored.push_back(req.images);
     restored_stopped.push_back(req.leave_stopped);
+    restored_in_place.push_back(req.keep_cgroup);
     wrappers.push_back(req.wrapper);
     inherited.clear();
     for (const auto& i : req.inherit) {

@@ -9,6 +9,7 @@
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <linux/netlink.h>
 
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -552,15 +553,16 @@ TEST_F(Moves, AnAddRestoresEachGatewayWithItsStreamsAndStopsAtTheFirstFailure) {
     std::filesystem::create_directories(images + "/" + gw.dir);
     ASSERT_TRUE(sys::write_file(images + "/" + gw.dir + "/core.img", "x").ok());
   }
-  ASSERT_TRUE(restore_gateways(criu_, images, gateways_, ends()).ok());
+  ASSERT_TRUE(restore_gateways(criu_, images, gateways_, ends(), true).ok());
   EXPECT_EQ(criu_.restored.size(), 3u);
-  EXPECT_EQ(criu_.restored_stopped, (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(criu_.restored_stopped, (std::vector<bool>{true, true, true})) << "stopped until seized";
+  EXPECT_EQ(criu_.restored_in_place, (std::vector<bool>{true, true, true})) << "in the container's cgroup";
   EXPECT_EQ(ends_asked_, 3);
   EXPECT_EQ(criu_.wrappers, (std::vector<std::vector<std::string>>{{}, {}, {"setsid", "--wait"}}))
       << "a shell job is restored in a session of the container's own";
   criu_.restored.clear();
   criu_.fail_restore_of = images + "/gw/200";
-  auto r = restore_gateways(criu_, images, gateways_, ends());
+  auto r = restore_gateways(criu_, images, gateways_, ends(), true);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("restoring gateway `gw2`"), std::string::npos) << r.error().message;
   EXPECT_EQ(criu_.restored, std::vector<std::string>{images + "/gw/100"}) << "nothing after the failure";
@@ -628,6 +630,13 @@ TEST(QueueMessages, TruncatedAndErrorMessagesAreRefused) {
   auto ack = parse_queue_messages(err);
   ASSERT_TRUE(ack.ok());
   EXPECT_TRUE(ack->empty());
+  // A code the kernel never sends (fuzzing found INT_MIN negated): malformed, named.
+  for (int bogus : {INT_MIN, -4096, 1}) {
+    std::memcpy(err.data() + NLMSG_HDRLEN, &bogus, sizeof bogus);
+    auto odd = parse_queue_messages(err);
+    ASSERT_FALSE(odd.ok()) << bogus;
+    EXPECT_NE(odd.error().message.find(cat("NLMSG_ERROR with code ", bogus)), std::string::npos) << odd.error().message;
+  }
 }
 
 }  // namespace
