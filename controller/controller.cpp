@@ -678,7 +678,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
     return qmp::write_guest_file(agent, kGuestWake, bytes);
   });
   p.step("restore", [&]() -> Result<void> {
-    SL_TRY(helper.restore(kGuestWake));
+    // The sink's pack holds only what the VM dumped (checked in the guest).
+    SL_TRY(helper.restore(kGuestWake, kGuestPark));
     home = true;
     return ok();
   });

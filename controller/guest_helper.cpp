@@ -100,10 +100,12 @@ Result<ShipOutcome> GuestHelper::ship(const std::string& pack, const std::string
   return parse_ship(st.out, st.exitcode.value_or(-1), st.err);
 }
 
-Result<void> GuestHelper::restore(const std::string& pack) {
+Result<void> GuestHelper::restore(const std::string& pack, const std::string& dumped) {
   qmp::RunOptions ro;
   ro.timeout = Millis(300000);
-  auto st = SL_TRY_CTX(qmp::guest_run(agent_, kGuestHelper, {"restore", pack}, ro), "seamless-guest restore");
+  std::vector<std::string> args = {"restore", pack};
+  if (!dumped.empty()) args.insert(args.end(), {"--dumped", dumped});
+  auto st = SL_TRY_CTX(qmp::guest_run(agent_, kGuestHelper, args, ro), "seamless-guest restore");
   if (st.exitcode.value_or(-1) == 0) return ok();
   // The reason is in the one JSON object on stdout.
   std::string why = st.err.substr(0, 400);

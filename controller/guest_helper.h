@@ -54,7 +54,8 @@ class GuestHelper {
   // Dumps the gateways (all, or those on `ports`) into `out`; an abort is retried up to
   // `attempts` times, then reported as an error naming the activity.
   Result<DumpOutcome> dump(const std::string& out, const std::vector<uint16_t>& ports, int attempts = 5);
-  Result<void> restore(const std::string& pack);
+  // `dumped`: the pack `pack` hands back (a sink's); the guest checks it against that dump.
+  Result<void> restore(const std::string& pack, const std::string& dumped = "");
   // Ships the pack's files in `paths` into `out`, leaving out those that make one of the
   // `have` object names (the sink's cache).
   Result<ShipOutcome> ship(const std::string& pack, const std::string& out, const std::vector<std::string>& paths,

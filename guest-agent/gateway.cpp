@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "common/log.h"
@@ -19,6 +20,7 @@
 #include "common/time.h"
 #include "guest-agent/file_tree.h"
 #include "guest-agent/streams.h"
+#include "pack/criu_images.h"
 #include "pack/pack.h"
 #include "qmp/json.h"
 
@@ -332,6 +334,22 @@ Result<void> exclude_unmovable(Env& env, const Snapshot& snap, Discovery* d) {
   return ok();
 }
 
+namespace {
+
+// Who the tasks of every gateway's images under `root` are (criu_images::task_identities).
+Result<std::map<uint32_t, packfmt::criu_images::TaskIdentity>> identities_of(
+    const std::string& root, const std::vector<PackedGateway>& gateways) {
+  std::map<uint32_t, packfmt::criu_images::TaskIdentity> all;
+  for (const auto& g : gateways)
+    for (auto& [pid, t] :
+         SL_TRY_CTX(packfmt::criu_images::task_identities(root + "/" + g.dir), "the images of gateway `", g.name, "`"))
+      if (!all.emplace(pid, std::move(t)).second)
+        return make_error(ErrorKind::Invalid, "pid ", pid, " in the images of two gateways");
+  return all;
+}
+
+}  // namespace
+
 Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gateway>& gateways,
                         const std::string& pack_path, const PackOptions& pack_options) {
   if (gateways.empty()) return make_error(ErrorKind::Invalid, "no gateways to dump");
@@ -504,8 +522,13 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
     std::filesystem::create_directories(std::filesystem::path(at).parent_path(), ec);
     if (ec || !sys::write_file(at, e.data, 0600).ok()) e.content = false;
   }
-  if (auto w = write_pack(pack_path, m.to_json(), images, list_pack_files(images), pack_options, &result.pages);
-      !w.ok()) {
+  // Who was dumped, kept beside the pack: a hand-back from a sink is checked against it.
+  auto w = [&]() -> Result<void> {
+    auto ids = SL_TRY(identities_of(images, m.gateways));
+    SL_TRY(sys::write_file(identities_path(pack_path), packfmt::criu_images::identities_to_json(ids), 0600));
+    return write_pack(pack_path, m.to_json(), images, list_pack_files(images), pack_options, &result.pages);
+  }();
+  if (!w.ok()) {
     auto back = restore_in_place(env, images, dumped);
     Error e = std::move(w).error().wrap("writing the pack");
     if (!back.ok()) return e.wrap(cat("and putting the gateways back failed too: ", back.error().message, ";"));
@@ -520,7 +543,17 @@ Result<DumpResult> dump(Env& env, const Snapshot& snap, const std::vector<Gatewa
   return result;
 }
 
-Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits) {
+std::string identities_path(const std::string& pack_path) { return pack_path + ".ids"; }
+
+Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits,
+                              const std::string& dumped) {
+  // The record of what was dumped comes first: a hand-back without one is not restored.
+  std::optional<std::map<uint32_t, packfmt::criu_images::TaskIdentity>> was;
+  if (!dumped.empty()) {
+    auto text =
+        SL_TRY_CTX(sys::read_file(identities_path(dumped), 16 << 20), "the record of what `", dumped, "` holds");
+    was = SL_TRY_CTX(packfmt::criu_images::identities_from_json(text), "`", identities_path(dumped), "`");
+  }
   auto [dir, text] = SL_TRY(unpack_scratch(env, "restore", pack_path, limits));
   auto cleanup = [&] {
     std::error_code ec;
@@ -533,6 +566,9 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
     for (const auto& g : r.manifest.gateways)
       if (!std::filesystem::is_directory(dir + "/" + g.dir))
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
+    if (was)
+      SL_TRY_CTX(packfmt::criu_images::check_handed_back(*was, SL_TRY(identities_of(dir, r.manifest.gateways))),
+                 "the pack holds what `", dumped, "` did not");
     auto restored = [&]() -> Result<void> {
       for (const auto& g : r.manifest.gateways) {
         pid_t pid =

@@ -68,8 +68,14 @@ struct RestoreResult {
 };
 
 // Unpacks `pack_path`, checks every recorded file against this machine, clears CRIU's
-// connection locks and restores each gateway.
-Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits = {});
+// connection locks and restores each gateway. `dumped`: the pack this one hands back (a
+// sink's): its tasks, threads, credentials and executables must be what that dump held,
+// or what its tasks could have become by themselves (criu_images::check_handed_back).
+Result<RestoreResult> restore(Env& env, const std::string& pack_path, const PackLimits& limits = {},
+                              const std::string& dumped = "");
+
+// Where a dump keeps the identities of the tasks it dumped: beside its pack.
+std::string identities_path(const std::string& pack_path);
 
 // A dummy restore of the pack in new network/PID/mount/UTS/IPC namespaces (with the
 // pack's addresses on a dummy interface), killed right after.

@@ -23,7 +23,7 @@ namespace {
 constexpr const char* kUsage =
     R"(usage: seamless-guest discover
        seamless-guest dump [--out PACK] [--port N]... [--compress xz|gzip] [--no-page-deltas]
-       seamless-guest restore PACK
+       seamless-guest restore PACK [--dumped PACK]
        seamless-guest prewarm PACK
        seamless-guest ship PACK [--out SHIPMENT] [--path FILE]... [--have OBJECT]...
 
@@ -46,7 +46,10 @@ object on stdout; exit code 0 only on success.
             gateway that is a systemd service's main process leaves its unit active
             meanwhile (a stand-in is its main process; no restart, no stop) until the
             restore gives it the restored process back
-  restore   restores a pack here (the wake path)
+  restore   restores a pack here (the wake path). --dumped: PACK is a sink's hand-back of
+            that dump (made here, its tasks recorded in DUMPED.ids): refused unless it
+            holds those tasks and threads only, each running the executable it ran, with
+            credentials and capabilities it held or could have taken by itself
   prewarm   dummy-restores a pack in throw-away namespaces and kills it, so the pages a
             real restore needs are in memory
   ship      writes the files a sink lacks for a pack (its executables, libraries and
@@ -104,6 +107,7 @@ int main_impl(int argc, char** argv) {
   bool out_given = false;
   std::set<uint16_t> ports;
   std::vector<std::string> ship_paths, have;
+  std::string dumped;
   PackOptions pack_options;
   std::optional<Compression> compression;
   for (int i = 1; i < argc; ++i) {
@@ -119,6 +123,9 @@ int main_impl(int argc, char** argv) {
       if (!c.ok()) return usage_error(c.error().message);
       pack_options.compression = *c;
       compression = *c;
+    } else if (a == "--dumped") {
+      if (i + 1 >= argc) return usage_error(a + " needs a value");
+      dumped = argv[++i];
     } else if (a == "--path" || a == "--have") {
       if (i + 1 >= argc) return usage_error(a + " needs a value");
       (a == "--path" ? ship_paths : have).push_back(argv[++i]);
@@ -192,7 +199,7 @@ int main_impl(int argc, char** argv) {
   if (verb == "restore" || verb == "prewarm") {
     if (pos.size() != 2) return usage_error(verb + " needs a PACK");
     if (verb == "restore") {
-      auto r = restore(env, pos[1]);
+      auto r = restore(env, pos[1], {}, dumped);
       if (!r.ok()) return emit_error(r.error());
       std::printf("%s\n", to_json(*r).c_str());
     } else {

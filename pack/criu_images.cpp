@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/sys.h"
+#include "qmp/json.h"
 
 namespace seamless::packfmt::criu_images {
 namespace {
@@ -191,6 +192,210 @@ Result<PageOrigins> page_origins(const std::string& dir) {
       }
     }
     out.images[uint32_t(pages_id)] = std::move(pages);
+  }
+  return out;
+}
+
+namespace {
+
+constexpr int kCapSetgid = 6, kCapSetuid = 7, kCapSetpcap = 8;
+
+// A repeated uint32 field: unpacked (one varint field each) or packed (one bytes field).
+Result<std::vector<uint32_t>> repeated_u32(const std::vector<Field>& fields, uint32_t number) {
+  std::vector<uint32_t> out;
+  for (const auto& f : fields) {
+    if (f.number != number) continue;
+    if (!f.is_bytes) {
+      out.push_back(uint32_t(f.value));
+      continue;
+    }
+    for (size_t pos = 0; pos < f.bytes.size();) out.push_back(uint32_t(SL_TRY(varint(f.bytes, &pos))));
+  }
+  if (out.size() > 65536) return malformed("a repeated field of more than 65536 values");
+  return out;
+}
+
+// Capability words (two u32 for 64 capabilities) as bits.
+uint64_t cap_bits(const std::vector<uint32_t>& words) {
+  uint64_t bits = 0;
+  for (size_t i = 0; i < words.size() && i < 2; ++i) bits |= uint64_t(words[i]) << (32 * i);
+  return bits;
+}
+
+Result<std::string_view> first_entry(const std::string& image, const std::string& name) {
+  auto entries = SL_TRY_CTX(image_entries(image), "`", name, "`");
+  if (entries.empty()) return malformed(cat("`", name, "` holds no entry"));
+  return entries[0];
+}
+
+Result<Creds> creds_of(const std::string& dir, uint32_t tid) {
+  const std::string name = cat("core-", tid, ".img");
+  auto image = SL_TRY(sys::read_file(dir + "/" + name, 16 << 20));
+  auto core = SL_TRY(parse_message(SL_TRY(first_entry(image, name))));
+  const Field* thread = find(core, 5);
+  if (!thread || !thread->is_bytes) return malformed(cat("`", name, "` has no thread_core"));
+  const Field* creds = find(SL_TRY(parse_message(thread->bytes)), 10);
+  if (!creds || !creds->is_bytes) return malformed(cat("`", name, "` has no credentials"));
+  auto c = SL_TRY(parse_message(creds->bytes));
+  Creds out;
+  uint32_t* ids[] = {&out.uid, &out.gid, &out.euid, &out.egid, &out.suid, &out.sgid, &out.fsuid, &out.fsgid};
+  for (uint32_t n = 1; n <= 8; ++n) {
+    const Field* f = find(c, n);
+    if (!f || f->is_bytes) return malformed(cat("`", name, "` lacks credential field ", n));
+    *ids[n - 1] = uint32_t(f->value);
+  }
+  out.cap_inh = cap_bits(SL_TRY(repeated_u32(c, 9)));
+  out.cap_prm = cap_bits(SL_TRY(repeated_u32(c, 10)));
+  out.cap_eff = cap_bits(SL_TRY(repeated_u32(c, 11)));
+  out.cap_bnd = cap_bits(SL_TRY(repeated_u32(c, 12)));
+  out.secbits = uint32_t(number_or(c, 13, 0));
+  out.groups = SL_TRY(repeated_u32(c, 14));
+  return out;
+}
+
+bool has_cap(const Creds& c, int cap) { return (c.cap_eff >> cap) & 1; }
+
+bool one_of(uint32_t id, uint32_t a, uint32_t b, uint32_t c) { return id == a || id == b || id == c; }
+
+// What `was` could have become by itself, as the kernel would let it.
+Result<void> reachable(const Creds& was, const Creds& now, uint32_t tid) {
+  auto refuse = [&](std::string_view what) {
+    return make_error(ErrorKind::Invalid, "thread ", tid, " came back with ", what, " it could not have taken");
+  };
+  if (!has_cap(was, kCapSetuid))
+    for (uint32_t id : {now.uid, now.euid, now.suid, now.fsuid})
+      if (!one_of(id, was.uid, was.euid, was.suid) && id != was.fsuid) return refuse(cat("user id ", id));
+  if (!has_cap(was, kCapSetgid)) {
+    for (uint32_t id : {now.gid, now.egid, now.sgid, now.fsgid})
+      if (!one_of(id, was.gid, was.egid, was.sgid) && id != was.fsgid) return refuse(cat("group id ", id));
+    if (now.groups != was.groups) return refuse("other supplementary groups");
+  }
+  // Capabilities only go: permitted and bounding sets shrink, effective stays within
+  // permitted, inheritable within what it had or was permitted.
+  const uint64_t prm = was.cap_prm;
+  if (now.cap_prm & ~prm) return refuse("permitted capabilities");
+  if (now.cap_eff & ~(now.cap_prm & prm)) return refuse("effective capabilities");
+  if (now.cap_bnd & ~was.cap_bnd) return refuse("bounding capabilities");
+  if (now.cap_inh & ~(was.cap_inh | (prm & was.cap_bnd))) return refuse("inheritable capabilities");
+  if (now.secbits != was.secbits && !has_cap(was, kCapSetpcap)) return refuse(cat("securebits ", now.secbits));
+  return ok();
+}
+
+}  // namespace
+
+Result<std::map<uint32_t, TaskIdentity>> task_identities(const std::string& dir) {
+  std::map<uint32_t, TaskIdentity> out;
+  auto files = SL_TRY(regular_files(dir));
+  auto pstree = SL_TRY(sys::read_file(dir + "/pstree.img", 16 << 20));
+  for (auto entry : SL_TRY_CTX(image_entries(pstree), "`pstree.img`")) {
+    auto fields = SL_TRY(parse_message(entry));
+    const Field* pid = find(fields, 1);
+    if (!pid || pid->is_bytes || pid->value == 0 || pid->value > 4194304) return malformed("a pstree entry's pid");
+    TaskIdentity& t = out[uint32_t(pid->value)];
+    if (!t.threads.empty()) return malformed(cat("pid ", pid->value, " twice in `pstree.img`"));
+    t.threads = SL_TRY(repeated_u32(fields, 5));
+    if (t.threads.empty()) t.threads.push_back(uint32_t(pid->value));
+    for (uint32_t tid : t.threads) {
+      if (tid == 0 || tid > 4194304 || t.creds.count(tid))
+        return malformed(cat("thread ", tid, " of pid ", pid->value));
+      t.creds[tid] = SL_TRY(creds_of(dir, tid));
+    }
+    // The executable: a task that shares its parent's memory (a vfork child) has no mm image.
+    const std::string mm = cat(dir, "/mm-", pid->value, ".img");
+    if (std::filesystem::exists(mm)) {
+      auto image = SL_TRY(sys::read_file(mm, 64 << 20));
+      auto m = SL_TRY(parse_message(SL_TRY(first_entry(image, mm))));
+      if (auto path = files.find(number_or(m, 12, UINT64_MAX)); path != files.end()) t.exe = path->second;
+    }
+  }
+  if (out.empty()) return malformed("`pstree.img` names no task");
+  return out;
+}
+
+Result<void> check_handed_back(const std::map<uint32_t, TaskIdentity>& dumped,
+                               const std::map<uint32_t, TaskIdentity>& back) {
+  for (const auto& [pid, t] : back) {
+    auto was = dumped.find(pid);
+    if (was == dumped.end()) return make_error(ErrorKind::Invalid, "pid ", pid, " was not dumped here");
+    if (t.exe != was->second.exe)
+      return make_error(ErrorKind::Invalid, "pid ", pid, " came back running `", t.exe, "`, not `", was->second.exe,
+                        "`");
+    for (const auto& [tid, creds] : t.creds) {
+      auto before = was->second.creds.find(tid);
+      if (before == was->second.creds.end())
+        return make_error(ErrorKind::Invalid, "thread ", tid, " of pid ", pid, " was not dumped here");
+      SL_TRY(reachable(before->second, creds, tid));
+    }
+  }
+  return ok();
+}
+
+std::string identities_to_json(const std::map<uint32_t, TaskIdentity>& ids) {
+  std::string tasks = "[";
+  for (const auto& [pid, t] : ids) {
+    std::string threads = "[";
+    for (const auto& [tid, c] : t.creds) {
+      std::string groups = "[";
+      for (uint32_t g : c.groups) groups += (groups.size() > 1 ? "," : "") + std::to_string(g);
+      qmp::ArgWriter w;
+      w.num("tid", tid).num("uid", c.uid).num("gid", c.gid).num("euid", c.euid).num("egid", c.egid);
+      w.num("suid", c.suid).num("sgid", c.sgid).num("fsuid", c.fsuid).num("fsgid", c.fsgid);
+      // Capability sets as decimal strings: JSON numbers lose 64-bit precision elsewhere.
+      w.str("cap_inh", std::to_string(c.cap_inh)).str("cap_prm", std::to_string(c.cap_prm));
+      w.str("cap_eff", std::to_string(c.cap_eff)).str("cap_bnd", std::to_string(c.cap_bnd));
+      w.num("secbits", c.secbits).raw("groups", groups + "]");
+      threads += (threads.size() > 1 ? "," : "") + w.finish();
+    }
+    qmp::ArgWriter w;
+    w.num("pid", pid).str("exe", t.exe).raw("threads", threads + "]");
+    tasks += (tasks.size() > 1 ? "," : "") + w.finish();
+  }
+  qmp::ArgWriter w;
+  return w.raw("tasks", tasks + "]").finish();
+}
+
+Result<std::map<uint32_t, TaskIdentity>> identities_from_json(std::string_view text) {
+  auto json = SL_TRY(qmp::parse(text));
+  const qmp::Value& root = json.root();
+  if (!root.IsObject() || !root.HasMember("tasks") || !root["tasks"].IsArray())
+    return make_error(ErrorKind::Invalid, "task identities: no `tasks` array");
+  auto u32 = [](const qmp::Value& o, const char* key) -> Result<uint32_t> {
+    auto v = SL_TRY(qmp::get_int(o, key));
+    if (v < 0 || v > int64_t(UINT32_MAX)) return make_error(ErrorKind::Invalid, "task identities: `", key, "` ", v);
+    return uint32_t(v);
+  };
+  auto u64 = [](const qmp::Value& o, const char* key) -> Result<uint64_t> {
+    auto s = SL_TRY(qmp::get_string(o, key));
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || *end || errno || s[0] == '-')
+      return make_error(ErrorKind::Invalid, "task identities: `", key, "`");
+    return uint64_t(v);
+  };
+  std::map<uint32_t, TaskIdentity> out;
+  for (const auto& task : root["tasks"].GetArray()) {
+    if (!task.IsObject() || !task.HasMember("threads") || !task["threads"].IsArray())
+      return make_error(ErrorKind::Invalid, "task identities: a task without threads");
+    TaskIdentity& t = out[SL_TRY(u32(task, "pid"))];
+    t.exe = SL_TRY(qmp::get_string(task, "exe"));
+    for (const auto& th : task["threads"].GetArray()) {
+      if (!th.IsObject() || !th.HasMember("groups") || !th["groups"].IsArray())
+        return make_error(ErrorKind::Invalid, "task identities: a thread without groups");
+      Creds c;
+      const uint32_t tid = SL_TRY(u32(th, "tid"));
+      c.uid = SL_TRY(u32(th, "uid")), c.gid = SL_TRY(u32(th, "gid")), c.euid = SL_TRY(u32(th, "euid"));
+      c.egid = SL_TRY(u32(th, "egid")), c.suid = SL_TRY(u32(th, "suid")), c.sgid = SL_TRY(u32(th, "sgid"));
+      c.fsuid = SL_TRY(u32(th, "fsuid")), c.fsgid = SL_TRY(u32(th, "fsgid")), c.secbits = SL_TRY(u32(th, "secbits"));
+      c.cap_inh = SL_TRY(u64(th, "cap_inh")), c.cap_prm = SL_TRY(u64(th, "cap_prm"));
+      c.cap_eff = SL_TRY(u64(th, "cap_eff")), c.cap_bnd = SL_TRY(u64(th, "cap_bnd"));
+      for (const auto& g : th["groups"].GetArray()) {
+        if (!g.IsUint()) return make_error(ErrorKind::Invalid, "task identities: a group that is no number");
+        c.groups.push_back(g.GetUint());
+      }
+      t.threads.push_back(tid);
+      t.creds[tid] = std::move(c);
+    }
   }
   return out;
 }

@@ -46,4 +46,37 @@ struct PageOrigins {
 // out (their pages are then simply stored as they are); Err only on unreadable files.
 Result<PageOrigins> page_origins(const std::string& dir);
 
+// Who the tasks of one CRIU dump are: each thread's credentials (core-TID.img's
+// thread_core.creds) and each task's executable (mm-PID.img's exe_file_id in files.img).
+struct Creds {
+  uint32_t uid = 0, gid = 0, euid = 0, egid = 0, suid = 0, sgid = 0, fsuid = 0, fsgid = 0;
+  uint64_t cap_inh = 0, cap_prm = 0, cap_eff = 0, cap_bnd = 0;  // capability bits
+  uint32_t secbits = 0;
+  std::vector<uint32_t> groups;
+  bool operator==(const Creds&) const = default;
+};
+struct TaskIdentity {
+  std::vector<uint32_t> threads;    // the task's own pid first
+  std::map<uint32_t, Creds> creds;  // by thread
+  std::string exe;                  // "" when the images name none
+};
+// Reads pstree.img and the tasks' core and mm images in `dir`. Err on a malformed image
+// or a thread without credentials.
+Result<std::map<uint32_t, TaskIdentity>> task_identities(const std::string& dir);
+
+// A sink's hand-back is restored as root in the guest: what it holds must be what the
+// guest dumped, or what those tasks could have become by themselves. Err naming the
+// first task or thread the dump did not have, a credential a task could not have taken
+// without privilege it lacked (ids outside its real, effective and saved ones without
+// CAP_SETUID/CAP_SETGID, other groups without CAP_SETGID, a capability beyond its
+// permitted or bounding set, other securebits without CAP_SETPCAP), or another
+// executable.
+Result<void> check_handed_back(const std::map<uint32_t, TaskIdentity>& dumped,
+                               const std::map<uint32_t, TaskIdentity>& back);
+
+// As JSON (the guest keeps its dump's identities beside its pack), and back: parse
+// refuses anything but what to_json writes.
+std::string identities_to_json(const std::map<uint32_t, TaskIdentity>& ids);
+Result<std::map<uint32_t, TaskIdentity>> identities_from_json(std::string_view text);
+
 }  // namespace seamless::packfmt::criu_images

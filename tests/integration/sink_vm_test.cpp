@@ -105,8 +105,8 @@ class SinkVm : public test::VmSuite<SinkVm> {
     return qmp::read_guest_file(*sink_->agent, path);
   }
   // Wake, after the hand-back: the guest VM resumes and announces itself (OVS learnt its MAC
-  // at the sink's port), its traffic comes back, the pack is restored there, the held
-  // packets follow. Returns how many were released.
+  // at the sink's port), its traffic comes back, the pack is restored there (checked
+  // against what park() dumped), the held packets follow. Returns how many were released.
   static Result<int64_t> go_home(qmp::QmpSocket& c, const std::string& id, const std::string& pack) {
     SL_TRY(guest_->monitor->call("cont", "", Millis(30000)));
     SL_TRY(guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}",
@@ -114,7 +114,7 @@ class SinkVm : public test::VmSuite<SinkVm> {
     SL_TRY(guest_->bed.end_redirect(test::Testbed::guest_mac(kGuest)));
     const std::string path = cat("/run/", id, "-back.pack");
     SL_TRY(qmp::write_guest_file(*guest_->agent, path, pack));
-    SL_TRY(guest_helper({"restore", path}));
+    SL_TRY(guest_helper({"restore", path, "--dumped", cat("/run/", id, ".pack")}));  // what park() dumped
     auto released = SL_TRY(client(c).release_packets({id}));
     SL_TRY(client(c).remove_gateway({id}));
     return released.released;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// A fake at the CRIU boundary: a dump writes one image file, a restore needs one; both
-// are recorded, and a dump or restore fails on request.
+// A fake at the CRIU boundary: a dump writes the images that say who it dumped (pstree,
+// the root task's core with root's credentials), a restore needs one; both are recorded,
+// and a dump or restore fails on request.
 #pragma once
 
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 
 #include "common/sys.h"
 #include "guest-agent/criu.h"
+#include "tests/support/criu_writer.h"
 
 namespace seamless::guest {
 
@@ -33,8 +35,16 @@ struct FakeCriu : Criu {
     dumped.push_back(req.root);
     external_unix = req.external_unix;
     external_datagrams = req.external_datagrams;
+    using test::criu_writer::bytes, test::criu_writer::image, test::criu_writer::num;
+    std::string creds;
+    for (uint32_t f = 1; f <= 8; ++f) creds += num(f, 0);
+    for (uint32_t f = 9; f <= 12; ++f) creds += num(f, 0xffffffff) + num(f, 0x1ff);
+    creds += num(13, 0);
+    const uint64_t pid = uint64_t(req.root);
+    SL_TRY(sys::write_file(req.images + "/pstree.img",
+                           image(0x50273030, {num(1, pid) + num(2, 1) + num(3, pid) + num(4, pid) + num(5, pid)})));
     return sys::write_file(req.images + "/core-" + std::to_string(req.root) + ".img",
-                           "image of " + std::to_string(req.root));
+                           image(0x54545454, {num(1, 1) + bytes(5, num(1, 0) + num(2, 24) + bytes(10, creds))}));
   }
   Result<pid_t> restore(const RestoreRequest& req) override {
     if (req.images == fail_restore_of) return make_error(ErrorKind::Remote, "criu restore failed: Error (test)");

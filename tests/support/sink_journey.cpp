@@ -46,7 +46,9 @@ Result<int64_t> come_home(qmp::QmpSocket& control, const SinkPair& vms, const st
   SL_TRY(vms.guest.bed.end_redirect(Testbed::guest_mac(vms.guest_index)));
   auto bytes = SL_TRY(qmp::read_guest_file(*vms.sink.agent, pack));
   SL_TRY(qmp::write_guest_file(*vms.guest.agent, pack, bytes));
-  auto restored = run_guest_helper(*vms.guest.agent, {"restore", pack}, Millis(300000));
+  // Checked against what the guest dumped (move_to_sink's pack), as a wake does.
+  auto restored =
+      run_guest_helper(*vms.guest.agent, {"restore", pack, "--dumped", cat("/run/", id, ".pack")}, Millis(300000));
   if (restored.code != 0) return make_error(ErrorKind::Remote, "restore at home: ", restored.text);
   auto sink = sink_client(control);
   auto released = SL_TRY(sink.release_packets({id}));

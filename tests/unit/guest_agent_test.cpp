@@ -19,6 +19,7 @@
 #include "guest-agent/gateway.h"
 #include "guest-agent/procfs.h"
 #include "guest-agent/streams.h"
+#include "pack/criu_images.h"
 #include "pack/identity.h"
 #include "pack/manifest.h"
 #include "pack/pack.h"
@@ -800,6 +801,37 @@ TEST_F(GatewayOps, DumpWritesAPackThatRestores) {
   EXPECT_EQ(nf_.cleared, 1);
   EXPECT_EQ(nf_.restored_at_clear, 1u) << "CRIU's leftover locks are cleared after the restore, not before";
   EXPECT_FALSE(nf_.holding) << "the gateway listens again: new connections come in";
+}
+
+// The dump keeps who it dumped beside its pack; a hand-back is restored only if it holds
+// those tasks (checked before anything is restored), and not without that record.
+TEST_F(GatewayOps, AHandBackIsRestoredOnlyIfItHoldsWhatWasDumped) {
+  const std::string pack = work_ / "out.pack";
+  auto r = dump(env_, snap_, gateways_, pack);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto ids = sys::read_file(identities_path(pack));
+  ASSERT_TRUE(ids.ok()) << ids.error().message;
+  EXPECT_NE(ids->find(cat("\"pid\":", gateways_[0].root)), std::string::npos) << *ids;
+  // A sink's pack of the same tasks (the dump's own pack stands in for it).
+  auto same = restore(env_, pack, {}, pack);
+  ASSERT_TRUE(same.ok()) << same.error().message;
+  EXPECT_EQ(criu_.restored.size(), 1u);
+  // A record of other tasks: the pack holds a task that was not dumped here.
+  auto other = packfmt::criu_images::identities_from_json(*ids).value();
+  auto task = other.begin()->second;
+  other.clear();
+  other[uint32_t(gateways_[0].root) + 1] = task;
+  ASSERT_TRUE(sys::write_file(identities_path(pack), packfmt::criu_images::identities_to_json(other)).ok());
+  auto refused = restore(env_, pack, {}, pack);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find(cat("pid ", gateways_[0].root, " was not dumped here")), std::string::npos)
+      << refused.error().message;
+  EXPECT_EQ(criu_.restored.size(), 1u) << "nothing restored";
+  ASSERT_EQ(::unlink(identities_path(pack).c_str()), 0);
+  auto unrecorded = restore(env_, pack, {}, pack);
+  ASSERT_FALSE(unrecorded.ok());
+  EXPECT_NE(unrecorded.error().message.find("the record of what"), std::string::npos) << unrecorded.error().message;
+  EXPECT_EQ(criu_.restored.size(), 1u);
 }
 
 TEST_F(GatewayOps, ActivityDuringTheDumpPutsEverythingBack) {

@@ -14,29 +14,15 @@
 #include "pack/criu_images.h"
 #include "pack/identity.h"
 #include "pack/pack.h"
+#include "tests/support/criu_writer.h"
 
 namespace seamless::packfmt {
 namespace {
 
 // --- protobuf and CRIU image writing, as CRIU does it ----------------------------------
-std::string varint(uint64_t v) {
-  std::string out;
-  do {
-    unsigned char c = v & 0x7f;
-    v >>= 7;
-    out += char(v ? c | 0x80 : c);
-  } while (v);
-  return out;
-}
-std::string num(uint32_t field, uint64_t v) { return varint(field << 3) + varint(v); }
-std::string bytes(uint32_t field, const std::string& b) { return varint(field << 3 | 2) + varint(b.size()) + b; }
-
-std::string image(uint32_t magic, const std::vector<std::string>& entries) {
-  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
-  std::string out = u32(0x54564319) + u32(magic);
-  for (const auto& e : entries) out += u32(uint32_t(e.size())) + e;
-  return out;
-}
+using test::criu_writer::bytes;
+using test::criu_writer::image;
+using test::criu_writer::num;
 
 constexpr uint64_t kFilePrivate = 1 << 6, kAnonPrivate = 1 << 9, kRegular = 1;
 constexpr uint64_t kPresent = 1 << 2;
@@ -285,6 +271,105 @@ TEST(CriuImages, MalformedImagesAreErrors) {
   EXPECT_EQ((*f)[1].bytes, "xy");
   EXPECT_FALSE(criu_images::image_entries("ab").ok());
   EXPECT_FALSE(criu_images::image_entries(image(1, {"abc"}).substr(0, 12)).ok()) << "entry past the end";
+}
+
+// --- what a hand-back may hold: the dump's tasks, as they were or as they could become --
+
+// A CRIU dump directory of one task (pid 40, threads 40 and 41) running `exe`, each thread
+// with the credentials `c`, the capabilities as CRIU writes them (two u32 words each,
+// unpacked).
+void write_task(const std::string& d, const criu_images::Creds& c, const std::string& exe) {
+  std::filesystem::create_directories(d);
+  auto words = [](uint32_t field, uint64_t bits) { return num(field, bits & 0xffffffff) + num(field, bits >> 32); };
+  std::string creds = num(1, c.uid) + num(2, c.gid) + num(3, c.euid) + num(4, c.egid) + num(5, c.suid) +
+                      num(6, c.sgid) + num(7, c.fsuid) + num(8, c.fsgid) + words(9, c.cap_inh) + words(10, c.cap_prm) +
+                      words(11, c.cap_eff) + words(12, c.cap_bnd) + num(13, c.secbits);
+  for (uint32_t g : c.groups) creds += num(14, g);
+  const std::string thread = num(1, 0) + num(2, 24) + bytes(10, creds);
+  for (int tid : {40, 41})
+    ASSERT_TRUE(sys::write_file(cat(d, "/core-", tid, ".img"),
+                                image(0x54545454, {num(1, 1) + bytes(3, bytes(6, "gw")) + bytes(5, thread)}))
+                    .ok());
+  ASSERT_TRUE(sys::write_file(d + "/pstree.img", image(0x50273030, {num(1, 40) + num(2, 1) + num(3, 40) + num(4, 40) +
+                                                                    num(5, 40) + num(5, 41)}))
+                  .ok());
+  std::string mm;
+  for (uint32_t f = 1; f <= 11; ++f) mm += num(f, 0);
+  mm += num(12, 9);
+  ASSERT_TRUE(sys::write_file(d + "/mm-40.img", image(0x57492820, {mm})).ok());
+  std::string reg = num(1, 9) + num(2, 0) + num(3, 0) + bytes(5, num(1, 0)) + bytes(6, exe);
+  ASSERT_TRUE(sys::write_file(d + "/files.img", image(0x56213732, {num(1, 1) + num(2, 9) + bytes(3, reg)})).ok());
+}
+
+TEST(HandBack, OnlyWhatWasDumpedOrWhatItCouldBecomeComesBack) {
+  TempDir dir = TempDir::create().value();
+  criu_images::Creds www;  // a worker: www-data, no capabilities, its bounding set full
+  www.uid = www.euid = www.suid = www.fsuid = 33;
+  www.gid = www.egid = www.sgid = www.fsgid = 33;
+  www.cap_bnd = (uint64_t(1) << 41) - 1;
+  www.groups = {33};
+  write_task(dir / "dumped", www, "/usr/sbin/lighttpd");
+  auto dumped = criu_images::task_identities(dir / "dumped");
+  ASSERT_TRUE(dumped.ok()) << dumped.error().message;
+  ASSERT_EQ(dumped->size(), 1u);
+  const auto& t = dumped->at(40);
+  EXPECT_EQ(t.threads, (std::vector<uint32_t>{40, 41}));
+  EXPECT_EQ(t.exe, "/usr/sbin/lighttpd");
+  EXPECT_EQ(t.creds.at(41), www);
+  // Kept beside the pack as JSON: read back whole.
+  auto json = criu_images::identities_from_json(criu_images::identities_to_json(*dumped));
+  ASSERT_TRUE(json.ok()) << json.error().message;
+  EXPECT_EQ(json->at(40).creds.at(40), www);
+  EXPECT_EQ(json->at(40).exe, t.exe);
+  EXPECT_TRUE(criu_images::check_handed_back(*json, *dumped).ok()) << "the same tasks come back";
+
+  auto back = [&](const criu_images::Creds& c, const std::string& exe = "/usr/sbin/lighttpd") {
+    static int n = 0;
+    const std::string d = dir / cat("back", ++n);
+    write_task(d, c, exe);
+    auto ids = criu_images::task_identities(d);
+    EXPECT_TRUE(ids.ok()) << ids.error().message;
+    return criu_images::check_handed_back(*dumped, ids.ok() ? *ids : std::map<uint32_t, criu_images::TaskIdentity>{});
+  };
+  criu_images::Creds root = www;
+  root.uid = root.euid = root.suid = root.fsuid = 0;
+  auto r = back(root);
+  ASSERT_FALSE(r.ok()) << "a worker made root";
+  EXPECT_NE(r.error().message.find("user id 0 it could not have taken"), std::string::npos) << r.error().message;
+  criu_images::Creds capable = www;
+  capable.cap_eff = capable.cap_prm = uint64_t(1) << 21;  // CAP_SYS_ADMIN
+  r = back(capable);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("permitted capabilities"), std::string::npos) << r.error().message;
+  criu_images::Creds grouped = www;
+  grouped.groups = {33, 0};
+  EXPECT_FALSE(back(grouped).ok()) << "another group";
+  r = back(www, "/bin/sh");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("running `/bin/sh`, not `/usr/sbin/lighttpd`"), std::string::npos)
+      << r.error().message;
+  // What it could do by itself: drop its bounding set.
+  criu_images::Creds dropped = www;
+  dropped.cap_bnd = 0;
+  EXPECT_TRUE(back(dropped).ok());
+  // A root daemon with CAP_SETUID may come back as another user.
+  criu_images::Creds daemon = root;
+  daemon.cap_prm = daemon.cap_eff = daemon.cap_bnd;
+  std::map<uint32_t, criu_images::TaskIdentity> was = *dumped;
+  for (auto& [tid, c] : was.at(40).creds) c = daemon;
+  const std::string d = dir / "setuid";
+  write_task(d, www, "/usr/sbin/lighttpd");
+  EXPECT_TRUE(criu_images::check_handed_back(was, criu_images::task_identities(d).value()).ok());
+  // A task the dump did not have.
+  std::map<uint32_t, criu_images::TaskIdentity> other;
+  other[41] = dumped->at(40);
+  r = criu_images::check_handed_back(other, *dumped);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("pid 40 was not dumped here"), std::string::npos) << r.error().message;
+  // Hostile records are refused.
+  for (const char* bad : {"{}", R"({"tasks":[{"pid":-1,"exe":"","threads":[]}]})",
+                          R"({"tasks":[{"pid":5,"exe":"x","threads":[{"tid":5}]}]})"})
+    EXPECT_FALSE(criu_images::identities_from_json(bad).ok()) << bad;
 }
 
 }  // namespace
