@@ -20,6 +20,7 @@
 #include "common/time.h"
 #include "guest-agent/file_tree.h"
 #include "guest-agent/streams.h"
+#include "pack/criu_confine.h"
 #include "pack/criu_images.h"
 #include "pack/pack.h"
 #include "qmp/json.h"
@@ -566,9 +567,14 @@ Result<RestoreResult> restore(Env& env, const std::string& pack_path, const Pack
     for (const auto& g : r.manifest.gateways)
       if (!std::filesystem::is_directory(dir + "/" + g.dir))
         return make_error(ErrorKind::Invalid, "the pack has no images for gateway `", g.name, "` (`", g.dir, "`)");
-    if (was)
+    if (was) {
       SL_TRY_CTX(packfmt::criu_images::check_handed_back(*was, SL_TRY(identities_of(dir, r.manifest.gateways))),
                  "the pack holds what `", dumped, "` did not");
+      // What the sink took away for its stay there (capabilities, its seccomp filter)
+      // comes back as the dump had it.
+      for (const auto& g : r.manifest.gateways)
+        SL_TRY_CTX(packfmt::criu_images::restore_as_dumped(dir + "/" + g.dir, *was), "gateway `", g.name, "`");
+    }
     auto restored = [&]() -> Result<void> {
       for (const auto& g : r.manifest.gateways) {
         pid_t pid =

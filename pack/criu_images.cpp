@@ -25,6 +25,26 @@ constexpr uint64_t kPage = 4096;
 // A dump's page images stay far below this; it bounds what a bad pagemap can make us allocate.
 constexpr uint64_t kMaxPages = uint64_t(1) << 22;
 
+std::string to_hex(std::string_view bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) out += {kDigits[c >> 4], kDigits[c & 15]};
+  return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+  auto digit = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+  if (hex.size() % 2) return std::nullopt;
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = digit(hex[i]), lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += char(hi << 4 | lo);
+  }
+  return out;
+}
+
 Error malformed(std::string_view what) { return make_error(ErrorKind::Protocol, "malformed CRIU image: ", what); }
 
 Result<uint64_t> varint(std::string_view in, size_t* pos) {
@@ -228,16 +248,34 @@ Result<std::string_view> first_entry(const std::string& image, const std::string
   return entries[0];
 }
 
-Result<Creds> creds_of(const std::string& dir, uint32_t tid) {
+struct ThreadState {
+  Creds creds;
+  uint32_t seccomp_mode = 0;
+  std::optional<uint32_t> seccomp_filter;
+};
+
+// core-TID.img's thread_core: its credentials (10), seccomp mode (11) and filter (12); a
+// task_core's (3) old per-task seccomp fields (11, 12) stand for the thread's, as in CRIU.
+Result<ThreadState> thread_state_of(const std::string& dir, uint32_t tid) {
   const std::string name = cat("core-", tid, ".img");
   auto image = SL_TRY(sys::read_file(dir + "/" + name, 16 << 20));
   auto core = SL_TRY(parse_message(SL_TRY(first_entry(image, name))));
   const Field* thread = find(core, 5);
   if (!thread || !thread->is_bytes) return malformed(cat("`", name, "` has no thread_core"));
-  const Field* creds = find(SL_TRY(parse_message(thread->bytes)), 10);
+  auto thread_fields = SL_TRY(parse_message(thread->bytes));
+  const Field* creds = find(thread_fields, 10);
   if (!creds || !creds->is_bytes) return malformed(cat("`", name, "` has no credentials"));
+  ThreadState st;
+  std::vector<Field> task;
+  if (const Field* tc = find(core, 3); tc && tc->is_bytes) task = SL_TRY(parse_message(tc->bytes));
+  st.seccomp_mode = uint32_t(number_or(task, 11, number_or(thread_fields, 11, 0)));
+  const Field* filter = find(task, 12) ? find(task, 12) : find(thread_fields, 12);
+  if (filter && !filter->is_bytes) st.seccomp_filter = uint32_t(filter->value);
+  if (st.seccomp_mode > 2) return malformed(cat("`", name, "`: seccomp mode ", st.seccomp_mode));
+  if (st.seccomp_mode == 2 && !st.seccomp_filter)
+    return malformed(cat("`", name, "`: seccomp mode 2 without a filter"));
   auto c = SL_TRY(parse_message(creds->bytes));
-  Creds out;
+  Creds& out = st.creds;
   uint32_t* ids[] = {&out.uid, &out.gid, &out.euid, &out.egid, &out.suid, &out.sgid, &out.fsuid, &out.fsgid};
   for (uint32_t n = 1; n <= 8; ++n) {
     const Field* f = find(c, n);
@@ -250,7 +288,20 @@ Result<Creds> creds_of(const std::string& dir, uint32_t tid) {
   out.cap_bnd = cap_bits(SL_TRY(repeated_u32(c, 12)));
   out.secbits = uint32_t(number_or(c, 13, 0));
   out.groups = SL_TRY(repeated_u32(c, 14));
-  return out;
+  return st;
+}
+
+// A thread's filters from the first installed to `last`.
+Result<std::vector<SeccompFilter>> chain_of(const std::vector<SeccompFilter>& filters, uint32_t last) {
+  std::vector<SeccompFilter> chain;
+  for (std::optional<uint32_t> at = last; at;) {
+    if (*at >= filters.size()) return malformed(cat("seccomp filter ", *at, " of ", filters.size()));
+    SeccompFilter f = filters[*at];
+    at = f.prev;  // always earlier (seccomp_filters checks), so this ends
+    f.prev.reset();
+    chain.insert(chain.begin(), std::move(f));
+  }
+  return chain;
 }
 
 bool has_cap(const Creds& c, int cap) { return (c.cap_eff >> cap) & 1; }
@@ -283,9 +334,37 @@ Result<void> reachable(const Creds& was, const Creds& now, uint32_t tid) {
 
 }  // namespace
 
+Result<std::vector<SeccompFilter>> seccomp_filters(const std::string& dir) {
+  std::vector<SeccompFilter> out;
+  const std::string path = dir + "/seccomp.img";
+  if (!std::filesystem::exists(path)) return out;
+  auto image = SL_TRY(sys::read_file(path, 16 << 20));
+  auto entries = SL_TRY_CTX(image_entries(image), "`seccomp.img`");
+  if (entries.empty()) return out;
+  for (const auto& f : SL_TRY(parse_message(entries[0]))) {
+    if (f.number != 1) continue;
+    if (!f.is_bytes) return malformed("`seccomp.img`: a filter that is no message");
+    auto fields = SL_TRY(parse_message(f.bytes));
+    const Field* insns = find(fields, 1);
+    if (!insns || !insns->is_bytes || insns->bytes.empty() || insns->bytes.size() % 8 || insns->bytes.size() > 4096 * 8)
+      return malformed(cat("`seccomp.img`: filter ", out.size(), "'s instructions"));
+    SeccompFilter sf;
+    sf.insns = std::string(insns->bytes);
+    if (const Field* prev = find(fields, 2); prev && !prev->is_bytes) {
+      if (prev->value >= out.size()) return malformed(cat("`seccomp.img`: filter ", out.size(), "'s prev"));
+      sf.prev = uint32_t(prev->value);
+    }
+    sf.flags = uint32_t(number_or(fields, 3, 0));
+    out.push_back(std::move(sf));
+    if (out.size() > 4096) return malformed("`seccomp.img`: more than 4096 filters");
+  }
+  return out;
+}
+
 Result<std::map<uint32_t, TaskIdentity>> task_identities(const std::string& dir) {
   std::map<uint32_t, TaskIdentity> out;
   auto files = SL_TRY(regular_files(dir));
+  std::optional<std::vector<SeccompFilter>> filters;  // read when a thread has some
   auto pstree = SL_TRY(sys::read_file(dir + "/pstree.img", 16 << 20));
   for (auto entry : SL_TRY_CTX(image_entries(pstree), "`pstree.img`")) {
     auto fields = SL_TRY(parse_message(entry));
@@ -298,7 +377,14 @@ Result<std::map<uint32_t, TaskIdentity>> task_identities(const std::string& dir)
     for (uint32_t tid : t.threads) {
       if (tid == 0 || tid > 4194304 || t.creds.count(tid))
         return malformed(cat("thread ", tid, " of pid ", pid->value));
-      t.creds[tid] = SL_TRY(creds_of(dir, tid));
+      auto st = SL_TRY(thread_state_of(dir, tid));
+      t.creds[tid] = std::move(st.creds);
+      Seccomp& sc = t.seccomp[tid];
+      sc.mode = st.seccomp_mode;
+      if (sc.mode == 2) {
+        if (!filters) filters = SL_TRY(seccomp_filters(dir));
+        sc.chain = SL_TRY_CTX(chain_of(*filters, *st.seccomp_filter), "thread ", tid);
+      }
     }
     // The executable: a task that shares its parent's memory (a vfork child) has no mm image.
     const std::string mm = cat(dir, "/mm-", pid->value, ".img");
@@ -344,6 +430,12 @@ std::string identities_to_json(const std::map<uint32_t, TaskIdentity>& ids) {
       w.str("cap_inh", std::to_string(c.cap_inh)).str("cap_prm", std::to_string(c.cap_prm));
       w.str("cap_eff", std::to_string(c.cap_eff)).str("cap_bnd", std::to_string(c.cap_bnd));
       w.num("secbits", c.secbits).raw("groups", groups + "]");
+      const Seccomp sc = t.seccomp.count(tid) ? t.seccomp.at(tid) : Seccomp{};
+      std::string chain = "[";
+      for (const auto& f : sc.chain)
+        chain += (chain.size() > 1 ? "," : "") +
+                 qmp::ArgWriter().str("insns", to_hex(f.insns)).num("flags", f.flags).finish();
+      w.num("seccomp_mode", sc.mode).raw("seccomp", chain + "]");
       threads += (threads.size() > 1 ? "," : "") + w.finish();
     }
     qmp::ArgWriter w;
@@ -393,6 +485,19 @@ Result<std::map<uint32_t, TaskIdentity>> identities_from_json(std::string_view t
         if (!g.IsUint()) return make_error(ErrorKind::Invalid, "task identities: a group that is no number");
         c.groups.push_back(g.GetUint());
       }
+      Seccomp& sc = t.seccomp[tid];
+      sc.mode = SL_TRY(u32(th, "seccomp_mode"));
+      if (sc.mode > 2 || !th.HasMember("seccomp") || !th["seccomp"].IsArray())
+        return make_error(ErrorKind::Invalid, "task identities: thread ", tid, "'s seccomp state");
+      for (const auto& f : th["seccomp"].GetArray()) {
+        if (!f.IsObject()) return make_error(ErrorKind::Invalid, "task identities: a seccomp filter");
+        auto insns = from_hex(SL_TRY(qmp::get_string(f, "insns")));
+        if (!insns || insns->empty() || insns->size() % 8 || insns->size() > 4096 * 8)
+          return make_error(ErrorKind::Invalid, "task identities: a seccomp filter's instructions");
+        sc.chain.push_back({*insns, std::nullopt, SL_TRY(u32(f, "flags"))});
+      }
+      if ((sc.mode == 2) != !sc.chain.empty())
+        return make_error(ErrorKind::Invalid, "task identities: thread ", tid, "'s seccomp filters");
       t.threads.push_back(tid);
       t.creds[tid] = std::move(c);
     }

@@ -55,13 +55,35 @@ struct Creds {
   std::vector<uint32_t> groups;
   bool operator==(const Creds&) const = default;
 };
-struct TaskIdentity {
-  std::vector<uint32_t> threads;    // the task's own pid first
-  std::map<uint32_t, Creds> creds;  // by thread
-  std::string exe;                  // "" when the images name none
+// A seccomp filter of seccomp.img: its instructions (struct sock_filter[]), the filter
+// below it (an index into the image's list) and the flags it was installed with.
+struct SeccompFilter {
+  std::string insns;
+  std::optional<uint32_t> prev;
+  uint32_t flags = 0;
+  auto operator<=>(const SeccompFilter&) const = default;
 };
-// Reads pstree.img and the tasks' core and mm images in `dir`. Err on a malformed image
-// or a thread without credentials.
+// seccomp.img's filters; none when the dump has no such image. Err when malformed (an
+// instruction list not a whole number of 8-byte instructions or over 4096 of them, a
+// `prev` that is not an earlier filter).
+Result<std::vector<SeccompFilter>> seccomp_filters(const std::string& dir);
+
+// A thread's seccomp state: its mode (0 none, 1 strict, 2 filter) and, in mode 2, its
+// filters from the first installed to the last (each without `prev`).
+struct Seccomp {
+  uint32_t mode = 0;
+  std::vector<SeccompFilter> chain;
+  bool operator==(const Seccomp&) const = default;
+};
+
+struct TaskIdentity {
+  std::vector<uint32_t> threads;        // the task's own pid first
+  std::map<uint32_t, Creds> creds;      // by thread
+  std::map<uint32_t, Seccomp> seccomp;  // by thread
+  std::string exe;                      // "" when the images name none
+};
+// Reads pstree.img and the tasks' core, mm and seccomp images in `dir`. Err on a
+// malformed image or a thread without credentials.
 Result<std::map<uint32_t, TaskIdentity>> task_identities(const std::string& dir);
 
 // A sink's hand-back is restored as root in the guest: what it holds must be what the

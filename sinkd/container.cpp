@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -471,6 +472,13 @@ int join_cgroup_main(int argc, char** argv) {
   }
   if (auto r = join_cgroup(argv[2]); !r.ok()) {
     std::fprintf(stderr, "seamless-sinkd: %s\n", r.error().message.c_str());
+    return 125;
+  }
+  // No process started here, CRIU's restores and what they restore included, gains a
+  // privilege by executing something (set-user-ID, file capabilities); it also lets the
+  // restored threads take the sink's seccomp filter after they lost CAP_SYS_ADMIN.
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    std::fprintf(stderr, "seamless-sinkd: PR_SET_NO_NEW_PRIVS: %s\n", std::strerror(errno));
     return 125;
   }
   ::execvp(argv[3], argv + 3);

@@ -2,8 +2,13 @@
 // Activity policy: parser and the built-in lists.
 #include "sinkd/policy.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/syscall.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <sstream>
 #include <vector>
 
@@ -115,6 +120,27 @@ bool never_in_sink(long nr) {
 }
 
 }  // namespace
+
+std::string seccomp_program() {
+  std::vector<sock_filter> prog;
+  auto stmt = [&](uint16_t code, uint32_t k) { prog.push_back(BPF_STMT(code, k)); };
+  auto jump = [&](uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) { prog.push_back(BPF_JUMP(code, k, jt, jf)); };
+  const uint32_t deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+  stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch));
+  jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+  stmt(BPF_RET | BPF_K, deny);
+  stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr));
+  jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(-1), 0, 1);  // cancelled by the tracer
+  stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  jump(BPF_JMP | BPF_JSET | BPF_K, __X32_SYSCALL_BIT, 0, 1);
+  stmt(BPF_RET | BPF_K, deny);
+  for (const auto& [name, nr] : kNeverInSink) {
+    jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(nr), 0, 1);
+    stmt(BPF_RET | BPF_K, deny);
+  }
+  stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  return std::string(reinterpret_cast<const char*>(prog.data()), prog.size() * sizeof(sock_filter));
+}
 
 const char* const kBuiltinPolicy = R"(# seamless activity policy (x86-64)
 # Files: only dummies exist in the sink.

@@ -48,4 +48,11 @@ std::string syscall_name(long nr);           // "syscall N" when unknown
 
 extern const char* const kBuiltinPolicy;
 
+// The seccomp filter each restored gateway gets in a sink (struct sock_filter[] as bytes,
+// for criu_images::confine): what never runs in a sink fails with EPERM, and so does any
+// system call through another ABI (int 0x80, x32). Under a living tracer these calls stop
+// first and wake the VM (ptrace reports a call before seccomp judges it, and a cancelled
+// call, number -1, is let through); the filter is what holds when no tracer does.
+std::string seccomp_program();
+
 }  // namespace seamless::sink

@@ -20,6 +20,7 @@
 #include "guest-agent/criu.h"
 #include "guest-agent/gateway.h"
 #include "guest-agent/procfs.h"
+#include "pack/criu_confine.h"
 #include "qmp/json.h"
 #include "sinkd/moves.h"
 #include "sinkd/pack_check.h"
@@ -342,6 +343,11 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     auto manifest = SL_TRY_CTX(packfmt::Manifest::parse(text), "pack `", pack, "`");
     auto checked = SL_TRY_CTX(check_manifest(std::move(manifest), "", &cache_, shipment ? &*shipment : nullptr),
                               "pack `", pack, "`");
+    // Each thread restored without the capabilities no gateway uses here, under the
+    // sink's seccomp filter; the guest puts back what it dumped.
+    for (const auto& gw : checked.manifest.gateways)
+      SL_TRY_CTX(packfmt::criu_images::confine(cat(incoming, "/", gw.dir), seccomp_program()), "confining gateway `",
+                 gw.name, "`");
     ContainerSpec spec;
     spec.id = id;
     spec.dir = dir;
@@ -645,6 +651,14 @@ Result<void> Sink::remove(const std::string& id) {
   if (g->container) {
     g->container->destroy();
   } else {
+    // A lost container (found without its init after a restart): its cgroup goes too,
+    // with anything still in it.
+    const std::string cgroup = opt_.state_dir + "/cgroup/seamless/" + id;
+    if (::access((cgroup + "/cgroup.procs").c_str(), F_OK) == 0) {
+      (void)sys::write_file(cgroup + "/cgroup.kill", "1");
+      if (auto r = remove_cgroup(cgroup, Millis(5000)); !r.ok())
+        SL_LOG(Warn, kModule, "gateway `", id, "`'s cgroup: ", r.error().message);
+    }
     std::error_code ec;
     std::filesystem::remove_all(opt_.state_dir + "/containers/" + id, ec);
   }

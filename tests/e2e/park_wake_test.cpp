@@ -248,6 +248,8 @@ TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_NE(st->dump().find("\"trigger\":\"activity: "), std::string::npos) << st->dump();
   EXPECT_NE(st->dump().find("\"hand_back\":"), std::string::npos) << st->dump();
+  EXPECT_NE(st->dump().find("\"fallback\":false"), std::string::npos)
+      << "the gateways came home from the sink, not from the parked pack: " << st->dump();
   std::printf("virsh-parked after the wake: %s\n", st->dump().c_str());
 }
 

@@ -243,6 +243,18 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   auto typed = (*ssh)->type("echo before-$((20+22))", "before-42");
   ASSERT_TRUE(typed.ok()) << typed.error().message;
 
+  // Each dropbear's capabilities, no_new_privs and seccomp mode, as the guest runs them.
+  auto privileges = [&](auto& agent, const std::string& procs) {
+    auto text = qmp::guest_run_ok(agent, "/bin/sh",
+                                  {"-c", "for p in " + procs +
+                                             "; do grep -qx dropbear /proc/$p/comm || continue; "
+                                             "grep -E '^(Cap(Inh|Prm|Eff|Bnd)|NoNewPrivs|Seccomp):' /proc/$p/status; "
+                                             "done"});
+    return text.ok() ? *text : text.error().message;
+  };
+  const std::string at_home = privileges(*guest_->agent, "$(pgrep -x dropbear | sort -n)");
+  EXPECT_NE(at_home.find("Seccomp:\t0\n"), std::string::npos) << at_home;
+
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_NE(journal().find("Child connection from " + bed.client_ip), std::string::npos) << journal();
@@ -283,6 +295,17 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   for (const char* in : {" dropbear ", " seamless-sinkd "})
     EXPECT_NE(cg->find(in), std::string::npos) << in << " in the container's cgroup: " << *cg;
   EXPECT_NE(cg->find("\n0::/seamless/rt\n0::/\n"), std::string::npos) << "its cgroup outside and inside: " << *cg;
+  // In the sink each dropbear runs with no_new_privs, under the sink's seccomp filter,
+  // without CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE or CAP_SYS_RAWIO in any set.
+  const std::string in_sink = privileges(*sink_->agent, "$(cat /run/seamless-sinkd/cgroup/seamless/rt/cgroup.procs)");
+  EXPECT_NE(in_sink.find("NoNewPrivs:\t1\nSeccomp:\t2\n"), std::string::npos) << in_sink;
+  EXPECT_EQ(in_sink.find("NoNewPrivs:\t0"), std::string::npos) << in_sink;
+  EXPECT_EQ(in_sink.find("Seccomp:\t0"), std::string::npos) << in_sink;
+  for (size_t at = in_sink.find("Cap"); at != std::string::npos; at = in_sink.find("Cap", at + 1)) {
+    const uint64_t caps = std::strtoull(in_sink.c_str() + in_sink.find('\t', at) + 1, nullptr, 16);
+    for (int cap : {16, 17, 19, 21})
+      EXPECT_FALSE((caps >> cap) & 1) << "capability " << cap << " in " << in_sink.substr(at, 24);
+  }
 
   // Two minutes idle with keep-alives: dropbear's timers, polls and keep-alive replies are
   // served in the sink, and the kernel there answers the TCP keep-alives.
@@ -325,6 +348,9 @@ TEST_F(SinkVm, DropbearRoundTripsThroughASinkContainer) {
   typed = (*ssh)->type("echo after-$((50+5))", "after-55");
   EXPECT_TRUE(typed.ok()) << typed.error().message;
   EXPECT_TRUE((*ssh)->alive());
+  // At home with what they had before the park: the guest put back what the sink took.
+  const std::string home_again = privileges(*guest_->agent, "$(pgrep -x dropbear | sort -n | head -2)");
+  EXPECT_EQ(home_again, at_home) << "before:\n" << at_home << "after:\n" << home_again;
   // At home, dropbear logs to the journal again, on a stream the restore opened.
   const std::string since = journal().substr(logged);
   EXPECT_EQ(since.rfind("dropbear\n\n6\n1\n0\n0\n0\n", 0), 0u) << since;
@@ -480,6 +506,34 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   ASSERT_FALSE(handed.ok()) << "a crashed gateway cannot be handed back";
   EXPECT_NE(handed.error().message.find("crashed"), std::string::npos) << handed.error().message;
   ASSERT_TRUE(client(**c).remove_gateway({"ad"}).ok());
+
+  // A container whose init died with the daemon is lost; removing it takes its cgroup
+  // and its directory too.
+  auto added = client(**c).add_gateway({"/run/ad.pack", "lost"});
+  ASSERT_TRUE(added.ok()) << added.error().message;
+  c->reset();
+  auto killed = qmp::guest_run_ok(
+      *sink_->agent, "/bin/sh",
+      {"-c",
+       "pkill -KILL -f '^seamless-sinkd --port'; "
+       "kill -KILL $(sed 's/.*\"init\":\\([0-9]*\\).*/\\1/' /run/seamless-sinkd/containers/lost/state.json); "
+       "sleep 1; setsid seamless-sinkd --port "
+       "/dev/virtio-ports/org.seamless.sinkd.0 </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
+      ro);
+  ASSERT_TRUE(killed.ok()) << killed.error().message;
+  c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  listed = client(**c).list_gateways();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->at(0).state, proto::GatewayState::Lost) << proto::to_json(*listed);
+  ASSERT_TRUE(client(**c).remove_gateway({"lost"}).ok());
+  auto left = qmp::guest_run_ok(*sink_->agent, "/bin/sh",
+                                {"-c",
+                                 "ls -d /run/seamless-sinkd/cgroup/seamless/lost "
+                                 "/run/seamless-sinkd/containers/lost 2>/dev/null; true"});
+  ASSERT_TRUE(left.ok()) << left.error().message;
+  EXPECT_EQ(*left, "") << "left behind by a lost container";
   // The sink's interface carried the guest's MAC: the guest claims it back.
   ASSERT_TRUE(
       guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000))

@@ -11,6 +11,7 @@
 
 #include "common/sys.h"
 #include "common/tempdir.h"
+#include "pack/criu_confine.h"
 #include "pack/criu_images.h"
 #include "pack/identity.h"
 #include "pack/pack.h"
@@ -278,7 +279,9 @@ TEST(CriuImages, MalformedImagesAreErrors) {
 // A CRIU dump directory of one task (pid 40, threads 40 and 41) running `exe`, each thread
 // with the credentials `c`, the capabilities as CRIU writes them (two u32 words each,
 // unpacked).
-void write_task(const std::string& d, const criu_images::Creds& c, const std::string& exe) {
+// `thread41` is appended to thread 41's thread_core (its seccomp fields, say).
+void write_task(const std::string& d, const criu_images::Creds& c, const std::string& exe,
+                const std::string& thread41 = "") {
   std::filesystem::create_directories(d);
   auto words = [](uint32_t field, uint64_t bits) { return num(field, bits & 0xffffffff) + num(field, bits >> 32); };
   std::string creds = num(1, c.uid) + num(2, c.gid) + num(3, c.euid) + num(4, c.egid) + num(5, c.suid) +
@@ -288,7 +291,8 @@ void write_task(const std::string& d, const criu_images::Creds& c, const std::st
   const std::string thread = num(1, 0) + num(2, 24) + bytes(10, creds);
   for (int tid : {40, 41})
     ASSERT_TRUE(sys::write_file(cat(d, "/core-", tid, ".img"),
-                                image(0x54545454, {num(1, 1) + bytes(3, bytes(6, "gw")) + bytes(5, thread)}))
+                                image(0x54545454, {num(1, 1) + bytes(3, bytes(6, "gw")) +
+                                                   bytes(5, thread + (tid == 41 ? thread41 : ""))}))
                     .ok());
   ASSERT_TRUE(sys::write_file(d + "/pstree.img", image(0x50273030, {num(1, 40) + num(2, 1) + num(3, 40) + num(4, 40) +
                                                                     num(5, 40) + num(5, 41)}))
@@ -370,6 +374,74 @@ TEST(HandBack, OnlyWhatWasDumpedOrWhatItCouldBecomeComesBack) {
   for (const char* bad : {"{}", R"({"tasks":[{"pid":-1,"exe":"","threads":[]}]})",
                           R"({"tasks":[{"pid":5,"exe":"x","threads":[{"tid":5}]}]})"})
     EXPECT_FALSE(criu_images::identities_from_json(bad).ok()) << bad;
+}
+
+// --- a gateway's stay in a sink: confined in its images, and back as it was ------------
+
+TEST(SinkConfinement, TheSinkLowersAndTheGuestPutsBackWhatItDumped) {
+  TempDir dir = TempDir::create().value();
+  criu_images::Creds root;  // a root daemon with every capability
+  root.cap_prm = root.cap_eff = root.cap_bnd = (uint64_t(1) << 41) - 1;
+  const std::string own(8, 'A');  // thread 41 runs under a filter of its own (index 0)
+  write_task(dir / "dumped", root, "/usr/sbin/sshd", num(11, 2) + num(12, 0));
+  ASSERT_TRUE(sys::write_file(dir / "dumped/seccomp.img", image(0x64413049, {bytes(1, bytes(1, own))})).ok());
+  auto dumped = criu_images::task_identities(dir / "dumped");
+  ASSERT_TRUE(dumped.ok()) << dumped.error().message;
+  EXPECT_EQ(dumped->at(40).seccomp.at(40).mode, 0u);
+  ASSERT_EQ(dumped->at(40).seccomp.at(41).mode, 2u);
+  ASSERT_EQ(dumped->at(40).seccomp.at(41).chain.size(), 1u);
+  EXPECT_EQ(dumped->at(40).seccomp.at(41).chain[0].insns, own);
+  auto json = criu_images::identities_from_json(criu_images::identities_to_json(*dumped));
+  ASSERT_TRUE(json.ok()) << json.error().message;
+  EXPECT_EQ(json->at(40).seccomp, dumped->at(40).seccomp) << "the record keeps the seccomp state";
+
+  // In the sink: the dropped capabilities leave every set, the sink's filter goes on top.
+  std::filesystem::copy(dir / "dumped", dir / "sink");
+  const std::string sinks(16, 'S');
+  ASSERT_TRUE(criu_images::confine(dir / "sink", sinks).ok());
+  auto confined = criu_images::task_identities(dir / "sink");
+  ASSERT_TRUE(confined.ok()) << confined.error().message;
+  for (uint32_t tid : {40u, 41u}) {
+    SCOPED_TRACE(tid);
+    const auto& c = confined->at(40).creds.at(tid);
+    for (uint64_t set : {c.cap_prm, c.cap_eff, c.cap_bnd})
+      EXPECT_EQ(set, root.cap_prm & ~criu_images::kSinkDroppedCaps);
+    EXPECT_EQ(c.uid, 0u);
+    EXPECT_EQ(confined->at(40).seccomp.at(tid).mode, 2u);
+    ASSERT_FALSE(confined->at(40).seccomp.at(tid).chain.empty());
+    EXPECT_EQ(confined->at(40).seccomp.at(tid).chain.back().insns, sinks) << "the sink's filter is the newest";
+  }
+  EXPECT_EQ(confined->at(40).seccomp.at(41).chain.size(), 2u);
+  EXPECT_EQ(confined->at(40).seccomp.at(41).chain[0].insns, own) << "its own filter stays below";
+  EXPECT_TRUE(criu_images::check_handed_back(*dumped, *confined).ok()) << "a confined hand-back only lost";
+  // The rest of the image is as it was: the task's name in task_core.
+  auto core = sys::read_file(dir / "sink/core-40.img").value();
+  EXPECT_NE(core.find("gw"), std::string::npos);
+  EXPECT_FALSE(criu_images::confine(dir / "sink", std::string(7, 'x')).ok()) << "not whole instructions";
+
+  // At home: what the dump had, except what the gateway gave up itself (CAP_CHOWN here).
+  ASSERT_TRUE(criu_images::restore_as_dumped(dir / "sink", *json).ok());
+  auto home = criu_images::task_identities(dir / "sink");
+  ASSERT_TRUE(home.ok()) << home.error().message;
+  EXPECT_EQ(home->at(40).creds, dumped->at(40).creds);
+  EXPECT_EQ(home->at(40).seccomp, dumped->at(40).seccomp);
+  criu_images::Creds chowner = root;
+  chowner.cap_prm = chowner.cap_eff = root.cap_prm & ~(uint64_t(1) << 0) & ~criu_images::kSinkDroppedCaps;
+  write_task(dir / "gave-up", chowner, "/usr/sbin/sshd");
+  ASSERT_TRUE(criu_images::restore_as_dumped(dir / "gave-up", *json).ok());
+  auto gave_up = criu_images::task_identities(dir / "gave-up").value();
+  EXPECT_EQ(gave_up.at(40).creds.at(40).cap_eff, root.cap_eff & ~uint64_t(1)) << "CAP_CHOWN stays given up";
+  EXPECT_EQ(gave_up.at(40).seccomp.at(41), dumped->at(40).seccomp.at(41)) << "its own filter back, the sink's gone";
+  // A task the record lacks is refused.
+  std::map<uint32_t, criu_images::TaskIdentity> other;
+  other[41] = dumped->at(40);
+  EXPECT_FALSE(criu_images::restore_as_dumped(dir / "gave-up", other).ok());
+  // A filter index past the image, or a chain that loops, is malformed.
+  write_task(dir / "bad", root, "/usr/sbin/sshd", num(11, 2) + num(12, 3));
+  ASSERT_TRUE(sys::write_file(dir / "bad/seccomp.img", image(0x64413049, {bytes(1, bytes(1, own))})).ok());
+  EXPECT_FALSE(criu_images::task_identities(dir / "bad").ok());
+  ASSERT_TRUE(sys::write_file(dir / "bad/seccomp.img", image(0x64413049, {bytes(1, bytes(1, own) + num(2, 0))})).ok());
+  EXPECT_FALSE(criu_images::seccomp_filters(dir / "bad").ok()) << "a filter above itself";
 }
 
 }  // namespace
