@@ -2,13 +2,21 @@
 // Fuzz target: the parsers of what a guest or a sink's kernel hands over in binary — the
 // CRIU image reader (entries, messages and the fields nested in them), the sock_diag
 // replies the guest reads its unix sockets from, the nfnetlink_queue messages the sink's
-// packet hold takes packets from — and the sink's activity policy text. The first byte
-// picks the parser. Must never crash, hang or read out of bounds.
+// packet hold takes packets from — the sink's activity policy text, and the rewriting of a
+// dump's core and seccomp images (a sink confining a guest's gateway, a guest taking back
+// a sink's hand-back). The first byte picks the parser. Must never crash, hang or read
+// out of bounds.
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <string>
 #include <string_view>
 
+#include "common/sys.h"
 #include "guest-agent/unix_diag.h"
+#include "pack/criu_confine.h"
 #include "pack/criu_images.h"
 #include "sinkd/hold.h"
 #include "sinkd/policy.h"
@@ -26,12 +34,43 @@ void messages(std::string_view msg, int depth) {
     if (f.is_bytes) messages(f.bytes, depth - 1);
 }
 
+std::string image(uint32_t magic, std::string_view entry) {
+  const uint32_t head[3] = {0x54564319, magic, uint32_t(entry.size())};
+  return std::string(reinterpret_cast<const char*>(head), sizeof head) + std::string(entry);
+}
+
+// A dump of one task (pid 40, one thread): two bytes give the length of its core entry,
+// the rest is seccomp.img's entry. Read, confined as a sink does, and taken back as a
+// guest does.
+void rewrite(std::string_view in) {
+  if (in.size() < 2) return;
+  const size_t n = std::min<size_t>(in.size() - 2, size_t(uint8_t(in[0])) | size_t(uint8_t(in[1])) << 8);
+  static const struct Scratch {
+    std::string path = "/tmp/fuzz-parsers-" + std::to_string(::getpid());
+    Scratch() { std::filesystem::create_directories(path); }
+    ~Scratch() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } scratch;
+  const std::string& dir = scratch.path;
+  const std::string pstree("\x08\x28\x10\x00\x18\x28\x20\x28\x28\x28", 10);  // pid 40, thread 40
+  (void)seamless::sys::write_file(dir + "/pstree.img", image(0x50273030, pstree));
+  (void)seamless::sys::write_file(dir + "/core-40.img", image(0x54545454, in.substr(2, n)));
+  (void)seamless::sys::write_file(dir + "/seccomp.img", image(0x64413049, in.substr(2 + n)));
+  auto ids = packfmt::criu_images::task_identities(dir);
+  if (!ids.ok()) return;
+  (void)packfmt::criu_images::identities_from_json(packfmt::criu_images::identities_to_json(*ids));
+  if (!packfmt::criu_images::confine(dir, std::string(8, '\x06')).ok()) return;
+  (void)packfmt::criu_images::restore_as_dumped(dir, *ids);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0:
       if (auto entries = packfmt::criu_images::image_entries(rest); entries.ok())
         for (auto e : *entries) messages(e, 4);
@@ -43,6 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (auto p = sink::Policy::parse(rest, "sshd"); p.ok())
         for (long nr = 0; nr < 460; ++nr) (void)p->verdict(nr);
       break;
+    case 4: rewrite(rest); break;
   }
   return 0;
 }
