@@ -4,7 +4,7 @@
 // and it is put together again.
 #include "pack/criu_confine.h"
 
-#include <fcntl.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <functional>
@@ -12,19 +12,21 @@
 #include <vector>
 
 #include "common/sys.h"
+#include "pack/criu_wire.h"
 
 namespace seamless::packfmt::criu_images {
 namespace {
 
-constexpr uint32_t kCommonMagic = 0x54564319;
+using wire::kCommonMagic;
+using wire::malformed;
+using wire::read_varint;
+using wire::write_varint;
 constexpr uint32_t kSeccompMagic = 0x64413049;  // images/magic.h
 // core.proto: core_entry.tc (3) with the old per-task seccomp fields (11, 12),
 // core_entry.thread_core (5) with creds (10), seccomp_mode (11), seccomp_filter (12);
 // creds.proto: cap_inh, cap_prm, cap_eff, cap_bnd (9..12).
 constexpr uint32_t kTaskCore = 3, kThreadCore = 5, kCreds = 10, kSeccompMode = 11, kSeccompFilter = 12;
 constexpr uint32_t kCapFields[4] = {9, 10, 11, 12};
-
-Error malformed(std::string_view what) { return make_error(ErrorKind::Protocol, "malformed CRIU image: ", what); }
 
 // One field as it was on the wire: its key, and for a varint its value, else its bytes.
 struct Raw {
@@ -34,39 +36,20 @@ struct Raw {
   std::string bytes;
 };
 
-Result<uint64_t> get_varint(std::string_view in, size_t* pos) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*pos >= in.size()) return malformed("truncated varint");
-    const auto c = static_cast<unsigned char>(in[(*pos)++]);
-    v |= uint64_t(c & 0x7f) << shift;
-    if (!(c & 0x80)) return v;
-  }
-  return malformed("varint longer than 10 bytes");
-}
-
-void put_varint(std::string& out, uint64_t v) {
-  do {
-    unsigned char c = v & 0x7f;
-    v >>= 7;
-    out += char(v ? c | 0x80 : c);
-  } while (v);
-}
-
 Result<std::vector<Raw>> take_apart(std::string_view msg) {
   std::vector<Raw> out;
   for (size_t pos = 0; pos < msg.size();) {
-    const uint64_t key = SL_TRY(get_varint(msg, &pos));
+    const uint64_t key = SL_TRY(read_varint(msg, &pos));
     Raw f;
     f.number = uint32_t(key >> 3);
     f.wire = uint32_t(key & 7);
     if (f.number == 0 || key >> 32) return malformed("a field number");
     size_t n = 0;
     switch (f.wire) {
-      case 0: f.value = SL_TRY(get_varint(msg, &pos)); break;
+      case 0: f.value = SL_TRY(read_varint(msg, &pos)); break;
       case 1: n = 8; break;
       case 5: n = 4; break;
-      case 2: n = SL_TRY(get_varint(msg, &pos)); break;
+      case 2: n = SL_TRY(read_varint(msg, &pos)); break;
       default: return malformed(cat("wire type ", f.wire));
     }
     if (f.wire != 0) {
@@ -82,12 +65,12 @@ Result<std::vector<Raw>> take_apart(std::string_view msg) {
 std::string put_together(const std::vector<Raw>& fields) {
   std::string out;
   for (const auto& f : fields) {
-    put_varint(out, uint64_t(f.number) << 3 | f.wire);
+    write_varint(out, uint64_t(f.number) << 3 | f.wire);
     if (f.wire == 0) {
-      put_varint(out, f.value);
+      write_varint(out, f.value);
       continue;
     }
-    if (f.wire == 2) put_varint(out, f.bytes.size());
+    if (f.wire == 2) write_varint(out, f.bytes.size());
     out += f.bytes;
   }
   return out;
@@ -108,7 +91,7 @@ Result<std::vector<uint32_t>> words_of(const std::vector<Raw>& fields, uint32_t 
     if (f.wire == 0) {
       out.push_back(uint32_t(f.value));
     } else if (f.wire == 2) {
-      for (size_t pos = 0; pos < f.bytes.size();) out.push_back(uint32_t(SL_TRY(get_varint(f.bytes, &pos))));
+      for (size_t pos = 0; pos < f.bytes.size();) out.push_back(uint32_t(SL_TRY(read_varint(f.bytes, &pos))));
     } else {
       return malformed(cat("capability field ", number));
     }
@@ -212,10 +195,10 @@ struct Target {
   Seccomp seccomp;
 };
 
-// Rewrites every thread's core image of the dump in `dir` and its seccomp.img: the
-// threads' chains, each once, oldest filter first.
-Result<void> rewrite(const std::string& dir, const std::function<Result<Target>(uint32_t pid, uint32_t tid)>& target) {
-  auto ids = SL_TRY(task_identities(dir));
+// Rewrites every thread's core image of the dump in `dir` (whose tasks are `ids`) and its
+// seccomp.img: the threads' chains, each once, oldest filter first.
+Result<void> rewrite(const std::string& dir, const std::map<uint32_t, TaskIdentity>& ids,
+                     const std::function<Result<Target>(uint32_t pid, uint32_t tid)>& target) {
   std::vector<SeccompFilter> filters;
   std::map<std::vector<SeccompFilter>, uint32_t> chains;  // a chain -> its newest filter's index
   for (const auto& [pid, t] : ids)
@@ -245,7 +228,7 @@ Result<void> confine(const std::string& dir, std::string_view filter) {
   if (filter.empty() || filter.size() % 8 || filter.size() > 4096 * 8)
     return make_error(ErrorKind::Invalid, "a seccomp filter of ", filter.size(), " bytes");
   auto ids = SL_TRY(task_identities(dir));
-  return rewrite(dir, [&](uint32_t pid, uint32_t tid) -> Result<Target> {
+  return rewrite(dir, ids, [&](uint32_t pid, uint32_t tid) -> Result<Target> {
     Target to;
     to.caps = [](int, uint64_t bits) { return bits & ~kSinkDroppedCaps; };
     to.seccomp = ids.at(pid).seccomp.at(tid);
@@ -258,7 +241,7 @@ Result<void> confine(const std::string& dir, std::string_view filter) {
 }
 
 Result<void> restore_as_dumped(const std::string& dir, const std::map<uint32_t, TaskIdentity>& dumped) {
-  return rewrite(dir, [&](uint32_t pid, uint32_t tid) -> Result<Target> {
+  return rewrite(dir, SL_TRY(task_identities(dir)), [&](uint32_t pid, uint32_t tid) -> Result<Target> {
     auto was = dumped.find(pid);
     if (was == dumped.end()) return make_error(ErrorKind::Invalid, "pid ", pid, " was not dumped here");
     auto creds = was->second.creds.find(tid);

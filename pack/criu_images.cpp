@@ -6,15 +6,14 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/encoding.h"
 #include "common/sys.h"
+#include "pack/criu_wire.h"
 #include "qmp/json.h"
 
 namespace seamless::packfmt::criu_images {
 namespace {
 
-// images/magic.h: a v2 image starts with the common (or service) magic, then its own.
-constexpr uint32_t kCommonMagic = 0x54564319;
-constexpr uint32_t kServiceMagic = 0x55105940;
 // images/pagemap.proto flags
 constexpr uint64_t kPresent = 1 << 2;
 constexpr uint64_t kInParent = 1 << 0;
@@ -25,38 +24,10 @@ constexpr uint64_t kPage = 4096;
 // A dump's page images stay far below this; it bounds what a bad pagemap can make us allocate.
 constexpr uint64_t kMaxPages = uint64_t(1) << 22;
 
-std::string to_hex(std::string_view bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) out += {kDigits[c >> 4], kDigits[c & 15]};
-  return out;
-}
-
-std::optional<std::string> from_hex(std::string_view hex) {
-  auto digit = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
-  if (hex.size() % 2) return std::nullopt;
-  std::string out;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int hi = digit(hex[i]), lo = digit(hex[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += char(hi << 4 | lo);
-  }
-  return out;
-}
-
-Error malformed(std::string_view what) { return make_error(ErrorKind::Protocol, "malformed CRIU image: ", what); }
-
-Result<uint64_t> varint(std::string_view in, size_t* pos) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*pos >= in.size()) return make_error(ErrorKind::Protocol, "malformed CRIU image: truncated varint");
-    const auto c = static_cast<unsigned char>(in[(*pos)++]);
-    v |= uint64_t(c & 0x7f) << shift;
-    if (!(c & 0x80)) return v;
-  }
-  return make_error(ErrorKind::Protocol, "malformed CRIU image: varint longer than 10 bytes");
-}
+using wire::kCommonMagic;
+using wire::kServiceMagic;
+using wire::malformed;
+using wire::read_varint;
 
 const Field* find(const std::vector<Field>& fields, uint32_t number) {
   for (const auto& f : fields)
@@ -119,11 +90,11 @@ Result<std::vector<Field>> parse_message(std::string_view msg) {
   std::vector<Field> out;
   size_t pos = 0;
   while (pos < msg.size()) {
-    const uint64_t key = SL_TRY(varint(msg, &pos));
+    const uint64_t key = SL_TRY(read_varint(msg, &pos));
     Field f;
     f.number = uint32_t(key >> 3);
     switch (key & 7) {
-      case 0: f.value = SL_TRY(varint(msg, &pos)); break;
+      case 0: f.value = SL_TRY(read_varint(msg, &pos)); break;
       case 1:
         if (msg.size() - pos < 8) return malformed("truncated fixed64 field");
         pos += 8;
@@ -133,7 +104,7 @@ Result<std::vector<Field>> parse_message(std::string_view msg) {
         pos += 4;
         continue;
       case 2: {
-        const uint64_t n = SL_TRY(varint(msg, &pos));
+        const uint64_t n = SL_TRY(read_varint(msg, &pos));
         if (n > msg.size() - pos) return malformed("field runs past the end of its message");
         f.bytes = msg.substr(pos, n);
         f.is_bytes = true;
@@ -229,7 +200,7 @@ Result<std::vector<uint32_t>> repeated_u32(const std::vector<Field>& fields, uin
       out.push_back(uint32_t(f.value));
       continue;
     }
-    for (size_t pos = 0; pos < f.bytes.size();) out.push_back(uint32_t(SL_TRY(varint(f.bytes, &pos))));
+    for (size_t pos = 0; pos < f.bytes.size();) out.push_back(uint32_t(SL_TRY(read_varint(f.bytes, &pos))));
   }
   if (out.size() > 65536) return malformed("a repeated field of more than 65536 values");
   return out;
@@ -434,7 +405,7 @@ std::string identities_to_json(const std::map<uint32_t, TaskIdentity>& ids) {
       std::string chain = "[";
       for (const auto& f : sc.chain)
         chain += (chain.size() > 1 ? "," : "") +
-                 qmp::ArgWriter().str("insns", to_hex(f.insns)).num("flags", f.flags).finish();
+                 qmp::ArgWriter().str("insns", base64_encode(f.insns)).num("flags", f.flags).finish();
       w.num("seccomp_mode", sc.mode).raw("seccomp", chain + "]");
       threads += (threads.size() > 1 ? "," : "") + w.finish();
     }
@@ -491,8 +462,8 @@ Result<std::map<uint32_t, TaskIdentity>> identities_from_json(std::string_view t
         return make_error(ErrorKind::Invalid, "task identities: thread ", tid, "'s seccomp state");
       for (const auto& f : th["seccomp"].GetArray()) {
         if (!f.IsObject()) return make_error(ErrorKind::Invalid, "task identities: a seccomp filter");
-        auto insns = from_hex(SL_TRY(qmp::get_string(f, "insns")));
-        if (!insns || insns->empty() || insns->size() % 8 || insns->size() > 4096 * 8)
+        auto insns = base64_decode(SL_TRY(qmp::get_string(f, "insns")));
+        if (!insns.ok() || insns->empty() || insns->size() % 8 || insns->size() > 4096 * 8)
           return make_error(ErrorKind::Invalid, "task identities: a seccomp filter's instructions");
         sc.chain.push_back({*insns, std::nullopt, SL_TRY(u32(f, "flags"))});
       }

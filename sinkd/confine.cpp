@@ -40,7 +40,12 @@ uint64_t read_number(const std::string& path) {
   return text.ok() ? std::strtoull(text->c_str(), nullptr, 10) : 0;
 }
 
+// Every container's cgroup is below this one, below the mount.
+constexpr const char* kParent = "/seamless";
+
 }  // namespace
+
+std::string container_cgroup(const std::string& mount, const std::string& id) { return mount + kParent + "/" + id; }
 
 Result<std::string> prepare_container_cgroups(const std::string& mount) {
   SL_TRY(make_dir(mount));
@@ -48,7 +53,7 @@ Result<std::string> prepare_container_cgroups(const std::string& mount) {
       ::mount("cgroup2", mount.c_str(), "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     return errno_error(cat("mounting cgroup2 at `", mount, "`"));
   SL_TRY(enable_controllers(mount));
-  const std::string parent = mount + "/seamless";
+  const std::string parent = mount + kParent;
   SL_TRY(make_dir(parent));
   SL_TRY(enable_controllers(parent));
   return parent;
@@ -77,9 +82,11 @@ Result<void> join_cgroup(const std::string& dir) {
 }
 
 Result<void> remove_cgroup(const std::string& dir, Millis timeout) {
+  bool killed = false;
   for (Deadline d(timeout);; std::this_thread::sleep_for(Millis(50))) {
     if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return ok();
     if (errno != EBUSY || d.expired()) return errno_error(cat("rmdir `", dir, "`"));
+    if (!killed) killed = sys::write_file(dir + "/cgroup.kill", "1").ok();
   }
 }
 

@@ -26,6 +26,10 @@ struct ContainerLimits {
 // container's cgroup.
 Result<std::string> prepare_container_cgroups(const std::string& mount);
 
+// Where a container's cgroup is below the hierarchy mounted at `mount` (whether mounted
+// by this process or an earlier one).
+std::string container_cgroup(const std::string& mount, const std::string& id);
+
 // Makes `parent`/`id` with the limits; returns its path.
 Result<std::string> make_container_cgroup(const std::string& parent, const std::string& id,
                                           const ContainerLimits& limits);
@@ -33,7 +37,8 @@ Result<std::string> make_container_cgroup(const std::string& parent, const std::
 // Moves the calling process into the cgroup `dir`.
 Result<void> join_cgroup(const std::string& dir);
 
-// Removes the cgroup `dir` once its processes are gone (waits up to `timeout`).
+// Removes the cgroup `dir`, killing what is still in it (cgroup.kill) and waiting up to
+// `timeout` for it to be gone.
 Result<void> remove_cgroup(const std::string& dir, Millis timeout);
 
 // What the container's cgroup says now: memory.current, memory.peak (0 where the kernel

@@ -31,7 +31,8 @@ namespace {
 
 constexpr std::string_view kModule = "sink";
 using proto::GatewayState;
-constexpr const char* kImages = "/.seamless";  // the pack's images, inside the container
+constexpr const char* kImages = "/.seamless";    // the pack's images, inside the container
+constexpr const char* kCgroupMount = "/cgroup";  // the containers' cgroup2, in the state directory
 constexpr const char* kHandedBack = "/handed-back";
 
 std::string exe_name(pid_t pid) {
@@ -368,7 +369,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     spec.quiet = quiet;
     // Its cgroup, with the sink's limits: the gateways are restored into it.
     if (cgroups_.empty())
-      cgroups_ = SL_TRY_CTX(prepare_container_cgroups(opt_.state_dir + "/cgroup"), "the sink's container cgroups");
+      cgroups_ = SL_TRY_CTX(prepare_container_cgroups(opt_.state_dir + kCgroupMount), "the sink's container cgroups");
     cgroup = SL_TRY(make_container_cgroup(cgroups_, id, opt_.container_limits));
     spec.cgroup = cgroup;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
@@ -653,12 +654,8 @@ Result<void> Sink::remove(const std::string& id) {
   } else {
     // A lost container (found without its init after a restart): its cgroup goes too,
     // with anything still in it.
-    const std::string cgroup = opt_.state_dir + "/cgroup/seamless/" + id;
-    if (::access((cgroup + "/cgroup.procs").c_str(), F_OK) == 0) {
-      (void)sys::write_file(cgroup + "/cgroup.kill", "1");
-      if (auto r = remove_cgroup(cgroup, Millis(5000)); !r.ok())
-        SL_LOG(Warn, kModule, "gateway `", id, "`'s cgroup: ", r.error().message);
-    }
+    if (auto r = remove_cgroup(container_cgroup(opt_.state_dir + kCgroupMount, id), Millis(5000)); !r.ok())
+      SL_LOG(Warn, kModule, "gateway `", id, "`'s cgroup: ", r.error().message);
     std::error_code ec;
     std::filesystem::remove_all(opt_.state_dir + "/containers/" + id, ec);
   }

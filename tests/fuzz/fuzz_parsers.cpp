@@ -20,8 +20,10 @@
 #include "pack/criu_images.h"
 #include "sinkd/hold.h"
 #include "sinkd/policy.h"
+#include "tests/support/criu_writer.h"
 
 using namespace seamless;
+using seamless::test::criu_writer::image;
 
 namespace {
 
@@ -32,11 +34,6 @@ void messages(std::string_view msg, int depth) {
   if (!fields.ok() || depth == 0) return;
   for (const auto& f : *fields)
     if (f.is_bytes) messages(f.bytes, depth - 1);
-}
-
-std::string image(uint32_t magic, std::string_view entry) {
-  const uint32_t head[3] = {0x54564319, magic, uint32_t(entry.size())};
-  return std::string(reinterpret_cast<const char*>(head), sizeof head) + std::string(entry);
 }
 
 // A dump of one task (pid 40, one thread): two bytes give the length of its core entry,
@@ -55,9 +52,9 @@ void rewrite(std::string_view in) {
   } scratch;
   const std::string& dir = scratch.path;
   const std::string pstree("\x08\x28\x10\x00\x18\x28\x20\x28\x28\x28", 10);  // pid 40, thread 40
-  (void)seamless::sys::write_file(dir + "/pstree.img", image(0x50273030, pstree));
-  (void)seamless::sys::write_file(dir + "/core-40.img", image(0x54545454, in.substr(2, n)));
-  (void)seamless::sys::write_file(dir + "/seccomp.img", image(0x64413049, in.substr(2 + n)));
+  (void)seamless::sys::write_file(dir + "/pstree.img", image(0x50273030, {pstree}));
+  (void)seamless::sys::write_file(dir + "/core-40.img", image(0x54545454, {std::string(in.substr(2, n))}));
+  (void)seamless::sys::write_file(dir + "/seccomp.img", image(0x64413049, {std::string(in.substr(2 + n))}));
   auto ids = packfmt::criu_images::task_identities(dir);
   if (!ids.ok()) return;
   (void)packfmt::criu_images::identities_from_json(packfmt::criu_images::identities_to_json(*ids));

@@ -48,7 +48,8 @@ Result<void> speak_for(qmp::QmpSocket& control, const SinkPair& vms, const std::
 
 // Home after a hand-back of `id` to `pack` (in the sink): the guest VM resumes and
 // announces itself, its traffic comes back, the pack is restored there (checked against
-// the guest's dump of `id`), the held packets follow and the container goes. Returns how many packets were released.
+// the guest's dump of `id`), the held packets follow and the container goes. Returns how
+// many packets were released.
 Result<int64_t> come_home(qmp::QmpSocket& control, const SinkPair& vms, const std::string& id, const std::string& pack);
 
 }  // namespace seamless::test
