@@ -73,12 +73,13 @@ void SinkLink::dispatch(const std::vector<qmp::Event>& events) {
 }
 
 Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& args, Millis timeout) {
+  Deadline deadline(timeout);
   ++waiting_;
   std::unique_lock<std::mutex> lock(mu_);
   --waiting_;
   Result<void> up = ensure_connected(Deadline(connect_timeout));
   if (!up.ok()) return std::move(up).error();
-  auto r = conn_->call(command, args, timeout);
+  auto r = exchange(lock, command, args, deadline);
   if (!r.ok() && r.error().kind == ErrorKind::Remote &&
       r.error().message.find("capabilities negotiation") != std::string::npos) {
     // sinkd restarted behind a connection the host kept open (a virtio-serial port shows
@@ -87,11 +88,7 @@ Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& ar
     conn_.reset();
     Result<void> again = ensure_connected(Deadline(connect_timeout));
     if (!again.ok()) return std::move(again).error();
-    r = conn_->call(command, args, timeout);
-  }
-  if (!r.ok() && (r.error().kind == ErrorKind::Closed || r.error().kind == ErrorKind::System)) {
-    SL_LOG(Warn, kModule, "sink `", name_, "` went away: ", r.error().message);
-    conn_.reset();
+    r = exchange(lock, command, args, deadline);
   }
   last_heard_ = Clock::now();
   // Handlers may call back into this link: they run without the lock.
@@ -100,6 +97,41 @@ Result<qmp::Json> SinkLink::call(std::string_view command, const std::string& ar
   dispatch(events);
   if (!r.ok()) return std::move(r).error().wrap(cat("sink `", name_, "`: ", command));
   return r;
+}
+
+Result<qmp::Json> SinkLink::exchange(std::unique_lock<std::mutex>& lock, std::string_view command,
+                                     const std::string& args, Deadline deadline) {
+  auto gone = [&](const Error& e) {
+    if (e.kind != ErrorKind::Closed && e.kind != ErrorKind::System) return;
+    SL_LOG(Warn, kModule, "sink `", name_, "` went away: ", e.message);
+    conn_.reset();
+  };
+  auto id = conn_->send(command, args, deadline);
+  if (!id.ok()) {
+    gone(id.error());
+    return std::move(id).error();
+  }
+  // sinkd answers commands as they finish: whichever caller holds the lock reads for all,
+  // and lets the others have it between reads.
+  const qmp::QmpSocket* mine = conn_.get();
+  for (;;) {
+    if (conn_.get() != mine)
+      return make_error(ErrorKind::Closed, "the connection went away before `", command, "` was answered");
+    if (auto r = conn_->reply(*id)) return std::move(*r);
+    if (deadline.expired()) {
+      conn_->abandon(*id);
+      return make_error(ErrorKind::Timeout, conn_->describe(), " did not answer `", command, "` within the time given");
+    }
+    auto pumped = conn_->pump(std::min(Millis(20), deadline.left()));
+    if (!pumped.ok()) {
+      gone(pumped.error());
+      if (!conn_) return std::move(pumped).error();
+    }
+    if (conn_->reply_ready(*id)) continue;
+    lock.unlock();
+    std::this_thread::sleep_for(Millis(1));
+    lock.lock();
+  }
 }
 
 Result<void> SinkLink::ask_status() {
@@ -130,7 +162,7 @@ void SinkLink::reader() {
       qmp::Event hello{"CONNECTED", {}, 0};
       conn_->events().publish(std::move(hello));
     }
-    auto pumped = conn_->pump(Millis(100));
+    auto pumped = conn_->pump(Millis(50));
     if (!pumped.ok() && pumped.error().kind != ErrorKind::Timeout) {
       SL_LOG(Warn, kModule, "sink `", name_, "` went away: ", pumped.error().message);
       conn_.reset();

@@ -2,8 +2,9 @@
 // The controller's side of a sink: one persistent connection to seamless-sinkd's control
 // channel (a virtio-serial port takes one client), reconnected with retry, read by a
 // thread of its own between commands so that events (ACTIVITY, ERROR, READY) arrive while
-// nothing is asked. sinkd's commands are typed calls here; every argument is built by the
-// JSON writer and every reply is checked before use (the sink is untrusted).
+// nothing is asked. Commands from several threads (parks and wakes of different VMs) are
+// in flight together: sinkd answers each when it is done, and the replies are matched by id. sinkd's commands are typed
+// calls here; every argument is built by the JSON writer and every reply is checked before use (the sink is untrusted).
 #pragma once
 
 #include <atomic>
@@ -64,7 +65,10 @@ class SinkLink {
   double clock_offset() const { return clock_offset_; }
 
  private:
-  Result<void> ensure_connected(Deadline deadline);      // with mu_ held
+  Result<void> ensure_connected(Deadline deadline);  // with mu_ held
+  // Sends one command and waits for its reply (with `lock` on mu_, let go while waiting).
+  Result<qmp::Json> exchange(std::unique_lock<std::mutex>& lock, std::string_view command, const std::string& args,
+                             Deadline deadline);
   std::vector<qmp::Event> take_events();                 // with mu_ held
   void dispatch(const std::vector<qmp::Event>& events);  // without mu_: handlers may call this link
   void reader();

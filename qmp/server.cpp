@@ -27,36 +27,39 @@ std::string timestamp_json() {
   return cat("{\"seconds\":", us / 1000000, ",\"microseconds\":", us % 1000000, "}");
 }
 
+// A request's `arguments` (checked to be an object, or absent: {}).
+const Value& arguments_of(const Value& request) {
+  static const Value kEmpty(rapidjson::kObjectType);
+  auto a = request.FindMember("arguments");
+  return a == request.MemberEnd() ? kEmpty : a->value;
+}
+
 }  // namespace
 
-std::string ControlServer::handle(const Json& message, bool* negotiated) {
-  const Value& root = message.root();
-  if (!root.IsObject()) return error_reply("GenericError", "a request must be a JSON object", "");
-  std::string id;
-  if (auto it = root.FindMember("id"); it != root.MemberEnd()) id = dump(it->value);
-  auto exec = root.FindMember("execute");
-  if (exec == root.MemberEnd() || !exec->value.IsString())
-    return error_reply("GenericError", "a request needs `execute` naming a command", id);
-  const std::string command(exec->value.GetString(), exec->value.GetStringLength());
-  static const Value kEmpty(rapidjson::kObjectType);
-  const Value* args = &kEmpty;
-  if (auto a = root.FindMember("arguments"); a != root.MemberEnd()) {
-    if (!a->value.IsObject()) return error_reply("GenericError", "`arguments` must be an object", id);
-    args = &a->value;
+void ControlServer::reap(size_t below) {
+  std::unique_lock<std::mutex> lock(workers_mu_);
+  for (;;) {
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->done) {
+        it->thread.join();
+        it = workers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (workers_.size() < below) return;
+    worker_done_.wait_for(lock, Millis(200));
   }
-  if (command == "qmp_capabilities") {
-    *negotiated = true;
-    return cat("{\"return\":{}", id.empty() ? "" : ",\"id\":" + id, "}");
-  }
-  if (!*negotiated)
-    return error_reply("CommandNotFound", "expecting capabilities negotiation with `qmp_capabilities`", id);
+}
+
+std::string ControlServer::run(const std::string& command, const Value& args, const std::string& id) {
   auto h = handlers_.find(command);
   if (h == handlers_.end()) return error_reply("CommandNotFound", cat("the command `", command, "` is unknown"), id);
   // A handler that throws is a bug in this daemon; it fails that command, not the daemon
   // with every parked gateway it watches.
   std::optional<Result<std::string>> r;
   try {
-    r.emplace(h->second(*args));
+    r.emplace(h->second(args));
   } catch (const std::exception& e) {
     return error_reply("GenericError", cat("internal error in `", command, "`: ", e.what()), id);
   }
@@ -66,17 +69,51 @@ std::string ControlServer::handle(const Json& message, bool* negotiated) {
   return cat("{\"return\":", (*r)->empty() ? "{}" : **r, id.empty() ? "" : ",\"id\":" + id, "}");
 }
 
-Result<void> ControlServer::send(const std::string& text) {
+std::string ControlServer::handle(Json message, bool* negotiated, uint64_t session) {
+  const Value& root = message.root();
+  if (!root.IsObject()) return error_reply("GenericError", "a request must be a JSON object", "");
+  std::string id;
+  if (auto it = root.FindMember("id"); it != root.MemberEnd()) id = dump(it->value);
+  auto exec = root.FindMember("execute");
+  if (exec == root.MemberEnd() || !exec->value.IsString())
+    return error_reply("GenericError", "a request needs `execute` naming a command", id);
+  std::string command(exec->value.GetString(), exec->value.GetStringLength());
+  if (!arguments_of(root).IsObject()) return error_reply("GenericError", "`arguments` must be an object", id);
+  if (command == "qmp_capabilities") {
+    *negotiated = true;
+    return cat("{\"return\":{}", id.empty() ? "" : ",\"id\":" + id, "}");
+  }
+  if (!*negotiated)
+    return error_reply("CommandNotFound", "expecting capabilities negotiation with `qmp_capabilities`", id);
+  if (max_workers_ == 0 || id.empty() || !handlers_.count(command)) return run(command, arguments_of(root), id);
+  // Its own thread, with the message.
+  reap(max_workers_);
+  std::lock_guard<std::mutex> lock(workers_mu_);
+  Worker& w = workers_.emplace_back();
+  w.thread = std::thread(
+      [this, &w, session, id, command = std::move(command), msg = std::make_shared<Json>(std::move(message))] {
+        if (auto sent = send(run(command, arguments_of(msg->root()), id), session); !sent.ok())
+          SL_LOG(Debug, "control", "reply to ", id, " not delivered: ", sent.error().message);
+        std::lock_guard<std::mutex> lock(workers_mu_);
+        w.done = true;
+        worker_done_.notify_all();
+      });
+  return "";
+}
+
+Result<void> ControlServer::send(const std::string& text, uint64_t session) {
   std::lock_guard<std::mutex> lock(write_mu_);
-  if (!stream_) return make_error(ErrorKind::Closed, "no control peer");
+  if (!stream_ || (session != 0 && session != session_)) return make_error(ErrorKind::Closed, "no control peer");
   return stream_->write(text + "\r\n", Deadline(Millis(10000)));
 }
 
 Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
   JsonStream stream(std::move(fd), kMaxMessage, peer);
+  uint64_t session = 0;
   {
     std::lock_guard<std::mutex> lock(write_mu_);
     stream_ = &stream;
+    session = ++session_;
   }
   struct Detach {
     ControlServer* s;
@@ -101,7 +138,7 @@ Result<void> ControlServer::serve(UniqueFd fd, const std::string& peer) {
       return std::move(item).error();
     }
     if (item->delimiter) continue;
-    SL_TRY(send(handle(item->message, &negotiated)));
+    if (auto reply = handle(std::move(item->message), &negotiated, session); !reply.empty()) SL_TRY(send(reply));
   }
   return ok();
 }

@@ -58,6 +58,11 @@ void QmpSocket::dispatch(Json message) {
     return;
   }
   auto id = opt_int(root, "id");
+  if (auto it = id ? sent_.find(*id) : sent_.end(); it != sent_.end()) {
+    replies_.emplace(*id, decode_reply(std::move(message), it->second, describe()));
+    sent_.erase(it);
+    return;
+  }
   if (id && abandoned_.erase(*id) > 0) {
     SL_LOG(Info, "qmp", describe(), ": late reply to abandoned command ", *id, " dropped");
     return;
@@ -86,6 +91,13 @@ Result<Json> QmpSocket::call(std::string_view command, std::string_view args, Mi
   }
 }
 
+Result<int64_t> QmpSocket::send(std::string_view command, std::string_view args, Deadline deadline) {
+  const int64_t id = next_id_++;
+  SL_TRY_CTX(stream_.write(encode_request(command, args, id) + "\n", deadline), "sending `", command, "`");
+  sent_.emplace(id, std::string(command));
+  return id;
+}
+
 Result<void> QmpSocket::pump(Millis timeout) {
   Deadline deadline(timeout);
   for (;;) {
@@ -99,7 +111,21 @@ Result<void> QmpSocket::pump(Millis timeout) {
       return std::move(item).error();
     }
     if (!item->delimiter) dispatch(std::move(item->message));
+    deadline = Deadline(Millis(0));  // the rest only if it is there already
   }
+}
+
+std::optional<Result<Json>> QmpSocket::reply(int64_t id) {
+  auto it = replies_.find(id);
+  if (it == replies_.end()) return std::nullopt;
+  Result<Json> r = std::move(it->second);
+  replies_.erase(it);
+  return r;
+}
+
+void QmpSocket::abandon(int64_t id) {
+  if (sent_.erase(id) > 0) abandoned_.insert(id);
+  replies_.erase(id);
 }
 
 Result<Event> QmpSocket::wait_event(std::string_view name, Millis timeout) {

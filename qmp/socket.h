@@ -3,6 +3,8 @@
 // (`-qmp unix:PATH,server=on` and `-chardev socket,...` behind a virtserialport).
 #pragma once
 
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -19,8 +21,17 @@ class QmpSocket final : public Channel, public EventSource {
                                                     Limits limits = {});
   Result<Json> call(std::string_view command, std::string_view args, Millis timeout) override;
   Result<Event> wait_event(std::string_view name, Millis timeout) override;
-  // Reads whatever the monitor has sent until the deadline, publishing events.
+  // Several commands in flight, answered in any order (a server that runs them
+  // concurrently): send() writes a request and returns its id; pump() reads what has
+  // come, keeping replies to sent requests and publishing events; reply() hands one over
+  // once it is there;
+  // abandon() forgets a request whose caller gave up (its late reply is dropped).
+  Result<int64_t> send(std::string_view command, std::string_view args, Deadline deadline);
+  // Waits up to `timeout` for a message, then reads whatever else is there already.
   Result<void> pump(Millis timeout);
+  std::optional<Result<Json>> reply(int64_t id);
+  bool reply_ready(int64_t id) const { return replies_.count(id) > 0; }
+  void abandon(int64_t id);
   std::string describe() const override { return stream_.peer(); }
   const std::string& greeting_version() const { return version_; }
   // The pid of the QEMU process at the other end (SO_PEERCRED).
@@ -34,7 +45,9 @@ class QmpSocket final : public Channel, public EventSource {
 
   JsonStream stream_;
   int64_t next_id_ = 1;
-  std::set<int64_t> abandoned_;  // ids whose caller timed out: their late replies are dropped quietly
+  std::set<int64_t> abandoned_;              // ids whose caller timed out: their late replies are dropped quietly
+  std::map<int64_t, std::string> sent_;      // send()'s requests not answered yet: id -> command
+  std::map<int64_t, Result<Json>> replies_;  // their replies, until reply() takes them
   size_t unknown_replies_ = 0;
   std::string version_;
 };

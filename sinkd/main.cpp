@@ -30,6 +30,8 @@ using seamless::qmp::ControlServer;
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
+// Commands run at once at most (each another VM's); more wait for one to finish.
+constexpr size_t kWorkers = 8;
 constexpr const char* kUsage =
     R"(usage: seamless-sinkd (--socket PATH | --port DEVICE) [--state-dir DIR] [--nic IF]
 
@@ -173,6 +175,8 @@ int main_impl(int argc, char** argv) {
   }
   const auto started = Clock::now();
   qmp::ControlServer server(kVersion);
+  // Each VM's command on a worker of its own: one container's CRIU run holds up no other.
+  server.answer_out_of_order(kWorkers);
   sink::SinkOptions options;
   options.state_dir = state_dir;
   options.nic = nic.empty() ? default_nic() : nic;
@@ -240,6 +244,11 @@ int main_impl(int argc, char** argv) {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // The sink goes before the server: no command may still be using it then.
+  struct Idle {
+    ControlServer& s;
+    ~Idle() { s.wait_idle(); }
+  } idle{server};
   if (!port_path.empty()) return serve_port(server, port_path);
 
   ::unlink(socket_path.c_str());

@@ -68,6 +68,7 @@ std::string join(const std::vector<std::string>& objects) {
 }  // namespace
 
 GatewayState parse_gateway_state(std::string_view s) {
+  if (s == "adding") return GatewayState::Adding;
   if (s == "traced") return GatewayState::Traced;
   if (s == "woken") return GatewayState::Woken;
   if (s == "stopped") return GatewayState::Stopped;
@@ -79,6 +80,7 @@ GatewayState parse_gateway_state(std::string_view s) {
 
 std::string_view to_string(GatewayState s) {
   switch (s) {
+    case GatewayState::Adding: return "adding";
     case GatewayState::Traced: return "traced";
     case GatewayState::Woken: return "woken";
     case GatewayState::Stopped: return "stopped";

@@ -37,6 +37,7 @@ inline constexpr const char* kError = "ERROR";        // {id, error}: a gateway 
 
 // A sink container's gateways, as list-gateways reports them.
 enum class GatewayState {
+  Adding,      // its pack is being unpacked and restored (add-gateway has not answered yet)
   Traced,      // restored, answering, watched for activity
   Woken,       // activity stopped them: the VM is needed
   Stopped,     // stopped on request (or adopted stopped)

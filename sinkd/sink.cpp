@@ -114,10 +114,17 @@ std::unique_ptr<guest::Criu> criu_in(const Container& c, const std::string& criu
 
 struct Sink::Gateway {
   std::string id;
+  // Held by the command working on this gateway; everything but `mu`'s fields changes
+  // only under it.
+  std::mutex op;
+  bool gone = false;  // removed, or its add failed (under op)
+  // Set once its add is done (or it was adopted): container and manifest no longer change
+  // and other commands (list, metrics) may read them.
+  std::atomic<bool> ready{false};
   std::optional<Container> container;  // absent once lost
   packfmt::Manifest manifest;
   std::map<pid_t, pid_t> inner;  // pid here -> pid inside, of the traced processes
-  std::mutex mu;                 // state, activity, error, tracer
+  std::mutex mu;                 // state, activity, error, pack, tracer, and which hold there is
   GatewayState state = GatewayState::Stopped;
   std::string activity, error, pack;
   std::unique_ptr<PacketHold> hold;  // while the restore runs, and from hand-back on
@@ -132,6 +139,14 @@ struct Sink::Gateway {
   GatewayState get() {
     std::lock_guard<std::mutex> lock(mu);
     return state;
+  }
+  // A hold taken or let go (the old one ends outside the lock).
+  void set_hold(std::unique_ptr<PacketHold> h) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      hold.swap(h);
+    }
+    h.reset();
   }
 };
 
@@ -152,10 +167,22 @@ size_t Sink::size() {
   return gateways_.size();
 }
 
-Result<Sink::Gateway*> Sink::find(const std::string& id) {
-  auto it = gateways_.find(id);
-  if (it == gateways_.end()) return make_error(ErrorKind::NotFound, "the sink hosts no gateway `", id, "`");
-  return it->second.get();
+Result<Sink::Claimed> Sink::claim(const std::string& id) {
+  std::shared_ptr<Gateway> g;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = gateways_.find(id); it != gateways_.end()) g = it->second;
+  }
+  if (!g) return make_error(ErrorKind::NotFound, "the sink hosts no gateway `", id, "`");
+  std::unique_lock<std::mutex> op(g->op);
+  if (g->gone) return make_error(ErrorKind::NotFound, "the sink hosts no gateway `", id, "` (it went meanwhile)");
+  return Claimed{std::move(g), std::move(op)};
+}
+
+void Sink::forget(Gateway& g) {
+  g.gone = true;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = gateways_.find(g.id); it != gateways_.end() && it->second.get() == &g) gateways_.erase(it);
 }
 
 void Sink::watcher(Gateway* g, bool stopped, std::shared_ptr<std::promise<std::string>> attached) {
@@ -268,8 +295,9 @@ size_t Sink::recover() {
   for (const auto& e : std::filesystem::directory_iterator(opt_.state_dir + "/containers", ec)) {
     const std::string id = e.path().filename();
     if (gateways_.count(id)) continue;
-    auto g = std::make_unique<Gateway>();
+    auto g = std::make_shared<Gateway>();
     g->id = id;
+    g->ready = true;
     ++found;
     auto c = Container::adopt(e.path());
     if (!c.ok()) {
@@ -313,15 +341,34 @@ size_t Sink::recover() {
 }
 
 Result<std::string> Sink::add(const std::string& pack, const std::string& id, bool quiet, const std::string& files) {
-  std::lock_guard<std::mutex> lock(mu_);
   SL_TRY(check_container_id(id));  // it names paths below the state directory
-  if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
+  // Listed as adding from now on; other commands on it wait for this one.
+  auto g = std::make_shared<Gateway>();
+  g->id = id;
+  g->state = GatewayState::Adding;
+  std::unique_lock<std::mutex> op(g->op);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (gateways_.count(id)) return make_error(ErrorKind::Invalid, "the sink already hosts a gateway `", id, "`");
+    gateways_[id] = g;
+  }
+  auto added = add_body(*g, pack, quiet, files);
+  if (!added.ok()) forget(*g);
+  return added;
+}
+
+Result<std::string> Sink::add_body(Gateway& gw, const std::string& pack, bool quiet, const std::string& files) {
+  Gateway* g = &gw;
+  const std::string& id = g->id;
   const auto t0 = Clock::now();
   const std::string incoming = opt_.state_dir + "/incoming-" + id;
   const std::string dir = opt_.state_dir + "/containers/" + id;
   std::error_code ec;
   std::filesystem::remove_all(incoming, ec);
   if (std::filesystem::exists(dir)) return make_error(ErrorKind::Invalid, "`", dir, "` exists already");
+  // Until its container has its layer of shipped files, no other add takes a shipment
+  // (whose trimming could drop this one's objects before they are linked).
+  std::unique_lock<std::mutex> files_lock(files_mu_);
   // Files shipped with the pack go to the cache first: pages may be stored against them.
   std::optional<packfmt::ShipmentIndex> shipment;
   std::vector<std::string> bases = {"/"};
@@ -336,8 +383,6 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   }
   auto text = SL_TRY_CTX(packfmt::unpack(pack, incoming, opt_.limits, bases), "pack `", pack, "`");
   base_layer.reset();
-  auto g = std::make_unique<Gateway>();
-  g->id = id;
   size_t held = 0;
   std::string cgroup;
   auto body = [&]() -> Result<PackCheck> {
@@ -368,16 +413,22 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     spec.tree_contents = incoming;
     spec.quiet = quiet;
     // Its cgroup, with the sink's limits: the gateways are restored into it.
-    if (cgroups_.empty())
-      cgroups_ = SL_TRY_CTX(prepare_container_cgroups(opt_.state_dir + kCgroupMount), "the sink's container cgroups");
-    cgroup = SL_TRY(make_container_cgroup(cgroups_, id, opt_.container_limits));
+    std::string parent;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cgroups_.empty())
+        cgroups_ = SL_TRY_CTX(prepare_container_cgroups(opt_.state_dir + kCgroupMount), "the sink's container cgroups");
+      parent = cgroups_;
+    }
+    cgroup = SL_TRY(make_container_cgroup(parent, id, opt_.container_limits));
     spec.cgroup = cgroup;
     // Packets for the VM wait until the gateways' sockets exist: the kernel would reset
     // their connections otherwise.
     g->container = SL_TRY(Container::create(spec, opt_.self_exe, [&](pid_t init) -> Result<void> {
-      g->hold = SL_TRY_CTX(PacketHold::open(cat("/proc/", init, "/ns/net")), "holding packets for the VM");
+      g->set_hold(SL_TRY_CTX(PacketHold::open(cat("/proc/", init, "/ns/net")), "holding packets for the VM"));
       return ok();
     }));
+    files_lock.unlock();
     const std::string images = g->container->upper() + kImages;
     std::filesystem::remove_all(cat(incoming, "/", packfmt::kTreeContents), ec);  // laid out in the tree layer
     if (::rename(incoming.c_str(), images.c_str()) != 0)
@@ -391,12 +442,13 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
     g->manifest = checked.manifest;
     SL_TRY(watch(*g, true));
     held = SL_TRY_CTX(g->hold->accept(), "letting the held packets in");
-    g->hold.reset();
+    g->set_hold(nullptr);
     return checked;
   };
   auto checked = body();
   if (!checked.ok()) {
-    g->hold.reset();
+    stop_watching(*g, false);
+    g->set_hold(nullptr);
     if (g->container)
       g->container->destroy();  // its cgroup with it
     else if (!cgroup.empty())
@@ -417,7 +469,7 @@ Result<std::string> Sink::add(const std::string& pack, const std::string& id, bo
   reply.held = int64_t(held);
   reply.seconds = seconds_since(t0);
   SL_LOG(Info, kModule, "gateway `", id, "` ready in ", seconds_since(t0), " s");
-  gateways_[id] = std::move(g);
+  g->ready = true;
   events_(proto::kReady, proto::IdArg{id}.to_json());
   return reply.to_json();
 }
@@ -435,8 +487,7 @@ std::string Sink::cache_stats() {
 }
 
 Result<void> Sink::speak(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Gateway* g = SL_TRY(find(id));
+  auto g = SL_TRY(claim(id));
   if (!g->container) return make_error(ErrorKind::Invalid, "gateway `", id, "` has no container");
   {
     std::lock_guard<std::mutex> glock(g->mu);
@@ -456,8 +507,8 @@ std::string Sink::list() {
     std::lock_guard<std::mutex> glock(g->mu);
     l.id = id;
     l.state = g->state;
-    l.hostname = g->manifest.hostname;
-    if (g->container) {
+    if (g->ready) l.hostname = g->manifest.hostname;
+    if (g->ready && g->container) {
       l.init = g->container->init();
       l.processes = int64_t(g->container->processes().size());
     }
@@ -475,7 +526,7 @@ std::string Sink::metrics() {
   std::string containers = "[";
   uint64_t total = 0;
   for (auto& [id, g] : gateways_) {
-    if (!g->container) continue;
+    if (!g->ready || !g->container) continue;
     uint64_t gws = 0;
     auto procs = g->container->processes();
     for (auto [here, inside] : procs) gws += pss_kb(std::to_string(here));
@@ -511,10 +562,9 @@ std::string Sink::metrics() {
 }
 
 Result<std::string> Sink::hand_back(const std::string& id, const std::string& out_arg) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Gateway* g = SL_TRY(find(id));
+  auto g = SL_TRY(claim(id));
   const auto t0 = Clock::now();
-  stop_watching(*g, true);
+  stop_watching(*g.g, true);
   const GatewayState state = g->get();
   if (state == GatewayState::HandedBack)
     return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
@@ -522,12 +572,12 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
     return make_error(ErrorKind::Invalid, "gateway `", id, "` cannot be handed back: it is ", proto::to_string(state),
                       g->error.empty() ? "" : " (" + g->error + ")");
   // From here on the gateways answer nothing: their packets wait for the VM.
-  if (!g->hold) g->hold = SL_TRY_CTX(PacketHold::open(g->container->netns()), "holding packets for the VM");
-  auto out = checkpoint(*g, out_arg);
+  if (!g->hold) g->set_hold(SL_TRY_CTX(PacketHold::open(g->container->netns()), "holding packets for the VM"));
+  auto out = checkpoint(*g.g, out_arg);
   if (!out.ok()) {
     // The gateways stay here (CRIU leaves them as they were, stopped): so do the packets.
     if (auto a = g->hold->accept(); !a.ok()) SL_LOG(Warn, kModule, a.error().message);
-    g->hold.reset();
+    g->set_hold(nullptr);
     return std::move(out).error();
   }
   {
@@ -622,8 +672,7 @@ Result<std::string> Sink::checkpoint(Gateway& gw_entry, const std::string& out_a
 }
 
 Result<std::string> Sink::release(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Gateway* g = SL_TRY(find(id));
+  auto g = SL_TRY(claim(id));
   if (const auto state = g->get(); state != GatewayState::HandedBack)
     return make_error(ErrorKind::Invalid, "gateway `", id, "` has not been handed back (it is ",
                       proto::to_string(state), ")");
@@ -645,10 +694,11 @@ Result<std::string> Sink::release(const std::string& id) {
 }
 
 Result<void> Sink::remove(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Gateway* g = SL_TRY(find(id));
-  stop_watching(*g, false);
-  g->hold.reset();
+  auto g = SL_TRY(claim(id));
+  // Out of the list first: nothing reads its container while it goes.
+  forget(*g.g);
+  stop_watching(*g.g, false);
+  g->set_hold(nullptr);
   if (g->container) {
     g->container->destroy();
   } else {
@@ -659,7 +709,6 @@ Result<void> Sink::remove(const std::string& id) {
     std::error_code ec;
     std::filesystem::remove_all(opt_.state_dir + "/containers/" + id, ec);
   }
-  gateways_.erase(id);
   SL_LOG(Info, kModule, "gateway `", id, "` removed");
   return ok();
 }

@@ -3,7 +3,9 @@
 // CRIU and traced until activity; hand-back checkpoints them into a pack again. Packets
 // for the VM are held while no gateway can take them: during the restore (then let in),
 // and from hand-back on (then released toward the VM). Every gateway has a watcher
-// thread that owns its tracer. Events go out through a callback:
+// thread that owns its tracer. Commands on different containers run concurrently (an
+// add's CRIU restore does not hold up another VM's hand-back); those on one container
+// run one at a time. Events go out through a callback:
 //   READY {id}                              restored and traced
 //   ACTIVITY {id, pid, reason}              a request needs the VM; the gateway is stopped
 //   ERROR {id, error}                       a gateway process died, or tracing failed
@@ -93,19 +95,30 @@ class Sink {
 
  private:
   struct Gateway;
+  // The gateway `id` with its operation lock held (commands on one container run one at a
+  // time), or NotFound.
+  struct Claimed {
+    std::shared_ptr<Gateway> g;
+    std::unique_lock<std::mutex> op;
+    Gateway* operator->() const { return g.get(); }
+  };
+  Result<Claimed> claim(const std::string& id);
+  // Drops a gateway from the map (its operation lock held).
+  void forget(Gateway& g);
+  Result<std::string> add_body(Gateway& g, const std::string& pack, bool quiet, const std::string& files);
   // `stopped`: the gateway's processes were restored stopped; they run once seized.
   Result<void> watch(Gateway& g, bool stopped = false);
   void watcher(Gateway* g, bool stopped, std::shared_ptr<std::promise<std::string>> attached);
   void stop_watching(Gateway& g, bool freeze);
-  Result<Gateway*> find(const std::string& id);
   // CRIU dump of a frozen gateway into a pack; returns the pack's path.
   Result<std::string> checkpoint(Gateway& g, const std::string& out);
   SinkOptions opt_;
   EventSink events_;
   FileCache cache_;      // STATE/files: on the containers' file system
   std::string cgroups_;  // the parent of the containers' cgroups, once prepared
-  std::mutex mu_;        // guards gateways_ (the map, not each entry: commands come one at a time)
-  std::map<std::string, std::unique_ptr<Gateway>> gateways_;
+  std::mutex files_mu_;  // an add's use of the file cache, from taking a shipment to its container's layer
+  std::mutex mu_;        // gateways_ (the map; each entry has its own locks) and cgroups_
+  std::map<std::string, std::shared_ptr<Gateway>> gateways_;
 };
 
 }  // namespace seamless::sink

@@ -19,6 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
   qmp::ControlServer server("fuzz");
+  server.answer_out_of_order(8);  // as sinkd runs it
   namespace proto = sink::proto;
   const std::string empty = "{}";
   server.on(proto::kAddGateway, [&](const qmp::Value& a) -> Result<std::string> {

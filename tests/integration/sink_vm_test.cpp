@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 #include "common/process.h"
@@ -85,6 +86,18 @@ class SinkVm : public test::VmSuite<SinkVm> {
     return bytes;
   }
 
+  // The pack's bytes with its manifest edited; its images as they were.
+  static Result<std::string> repacked(const std::string& bytes, const std::function<void(packfmt::Manifest&)>& edit) {
+    auto dir = SL_TRY(TempDir::create());
+    SL_TRY(sys::write_file(dir / "in.pack", bytes));
+    auto m = SL_TRY(
+        packfmt::Manifest::parse(SL_TRY(packfmt::unpack(dir / "in.pack", dir / "x", {}, packfmt::kKeepPageImages))));
+    edit(m);
+    auto files = packfmt::list_pack_files(dir / "x");
+    std::erase(files, packfmt::kManifestName);
+    SL_TRY(packfmt::write_pack(dir / "out.pack", m.to_json(), dir / "x", files));
+    return sys::read_file(dir / "out.pack");
+  }
   // Park: the guest's gateway on `port` is dumped there and restored by sinkd as `id`; the
   // guest VM is paused and OVS sends its traffic to the sink (as the controller will).
   static Result<void> park(qmp::QmpSocket& c, uint16_t port, const std::string& id) {
@@ -195,18 +208,11 @@ TEST_F(SinkVm, APackFromAnotherVmPassesTheTemplateCheck) {
   EXPECT_NE(checked->dump().find("dropbear"), std::string::npos) << checked->dump();
 
   // The same pack claiming another build of dropbear: refused as a template mismatch.
-  auto dir = TempDir::create();
-  ASSERT_TRUE(dir.ok());
-  ASSERT_TRUE(sys::write_file(*dir / "in.pack", *bytes).ok());
-  auto text = packfmt::unpack(*dir / "in.pack", *dir / "x", {}, packfmt::kKeepPageImages);
-  ASSERT_TRUE(text.ok()) << text.error().message;
-  auto m = packfmt::Manifest::parse(*text);
-  ASSERT_TRUE(m.ok());
-  for (auto& f : m->files)
-    if (f.role == "exe") f.build_id = std::string(40, '0');
-  ASSERT_TRUE(packfmt::write_pack(*dir / "other.pack", m->to_json(), *dir / "x", {}).ok());
-  auto other = sys::read_file(*dir / "other.pack");
-  ASSERT_TRUE(other.ok());
+  auto other = repacked(*bytes, [](packfmt::Manifest& m) {
+    for (auto& f : m.files)
+      if (f.role == "exe") f.build_id = std::string(40, '0');
+  });
+  ASSERT_TRUE(other.ok()) << other.error().message;
   ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/other.pack", *other).ok());
   auto refused = client(**c).check_pack({"/run/other.pack"});
   ASSERT_FALSE(refused.ok());
@@ -538,6 +544,94 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   ASSERT_TRUE(
       guest_->monitor->call("announce-self", "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}", Millis(30000))
           .ok());
+}
+
+// One container's add holds up no other container: while an add's CRIU restore runs
+// (made slow here by a `criu` that first sleeps 40 s on a restore), sinkd lists it as
+// adding and hands another container's gateway back; the add is answered when done.
+TEST_F(SinkVm, AnAddInProgressHoldsUpNoOtherContainer) {
+  auto bytes = guest_pack();
+  ASSERT_TRUE(bytes.ok()) << bytes.error().message;
+  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/ad.pack", *bytes).ok());
+  // The second container stands for another VM: the same pack with another MAC (two
+  // macvlans with one MAC cannot share the sink's NIC).
+  auto other = repacked(*bytes, [](packfmt::Manifest& m) {
+    for (auto& iface : m.interfaces) iface.mac = iface.mac.substr(0, 15) + "fe";
+  });
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/other.pack", *other).ok());
+  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/usr/local/sbin/criu-slow",
+                                    "#!/bin/sh\nfor a; do [ \"$a\" = restore ] && sleep 40 && break; done\n"
+                                    "exec criu \"$@\"\n")
+                  .ok());
+  qmp::RunOptions ro;
+  ro.timeout = Millis(60000);
+  auto restart = [&](const std::string& options) {
+    return qmp::guest_run_ok(*sink_->agent, "/bin/sh",
+                             {"-c",
+                              "chmod 755 /usr/local/sbin/criu-slow; pkill -KILL -f '^seamless-sinkd --port'; "
+                              "sleep 1; setsid seamless-sinkd --port /dev/virtio-ports/org.seamless.sinkd.0 " +
+                                  options + " </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
+                             ro);
+  };
+  auto state_of = [](const std::vector<proto::ListedGateway>& listed, const std::string& id) {
+    for (const auto& g : listed)
+      if (g.id == id) return g.state;
+    return proto::GatewayState::Unknown;
+  };
+  {
+    auto c = control();
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    auto added = client(**c).add_gateway({"/run/ad.pack", "quick", true});
+    ASSERT_TRUE(added.ok()) << added.error().message;
+  }
+  ASSERT_TRUE(restart("--criu /usr/local/sbin/criu-slow").ok());
+  auto c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+
+  // The slow add, in flight; the project's QMP client keeps its reply when it comes.
+  auto slow = (*c)->send(proto::kAddGateway, proto::AddGateway{"/run/other.pack", "slow", true}.to_json(),
+                         Deadline(Millis(5000)));
+  ASSERT_TRUE(slow.ok()) << slow.error().message;
+  Result<std::vector<proto::ListedGateway>> listed = make_error(ErrorKind::Timeout, "not listed");
+  for (int i = 0; i < 100; ++i) {
+    listed = client(**c).list_gateways();
+    ASSERT_TRUE(listed.ok()) << listed.error().message;
+    if (state_of(*listed, "slow") == proto::GatewayState::Adding) break;
+    if (auto early = (*c)->reply(*slow))
+      FAIL() << "answered at once: " << (early->ok() ? (*early)->dump() : early->error().message);
+    std::this_thread::sleep_for(Millis(200));
+  }
+  ASSERT_EQ(state_of(*listed, "slow"), proto::GatewayState::Adding) << proto::to_json(*listed);
+  EXPECT_EQ(state_of(*listed, "quick"), proto::GatewayState::Traced) << proto::to_json(*listed);
+
+  auto handed = client(**c).hand_back({"quick"});
+  ASSERT_TRUE(handed.ok()) << handed.error().message;
+  EXPECT_GT(handed->bytes, 0);
+  listed = client(**c).list_gateways();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_EQ(state_of(*listed, "slow"), proto::GatewayState::Adding)
+      << "the hand-back waited for the other container's add: " << proto::to_json(*listed);
+  EXPECT_EQ(state_of(*listed, "quick"), proto::GatewayState::HandedBack) << proto::to_json(*listed);
+
+  std::optional<Result<qmp::Json>> reply;
+  for (Deadline d(Millis(180000)); !reply && !d.expired();) {
+    ASSERT_TRUE((*c)->pump(Millis(1000)).ok());
+    reply = (*c)->reply(*slow);
+  }
+  ASSERT_TRUE(reply.has_value()) << "the slow add was never answered";
+  ASSERT_TRUE(reply->ok()) << reply->error().message;
+  auto added = proto::Added::parse((*reply)->root());
+  ASSERT_TRUE(added.ok()) << added.error().message;
+  EXPECT_EQ(added->id, "slow");
+  EXPECT_GE(added->seconds, 40) << "the restore went through the slow criu";
+  listed = client(**c).list_gateways();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_EQ(state_of(*listed, "slow"), proto::GatewayState::Traced) << proto::to_json(*listed);
+
+  for (const char* id : {"quick", "slow"}) EXPECT_TRUE(client(**c).remove_gateway({id}).ok()) << id;
+  c->reset();
+  ASSERT_TRUE(restart("").ok());
 }
 
 }  // namespace

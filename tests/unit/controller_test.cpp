@@ -387,6 +387,34 @@ TEST(ClientCapture, CountsResetsAndClientRetransmissions) {
 namespace seamless::ctl {
 namespace {
 
+// A fake sinkd: the project's control server on a real unix socket, one peer after another.
+class Serving {
+ public:
+  Serving(qmp::ControlServer& server, const std::string& path) : server_(server) {
+    auto l = sys::listen_unix(path);
+    if (!l.ok()) return;
+    listener_ = std::move(l).value();
+    thread_ = std::thread([this] {
+      while (!done_) {
+        auto peer = sys::accept(listener_.get(), Deadline(Millis(200)));
+        if (peer.ok()) (void)server_.serve(std::move(peer).value(), "test");
+      }
+    });
+  }
+  ~Serving() {
+    done_ = true;
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool listening() const { return listener_.valid(); }
+
+ private:
+  qmp::ControlServer& server_;
+  UniqueFd listener_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 // The controller's link to a sink against a fake sinkd (the project's control server on a
 // real unix socket): it connects by itself, learns the sink's clock from its status, gets
 // events between commands, and a handler may call back into the link.
@@ -407,15 +435,8 @@ TEST(SinkLinkUnit, ConnectsLearnsTheSinksClockAndDeliversEvents) {
     g.state = sink::proto::GatewayState::Woken;
     return sink::proto::to_json({g});
   });
-  auto listener = sys::listen_unix(path);
-  ASSERT_TRUE(listener.ok()) << listener.error().message;
-  std::atomic<bool> done{false};
-  std::thread serving([&] {
-    while (!done) {
-      auto peer = sys::accept(listener->get(), Deadline(Millis(200)));
-      if (peer.ok()) (void)server.serve(std::move(peer).value(), "test");
-    }
-  });
+  Serving serving(server, path);
+  ASSERT_TRUE(serving.listening()) << path;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -446,9 +467,55 @@ TEST(SinkLinkUnit, ConnectsLearnsTheSinksClockAndDeliversEvents) {
   ASSERT_TRUE(wait_for(2)) << "the event did not arrive between commands";
   EXPECT_EQ(seen[1], "fake ACTIVITY listed") << "a handler can call back into the link";
   link.reset();
-  done = true;
-  server.stop();
-  serving.join();
+}
+
+// One slow command on a sink (a CRIU restore for one VM's park) holds up no other VM's
+// command: sinkd answers as commands finish and the link matches replies by id, several
+// callers having commands in flight at once.
+TEST(SinkLinkUnit, AQuickCommandIsAnsweredWhileASlowOneRuns) {
+  TempDir dir = TempDir::create().value();
+  const std::string path = dir / "sinkd.sock";
+  qmp::ControlServer server("9.9.9");
+  server.answer_out_of_order(4);
+  std::atomic<bool> add_started{false}, gate{false};
+  server.on(sink::proto::kAddGateway, [&](const qmp::Value& args) -> Result<std::string> {
+    auto a = SL_TRY(sink::proto::AddGateway::parse(args));
+    add_started = true;
+    // Until the test opens the gate, or 20 s (a link that serialises fails, not hangs).
+    for (int i = 0; i < 2000 && !gate; ++i) std::this_thread::sleep_for(Millis(10));
+    sink::proto::Added added;
+    added.id = a.id;
+    added.hostname = gate ? "opened" : "gave-up";
+    return added.to_json();
+  });
+  server.on(sink::proto::kHandBack, [&](const qmp::Value& args) -> Result<std::string> {
+    sink::proto::HandedBack h;
+    h.id = SL_TRY(sink::proto::HandBack::parse(args)).id;
+    h.pack = "/run/seamless-sinkd/out/" + h.id + ".pack";
+    return h.to_json();
+  });
+  Serving serving(server, path);
+  ASSERT_TRUE(serving.listening()) << path;
+  SinkLink link(
+      "fake", [&] { return path; }, nullptr);
+  link.start();
+  std::atomic<bool> add_returned{false};
+  Result<sink::proto::Added> added = make_error(ErrorKind::Timeout, "not run");
+  std::thread parking([&] {
+    added = link.add_gateway("/run/seamless-sinkd/in/vm1.pack", "vm1", true);
+    add_returned = true;
+  });
+  for (int i = 0; i < 1000 && !add_started; ++i) std::this_thread::sleep_for(Millis(10));
+  ASSERT_TRUE(add_started) << "the add never reached the sink";
+  auto handed = link.hand_back("vm2", "");
+  ASSERT_TRUE(handed.ok()) << handed.error().message;
+  EXPECT_EQ(handed->id, "vm2");
+  EXPECT_FALSE(add_returned) << "vm2's hand-back waited for vm1's add";
+  gate = true;
+  parking.join();
+  ASSERT_TRUE(added.ok()) << added.error().message;
+  EXPECT_EQ(added->id, "vm1");
+  EXPECT_EQ(added->hostname, "opened");
 }
 
 }  // namespace

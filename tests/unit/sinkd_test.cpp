@@ -45,6 +45,12 @@ class Control : public ::testing::Test {
     });
     server_.on("throw",
                [](const qmp::Value&) -> Result<std::string> { throw std::runtime_error("a bug in the handler"); });
+    // A slow command: answers once the test opens the gate (or after 20 s, so that a
+    // server answering in order fails the test instead of hanging it).
+    server_.on("wait", [this](const qmp::Value&) -> Result<std::string> {
+      for (int i = 0; i < 2000 && !gate_; ++i) std::this_thread::sleep_for(Millis(10));
+      return std::string(gate_ ? "{\"text\":\"waited\"}" : "{\"text\":\"gave up\"}");
+    });
     auto l = sys::listen_unix(path_);
     ASSERT_TRUE(l.ok()) << l.error().message;
     listener_ = std::move(l).value();
@@ -78,6 +84,7 @@ class Control : public ::testing::Test {
 
   TempDir dir_ = TempDir::create().value();
   std::string path_ = dir_ / "sinkd.sock";
+  std::atomic<bool> gate_{false};
   qmp::ControlServer server_{"9.9.9"};
   UniqueFd listener_;
   std::thread thread_;
@@ -124,6 +131,35 @@ TEST_F(Control, EventsReachTheClient) {
   ASSERT_TRUE(ev.ok()) << ev.error().message;
   EXPECT_EQ(qmp::get_string(ev->data.root(), "reason").value(), "accept");
   EXPECT_GT(ev->timestamp, 1e9);
+}
+
+// As sinkd runs it: a request with an id is answered when it is done, so a quick one
+// overtakes a slow one; requests without an id keep their order.
+TEST_F(Control, RequestsWithAnIdAreAnsweredAsTheyFinish) {
+  server_.answer_out_of_order(4);
+  auto s = raw();
+  EXPECT_EQ(reply(*s, "{\"execute\":\"qmp_capabilities\",\"id\":0}"), "{\"return\":{},\"id\":0}");
+  ASSERT_TRUE(s->write("{\"execute\":\"wait\",\"id\":1}", Deadline(Millis(5000))).ok());
+  auto r = reply(*s, "{\"execute\":\"echo\",\"arguments\":{\"text\":\"quick\"},\"id\":2}");
+  EXPECT_EQ(r, "{\"return\":{\"text\":\"quick\"},\"id\":2}") << "the quick command waited for the slow one";
+  gate_ = true;
+  auto slow = s->next(Deadline(Millis(25000)));
+  ASSERT_TRUE(slow.ok()) << slow.error().message;
+  EXPECT_EQ(slow->message.dump(), "{\"return\":{\"text\":\"waited\"},\"id\":1}");
+
+  gate_ = false;
+  ASSERT_TRUE(s->write("{\"execute\":\"wait\"}", Deadline(Millis(5000))).ok());
+  ASSERT_TRUE(s->write("{\"execute\":\"echo\",\"arguments\":{\"text\":\"second\"}}", Deadline(Millis(5000))).ok());
+  std::thread opener([this] {
+    std::this_thread::sleep_for(Millis(300));
+    gate_ = true;
+  });
+  auto first = s->next(Deadline(Millis(25000)));
+  auto second = s->next(Deadline(Millis(25000)));
+  opener.join();
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->message.dump(), "{\"return\":{\"text\":\"waited\"}}") << "without an id, in order";
+  EXPECT_EQ(second->message.dump(), "{\"return\":{\"text\":\"second\"}}");
 }
 
 TEST_F(Control, NegotiationComesFirst) {
@@ -395,8 +431,9 @@ TEST(Protocol, RepliesAndEventsReadBackAsWritten) {
   EXPECT_DOUBLE_EQ(back->seconds, 1.25);
 
   std::vector<proto::ListedGateway> list;
-  for (auto st : {proto::GatewayState::Traced, proto::GatewayState::Woken, proto::GatewayState::Stopped,
-                  proto::GatewayState::HandedBack, proto::GatewayState::Crashed, proto::GatewayState::Lost}) {
+  for (auto st : {proto::GatewayState::Adding, proto::GatewayState::Traced, proto::GatewayState::Woken,
+                  proto::GatewayState::Stopped, proto::GatewayState::HandedBack, proto::GatewayState::Crashed,
+                  proto::GatewayState::Lost}) {
     proto::ListedGateway l;
     l.id = cat("g", int(st));
     l.state = st;
