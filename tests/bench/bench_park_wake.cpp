@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <thread>
@@ -39,6 +40,7 @@ const Gw kGateways[] = {{"dropbear", 2222, false, "dropbear"},
 
 struct Row {
   std::string gateway, mode;
+  int round = 1;
   double reaction_s = 0;
   double wake_s = 0, critical_s = 0, serial_s = 0;
   double hand_back_s = 0, resume_s = 0, transfer_s = 0, restore_s = 0, switch_s = 0, release_s = 0;
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
   bool json = false;
   std::string json_out;
   int memory = 2048;
+  int rounds = 1;
   std::vector<std::string> gateways = {"dropbear", "openssh", "lighttpd+php", "apache2+php", "vsftpd"};
   std::vector<std::string> modes = {"ram", "swap", "disk"};
   for (int i = 1; i < argc; ++i) {
@@ -120,9 +123,12 @@ int main(int argc, char** argv) {
       gateways = test::split_list(argv[++i]);
     else if (a == "--modes" && i + 1 < argc)
       modes = test::split_list(argv[++i]);
+    else if (a == "--rounds" && i + 1 < argc)
+      rounds = std::max(1, std::atoi(argv[++i]));
     else {
       std::fprintf(stderr,
-                   "usage: bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways a,b] [--modes m,n]\n");
+                   "usage: bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways a,b] [--modes m,n] "
+                   "[--rounds N]\n");
       return a == "-h" || a == "--help" ? 0 : 2;
     }
   }
@@ -168,74 +174,78 @@ int main(int argc, char** argv) {
     if (!r0.ok()) return die(r0.error().wrap("baseline"));
     base.reaction_s = *r0;
     rows.push_back(base);
-    for (const auto& mode : modes) {
-      Row row{gw->name, mode};
-      // Idle first: apache2 tops up its spare children for a second after a request.
-      std::this_thread::sleep_for(Millis(3000));
-      ctl::ParkOptions po;
-      po.mode = mode;
-      auto parked = controller.park(guest.name, po);
-      if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
-      row.park_s = parked->report.seconds;
-      std::this_thread::sleep_for(Millis(2000));
-      if (mode != "disk") {
-        if (auto pid = cgroup::qemu_pid(guest.name); pid.ok()) {
-          auto group = cgroup::for_pid(*pid);
-          int64_t usage = 0;
-          if (group.ok())
-            if (auto knobs = cgroup::libcgroup_knobs(*group); knobs.ok()) {
-              cgroup::Memory mem(*group, std::move(*knobs));
-              usage = mem.usage().ok() ? *mem.usage() : 0;
-            }
-          row.held_mib = usage / 1048576.0;
-          row.held_rss_mib = rss_bytes(*pid) / 1048576.0;
-          row.tcg_mib = tcg_cache_bytes(*pid) / 1048576.0;
+    // Rounds go through every mode in turn, so that the machine's drift reaches them alike.
+    for (int round = 1; round <= rounds; ++round)
+      for (const auto& mode : modes) {
+        Row row{gw->name, mode, round};
+        // Idle first: apache2 tops up its spare children for a second after a request.
+        std::this_thread::sleep_for(Millis(3000));
+        ctl::ParkOptions po;
+        po.mode = mode;
+        auto parked = controller.park(guest.name, po);
+        if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
+        row.park_s = parked->report.seconds;
+        std::this_thread::sleep_for(Millis(2000));
+        if (mode != "disk") {
+          if (auto pid = cgroup::qemu_pid(guest.name); pid.ok()) {
+            auto group = cgroup::for_pid(*pid);
+            int64_t usage = 0;
+            if (group.ok())
+              if (auto knobs = cgroup::libcgroup_knobs(*group); knobs.ok()) {
+                cgroup::Memory mem(*group, std::move(*knobs));
+                usage = mem.usage().ok() ? *mem.usage() : 0;
+              }
+            row.held_mib = usage / 1048576.0;
+            row.held_rss_mib = rss_bytes(*pid) / 1048576.0;
+            row.tcg_mib = tcg_cache_bytes(*pid) / 1048576.0;
+          }
         }
+        row.held_pct = 100.0 * (row.held_mib - row.tcg_mib) / memory;
+        const auto before = controller.last_wake(guest.name);
+        auto r = reaction(*bed, ip, *gw, Millis(600000));
+        if (!r.ok()) return die(r.error().wrap(cat(gw->name, " ", mode, ": reaction")));
+        row.reaction_s = *r;
+        std::optional<std::string> wake;
+        for (Deadline d(Millis(300000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
+          wake = controller.last_wake(guest.name);
+          if (wake && wake != before) break;
+        }
+        if (!wake || wake == before)
+          return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
+        auto wj = qmp::parse(*wake);
+        if (!wj.ok()) return die(wj.error());
+        const auto& w = wj->root();
+        row.wake_s = num(w, "seconds");
+        row.hand_back_s = num(w, "hand_back");
+        row.resume_s = num(w, "resume");
+        row.transfer_s = num(w, "transfer");
+        row.restore_s = num(w, "restore");
+        row.switch_s = num(w, "switch");
+        row.release_s = num(w, "release");
+        double rest = 0;
+        if (auto steps = w.FindMember("steps"); steps != w.MemberEnd() && steps->value.IsArray())
+          for (const auto& st : steps->value.GetArray())
+            if (qmp::opt_string(st, "step").value_or("") != "hand-back+resume") rest += num(st, "seconds");
+        row.critical_s = std::max(row.hand_back_s, row.resume_s) + rest;
+        row.serial_s = row.hand_back_s + row.resume_s + rest;
+        rows.push_back(row);
+        std::fprintf(stderr,
+                     "bench_park_wake: %s %s (round %d): reaction %.2f s, park %.1f s, held %.0f MiB, wake %s\n",
+                     gw->name.c_str(), mode.c_str(), round, row.reaction_s, row.park_s, row.held_mib, wake->c_str());
+        // Let the balloon come back before the next park.
+        std::this_thread::sleep_for(Millis(5000));
       }
-      row.held_pct = 100.0 * (row.held_mib - row.tcg_mib) / memory;
-      const auto before = controller.last_wake(guest.name);
-      auto r = reaction(*bed, ip, *gw, Millis(600000));
-      if (!r.ok()) return die(r.error().wrap(cat(gw->name, " ", mode, ": reaction")));
-      row.reaction_s = *r;
-      std::optional<std::string> wake;
-      for (Deadline d(Millis(300000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
-        wake = controller.last_wake(guest.name);
-        if (wake && wake != before) break;
-      }
-      if (!wake || wake == before)
-        return die(make_error(ErrorKind::Timeout, gw->name, " ", mode, ": no wake recorded"));
-      auto wj = qmp::parse(*wake);
-      if (!wj.ok()) return die(wj.error());
-      const auto& w = wj->root();
-      row.wake_s = num(w, "seconds");
-      row.hand_back_s = num(w, "hand_back");
-      row.resume_s = num(w, "resume");
-      row.transfer_s = num(w, "transfer");
-      row.restore_s = num(w, "restore");
-      row.switch_s = num(w, "switch");
-      row.release_s = num(w, "release");
-      double rest = 0;
-      if (auto steps = w.FindMember("steps"); steps != w.MemberEnd() && steps->value.IsArray())
-        for (const auto& st : steps->value.GetArray())
-          if (qmp::opt_string(st, "step").value_or("") != "hand-back+resume") rest += num(st, "seconds");
-      row.critical_s = std::max(row.hand_back_s, row.resume_s) + rest;
-      row.serial_s = row.hand_back_s + row.resume_s + rest;
-      rows.push_back(row);
-      std::fprintf(stderr, "bench_park_wake: %s %s: reaction %.2f s, park %.1f s, held %.0f MiB, wake %s\n",
-                   gw->name.c_str(), mode.c_str(), row.reaction_s, row.park_s, row.held_mib, wake->c_str());
-      // Let the balloon come back before the next park.
-      std::this_thread::sleep_for(Millis(5000));
-    }
   }
   std::string lines;
   for (const auto& r : rows)
     lines +=
         cat("{\"gateway\": \"", r.gateway, "\", \"mode\": \"", r.mode, "\", \"reaction_s\": ", r.reaction_s,
-            ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s, ", \"critical_path_s\": ", r.critical_s,
-            ", \"serial_s\": ", r.serial_s, ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s,
-            ", \"transfer_s\": ", r.transfer_s, ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s,
-            ", \"release_s\": ", r.release_s, ", \"held_mib\": ", r.held_mib, ", \"held_rss_mib\": ", r.held_rss_mib,
-            ", \"tcg_cache_mib\": ", r.tcg_mib, ", \"held_pct\": ", r.held_pct, ", \"guest_mib\": ", memory, "}\n");
+            ", \"round\": ", r.round, ", \"park_s\": ", r.park_s, ", \"wake_s\": ", r.wake_s,
+            ", \"critical_path_s\": ", r.critical_s, ", \"serial_s\": ", r.serial_s,
+            ", \"hand_back_s\": ", r.hand_back_s, ", \"resume_s\": ", r.resume_s, ", \"transfer_s\": ", r.transfer_s,
+            ", \"restore_s\": ", r.restore_s, ", \"switch_s\": ", r.switch_s, ", \"release_s\": ", r.release_s,
+            ", \"held_mib\": ", r.held_mib, ", \"held_rss_mib\": ", r.held_rss_mib, ", \"tcg_cache_mib\": ", r.tcg_mib,
+            ", \"held_pct\": ", r.held_pct, ", \"guest_mib\": ", memory, "}\n");
   if (!json_out.empty())
     if (auto wr = sys::write_file(json_out, lines); !wr.ok()) return die(wr.error());
   if (json) {
@@ -243,26 +253,33 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf(
-      "| gateway | mode | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
+      "| gateway | mode | round | reaction s | park s | wake s | critical path s | wake / critical | hand-back s | "
       "resume s | transfer s | restore s | switch s | release s | held cgroup MiB | held RSS MiB | TCG cache MiB | "
       "held "
       "without TCG cache %% of RAM |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rows)
     std::printf(
-        "| %s | %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | "
+        "| %s | %s | %d | %.2f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | "
+        "%.1f | "
         "%.1f |\n",
-        r.gateway.c_str(), r.mode.c_str(), r.reaction_s, r.park_s, r.wake_s, r.critical_s,
+        r.gateway.c_str(), r.mode.c_str(), r.round, r.reaction_s, r.park_s, r.wake_s, r.critical_s,
         r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
         r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.tcg_mib, r.held_pct);
   std::printf(
-      "\nReaction ratios per gateway:\n\n| gateway | swap / ram | swap / disk | ram / running |\n|---|---|---|---|\n");
+      "\nReaction ratios per gateway (medians over %d round(s)):\n\n| gateway | swap / ram | swap / disk | ram / "
+      "running |\n|---|---|---|---|\n",
+      rounds);
   for (const auto& name : gateways) {
-    double run = 0, ram = 0, swap = 0, disk = 0;
-    for (const auto& r : rows) {
-      if (r.gateway != name) continue;
-      (r.mode == "running" ? run : r.mode == "ram" ? ram : r.mode == "swap" ? swap : disk) = r.reaction_s;
-    }
+    auto median = [&](const std::string& mode) {
+      std::vector<double> v;
+      for (const auto& r : rows)
+        if (r.gateway == name && r.mode == mode) v.push_back(r.reaction_s);
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    };
+    const double run = median("running"), ram = median("ram"), swap = median("swap"), disk = median("disk");
     std::printf("| %s | %.2f | %.2f | %.1f |\n", name.c_str(), ram > 0 ? swap / ram : 0, disk > 0 ? swap / disk : 0,
                 run > 0 ? ram / run : 0);
   }
