@@ -35,12 +35,47 @@ std::optional<size_t> too_deep(std::string_view text) {
   return std::nullopt;
 }
 
+// The offset of a `\uDC00`..`\uDFFF` escape that does not follow a high-surrogate escape,
+// if there is one. RapidJSON 1.1 decodes such a lone low surrogate into bytes that are no
+// UTF-8, which nothing downstream could write back or compare.
+std::optional<size_t> lone_low_surrogate(std::string_view text) {
+  auto hex4 = [&](size_t at) -> int {
+    if (at + 4 > text.size()) return -1;
+    int v = 0;
+    for (size_t k = at; k < at + 4; ++k) {
+      const char c = text[k];
+      const int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+      if (d < 0) return -1;
+      v = v * 16 + d;
+    }
+    return v;
+  };
+  size_t after_high = std::string_view::npos;  // where a high-surrogate escape ended
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\' || i + 1 >= text.size()) continue;
+    if (text[i + 1] != 'u') {
+      ++i;  // an escaped character, whatever it is
+      continue;
+    }
+    const int cp = hex4(i + 2);
+    if (cp >= 0xDC00 && cp <= 0xDFFF && after_high != i) return i;
+    after_high = cp >= 0xD800 && cp <= 0xDBFF ? i + 6 : std::string_view::npos;
+    i += 5;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Result<Json> parse(std::string_view text) {
   if (auto at = too_deep(text))
     return make_error(ErrorKind::Protocol, "malformed JSON at offset ", *at, ": nested deeper than ", kMaxJsonDepth,
                       " levels");
+  if (auto at = lone_low_surrogate(text))
+    return make_error(ErrorKind::Protocol, "malformed JSON at offset ", *at, ": a lone low surrogate escape");
   Json j;
   // Iterative: no recursion in the parser whatever the input.
   constexpr unsigned kFlags =

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <optional>
+#include <system_error>
 
 #include "common/log.h"
 
@@ -88,17 +89,26 @@ std::string ControlServer::handle(Json message, bool* negotiated, uint64_t sessi
   if (max_workers_ == 0 || id.empty() || !handlers_.count(command)) return run(command, arguments_of(root), id);
   // Its own thread, with the message.
   reap(max_workers_);
-  std::lock_guard<std::mutex> lock(workers_mu_);
-  Worker& w = workers_.emplace_back();
-  w.thread = std::thread(
-      [this, &w, session, id, command = std::move(command), msg = std::make_shared<Json>(std::move(message))] {
+  auto msg = std::make_shared<Json>(std::move(message));
+  {
+    std::lock_guard<std::mutex> lock(workers_mu_);
+    Worker& w = workers_.emplace_back();
+    try {
+      w.thread = std::thread([this, &w, session, id, command, msg] {
         if (auto sent = send(run(command, arguments_of(msg->root()), id), session); !sent.ok())
           SL_LOG(Debug, "control", "reply to ", id, " not delivered: ", sent.error().message);
         std::lock_guard<std::mutex> lock(workers_mu_);
         w.done = true;
         worker_done_.notify_all();
       });
-  return "";
+      return "";
+    } catch (const std::system_error& e) {
+      workers_.pop_back();
+      SL_LOG(Warn, "control", "no worker thread for `", command, "`: ", e.what());
+    }
+  }
+  // No thread to be had (the pids limit): this one is answered in order.
+  return run(command, arguments_of(msg->root()), id);
 }
 
 Result<void> ControlServer::send(const std::string& text, uint64_t session) {
