@@ -127,7 +127,6 @@ Result<qmp::Json> SinkLink::exchange(std::unique_lock<std::mutex>& lock, std::st
       gone(pumped.error());
       if (!conn_) return std::move(pumped).error();
     }
-    if (conn_->reply_ready(*id)) continue;
     lock.unlock();
     std::this_thread::sleep_for(Millis(1));
     lock.lock();

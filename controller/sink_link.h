@@ -3,8 +3,9 @@
 // channel (a virtio-serial port takes one client), reconnected with retry, read by a
 // thread of its own between commands so that events (ACTIVITY, ERROR, READY) arrive while
 // nothing is asked. Commands from several threads (parks and wakes of different VMs) are
-// in flight together: sinkd answers each when it is done, and the replies are matched by id. sinkd's commands are typed
-// calls here; every argument is built by the JSON writer and every reply is checked before use (the sink is untrusted).
+// in flight together: sinkd answers each when it is done, and the replies are matched by
+// id. sinkd's commands are typed calls here; every argument is built by the JSON writer
+// and every reply is checked before use (the sink is untrusted).
 #pragma once
 
 #include <atomic>

@@ -74,20 +74,21 @@ void QmpSocket::dispatch(Json message) {
 
 Result<Json> QmpSocket::call(std::string_view command, std::string_view args, Millis timeout) {
   Deadline deadline(timeout);
-  const int64_t id = next_id_++;
-  SL_TRY_CTX(stream_.write(encode_request(command, args, id) + "\n", deadline), "sending `", command, "`");
+  const int64_t id = SL_TRY(send(command, args, deadline));
   for (;;) {
+    if (auto r = reply(id)) return std::move(*r);
     auto item = stream_.next(deadline);
     if (!item.ok()) {
       Error err = std::move(item).error();
-      if (err.kind == ErrorKind::Protocol || err.kind == ErrorKind::Timeout) abandoned_.insert(id);
+      if (err.kind == ErrorKind::Protocol || err.kind == ErrorKind::Timeout)
+        abandon(id);
+      else
+        sent_.erase(id);
       if (err.kind == ErrorKind::Timeout)
         err.message = cat(describe(), " did not answer `", command, "` within ", timeout.count(), " ms");
       return err.wrap(cat("`", command, "`"));
     }
-    if (item->delimiter) continue;
-    if (opt_int(item->message.root(), "id") == id) return decode_reply(std::move(item->message), command, describe());
-    dispatch(std::move(item->message));
+    if (!item->delimiter) dispatch(std::move(item->message));
   }
 }
 

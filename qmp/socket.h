@@ -24,13 +24,12 @@ class QmpSocket final : public Channel, public EventSource {
   // Several commands in flight, answered in any order (a server that runs them
   // concurrently): send() writes a request and returns its id; pump() reads what has
   // come, keeping replies to sent requests and publishing events; reply() hands one over
-  // once it is there;
-  // abandon() forgets a request whose caller gave up (its late reply is dropped).
+  // once it is there; abandon() forgets a request whose caller gave up (its late reply is
+  // dropped). call() is send() and pump until the reply is there.
   Result<int64_t> send(std::string_view command, std::string_view args, Deadline deadline);
   // Waits up to `timeout` for a message, then reads whatever else is there already.
   Result<void> pump(Millis timeout);
   std::optional<Result<Json>> reply(int64_t id);
-  bool reply_ready(int64_t id) const { return replies_.count(id) > 0; }
   void abandon(int64_t id);
   std::string describe() const override { return stream_.peer(); }
   const std::string& greeting_version() const { return version_; }

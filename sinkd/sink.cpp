@@ -564,7 +564,7 @@ std::string Sink::metrics() {
 Result<std::string> Sink::hand_back(const std::string& id, const std::string& out_arg) {
   auto g = SL_TRY(claim(id));
   const auto t0 = Clock::now();
-  stop_watching(*g.g, true);
+  stop_watching(*g, true);
   const GatewayState state = g->get();
   if (state == GatewayState::HandedBack)
     return make_error(ErrorKind::Invalid, "gateway `", id, "` was handed back already: `", g->pack, "`");
@@ -573,7 +573,7 @@ Result<std::string> Sink::hand_back(const std::string& id, const std::string& ou
                       g->error.empty() ? "" : " (" + g->error + ")");
   // From here on the gateways answer nothing: their packets wait for the VM.
   if (!g->hold) g->set_hold(SL_TRY_CTX(PacketHold::open(g->container->netns()), "holding packets for the VM"));
-  auto out = checkpoint(*g.g, out_arg);
+  auto out = checkpoint(*g, out_arg);
   if (!out.ok()) {
     // The gateways stay here (CRIU leaves them as they were, stopped): so do the packets.
     if (auto a = g->hold->accept(); !a.ok()) SL_LOG(Warn, kModule, a.error().message);
@@ -696,8 +696,8 @@ Result<std::string> Sink::release(const std::string& id) {
 Result<void> Sink::remove(const std::string& id) {
   auto g = SL_TRY(claim(id));
   // Out of the list first: nothing reads its container while it goes.
-  forget(*g.g);
-  stop_watching(*g.g, false);
+  forget(*g);
+  stop_watching(*g, false);
   g->set_hold(nullptr);
   if (g->container) {
     g->container->destroy();

@@ -101,6 +101,7 @@ class Sink {
     std::shared_ptr<Gateway> g;
     std::unique_lock<std::mutex> op;
     Gateway* operator->() const { return g.get(); }
+    Gateway& operator*() const { return *g; }
   };
   Result<Claimed> claim(const std::string& id);
   // Drops a gateway from the map (its operation lock held).
