@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -75,6 +76,12 @@ Result<void> sys_mount(const std::string& src, const std::string& target, const 
 }
 
 constexpr const char* kLoggersFile = "/loggers";
+// What a container sees of the sink's own root file system beyond its /usr (and the files
+// a pack needs, see build_base_layer): what CRIU's helpers read (iptables through its
+// alternatives link, the dynamic linker's cache).
+constexpr const char* kSinkFilesShown[] = {"/etc/alternatives", "/etc/ld.so.cache"};
+// How much of the sink's own files outside /usr one container may take copies of.
+constexpr uint64_t kFromSinkBytes = uint64_t(64) << 20;
 // What the gateways of one container may keep in /dev/shm.
 constexpr uint64_t kShmBytes = uint64_t(64) << 20;
 
@@ -136,9 +143,10 @@ Result<void> init_setup(const std::string& dir, const std::string& hostname, std
   }
   SL_TRY(sys_mount("none", "/", nullptr, MS_REC | MS_PRIVATE));
   // Files shipped with the pack (hard links into the sink's file cache) lie over the
-  // guest's file tree (empty files with its metadata), which lies over the sink's own.
+  // guest's file tree (empty files with its metadata), which lies over the base layer that
+  // hides all of the sink's own root but its /usr (build_base_layer).
   std::string lower;
-  for (const char* layer : {"/shipped", "/tree"}) {
+  for (const char* layer : {"/shipped", "/tree", "/base"}) {
     struct stat st {};
     if (::lstat((dir + layer).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) lower += dir + layer + ":";
   }
@@ -307,11 +315,12 @@ Result<UniqueFd> make_parents(const std::string& top, const std::string& path, c
   return at;
 }
 
-Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower) {
+Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower,
+                            bool lower_shows) {
   struct stat st {};
   // The template has it as it was: nothing to do (CRIU checks a working directory's mode).
-  if (::lstat((lower + dir.path).c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 01777) == dir.mode &&
-      st.st_uid == dir.uid && st.st_gid == dir.gid)
+  if (lower_shows && ::lstat((lower + dir.path).c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+      (st.st_mode & 01777) == dir.mode && st.st_uid == dir.uid && st.st_gid == dir.gid)
     return ok();
   std::string leaf;
   UniqueFd at = SL_TRY(make_parents(upper, dir.path, lower, &leaf));
@@ -385,6 +394,126 @@ Result<void> build_tree_layer(const std::string& layer, const std::vector<packfm
     if (::utimensat(at.get(), leaf.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
       return errno_error(cat("set the times of `", layer, (*it)->path, "`"));
   }
+  return ok();
+}
+
+std::vector<std::string> shown_top_level(const std::string& root) {
+  std::vector<std::string> out = {"usr"};
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    std::error_code link;
+    if (!e.is_symlink(link)) continue;
+    const std::string target = std::filesystem::read_symlink(e.path(), link).string();
+    if (target == "usr" || target == "/usr" || target.starts_with("usr/") || target.starts_with("/usr/"))
+      out.push_back(e.path().filename().string());
+  }
+  return out;
+}
+
+bool shown_as_is(const std::string& path, const std::vector<std::string>& shown) {
+  if (path == "/") return true;
+  const std::string first = path.substr(1, path.find('/', 1) - 1);
+  return std::find(shown.begin(), shown.end(), first) != shown.end();
+}
+
+namespace {
+
+// Copies `path` of the sink's root file system (`root`, device `dev`) into `layer`: a
+// regular file (never a device, FIFO or a file of another file system, never blocking),
+// a link as a link, a directory with its files and links; owners, modes and times kept.
+Result<void> copy_from_sink(const std::string& root, dev_t dev, const std::string& path, const std::string& layer,
+                            uint64_t* budget, bool descend = true) {
+  if (!packfmt::is_plain_absolute(path))
+    return make_error(ErrorKind::Invalid, "`", path, "` is not a plain absolute path");
+  const std::string from = root + path;
+  struct stat st {};
+  if (::lstat(from.c_str(), &st) != 0) return errno_error(cat("stat the sink's `", path, "`"));
+  std::string leaf;
+  UniqueFd at = SL_TRY(make_parents(layer, path, root, &leaf));
+  const timespec times[2] = {st.st_atim, st.st_mtim};
+  if (S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(from, ec);
+    if (ec) return make_error(ErrorKind::System, "readlink the sink's `", path, "`: ", ec.message());
+    if (::symlinkat(target.c_str(), at.get(), leaf.c_str()) != 0 ||
+        ::fchownat(at.get(), leaf.c_str(), st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0)
+      return errno_error(cat("link `", layer, path, "`"));
+    (void)::utimensat(at.get(), leaf.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    return ok();
+  }
+  if (st.st_dev != dev) return make_error(ErrorKind::Invalid, "the sink's `", path, "` is on another file system");
+  UniqueFd to;
+  if (S_ISDIR(st.st_mode) && descend) {
+    if (::mkdirat(at.get(), leaf.c_str(), 0700) != 0 && errno != EEXIST)
+      return errno_error(cat("mkdir `", layer, path, "`"));
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(from, ec)) {
+      std::error_code kind;
+      if (!std::filesystem::is_directory(e.symlink_status(kind)))
+        SL_TRY(copy_from_sink(root, dev, cat(path, "/", e.path().filename().string()), layer, budget, false));
+    }
+    if (ec) return make_error(ErrorKind::System, "list the sink's `", path, "`: ", ec.message());
+    to = UniqueFd(::openat(at.get(), leaf.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  } else if (S_ISREG(st.st_mode)) {
+    if (uint64_t(st.st_size) > *budget)
+      return make_error(ErrorKind::Invalid, "the sink's own files this pack needs outside /usr exceed ",
+                        kFromSinkBytes >> 20, " MiB (at `", path, "`)");
+    *budget -= uint64_t(st.st_size);
+    UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat now {};
+    if (!in.valid() || ::fstat(in.get(), &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != dev)
+      return make_error(ErrorKind::Invalid, "the sink's `", path, "` is no longer a regular file");
+    auto data = SL_TRY(sys::read_fd(in.get(), size_t(st.st_size), from));
+    to = UniqueFd(::openat(at.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!to.valid()) return errno_error(cat("create `", layer, path, "`"));
+    SL_TRY(sys::write_all(to.get(), data, Deadline(Millis(10000))));
+  } else {
+    return make_error(ErrorKind::Invalid, "the sink's `", path, "` is neither a file, a link nor a directory");
+  }
+  if (!to.valid()) return errno_error(cat("open `", layer, path, "`"));
+  if (::fchown(to.get(), st.st_uid, st.st_gid) != 0 || ::fchmod(to.get(), st.st_mode & 07777) != 0)
+    return errno_error(cat("owner and mode of `", layer, path, "`"));
+  (void)::futimens(to.get(), times);
+  return ok();
+}
+
+}  // namespace
+
+Result<void> build_base_layer(const std::string& layer, const std::string& root,
+                              const std::vector<std::string>& from_sink) {
+  if (::mkdir(layer.c_str(), 0755) != 0) return errno_error(cat("mkdir `", layer, "`"));
+  SL_TRY(copy_owner_and_mode(root, layer));
+  UniqueFd top(::open(layer.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!top.valid()) return errno_error(cat("open `", layer, "`"));
+  const auto shown = shown_top_level(root);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (std::find(shown.begin(), shown.end(), name) != shown.end()) continue;
+    struct stat st {};
+    if (::lstat(e.path().c_str(), &st) != 0) return errno_error(cat("stat `", e.path().string(), "`"));
+    if (S_ISDIR(st.st_mode)) {
+      // Empty and opaque: a mount point still, its contents hidden.
+      if (::mkdirat(top.get(), name.c_str(), 0700) != 0) return errno_error(cat("mkdir `", layer, "/", name, "`"));
+      UniqueFd d(::openat(top.get(), name.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!d.valid() || ::fchown(d.get(), st.st_uid, st.st_gid) != 0 || ::fchmod(d.get(), st.st_mode & 07777) != 0 ||
+          ::fsetxattr(d.get(), "trusted.overlay.opaque", "y", 1, 0) != 0)
+        return errno_error(cat("hide the sink's `/", name, "`"));
+    } else if (::mknodat(top.get(), name.c_str(), S_IFCHR | 0000, makedev(0, 0)) != 0) {
+      return errno_error(cat("white out the sink's `/", name, "`"));  // an overlay whiteout
+    }
+  }
+  if (ec) return make_error(ErrorKind::System, "list `", root, "`: ", ec.message());
+  struct stat rs {};
+  if (::stat(root.c_str(), &rs) != 0) return errno_error(cat("stat `", root, "`"));
+  uint64_t budget = kFromSinkBytes;
+  for (const char* path : kSinkFilesShown) {
+    struct stat st {};
+    if (::lstat((root + path).c_str(), &st) == 0) SL_TRY(copy_from_sink(root, rs.st_dev, path, layer, &budget));
+  }
+  for (const auto& path : from_sink)
+    if (!shown_as_is(path, shown))
+      SL_TRY_CTX(copy_from_sink(root, rs.st_dev, path, layer, &budget, false), "base layer");
   return ok();
 }
 
@@ -497,8 +626,11 @@ Result<Container> Container::create(const ContainerSpec& spec, const std::string
       if (::mkdir((spec.dir + sub).c_str(), 0700) != 0) return errno_error(cat("mkdir `", spec.dir, sub, "`"));
     // The overlay's root takes its attributes from the upper layer: make it look like "/".
     SL_TRY(copy_owner_and_mode("/", c.upper()));
+    SL_TRY(build_base_layer(spec.dir + "/base", "/", spec.from_sink));
     for (const auto& f : spec.dummies) SL_TRY_CTX(make_dummy(c.upper(), f), "standing in for `", f.path, "`");
-    for (const auto& d : spec.dirs) SL_TRY_CTX(make_directory(c.upper(), d, "/"), "directory `", d.path, "`");
+    const auto shown = shown_top_level("/");
+    for (const auto& d : spec.dirs)
+      SL_TRY_CTX(make_directory(c.upper(), d, "/", shown_as_is(d.path, shown)), "directory `", d.path, "`");
     if (!spec.loggers.empty()) {
       std::string lines;
       for (const auto& l : spec.loggers) {

@@ -2,9 +2,12 @@
 // A sink container: the place a parked VM's gateways live in the sink. New PID, mount,
 // network, UTS and IPC namespaces around a small init (this daemon, re-executed with
 // --container-init); a macvlan on the sink's working NIC per VM interface, carrying the
-// VM's MAC, addresses and routes; the VM's hostname; and a root that is the sink's own
-// (template) root under an overlay whose upper layer holds a dummy of the right size for
-// every file a gateway holds open that the sink lacks or has in another version.
+// VM's MAC, addresses and routes; the VM's hostname; and an overlay root: the files
+// shipped with the pack over the guest's file tree over a base layer over the sink's own
+// root, of which the base layer leaves only /usr (the template's code) and the sink's
+// copies of the files the pack needs (nothing of the sink's /etc, /root, /var or /tmp);
+// its upper layer holds a dummy of the right size for every file a gateway holds open
+// that the sink lacks or has in another version.
 //
 // Containers outlive the daemon: a restarted sinkd adopts them from their state file.
 #pragma once
@@ -33,6 +36,9 @@ struct ContainerSpec {
   std::vector<packfmt::Route> routes;
   std::string nic;  // the sink's working NIC, parent of the macvlans
   std::vector<packfmt::FileIdentity> dummies;
+  // Files the template check found the same here (PackCheck::from_sink): those outside
+  // what every container sees of the sink are copied into its base layer.
+  std::vector<std::string> from_sink;
   // The loggers its gateways are connected to (PackedGateway::loggers): the container's
   // init binds a datagram socket at each path and drops what arrives.
   std::vector<std::string> loggers;
@@ -127,8 +133,9 @@ Result<UniqueFd> make_parents(const std::string& top, const std::string& path, c
                               std::string* leaf);
 
 // Makes directory `dir.path` below `upper` with its mode and owner, unless `lower` has it
-// just so (a merged directory takes the upper layer's mode and owner).
-Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower = "/");
+// just so and shows it (a merged directory takes the upper layer's mode and owner).
+Result<void> make_directory(const std::string& upper, const packfmt::Directory& dir, const std::string& lower = "/",
+                            bool lower_shows = true);
 // Lays `tree` (checked again here) out in the new directory `layer`: directories, files
 // of the recorded sizes (empty, or with their contents from `contents`/tree/PATH, an
 // unpacked pack), links, with the recorded owners, modes and times; a complete directory
@@ -137,6 +144,21 @@ Result<void> make_directory(const std::string& upper, const packfmt::Directory& 
 // followed: a link in the tree has nothing below it.
 Result<void> build_tree_layer(const std::string& layer, const std::vector<packfmt::TreeEntry>& tree,
                               const std::string& contents = "", const std::string& lower = "/");
+
+// The top-level names of the sink's root `root` that a container sees as they are: usr
+// and the links into it (merged /usr: bin, lib, lib64, sbin).
+std::vector<std::string> shown_top_level(const std::string& root);
+// Whether a container sees the sink's `path` as it is (`shown` from shown_top_level).
+bool shown_as_is(const std::string& path, const std::vector<std::string>& shown);
+// Makes the new directory `layer`, a container's layer right above the sink's root `root`
+// that hides all of it but /usr: every other top-level directory an empty opaque one with
+// the sink's mode and owner (a mount point still), every other top-level entry whited out.
+// Into it go copies of the few sink files CRIU's helpers read (/etc/alternatives,
+// /etc/ld.so.cache) and of `from_sink` that lie outside /usr: regular files of root's own
+// file system (opened without following a link or blocking), links as links, with their
+// owners, modes and times; at most 64 MiB in all, else an error naming the file.
+Result<void> build_base_layer(const std::string& layer, const std::string& root,
+                              const std::vector<std::string>& from_sink);
 
 // Makes `file.path` (absolute, plain components) below `upper` as a sparse file of
 // `file.size` bytes with the file's mode and owner, the directories above it taking mode

@@ -69,7 +69,10 @@ Result<PackCheck> check_manifest(packfmt::Manifest manifest, const std::string& 
       continue;
     }
     auto same = same_here(f, root, &budget);
-    if (same.ok()) continue;
+    if (same.ok()) {
+      out.from_sink.push_back(f.path);
+      continue;
+    }
     if (f.role == "open") {
       out.dummies.push_back(f);
       continue;

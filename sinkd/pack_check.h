@@ -21,6 +21,7 @@ struct PackCheck {
   packfmt::Manifest manifest;
   std::vector<packfmt::FileIdentity> dummies;  // held-open files that differ or are missing here
   std::vector<LayerFile> shipped;              // code and mapped files from the shipment
+  std::vector<std::string> from_sink;          // files the sink's own stand for (same here)
 };
 
 // The code and mapped files of `m` that differ from (or are missing at) root + path.

@@ -402,6 +402,7 @@ Result<std::string> Sink::add_body(Gateway& gw, const std::string& pack, bool qu
     spec.routes = checked.manifest.routes;
     spec.nic = opt_.nic;
     spec.dummies = checked.dummies;
+    spec.from_sink = checked.from_sink;
     spec.shipped = checked.shipped;
     for (const auto& gw : checked.manifest.gateways) {
       for (const auto& l : gw.loggers)

@@ -6,8 +6,11 @@
 // channel gets error replies. The guest's gateway goes home afterwards.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "common/process.h"
@@ -21,6 +24,7 @@
 #include "qmp/stream.h"
 #include "sinkd/protocol.h"
 #include "tests/support/gateway_client.h"
+#include "tests/support/sink_journey.h"
 #include "tests/support/ssh.h"
 #include "tests/support/testbed.h"
 #include "tests/support/vm_suite.h"
@@ -40,7 +44,7 @@ class SinkVm : public test::VmSuite<SinkVm> {
     guest.name = "sl-sink-client";
     guest.index = kGuest;
     guest.services = "dropbear,sshd,lighttpd,apache2,vsftpd";
-    guest.tools = {SEAMLESS_GUEST_BIN};
+    guest.tools = {SEAMLESS_GUEST_BIN, ZDTM_ATTACKER};
     auto k = test::KeyedGuest::boot(guest);
     if (!k.ok()) return fail(k.error().message);
     guest_ = std::move(k->guest);
@@ -60,6 +64,23 @@ class SinkVm : public test::VmSuite<SinkVm> {
 
   static Result<std::unique_ptr<qmp::QmpSocket>> control() { return test::sink_control(*sink_); }
   static proto::Client client(qmp::QmpSocket& c) { return test::sink_client(c); }
+
+  // sinkd dies (its containers live on) and starts again with `options`.
+  static Result<std::string> restart_sinkd(const std::string& options) {
+    qmp::RunOptions ro;
+    ro.timeout = Millis(60000);
+    return qmp::guest_run_ok(*sink_->agent, "/bin/sh",
+                             {"-c",
+                              "pkill -KILL -f '^seamless-sinkd --port'; sleep 1; setsid seamless-sinkd --port "
+                              "/dev/virtio-ports/org.seamless.sinkd.0 " +
+                                  options + " </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
+                             ro);
+  }
+  static Result<std::string> in_sink(const std::string& script) {
+    qmp::RunOptions ro;
+    ro.timeout = Millis(60000);
+    return qmp::guest_run_ok(*sink_->agent, "/bin/sh", {"-c", script}, ro);
+  }
 
   // Runs seamless-guest in the guest VM.
   static Result<std::string> guest_helper(std::vector<std::string> args) {
@@ -564,16 +585,7 @@ TEST_F(SinkVm, AnAddInProgressHoldsUpNoOtherContainer) {
                                     "#!/bin/sh\nfor a; do [ \"$a\" = restore ] && sleep 40 && break; done\n"
                                     "exec criu \"$@\"\n")
                   .ok());
-  qmp::RunOptions ro;
-  ro.timeout = Millis(60000);
-  auto restart = [&](const std::string& options) {
-    return qmp::guest_run_ok(*sink_->agent, "/bin/sh",
-                             {"-c",
-                              "chmod 755 /usr/local/sbin/criu-slow; pkill -KILL -f '^seamless-sinkd --port'; "
-                              "sleep 1; setsid seamless-sinkd --port /dev/virtio-ports/org.seamless.sinkd.0 " +
-                                  options + " </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
-                             ro);
-  };
+  ASSERT_TRUE(in_sink("chmod 755 /usr/local/sbin/criu-slow").ok());
   auto state_of = [](const std::vector<proto::ListedGateway>& listed, const std::string& id) {
     for (const auto& g : listed)
       if (g.id == id) return g.state;
@@ -585,7 +597,7 @@ TEST_F(SinkVm, AnAddInProgressHoldsUpNoOtherContainer) {
     auto added = client(**c).add_gateway({"/run/ad.pack", "quick", true});
     ASSERT_TRUE(added.ok()) << added.error().message;
   }
-  ASSERT_TRUE(restart("--criu /usr/local/sbin/criu-slow").ok());
+  ASSERT_TRUE(restart_sinkd("--criu /usr/local/sbin/criu-slow").ok());
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
 
@@ -631,7 +643,135 @@ TEST_F(SinkVm, AnAddInProgressHoldsUpNoOtherContainer) {
 
   for (const char* id : {"quick", "slow"}) EXPECT_TRUE(client(**c).remove_gateway({id}).ok()) << id;
   c->reset();
-  ASSERT_TRUE(restart("").ok());
+  ASSERT_TRUE(restart_sinkd("").ok());
+}
+
+// A hostile gateway in a sink container (zdtm_attacker: a listener from the guest, shipped
+// with its pack as a daemon the sink never saw) attacks when a signal says so, not when a
+// client calls (that would wake the VM first). Traced, its first attempt is stopped before
+// it runs and wakes the VM, named. With sinkd dead (nothing traces it), every attempt
+// fails: the sink's files are not in its root, its /dev has no disk, the kernel refuses
+// modules, ptrace, mounts, a new root or namespaces; no file of the sink is read. Taking
+// more memory than its container may, it alone is killed, by its container's cgroup; the
+// sink and another container go on.
+TEST_F(SinkVm, AGatewayCannotBreakOutOfItsContainer) {
+  const std::string secret = "/etc/seamless/sink-secret", words = "sink-secret-4242";
+  ASSERT_TRUE(in_sink("mkdir -p /etc/seamless; echo " + words + " >" + secret + "; chmod 600 " + secret).ok());
+  ASSERT_TRUE(restart_sinkd("--container-memory 64").ok());
+  // Another VM's container beside it (dropbear; the same pack with another MAC).
+  auto bytes = guest_pack();
+  ASSERT_TRUE(bytes.ok()) << bytes.error().message;
+  auto other = repacked(*bytes, [](packfmt::Manifest& m) {
+    for (auto& iface : m.interfaces) iface.mac = iface.mac.substr(0, 15) + "fd";
+  });
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  ASSERT_TRUE(qmp::write_guest_file(*sink_->agent, "/run/neighbour.pack", *other).ok());
+  qmp::RunOptions ro;
+  ro.timeout = Millis(60000);
+  ASSERT_TRUE(qmp::guest_run_ok(*guest_->agent, "/bin/sh",
+                                {"-c",
+                                 "cp /opt/seamless/bin/zdtm_attacker /usr/local/bin/ && setsid "
+                                 "/usr/local/bin/zdtm_attacker 7070 " +
+                                     secret + " </dev/null >/dev/null 2>&1 & sleep 1"},
+                                ro)
+                  .ok());
+  auto c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto neighbour = client(**c).add_gateway({"/run/neighbour.pack", "neighbour", true});
+  ASSERT_TRUE(neighbour.ok()) << neighbour.error().message;
+  auto moved = test::move_to_sink(**c, {*guest_, kGuest, *sink_, kSink}, {7070}, "attacker");
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_GE(moved->shipment.outcome.included, 1) << "the sink never had zdtm_attacker";
+  auto pids = in_sink("pgrep -x zdtm_attacker; pgrep -x dropbear");
+  ASSERT_TRUE(pids.ok()) << pids.error().message;
+  std::istringstream pid_lines(*pids);
+  std::string attacker, dropbear;
+  ASSERT_TRUE(pid_lines >> attacker >> dropbear) << *pids;
+  auto idle = (*c)->wait_event("ACTIVITY", Millis(5000));
+  EXPECT_FALSE(idle.ok()) << "the idle attacker woke: " << idle->data.dump();
+
+  // Traced: the first attempt never runs.
+  ASSERT_TRUE(in_sink("kill -USR1 " + attacker).ok());
+  auto woke = (*c)->wait_event("ACTIVITY", Millis(60000));
+  ASSERT_TRUE(woke.ok()) << woke.error().message;
+  EXPECT_EQ(qmp::opt_string(woke->data.root(), "id").value_or(""), "attacker");
+  EXPECT_NE(qmp::opt_string(woke->data.root(), "reason").value_or("").find("openat `" + secret + "`"),
+            std::string::npos)
+      << woke->data.dump();
+
+  // Untraced: sinkd dies, the attacker goes on.
+  c->reset();
+  ASSERT_TRUE(in_sink("pkill -KILL -f '^seamless-sinkd --port'; sleep 1").ok());
+  ASSERT_TRUE(in_sink("kill -CONT " + attacker).ok());
+  const std::string report_path = "/proc/" + attacker + "/root/tmp/attack.report";
+  Result<std::string> report = make_error(ErrorKind::Timeout, "no report");
+  for (Deadline d(Millis(60000)); !d.expired(); std::this_thread::sleep_for(Millis(500))) {
+    report = in_sink("cat " + report_path + " 2>/dev/null; true");
+    if (report.ok() && report->find("open_by_handle_at") != std::string::npos) break;
+  }
+  ASSERT_TRUE(report.ok() && report->find("open_by_handle_at") != std::string::npos)
+      << (report.ok() ? *report : report.error().message);
+  std::printf("the attacker's report:\n%s", report->c_str());
+  EXPECT_EQ(report->find(words), std::string::npos) << "a sink file was read:\n" << *report;
+  std::map<std::string, long> results;
+  std::istringstream lines(*report);
+  for (std::string line; std::getline(lines, line);) {
+    // "NAME... RESULT[ TEXT]": the name ends before the first numeric word.
+    std::istringstream w(line);
+    std::string name, word;
+    while (w >> word && !(std::isdigit(static_cast<unsigned char>(word[0])) || word[0] == '-'))
+      name += (name.empty() ? "" : " ") + word;
+    results[name] = std::strtol(word.c_str(), nullptr, 10);
+  }
+  for (const std::string& name : std::vector<std::string>{
+           "read " + secret, "read /proc/1/root" + secret, "read /../.." + secret, "read /etc/shadow", "open /dev/vda",
+           "open /dev/sda", "open /dev/mem", "open /dev/kmsg", "open /dev/virtio-ports/org.seamless.sinkd.0"}) {
+    ASSERT_TRUE(results.count(name)) << name << "\n" << *report;
+    EXPECT_LT(results[name], 0) << name;
+  }
+  for (const char* refused : {"mknod /tmp/vda", "init_module", "finit_module", "ptrace init", "process_vm_readv init",
+                              "mount", "chroot", "unshare", "open_by_handle_at"}) {
+    ASSERT_TRUE(results.count(refused)) << refused << "\n" << *report;
+    EXPECT_EQ(results[refused], -EPERM) << refused << ": the sink's seccomp filter refuses it";
+  }
+
+  // sinkd again: it adopts both containers and traces them.
+  ASSERT_TRUE(restart_sinkd("").ok());
+  c = control();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto state_of = [&](const std::string& id) {
+    auto listed = client(**c).list_gateways();
+    if (listed.ok())
+      for (const auto& g : *listed)
+        if (g.id == id) return g.state;
+    return proto::GatewayState::Unknown;
+  };
+  EXPECT_EQ(state_of("attacker"), proto::GatewayState::Traced);
+  EXPECT_EQ(state_of("neighbour"), proto::GatewayState::Traced);
+
+  // Memory beyond its container's 64 MiB: killed in its cgroup, reported; nothing else.
+  ASSERT_TRUE(in_sink("kill -USR2 " + attacker).ok());
+  auto error = (*c)->wait_event("ERROR", Millis(120000));
+  ASSERT_TRUE(error.ok()) << error.error().message;
+  EXPECT_EQ(qmp::opt_string(error->data.root(), "id").value_or(""), "attacker");
+  EXPECT_NE(qmp::opt_string(error->data.root(), "error").value_or("").find("signal 9"), std::string::npos)
+      << error->data.dump();
+  auto oom = in_sink("cat /run/seamless-sinkd/cgroup/seamless/attacker/memory.events");
+  ASSERT_TRUE(oom.ok()) << oom.error().message;
+  auto kills = oom->find("oom_kill ");
+  ASSERT_NE(kills, std::string::npos) << *oom;
+  EXPECT_GE(std::atoi(oom->c_str() + kills + 9), 1) << "killed by its container's limit:\n" << *oom;
+  EXPECT_EQ(state_of("attacker"), proto::GatewayState::Crashed);
+  EXPECT_EQ(state_of("neighbour"), proto::GatewayState::Traced);
+  auto still = in_sink("pgrep -x dropbear");
+  ASSERT_TRUE(still.ok()) << still.error().message;
+  EXPECT_NE(still->find(dropbear), std::string::npos) << "the other container's dropbear lives on";
+  auto handed = client(**c).hand_back({"neighbour"});
+  EXPECT_TRUE(handed.ok()) << "the sink serves the other container: " << handed.error().message;
+  for (const char* id : {"attacker", "neighbour"}) EXPECT_TRUE(client(**c).remove_gateway({id}).ok()) << id;
+  ASSERT_TRUE(in_sink("rm -f " + secret).ok());
+  c->reset();
+  ASSERT_TRUE(restart_sinkd("").ok());
 }
 
 }  // namespace

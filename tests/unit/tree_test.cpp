@@ -7,10 +7,14 @@
 #include "pack/tree.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "common/sys.h"
@@ -398,4 +402,76 @@ TEST_F(TreeOnDisk, TheSinkLaysTheTreeOutAsRecorded) {
 }
 
 }  // namespace
+// A container sees nothing of the sink's own root but its /usr (with the merged-usr
+// links), what CRIU's helpers read, and the sink's copies of the files its pack needs:
+// the sink's /etc/shadow, /root and other top-level entries are gone, through a real overlay.
+TEST_F(TreeOnDisk, TheBaseLayerHidesTheSinksRootButItsUsr) {
+  if (::geteuid() != 0) GTEST_SKIP() << "overlay mounts, whiteouts and trusted.* attributes need root";
+  const std::string sink = dir_->path() + "/sink";
+  for (const char* d : {"/usr/bin", "/usr/lib64", "/etc/alternatives", "/root/.ssh", "/var/lib/app", "/boot"})
+    std::filesystem::create_directories(sink + d);
+  ::chmod((sink + "/root").c_str(), 0700);
+  for (const auto& [path, text] : std::vector<std::pair<std::string, std::string>>{{"/usr/bin/tool", "tool"},
+                                                                                   {"/etc/shadow", "root:secret"},
+                                                                                   {"/etc/ld.so.cache", "cache"},
+                                                                                   {"/etc/keep.conf", "kept"},
+                                                                                   {"/root/.ssh/id_ed25519", "key"},
+                                                                                   {"/var/lib/app/data.bin", "data"},
+                                                                                   {"/boot/vmlinuz", "kernel"}})
+    ASSERT_TRUE(sys::write_file(sink + path, text).ok());
+  ::chmod((sink + "/etc/keep.conf").c_str(), 0640);
+  std::filesystem::create_symlink("usr/bin", sink + "/bin");
+  std::filesystem::create_symlink("usr/lib64", sink + "/lib64");
+  std::filesystem::create_symlink("boot/vmlinuz", sink + "/vmlinuz");
+  std::filesystem::create_symlink("../../usr/bin/tool", sink + "/etc/alternatives/tool");
+  ASSERT_EQ(::mkfifo((sink + "/etc/fifo").c_str(), 0600), 0);
+
+  EXPECT_EQ(sink::shown_top_level(sink).size(), 3u) << "usr, bin, lib64";
+  const std::string base = dir_->path() + "/base";
+  auto built = sink::build_base_layer(base, sink, {"/etc/keep.conf", "/usr/bin/tool", "/var/lib/app/data.bin"});
+  ASSERT_TRUE(built.ok()) << built.error().message;
+  EXPECT_FALSE(std::filesystem::exists(base + "/usr")) << "the sink's /usr shows as it is";
+  struct stat st {};
+  ASSERT_EQ(::lstat((base + "/root").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u) << "hidden directories keep their mode";
+  ASSERT_EQ(::lstat((base + "/vmlinuz").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << "a whiteout";
+  ASSERT_EQ(::lstat((base + "/etc/keep.conf").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+
+  const std::string mnt = dir_->path() + "/mnt", upper = dir_->path() + "/upper", work = dir_->path() + "/work";
+  for (const auto& d : {mnt, upper, work}) std::filesystem::create_directories(d);
+  const std::string opts = "lowerdir=" + base + ":" + sink + ",upperdir=" + upper + ",workdir=" + work;
+  ASSERT_EQ(::mount("overlay", mnt.c_str(), "overlay", 0, opts.c_str()), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string at;
+    ~Unmount() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  for (const char* hidden : {"/etc/shadow", "/root/.ssh/id_ed25519", "/boot/vmlinuz", "/vmlinuz", "/etc/fifo"})
+    EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(mnt + hidden))) << hidden;
+  EXPECT_TRUE(std::filesystem::is_empty(mnt + "/root"));
+  for (const auto& [path, text] : std::vector<std::pair<std::string, std::string>>{{"/usr/bin/tool", "tool"},
+                                                                                   {"/bin/tool", "tool"},
+                                                                                   {"/etc/alternatives/tool", "tool"},
+                                                                                   {"/etc/ld.so.cache", "cache"},
+                                                                                   {"/etc/keep.conf", "kept"},
+                                                                                   {"/var/lib/app/data.bin", "data"}}) {
+    auto got = sys::read_file(mnt + path);
+    EXPECT_TRUE(got.ok() && *got == text) << path;
+  }
+  // A write goes to the container's own layer, never to the sink's file.
+  ASSERT_TRUE(sys::write_file(mnt + "/etc/keep.conf", "changed").ok());
+  EXPECT_EQ(sys::read_file(sink + "/etc/keep.conf").value(), "kept");
+
+  // What cannot be copied is refused by name: a FIFO, a file beyond the budget.
+  auto fifo = sink::build_base_layer(dir_->path() + "/base2", sink, {"/etc/fifo"});
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_NE(fifo.error().message.find("`/etc/fifo` is neither"), std::string::npos) << fifo.error().message;
+  ASSERT_EQ(::truncate((sink + "/var/lib/app/data.bin").c_str(), off_t(65) << 20), 0);
+  auto big = sink::build_base_layer(dir_->path() + "/base3", sink, {"/var/lib/app/data.bin"});
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().message.find("exceed 64 MiB (at `/var/lib/app/data.bin`)"), std::string::npos)
+      << big.error().message;
+}
+
 }  // namespace seamless
