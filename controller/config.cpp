@@ -60,9 +60,9 @@ Result<Config> parse_config(const std::string& text, const std::string& origin) 
       c.prefetch_room_mib = SL_TRY(check(number(value, 0, 1 << 20)));
     } else if (key == "dump-attempts") {
       c.dump_attempts = int(SL_TRY(check(number(value, 1, 100))));
-    } else if (key == "auto-wake") {
-      if (value != "yes" && value != "no") return make_error(ErrorKind::Invalid, where(), "auto-wake takes yes or no");
-      c.auto_wake = value == "yes";
+    } else if (key == "auto-wake" || key == "wake-sink-first") {
+      if (value != "yes" && value != "no") return make_error(ErrorKind::Invalid, where(), key, " takes yes or no");
+      (key == "auto-wake" ? c.auto_wake : c.wake_sink_first) = value == "yes";
     } else if (key == "socket") {
       if (value[0] != '/') return make_error(ErrorKind::Invalid, where(), "socket must be an absolute path");
       c.socket = value;

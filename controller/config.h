@@ -9,6 +9,9 @@
 //   prefetch-room-mib N  memory given back to the guest for the prewarm, taken after (256)
 //   dump-attempts N      dumps tried when user activity aborts one (5)
 //   auto-wake yes|no     wake on the sink's ACTIVITY event (yes)
+//   wake-sink-first yes|no
+//                        while the sink hands a gateway back, the waking VM runs at the
+//                        lowest CPU weight, its own again once the hand-back is done (yes)
 //   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
 //   connect URI          libvirt URI (qemu:///system)
 #pragma once
@@ -33,6 +36,7 @@ struct Config {
   int64_t prefetch_room_mib = 256;
   int dump_attempts = 5;
   bool auto_wake = true;
+  bool wake_sink_first = true;
   std::string socket = kDefaultSocket;
   std::string uri = "qemu:///system";
 };

@@ -35,6 +35,8 @@ std::string limits_record(const std::string& domain) {
   return cat(dir, "/", file, ".json");
 }
 constexpr const char* kGuestWake = "/run/seamless-guest/wake.pack";
+// libvirt's lowest cpu_shares: what a waking VM runs at while its sink hands back.
+constexpr uint64_t kYieldedCpuShares = 2;
 constexpr const char* kGuestShipment = "/run/seamless-guest/park.files";
 constexpr const char* kWakeDir = "/run/seamless/wakes";
 constexpr const char* kAnnounce = "{\"initial\":50,\"max\":550,\"rounds\":5,\"step\":100}";
@@ -139,7 +141,8 @@ std::string WakeResult::to_json() const {
   if (activity_to_event >= 0) w.raw("activity_to_event", cat(activity_to_event));
   w.raw("hand_back", cat(hand_back)).raw("resume", cat(resume));
   for (const char* s : {"transfer", "restore", "switch", "release"}) w.raw(s, cat(report.step_seconds(s)));
-  w.num("released", released).boolean("fallback", fallback).num("finished_at", finished_at);
+  w.num("released", released).boolean("fallback", fallback).boolean("sink_first", sink_first);
+  w.num("finished_at", finished_at);
   w.raw("steps", report_json(report));
   return w.finish();
 }
@@ -183,7 +186,7 @@ void Controller::unwatch(const std::string& domain) {
 }
 
 Controller::Controller(Config config, virt::Connection& conn, Switch& sw)
-    : cfg_(std::move(config)), conn_(conn), switch_(sw) {}
+    : cfg_(std::move(config)), wake_sink_first_(cfg_.wake_sink_first), conn_(conn), switch_(sw) {}
 
 Controller::~Controller() {
   stop_ = true;
@@ -640,6 +643,25 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
       "hand-back+resume",
       [&]() -> Result<void> {
         // The VM resumes (and its balloon deflates) while the sink checkpoints the gateway.
+        // The hand-back goes first where the two share too few CPUs: the VM's swap-in would
+        // slow the sink's CRIU run by half or more (park-wake benchmark), so the VM runs at
+        // the lowest CPU weight until the hand-back is done; its own weight then comes back.
+        std::optional<uint64_t> weight;
+        const auto running = dom.active();  // a VM parked to disk has no process yet
+        if (wake_sink_first_ && running.ok() && *running) {
+          auto w = dom.cpu_shares();
+          auto low = w.ok() ? dom.set_cpu_shares(kYieldedCpuShares) : Result<void>(w.error());
+          if (low.ok())
+            weight = *w;
+          else
+            SL_LOG(Warn, kModule, "`", name, "`: the sink cannot go first: ", low.error().message);
+        }
+        auto weight_back = [&] {
+          if (!weight) return;
+          if (auto r = dom.set_cpu_shares(*weight); !r.ok()) SL_LOG(Warn, kModule, "`", name, "`: ", r.error().message);
+          result.sink_first = true;
+          weight.reset();
+        };
         auto resumed = std::async(std::launch::async, [&]() -> Result<void> {
           const auto t0 = Clock::now();
           if (auto put = suspend::put_back_limits(*ldom, limits_record(name)); !put.ok()) return std::move(put).error();
@@ -652,6 +674,7 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
             sink ? sink->hand_back(st.container, sink_back_pack(st.container))
                  : Result<HandedBack>(make_error(ErrorKind::NotFound, "sink `", st.sink, "` is not configured"));
         result.hand_back = seconds_since(t0);
+        weight_back();
         auto r = resumed.get();
         if (!r.ok()) {
           // The VM cannot run: it stays parked, and its gateway must stay reachable.

@@ -57,6 +57,9 @@ struct WakeResult {
   double hand_back = 0, resume = 0;  // the two halves of the parallel step
   int64_t released = 0;
   bool fallback = false;  // came home with the gateway it parked with
+  // The VM yielded the CPU to the sink during the hand-back (wake-sink-first); the
+  // weight it had, put back afterwards.
+  bool sink_first = false;
   int64_t finished_at = 0;
   std::string to_json() const;
 };
@@ -88,6 +91,9 @@ class Controller {
   void read_spool(const std::string& dir);
   // Reconciles flows and containers with the parked domains.
   Result<std::string> reconcile();
+  // The configuration's wake-sink-first, changed for the next wakes (the park-wake
+  // benchmark compares the two in one run).
+  void set_wake_sink_first(bool on) { wake_sink_first_ = on; }
   // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.
   void fail_at(std::string where) { fail_at_ = std::move(where); }
   std::string sinks_json();
@@ -109,6 +115,7 @@ class Controller {
   void remember_wake(const WakeResult& w);
 
   Config cfg_;
+  std::atomic<bool> wake_sink_first_;
   virt::Connection& conn_;
   Switch& switch_;
   std::string fail_at_;

@@ -136,6 +136,31 @@ Result<void> Domain::set_metadata(const std::string& key, const std::string& uri
   return ok();
 }
 
+Result<uint64_t> Domain::cpu_shares() const {
+  int n = 0;
+  char* type = virDomainGetSchedulerType(dom_, &n);
+  if (type == nullptr) return last_error(cat("the scheduler of domain `", name(), "`"));
+  std::free(type);
+  std::vector<virTypedParameter> params(size_t(std::max(n, 1)));
+  if (virDomainGetSchedulerParametersFlags(dom_, params.data(), &n, VIR_DOMAIN_AFFECT_LIVE) < 0)
+    return last_error(cat("the scheduler parameters of domain `", name(), "`"));
+  for (int i = 0; i < n; ++i)
+    if (std::string_view(params[size_t(i)].field) == VIR_DOMAIN_SCHEDULER_CPU_SHARES &&
+        params[size_t(i)].type == VIR_TYPED_PARAM_ULLONG)
+      return uint64_t(params[size_t(i)].value.ul);
+  return make_error(ErrorKind::NotFound, "domain `", name(), "` has no CPU weight (cpu_shares)");
+}
+
+Result<void> Domain::set_cpu_shares(uint64_t shares) {
+  virTypedParameter p{};
+  std::snprintf(p.field, sizeof p.field, "%s", VIR_DOMAIN_SCHEDULER_CPU_SHARES);
+  p.type = VIR_TYPED_PARAM_ULLONG;
+  p.value.ul = shares;
+  if (virDomainSetSchedulerParametersFlags(dom_, &p, 1, VIR_DOMAIN_AFFECT_LIVE) < 0)
+    return last_error(cat("setting the CPU weight of domain `", name(), "` to ", shares));
+  return ok();
+}
+
 Result<void> Domain::undefine() {
   if (virDomainUndefine(dom_) < 0) return last_error(cat("undefining domain `", name(), "`"));
   return ok();

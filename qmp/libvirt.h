@@ -47,13 +47,17 @@ class Domain {
   virDomainPtr get() const { return dom_; }
   std::string name() const;
   Result<bool> active() const;
-  Result<void> destroy();   // hard stop
-  Result<void> undefine();  // removes the persistent definition
+  Result<void> destroy();           // hard stop
+  Result<void> undefine();          // removes the persistent definition
   Result<std::string> xml() const;  // the live definition (the persistent one when off)
   // Sets (or, with an empty `element`, removes) the metadata element of namespace `uri`
   // in the live definition (when running) and the persistent one (when defined): a
   // domain parked to disk is not running, and its park state must survive that.
   Result<void> set_metadata(const std::string& key, const std::string& uri, const std::string& element);
+  // The running domain's CPU weight against other domains (libvirt's cpu_shares: its
+  // cgroup's cpu.shares, or cpu.weight on cgroup v2); set_cpu_shares changes it live only.
+  Result<uint64_t> cpu_shares() const;
+  Result<void> set_cpu_shares(uint64_t shares);
 
  private:
   virDomainPtr dom_;

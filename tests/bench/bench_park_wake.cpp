@@ -5,6 +5,8 @@
 // triggers by itself on that request. Per parked run also the wake's breakdown (its wall
 // time against its critical path: hand-back and resume overlap) and the host memory the
 // parked VM holds. Park and wake run through the controller library, as seamlessd does.
+// A mode MODE-even (e.g. swap-even) wakes without wake-sink-first: the VM keeps its CPU
+// weight while the sink hands back; the ratios then compare the two.
 //   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...] [--modes ram,swap,disk]
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -180,8 +182,12 @@ int main(int argc, char** argv) {
         Row row{gw->name, mode, round};
         // Idle first: apache2 tops up its spare children for a second after a request.
         std::this_thread::sleep_for(Millis(3000));
+        // MODE-even: the wake without wake-sink-first (the VM keeps its CPU weight while
+        // the sink hands back), for a side-by-side comparison.
+        const bool even = mode.size() > 5 && mode.ends_with("-even");
+        controller.set_wake_sink_first(!even);
         ctl::ParkOptions po;
-        po.mode = mode;
+        po.mode = even ? mode.substr(0, mode.size() - 5) : mode;
         auto parked = controller.park(guest.name, po);
         if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
         row.park_s = parked->report.seconds;
@@ -268,20 +274,23 @@ int main(int argc, char** argv) {
         r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.tcg_mib, r.held_pct);
   std::printf(
       "\nReaction ratios per gateway (medians over %d round(s)):\n\n| gateway | swap / ram | swap / disk | ram / "
-      "running |\n|---|---|---|---|\n",
+      "running | swap / swap-even | hand-back swap / swap-even |\n|---|---|---|---|---|---|\n",
       rounds);
   for (const auto& name : gateways) {
-    auto median = [&](const std::string& mode) {
+    auto median = [&](const std::string& mode, double Row::*field = &Row::reaction_s) {
       std::vector<double> v;
       for (const auto& r : rows)
-        if (r.gateway == name && r.mode == mode) v.push_back(r.reaction_s);
+        if (r.gateway == name && r.mode == mode) v.push_back(r.*field);
       if (v.empty()) return 0.0;
       std::sort(v.begin(), v.end());
       return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
     };
     const double run = median("running"), ram = median("ram"), swap = median("swap"), disk = median("disk");
-    std::printf("| %s | %.2f | %.2f | %.1f |\n", name.c_str(), ram > 0 ? swap / ram : 0, disk > 0 ? swap / disk : 0,
-                run > 0 ? ram / run : 0);
+    const double even = median("swap-even"), hb = median("swap", &Row::hand_back_s),
+                 hb_even = median("swap-even", &Row::hand_back_s);
+    std::printf("| %s | %.2f | %.2f | %.1f | %.2f | %.2f |\n", name.c_str(), ram > 0 ? swap / ram : 0,
+                disk > 0 ? swap / disk : 0, run > 0 ? ram / run : 0, even > 0 ? swap / even : 0,
+                hb_even > 0 ? hb / hb_even : 0);
   }
   return 0;
 }

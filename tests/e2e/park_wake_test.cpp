@@ -198,6 +198,8 @@ TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   ASSERT_TRUE(sys::write_all(http->get(), kPage, Deadline(Millis(5000))).ok());
   ASSERT_TRUE(read_until(http->get(), "php ok").ok());
   std::this_thread::sleep_for(Millis(2000));
+  const auto weight = guest_->vm->domain().cpu_shares();  // libvirt's, for real
+  ASSERT_TRUE(weight.ok()) << weight.error().message;
 
   auto parked_now = park_ok();
   ASSERT_TRUE(parked_now.ok()) << parked_now.error().message;
@@ -250,6 +252,11 @@ TEST_F(ParkWake, AParkedVmAnswersAndAPageRequestWakesIt) {
   EXPECT_NE(st->dump().find("\"hand_back\":"), std::string::npos) << st->dump();
   EXPECT_NE(st->dump().find("\"fallback\":false"), std::string::npos)
       << "the gateways came home from the sink, not from the parked pack: " << st->dump();
+  // The VM yielded the CPU to the sink's hand-back and has its own weight again.
+  EXPECT_NE(st->dump().find("\"sink_first\":true"), std::string::npos) << st->dump();
+  auto weight_after = guest_->vm->domain().cpu_shares();
+  ASSERT_TRUE(weight_after.ok()) << weight_after.error().message;
+  EXPECT_EQ(*weight_after, *weight);
   std::printf("virsh-parked after the wake: %s\n", st->dump().c_str());
 }
 
