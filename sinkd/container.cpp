@@ -507,13 +507,23 @@ Result<void> build_base_layer(const std::string& layer, const std::string& root,
   struct stat rs {};
   if (::stat(root.c_str(), &rs) != 0) return errno_error(cat("stat `", root, "`"));
   uint64_t budget = kFromSinkBytes;
+  std::vector<std::string> copied;  // each once (a pack may name a file these hold)
+  auto covered = [&](const std::string& path) {
+    return std::any_of(copied.begin(), copied.end(), [&](const std::string& c) {
+      return path == c || (path.size() > c.size() && path.starts_with(c) && path[c.size()] == '/');
+    });
+  };
   for (const char* path : kSinkFilesShown) {
     struct stat st {};
-    if (::lstat((root + path).c_str(), &st) == 0) SL_TRY(copy_from_sink(root, rs.st_dev, path, layer, &budget));
+    if (::lstat((root + path).c_str(), &st) != 0) continue;
+    SL_TRY(copy_from_sink(root, rs.st_dev, path, layer, &budget));
+    copied.emplace_back(path);
   }
-  for (const auto& path : from_sink)
-    if (!shown_as_is(path, shown))
-      SL_TRY_CTX(copy_from_sink(root, rs.st_dev, path, layer, &budget, false), "base layer");
+  for (const auto& path : from_sink) {
+    if (shown_as_is(path, shown) || covered(path)) continue;
+    SL_TRY_CTX(copy_from_sink(root, rs.st_dev, path, layer, &budget, false), "base layer");
+    copied.push_back(path);
+  }
   return ok();
 }
 
