@@ -341,7 +341,8 @@ TEST_F(SystemdGuest, EveryGatewayRoundTripsThroughASinkAsItsUnit) {
   // session's next page, on a new connection, wakes them all and is answered at home.
   auto page = std::async(std::launch::async, [&]() -> Result<std::string> {
     SL_TRY((*tomcat)->reconnect());
-    return (*tomcat)->exchange("count 2");
+    // Answered once all six are handed back and restored at home: minutes under TCG.
+    return (*tomcat)->exchange("count 2", Millis(300000));
   });
   auto woke = (*c)->wait_event("ACTIVITY", Millis(60000));
   ASSERT_TRUE(woke.ok()) << woke.error().message;
@@ -352,12 +353,15 @@ TEST_F(SystemdGuest, EveryGatewayRoundTripsThroughASinkAsItsUnit) {
   EXPECT_NE(reason.find(bed.client_ip + "]:"), std::string::npos) << woke->data.dump();
   EXPECT_EQ(cat(woke->data.root()["pid"].GetInt64()), before["tomcat10.service"]["MainPID"])
       << "Tomcat woke them: " << woke->data.dump();
+  const auto woken_at = Clock::now();
   auto back = test::sink_client(**c).hand_back({"six", "/run/six-back.pack"});
   ASSERT_TRUE(back.ok()) << back.error().message;
+  std::printf("six handed back in %.1f s\n", seconds_since(woken_at));
   auto again = (*c)->wait_event("ACTIVITY", Millis(1000));
   EXPECT_FALSE(again.ok()) << "a second activity event: " << again->data.dump();
   auto home = test::come_home(**c, vms(), "six", back->pack);
   ASSERT_TRUE(home.ok()) << home.error().message;
+  std::printf("six home %.1f s after the activity\n", seconds_since(woken_at));
 
   auto answered = page.get();
   EXPECT_TRUE(answered.ok()) << "the session's next page, at home: " << answered.error().message;

@@ -58,7 +58,7 @@ Result<void> GatewayClient::reconnect() {
   return ok();
 }
 
-Result<std::string> GatewayClient::exchange(const std::string& expect) {
+Result<std::string> GatewayClient::exchange(const std::string& expect, Millis timeout) {
   const int n = ++exchanges_;
   switch (use_.kind) {
     case GatewayUse::Kind::Ssh: {
@@ -68,19 +68,19 @@ Result<std::string> GatewayClient::exchange(const std::string& expect) {
     }
     case GatewayUse::Kind::SshBanner: {
       SL_TRY(sys::write_all(conn_.get(), "SSH-2.0-seamless_test\r\n", Deadline(Millis(5000))));
-      return SL_TRY_CTX(read_until(conn_.get(), "curve25519"), "the SSH key exchange offer");
+      return SL_TRY_CTX(read_until(conn_.get(), "curve25519", timeout), "the SSH key exchange offer");
     }
     case GatewayUse::Kind::Ftp: {
       // Before login vsftpd answers USER with 331 (a password is wanted).
       SL_TRY(sys::write_all(conn_.get(), "USER ftp\r\n", Deadline(Millis(5000))));
-      return SL_TRY_CTX(read_until(conn_.get(), "331"), "the FTP control connection");
+      return SL_TRY_CTX(read_until(conn_.get(), "331", timeout), "the FTP control connection");
     }
     case GatewayUse::Kind::Http: {
       std::string request = cat("GET ", use_.path, " HTTP/1.1\r\nHost: guest\r\nConnection: keep-alive\r\n");
       if (!cookie_.empty()) request += cat("Cookie: ", cookie_, "\r\n");
       SL_TRY(sys::write_all(conn_.get(), request + "\r\n", Deadline(Millis(5000))));
       const std::string want = expect.empty() ? use_.expect : expect;
-      auto got = SL_TRY_CTX(read_until(conn_.get(), want), "the HTTP keep-alive connection");
+      auto got = SL_TRY_CTX(read_until(conn_.get(), want, timeout), "the HTTP keep-alive connection");
       // A session cookie (Tomcat's JSESSIONID) goes with every later request.
       if (auto at = got.find("Set-Cookie: "); at != std::string::npos) {
         auto end = got.find_first_of(";\r", at);

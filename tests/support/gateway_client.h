@@ -56,7 +56,7 @@ class GatewayClient {
                                                      const std::string& ssh_key = "", const std::string& dir = "");
   // One exchange on the open connection; for HTTP the answer must hold `expect` (default:
   // the use's). Returns what the server said.
-  Result<std::string> exchange(const std::string& expect = "");
+  Result<std::string> exchange(const std::string& expect = "", Millis timeout = Millis(60000));
   // A new connection in place of the open one (HTTP: the session cookie goes on with it),
   // for a server that ended the kept-alive one while idle; SSH sessions do not reconnect.
   Result<void> reconnect();
