@@ -11,7 +11,8 @@
 //   auto-wake yes|no     wake on the sink's ACTIVITY event (yes)
 //   wake-sink-first yes|no
 //                        while the sink hands a gateway back, the waking VM runs at the
-//                        lowest CPU weight, its own again once the hand-back is done (yes)
+//                        lowest CPU weight, its own again once the hand-back is done (no:
+//                        measured slower on a 2-core TCG host, see the README)
 //   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
 //   connect URI          libvirt URI (qemu:///system)
 #pragma once
@@ -36,7 +37,7 @@ struct Config {
   int64_t prefetch_room_mib = 256;
   int dump_attempts = 5;
   bool auto_wake = true;
-  bool wake_sink_first = true;
+  bool wake_sink_first = false;
   std::string socket = kDefaultSocket;
   std::string uri = "qemu:///system";
 };

@@ -643,9 +643,9 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
       "hand-back+resume",
       [&]() -> Result<void> {
         // The VM resumes (and its balloon deflates) while the sink checkpoints the gateway.
-        // The hand-back goes first where the two share too few CPUs: the VM's swap-in would
-        // slow the sink's CRIU run by half or more (park-wake benchmark), so the VM runs at
-        // the lowest CPU weight until the hand-back is done; its own weight then comes back.
+        // With wake-sink-first the VM runs at the lowest CPU weight until the hand-back is
+        // done, then gets its own back (off by default: on a 2-core TCG host it delayed the
+        // resume and did not speed the hand-back up; see the park-wake benchmark).
         std::optional<uint64_t> weight;
         const auto running = dom.active();  // a VM parked to disk has no process yet
         if (wake_sink_first_ && running.ok() && *running) {

@@ -5,8 +5,9 @@
 // triggers by itself on that request. Per parked run also the wake's breakdown (its wall
 // time against its critical path: hand-back and resume overlap) and the host memory the
 // parked VM holds. Park and wake run through the controller library, as seamlessd does.
-// A mode MODE-even (e.g. swap-even) wakes without wake-sink-first: the VM keeps its CPU
-// weight while the sink hands back; the ratios then compare the two.
+// Every mode wakes with wake-sink-first (the VM at the lowest CPU weight while the sink
+// hands back); a mode MODE-even (e.g. swap-even) wakes without it, as seamlessd does by
+// default; the ratios compare the two.
 //   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...] [--modes ram,swap,disk]
 #include <arpa/inet.h>
 #include <netinet/in.h>

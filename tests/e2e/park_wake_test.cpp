@@ -57,7 +57,9 @@ class ParkWake : public VmSuite<ParkWake> {
     key_ = *key;
     // The default socket: the libvirt hook notifies seamlessd there.
     socket_ = "/run/seamless/seamlessd.sock";
-    if (auto w = sys::write_file(*dir_ / "seamless.conf", cat("# e2e\nsink ", kSinkName, "\nmode ram\n")); !w.ok())
+    if (auto w = sys::write_file(*dir_ / "seamless.conf",
+                                 cat("# e2e\nsink ", kSinkName, "\nmode ram\nwake-sink-first yes\n"));
+        !w.ok())
       return fail(w.error().message);
     if (auto up = start_daemon(); !up.ok()) return fail(up.error().message);
   }

@@ -268,10 +268,10 @@ TEST(Config, ReadsSinksAndDefaults) {
   EXPECT_EQ(c->mode, "ram");
   EXPECT_EQ(c->margin_mib, 64);
   EXPECT_FALSE(c->auto_wake);
-  EXPECT_TRUE(c->wake_sink_first);
-  auto d = parse_config("wake-sink-first no\n", "t.conf");
+  EXPECT_FALSE(c->wake_sink_first);
+  auto d = parse_config("wake-sink-first yes\n", "t.conf");
   ASSERT_TRUE(d.ok()) << d.error().message;
-  EXPECT_FALSE(d->wake_sink_first);
+  EXPECT_TRUE(d->wake_sink_first);
   EXPECT_FALSE(parse_config("wake-sink-first maybe\n", "t.conf").ok());
   d = parse_config("", "t.conf");
   ASSERT_TRUE(d.ok());
