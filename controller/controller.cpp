@@ -647,8 +647,11 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
         // done, then gets its own back (off by default: on a 2-core TCG host it delayed the
         // resume and did not speed the hand-back up; see the park-wake benchmark).
         std::optional<uint64_t> weight;
-        const auto running = dom.active();  // a VM parked to disk has no process yet
-        if (wake_sink_first_ && running.ok() && *running) {
+        auto running = [&] {  // a VM parked to disk has no process yet: nothing to weigh
+          auto a = dom.active();
+          return a.ok() && *a;
+        };
+        if (wake_sink_first_ && running()) {
           auto w = dom.cpu_shares();
           auto low = w.ok() ? dom.set_cpu_shares(kYieldedCpuShares) : Result<void>(w.error());
           if (low.ok())
