@@ -503,12 +503,7 @@ TEST_F(SinkVm, ARestartedSinkdFindsItsContainersAndReportsACrash) {
   // The daemon dies (not its containers: their inits are other processes) and comes back.
   qmp::RunOptions ro;
   ro.timeout = Millis(60000);
-  auto restarted =
-      qmp::guest_run_ok(*sink_->agent, "/bin/sh",
-                        {"-c",
-                         "pkill -KILL -f '^seamless-sinkd --port' ; sleep 1; setsid seamless-sinkd --port "
-                         "/dev/virtio-ports/org.seamless.sinkd.0 </dev/null >>/var/log/seamless/sinkd.log 2>&1 &"},
-                        ro);
+  auto restarted = restart_sinkd("");
   ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   auto c = control();
   ASSERT_TRUE(c.ok()) << c.error().message;
@@ -684,9 +679,11 @@ TEST_F(SinkVm, AGatewayCannotBreakOutOfItsContainer) {
   EXPECT_GE(moved->shipment.outcome.included, 1) << "the sink never had zdtm_attacker";
   auto pids = in_sink("pgrep -x zdtm_attacker; pgrep -x dropbear");
   ASSERT_TRUE(pids.ok()) << pids.error().message;
+  // Numbers only go into the commands below (the sink VM's output is not trusted text).
   std::istringstream pid_lines(*pids);
-  std::string attacker, dropbear;
-  ASSERT_TRUE(pid_lines >> attacker >> dropbear) << *pids;
+  pid_t attacker_pid = 0, dropbear_pid = 0;
+  ASSERT_TRUE(pid_lines >> attacker_pid >> dropbear_pid && attacker_pid > 1 && dropbear_pid > 1) << *pids;
+  const std::string attacker = std::to_string(attacker_pid), dropbear = std::to_string(dropbear_pid);
   auto idle = (*c)->wait_event("ACTIVITY", Millis(5000));
   EXPECT_FALSE(idle.ok()) << "the idle attacker woke: " << idle->data.dump();
 
