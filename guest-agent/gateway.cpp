@@ -643,7 +643,7 @@ std::string to_json(const DumpResult& r) {
     w.raw("pack_seconds", cat(r.pack_seconds));
     qmp::ArgWriter pages;
     pages.num("literal", int64_t(r.pages.literal)).num("copies", int64_t(r.pages.copies));
-    pages.num("deltas", int64_t(r.pages.deltas));
+    pages.num("deltas", int64_t(r.pages.deltas)).num("free_heap_bytes", int64_t(r.pages.free_heap_bytes));
     w.raw("pages", pages.finish());
   }
   w.str("dump_seconds", cat(r.dump_seconds));

@@ -23,6 +23,7 @@ namespace {
 constexpr const char* kUsage =
     R"(usage: seamless-guest discover
        seamless-guest dump [--out PACK] [--port N]... [--compress xz|gzip] [--no-page-deltas]
+                           [--keep-free-heap]
        seamless-guest restore PACK [--dumped PACK]
        seamless-guest prewarm PACK
        seamless-guest ship PACK [--out SHIPMENT] [--path FILE]... [--have OBJECT]...
@@ -42,7 +43,9 @@ object on stdout; exit code 0 only on success.
             and restores the gateways in place ("ok": false, "aborted": why; exit 3).
             Packs are xz-compressed (--compress gzip: larger, several times faster to
             write) and store the pages that are private copies of mapped libraries as
-            differences from the library files (--no-page-deltas: as they are). A
+            differences from the library files (--no-page-deltas: as they are), and the
+            free chunks of the gateways' glibc malloc heaps as zeros (--keep-free-heap:
+            as they are; nothing reads them, but they are what the process left). A
             gateway that is a systemd service's main process leaves its unit active
             meanwhile (a stand-in is its main process; no restart, no stop) until the
             restore gives it the restored process back
@@ -117,6 +120,8 @@ int main_impl(int argc, char** argv) {
       return 0;
     } else if (a == "--no-page-deltas") {
       pack_options.base_root.clear();
+    } else if (a == "--keep-free-heap") {
+      pack_options.zero_free_heap = false;
     } else if (a == "--compress") {
       if (i + 1 >= argc) return usage_error(a + " needs a value");
       auto c = parse_compression(argv[++i]);

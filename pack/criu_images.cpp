@@ -18,7 +18,8 @@ namespace {
 constexpr uint64_t kPresent = 1 << 2;
 constexpr uint64_t kInParent = 1 << 0;
 // criu/include/image.h: a VMA's status bit for private mappings of files
-constexpr uint64_t kFilePrivate = 1 << 6;
+constexpr uint64_t kFilePrivate = 1 << 6, kAnonPrivate = 1 << 9;
+constexpr uint64_t kReadWrite = 3;    // PROT_READ | PROT_WRITE
 constexpr uint64_t kRegularFile = 1;  // fd_types.REG
 constexpr uint64_t kPage = 4096;
 // A dump's page images stay far below this; it bounds what a bad pagemap can make us allocate.
@@ -42,7 +43,13 @@ uint64_t number_or(const std::vector<Field>& fields, uint32_t number, uint64_t f
 
 struct Vma {
   uint64_t start, end, pgoff, file_id;
-  bool file_private;
+  bool file_private, anonymous_rw;
+};
+
+// What of mm-PID.img the pack writer needs: the mappings and the program break.
+struct Mm {
+  std::vector<Vma> vmas;
+  uint64_t brk_start = 0, brk = 0;
 };
 
 // The id -> path table of files.img (FileEntry with a RegFileEntry) or, from older
@@ -70,16 +77,21 @@ Result<std::map<uint64_t, std::string>> regular_files(const std::string& dir) {
   return out;
 }
 
-Result<std::vector<Vma>> vmas_of(const std::string& mm_image) {
+Result<Mm> mm_of(const std::string& mm_image) {
   auto image = SL_TRY(sys::read_file(mm_image));
   auto entries = SL_TRY(image_entries(image));
-  if (entries.empty()) return std::vector<Vma>{};
-  std::vector<Vma> out;
-  for (const auto& f : SL_TRY(parse_message(entries[0]))) {
+  Mm out;
+  if (entries.empty()) return out;
+  auto mm = SL_TRY(parse_message(entries[0]));
+  out.brk_start = number_or(mm, 6, 0);
+  out.brk = number_or(mm, 7, 0);
+  for (const auto& f : mm) {
     if (f.number != 14 || !f.is_bytes) continue;
     auto v = SL_TRY(parse_message(f.bytes));
-    out.push_back({number_or(v, 1, 0), number_or(v, 2, 0), number_or(v, 3, 0), number_or(v, 4, 0),
-                   (number_or(v, 7, 0) & kFilePrivate) != 0});
+    const uint64_t status = number_or(v, 7, 0);
+    out.vmas.push_back({number_or(v, 1, 0), number_or(v, 2, 0), number_or(v, 3, 0), number_or(v, 4, 0),
+                        (status & kFilePrivate) != 0,
+                        (status & kAnonPrivate) && (number_or(v, 5, 0) & kReadWrite) == kReadWrite});
   }
   return out;
 }
@@ -150,13 +162,17 @@ Result<PageOrigins> page_origins(const std::string& dir) {
       continue;
     const std::string pid = name.substr(8, name.size() - 12);
     if (!std::filesystem::exists(dir + "/mm-" + pid + ".img")) continue;
-    auto vmas = SL_TRY(vmas_of(dir + "/mm-" + pid + ".img"));
+    const auto mm = SL_TRY(mm_of(dir + "/mm-" + pid + ".img"));
+    const auto& vmas = mm.vmas;
     auto image = SL_TRY(sys::read_file(entry.path().string()));
     auto entries = SL_TRY(image_entries(image));
     if (entries.empty()) continue;
     const uint64_t pages_id = number_or(SL_TRY(parse_message(entries[0])), 1, UINT64_MAX);
     if (pages_id > UINT32_MAX) continue;
     std::vector<std::optional<FilePage>> pages;
+    TaskMemory memory{{}, {}, mm.brk_start, mm.brk};
+    for (const auto& v : vmas)
+      if (v.anonymous_rw && v.end > v.start) memory.anonymous.push_back({v.start, v.end});
     for (size_t i = 1; i < entries.size(); ++i) {
       auto pe = SL_TRY(parse_message(entries[i]));
       const Field* flags = find(pe, 4);
@@ -180,9 +196,11 @@ Result<PageOrigins> page_origins(const std::string& dir) {
           origin = FilePage{it->second, v->pgoff / kPage + (addr - v->start) / kPage};
         }
         pages.push_back(origin);
+        memory.addresses.push_back(addr);
       }
     }
     out.images[uint32_t(pages_id)] = std::move(pages);
+    out.memory[uint32_t(pages_id)] = std::move(memory);
   }
   return out;
 }

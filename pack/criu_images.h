@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "pack/malloc_heap.h"
 
 namespace seamless::packfmt::criu_images {
 
@@ -35,11 +36,20 @@ struct FilePage {
   uint64_t page = 0;
 };
 
+// Where a task's pages were: the address of each page of its pages-N.img, and what the
+// search for its unused malloc memory needs (malloc_heap::Memory without the pages).
+struct TaskMemory {
+  std::vector<uint64_t> addresses;
+  std::vector<malloc_heap::Memory::Mapping> anonymous;  // private, readable and writable
+  uint64_t brk_start = 0, brk = 0;
+};
+
 struct PageOrigins {
   std::vector<std::string> files;  // paths as the dumped processes saw them
   // Per pages-N.img (by N): one entry per page in the image, set for pages of private
   // file mappings.
   std::map<uint32_t, std::vector<std::optional<FilePage>>> images;
+  std::map<uint32_t, TaskMemory> memory;  // per pages-N.img (by N)
 };
 
 // Reads the images of one CRIU dump in `dir`. Images it cannot make sense of are left

@@ -5,6 +5,7 @@
 #include "pack/pack.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -569,6 +570,45 @@ Result<void> check_entry_name(std::string_view name) {
   return ok();
 }
 
+namespace {
+
+// Zeroes the free malloc memory among the pages of `image` (a pages-N.img's contents)
+// whose addresses and task `memory` describes; returns how many bytes that was.
+uint64_t zero_free_heap(std::string& image, const criu_images::TaskMemory& memory) {
+  const size_t pages = std::min(memory.addresses.size(), image.size() / kPage);
+  std::unordered_map<uint64_t, size_t> page_at;  // address -> index in the image
+  for (size_t i = 0; i < pages; ++i) page_at.emplace(memory.addresses[i], i);
+  malloc_heap::Memory m{memory.anonymous, memory.brk_start, memory.brk, [&](uint64_t address) {
+                          auto it = page_at.find(address);
+                          return it == page_at.end()
+                                     ? nullptr
+                                     : reinterpret_cast<const unsigned char*>(image.data() + it->second * kPage);
+                        }};
+  uint64_t zeroed = 0;
+  for (const auto& r : malloc_heap::unused(m)) {
+    for (uint64_t page = r.start & ~uint64_t(kPage - 1); page < r.end; page += kPage) {
+      auto it = page_at.find(page);
+      if (it == page_at.end()) continue;
+      const uint64_t from = std::max(page, r.start), to = std::min(page + kPage, r.end);
+      std::memset(image.data() + it->second * kPage + (from - page), 0, to - from);
+      zeroed += to - from;
+    }
+  }
+  return zeroed;
+}
+
+// An unnamed file beside `near` (in memory where its file system has none) holding `data`.
+Result<UniqueFd> scratch_copy(std::string_view data, const std::string& near) {
+  const std::string dir = std::filesystem::path(near).parent_path().string();
+  UniqueFd fd(::open(dir.empty() ? "." : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!fd.valid()) fd = UniqueFd(::memfd_create("seamless-pages", MFD_CLOEXEC));
+  if (!fd.valid()) return errno_error(cat("a scratch file beside `", near, "`"));
+  SL_TRY(sys::write_all(fd.get(), data, Deadline::never()));
+  return fd;
+}
+
+}  // namespace
+
 Result<void> write_pack(const std::string& path, const std::string& manifest_json, const std::string& root,
                         const std::vector<std::string>& rel_paths, const PackOptions& options, PackStats* stats) {
   const std::string tmp = path + ".part";
@@ -577,6 +617,7 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
     auto w = SL_TRY(CompressedWriter::open(std::move(fd), options.compression, tmp));
     SL_TRY(write_entry(*w, kManifestName, manifest_json));
     PageIndex pages(options.base_root);
+    uint64_t free_heap_bytes = 0;
     // Per directory of CRIU images: where their pages come from.
     std::map<std::string, criu_images::PageOrigins> origins;
     for (const auto& rel : rel_paths) {
@@ -591,8 +632,9 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
         continue;
       }
       std::optional<ImageOrigins> image_origins;
+      uint64_t zeroed = 0;
       const std::string dir = std::filesystem::path(file).parent_path().string();
-      if (!options.base_root.empty()) {
+      if (!options.base_root.empty() || options.zero_free_heap) {
         auto it = origins.find(dir);
         if (it == origins.end()) {
           // Images it cannot read only cost the deltas: their pages go in as they are.
@@ -601,9 +643,15 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
         }
         auto id = page_image_id(rel);
         auto image = id ? it->second.images.find(*id) : it->second.images.end();
-        if (image != it->second.images.end()) image_origins.emplace(ImageOrigins{it->second.files, image->second});
+        if (image != it->second.images.end() && !options.base_root.empty())
+          image_origins.emplace(ImageOrigins{it->second.files, image->second});
+        auto memory = id ? it->second.memory.find(*id) : it->second.memory.end();
+        if (memory != it->second.memory.end() && options.zero_free_heap) zeroed = zero_free_heap(data, memory->second);
       }
-      UniqueFd again = SL_TRY(sys::open(file, O_RDONLY));
+      // The encoder reads earlier images back to confirm copies: a changed one from a
+      // file of its own.
+      UniqueFd again = zeroed ? SL_TRY(scratch_copy(data, tmp)) : SL_TRY(sys::open(file, O_RDONLY));
+      free_heap_bytes += zeroed;
       auto encoded = SL_TRY(pages.encode(data, std::move(again), file, image_origins ? &*image_origins : nullptr));
       SL_TRY(write_entry(*w, rel + std::string(kDedupSuffix), encoded));
     }
@@ -611,7 +659,10 @@ Result<void> write_pack(const std::string& path, const std::string& manifest_jso
     SL_TRY(w->write(zeros, sizeof zeros));
     SL_TRY(w->finish());
     if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(cat("rename `", tmp, "` to `", path, "`"));
-    if (stats) *stats = pages.stats();
+    if (stats) {
+      *stats = pages.stats();
+      stats->free_heap_bytes = free_heap_bytes;
+    }
     return ok();
   };
   auto done = body();

@@ -36,13 +36,17 @@ struct PackOptions {
   // Where the files CRIU's images name live (as the dumped processes saw them), for
   // storing pages as differences from them; empty: every page is stored as it is.
   std::string base_root = "/";
+  // Store the bodies of free chunks in the dumped processes' glibc malloc heaps as zeros
+  // (see pack/malloc_heap.h); false: as they are.
+  bool zero_free_heap = true;
 };
 
 // How the pages of a pack's page images were stored.
 struct PackStats {
-  uint64_t literal = 0;  // as they are
-  uint64_t copies = 0;   // as copies of earlier pages
-  uint64_t deltas = 0;   // as differences from a mapped file's page
+  uint64_t literal = 0;          // as they are
+  uint64_t copies = 0;           // as copies of earlier pages
+  uint64_t deltas = 0;           // as differences from a mapped file's page
+  uint64_t free_heap_bytes = 0;  // free malloc memory, stored as zeros
 };
 
 // Writes manifest_json and then the files `rel_paths` (relative to `root`) to `path`,
