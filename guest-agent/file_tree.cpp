@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "common/fd.h"
@@ -62,18 +63,49 @@ class Walker {
   void add_root(const std::string& path, bool file_names_dir = true) {
     if (roots_ >= limits_.max_roots) return;
     ++roots_;
-    // Resolved name by name, links recorded on the way (they resolve in the gateway's view).
+    auto at = resolve(path);
+    struct stat st {};
+    if (!at || ::lstat((root_ + *at).c_str(), &st) != 0) return;
+    std::string dir = *at;
+    if (S_ISREG(st.st_mode) && file_names_dir)
+      dir = parent_of(*at);  // a file: its directory is the tree
+    else if (!S_ISDIR(st.st_mode))
+      return;
+    if (dir.empty() || outside_tree(dir)) return;
+    walk(dir, 0);
+  }
+
+  // A file the C library looks at by itself, whatever the gateway names (`/etc/localtime`:
+  // each localtime() stats it and re-reads it when it seems to have changed): the links on
+  // the way and the file with its contents.
+  void add_file(const std::string& path) {
+    if (roots_ >= limits_.max_roots) return;
+    ++roots_;
+    auto at = resolve(path);
+    struct stat st {};
+    if (!at || outside_tree(*at) || ::lstat((root_ + *at).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
+    TreeEntry* f = record(*at, st, TreeEntry::Kind::File);
+    if (f && !f->content && f->size <= packfmt::kMaxTreeContent && packfmt::contents_fit_a_pack(*at) &&
+        contents_ + f->size <= packfmt::kTreeContentBudget)
+      read_contents(f);
+  }
+
+ private:
+  // `path` resolved name by name in the gateway's view, the links on the way recorded (they
+  // resolve there too); none when a name is missing, a file stands where a directory
+  // should, or links go round.
+  std::optional<std::string> resolve(const std::string& path) {
     std::vector<std::string> todo = names(path);
     std::string cur;
     int hops = 0;
     for (size_t i = 0; i < todo.size(); ++i) {
       const std::string next = cur + "/" + todo[i];
       struct stat st {};
-      if (::lstat((root_ + next).c_str(), &st) != 0) return;
+      if (::lstat((root_ + next).c_str(), &st) != 0) return std::nullopt;
       if (S_ISLNK(st.st_mode)) {
-        if (++hops > kMaxLinkHops) return;
+        if (++hops > kMaxLinkHops) return std::nullopt;
         auto target = sys::read_link(root_ + next);
-        if (!target.ok() || target->empty()) return;
+        if (!target.ok() || target->empty()) return std::nullopt;
         if (!outside_tree(next)) record(next, st, TreeEntry::Kind::Link, *target);
         std::vector<std::string> rest = names((*target)[0] == '/' ? *target : cur + "/" + *target);
         rest.insert(rest.end(), todo.begin() + long(i) + 1, todo.end());
@@ -82,19 +114,13 @@ class Walker {
         i = size_t(-1);
         continue;
       }
-      if (!S_ISDIR(st.st_mode)) {
-        // A file: its directory is the tree.
-        if (file_names_dir && i + 1 == todo.size() && S_ISREG(st.st_mode)) break;
-        return;
-      }
+      if (!S_ISDIR(st.st_mode) && i + 1 < todo.size()) return std::nullopt;
       cur = next;
     }
-    struct stat st {};
-    if (::lstat((root_ + cur).c_str(), &st) == 0 && S_ISREG(st.st_mode)) cur = parent_of(cur);
-    if (cur.empty() || outside_tree(cur)) return;
-    walk(cur, 0);
+    return cur;
   }
 
+ public:
   // A cgroup directory: its files with what they read now (write-only ones without), not
   // its subdirectories; complete when it has none and every file is recorded.
   void add_pseudo_dir(const std::string& dir) {
@@ -331,6 +357,7 @@ void collect_tree(const std::string& root, const std::vector<std::string>& dirs,
                   const TreeLimits& limits, std::vector<packfmt::TreeEntry>* out) {
   Walker w(root, skip, limits, out);
   for (const auto& d : dirs) w.add_root(d);
+  w.add_file("/etc/localtime");
 }
 
 }  // namespace seamless::guest

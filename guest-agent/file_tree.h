@@ -3,7 +3,8 @@
 // answer the gateway's look-ups from (packfmt::TreeEntry, pack/tree.h). Which trees: the
 // directories behind the absolute paths in a gateway's command line and environment and
 // its working directory (Tomcat's -Dcatalina.base=/var/lib/tomcat10 and, through its
-// links, /etc/tomcat10, /var/cache/tomcat10, ...), nothing of the packaged system
+// links, /etc/tomcat10, /var/cache/tomcat10, ...), and the file the C library looks at by
+// itself (/etc/localtime and the time zone it links to); nothing of the packaged system
 // (/usr, /bin, /lib, ...: the sink checks and ships those files by content) and nothing
 // of the kernel's (/proc, /sys, /dev). Bounded: a few thousand entries at most; a
 // directory cut short, or holding something that is not recorded (a file the gateway

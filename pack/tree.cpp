@@ -62,6 +62,9 @@ bool tree_may_hold(std::string_view path) {
   // The kernel's, except the gateway's cgroups (their files as read at dump: a JVM
   // re-reads its limits there).
   if (n[0] == "sys" && n.size() >= 4 && n[1] == "fs" && n[2] == "cgroup") return true;
+  // The time zone /etc/localtime links to: data, which the C library stats on every
+  // localtime() and re-reads when it seems to have changed.
+  if (n[0] == "usr" && n.size() >= 4 && n[1] == "share" && n[2] == "zoneinfo") return true;
   if (std::find(std::begin(kSystem), std::end(kSystem), n[0]) != std::end(kSystem)) return false;
   // What the dynamic loader and CRIU read as root when CRIU runs in a container's mount
   // namespace: never from a pack.

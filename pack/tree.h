@@ -57,9 +57,10 @@ std::optional<TreeEntry::Kind> parse_tree_kind(std::string_view s);
 
 // Whether a tree may hold `path` (plain absolute): not a top-level directory itself, and
 // nothing of the packaged system (/usr, /bin, /sbin, /lib*, /boot: a sink checks and ships
-// those files by content) or the kernel's (/proc, /sys, /dev; but a gateway's cgroup
-// directories below /sys/fs/cgroup, whose files a JVM re-reads), nor what the dynamic
-// loader and CRIU read as root (/etc/ld.so.*, /etc/criu, /root).
+// those files by content; but the time zone files below /usr/share/zoneinfo, which the C
+// library stats on every localtime()) or the kernel's (/proc, /sys, /dev; but a gateway's
+// cgroup directories below /sys/fs/cgroup, whose files a JVM re-reads), nor what the
+// dynamic loader and CRIU read as root (/etc/ld.so.*, /etc/criu, /root).
 bool tree_may_hold(std::string_view path);
 
 // The checks a tree from a pack passes, naming the first bad entry: at most

@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
     const char* templ;
     double dump_s, out_s, in_s, restore_s;
     double mb[kN], write_s[kN], restore_s_by[kN];
+    double free_heap_mb;  // free malloc memory the default encoding stored as zeros
   };
   std::vector<Row> rows;
   for (const Template& t : kTemplates) {
@@ -146,7 +147,7 @@ int main(int argc, char** argv) {
     for (const Gateway& g : kGateways) {
       if (g.systemd_only && std::string(t.name) != "systemd") continue;
       if (!only.empty() && std::find(only.begin(), only.end(), g.name) == only.end()) continue;
-      std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN];
+      std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN], free_heap;
       for (int r = 0; r < runs; ++r) {
         for (size_t e = 0; e < kN; ++e) {
           const std::string pack = "/run/bench.pack";
@@ -166,6 +167,10 @@ int main(int argc, char** argv) {
           write_s[e].push_back(root["pack_seconds"].GetDouble());
           if (e == 0) {
             dump.push_back(dump_s);
+            const bool pages = root.HasMember("pages") && root["pages"].IsObject() &&
+                               root["pages"].HasMember("free_heap_bytes") &&
+                               root["pages"]["free_heap_bytes"].IsNumber();
+            free_heap.push_back(pages ? root["pages"]["free_heap_bytes"].GetDouble() / 1e6 : 0);
             t0 = Clock::now();
             auto bytes = qmp::read_guest_file(agent, pack);
             if (!bytes.ok()) return die(bytes.error().wrap(g.name));
@@ -182,7 +187,7 @@ int main(int argc, char** argv) {
         }
         std::fprintf(stderr, "bench_gateways: %s (%s) run %d done\n", g.name, t.name, r + 1);
       }
-      Row row{&g, t.name, median(dump), median(out), median(in), median(restore), {}, {}, {}};
+      Row row{&g, t.name, median(dump), median(out), median(in), median(restore), {}, {}, {}, median(free_heap)};
       for (size_t e = 0; e < kN; ++e) {
         row.mb[e] = median(mb[e]);
         row.write_s[e] = median(write_s[e]);
@@ -199,6 +204,7 @@ int main(int argc, char** argv) {
         .raw("dump_s", cat(r.dump_s))
         .raw("transfer_out_s", cat(r.out_s));
     w.raw("transfer_in_s", cat(r.in_s)).raw("restore_s", cat(r.restore_s)).raw("pack_mb", cat(r.mb[0]));
+    w.raw("free_heap_mb", cat(r.free_heap_mb));
     for (size_t e = 0; e < kN; ++e) {
       qmp::ArgWriter x;
       x.raw("pack_mb", cat(r.mb[e])).raw("write_s", cat(r.write_s[e])).raw("restore_s", cat(r.restore_s_by[e]));
@@ -226,14 +232,16 @@ int main(int argc, char** argv) {
   std::printf(
       "\nPack encodings side by side: MB (seconds to write the pack / to restore it)\n\n| gateway | template |");
   for (const auto& e : kEncodings) std::printf(" %s |", e.label);
-  std::printf(" thesis MB | xz+deltas / gzip | gzip+deltas / gzip | xz+deltas / xz+deltas+heap |\n|---|---|");
+  std::printf(
+      " thesis MB | xz+deltas / gzip | gzip+deltas / gzip | xz+deltas / xz+deltas+heap | free heap zeroed MB "
+      "|\n|---|---|");
   for (size_t e = 0; e < kN; ++e) std::printf("---|");
-  std::printf("---|---|---|---|\n");
+  std::printf("---|---|---|---|---|\n");
   for (const auto& r : rows) {
     std::printf("| %s | %s |", r.g->name, r.templ);
     for (size_t e = 0; e < kN; ++e) std::printf(" %.3f (%.2f / %.2f) |", r.mb[e], r.write_s[e], r.restore_s_by[e]);
-    std::printf(" %s | %.2f | %.2f | %.2f |\n", r.g->thesis_mb > 0 ? cat(r.g->thesis_mb).c_str() : "–",
-                r.mb[0] / r.mb[kGzip], r.mb[kGzipDeltas] / r.mb[kGzip], r.mb[0] / r.mb[kHeapKept]);
+    std::printf(" %s | %.2f | %.2f | %.2f | %.2f |\n", r.g->thesis_mb > 0 ? cat(r.g->thesis_mb).c_str() : "–",
+                r.mb[0] / r.mb[kGzip], r.mb[kGzipDeltas] / r.mb[kGzip], r.mb[0] / r.mb[kHeapKept], r.free_heap_mb);
   }
   return 0;
 }

@@ -4,8 +4,9 @@
 // replies the guest reads its unix sockets from, the nfnetlink_queue messages the sink's
 // packet hold takes packets from — the sink's activity policy text, and the rewriting of a
 // dump's core and seccomp images (a sink confining a guest's gateway, a guest taking back
-// a sink's hand-back). The first byte picks the parser. Must never crash, hang or read
-// out of bounds.
+// a sink's hand-back), and the walk over a dumped process's malloc heaps (its memory is the
+// process's to write). The first byte picks the parser. Must never crash, hang or read out
+// of bounds.
 #include <unistd.h>
 
 #include <cstddef>
@@ -18,6 +19,7 @@
 #include "guest-agent/unix_diag.h"
 #include "pack/criu_confine.h"
 #include "pack/criu_images.h"
+#include "pack/malloc_heap.h"
 #include "sinkd/hold.h"
 #include "sinkd/policy.h"
 #include "tests/support/criu_writer.h"
@@ -62,11 +64,38 @@ void rewrite(std::string_view in) {
   (void)packfmt::criu_images::restore_as_dumped(dir, *ids);
 }
 
+// The input as a process's memory: its pages as a main heap at 16 MiB (the first half)
+// and an arena's heap at 64 MiB (the rest); what the walk calls unused must lie in them.
+void heaps(std::string_view in) {
+  constexpr uint64_t kPage = 4096, kBrk = 16 << 20, kArena = 64 << 20;
+  const size_t pages = (in.size() + kPage - 1) / kPage, half = (pages + 1) / 2;
+  std::string memory(in);
+  memory.resize(pages * kPage);
+  packfmt::malloc_heap::Memory m;
+  m.mappings = {{kBrk, kBrk + half * kPage}, {kArena, kArena + (pages - half) * kPage}};
+  m.brk_start = kBrk;
+  m.brk = kBrk + half * kPage;
+  m.page = [&](uint64_t a) -> const unsigned char* {
+    size_t i = pages;
+    if (a >= kBrk && a < kBrk + half * kPage) i = (a - kBrk) / kPage;
+    if (a >= kArena && a < kArena + (pages - half) * kPage) i = half + (a - kArena) / kPage;
+    return i < pages ? reinterpret_cast<const unsigned char*>(memory.data() + i * kPage) : nullptr;
+  };
+  for (const auto& r : packfmt::malloc_heap::unused(m)) {
+    const bool in_brk = r.start >= kBrk && r.end <= m.brk, in_arena = r.start >= kArena && r.end <= m.mappings[1].end;
+    if (r.start >= r.end || (!in_brk && !in_arena)) __builtin_trap();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
+  if (data[0] == 0xff) {  // (the other parsers' seeds never start so)
+    heaps(rest);
+    return 0;
+  }
   switch (data[0] % 5) {
     case 0:
       if (auto entries = packfmt::criu_images::image_entries(rest); entries.ok())

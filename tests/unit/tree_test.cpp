@@ -230,6 +230,46 @@ TEST_F(TreeOnDisk, TheGuestRecordsTheTreesAGatewayNamesAndTheirLinks) {
   EXPECT_FALSE(e.complete) << "cut short at the depth limit";
 }
 
+// Each localtime() stats /etc/localtime and re-reads the time zone when it seems changed
+// (glibc's tzset compares device, inode and time): whatever the gateway names, the link
+// and the zone it leads to come along, the zone with its contents, so a sink answers both.
+TEST_F(TreeOnDisk, TheTimeZoneTheCLibraryLooksAtComesAlong) {
+  std::filesystem::create_directories(root_ + "/usr/share/zoneinfo/Etc");
+  std::filesystem::create_directories(root_ + "/usr/share/zoneinfo/Europe");
+  ASSERT_TRUE(sys::write_file(root_ + "/usr/share/zoneinfo/Etc/UTC", "TZif2 UTC").ok());
+  ASSERT_TRUE(sys::write_file(root_ + "/usr/share/zoneinfo/Europe/Paris", "TZif2 CET").ok());
+  std::filesystem::create_symlink("/usr/share/zoneinfo/Etc/UTC", root_ + "/etc/localtime");
+  std::vector<TreeEntry> tree;
+  guest::collect_tree(root_, {}, {}, {}, &tree);  // a gateway that names no directory
+  ASSERT_TRUE(packfmt::check_tree(tree).ok()) << packfmt::check_tree(tree).error().message;
+  TreeEntry e;
+  ASSERT_EQ(find(tree, "/etc/localtime", &e), "found");
+  EXPECT_EQ(e.kind, Kind::Link);
+  EXPECT_EQ(e.target, "/usr/share/zoneinfo/Etc/UTC");
+  ASSERT_EQ(find(tree, "/usr/share/zoneinfo/Etc/UTC", &e), "found");
+  EXPECT_TRUE(e.content);
+  EXPECT_EQ(e.data, "TZif2 UTC");
+  EXPECT_EQ(find(tree, "/usr/share/zoneinfo/Europe/Paris", &e), "missing") << "only the zone in use";
+  EXPECT_EQ(find(tree, "/etc/app", &e), "missing") << "nothing else of /etc";
+  TreeView v(tree);
+  EXPECT_TRUE(v.answers("/etc/localtime", true));
+  EXPECT_TRUE(v.reads("/etc/localtime"));
+  EXPECT_FALSE(v.answers("/usr/share/zoneinfo/Europe/Paris", true)) << "another zone wakes the VM";
+  EXPECT_FALSE(packfmt::tree_may_hold("/usr/share/zoneinfo")) << "the directory itself is the system's";
+  EXPECT_FALSE(packfmt::tree_may_hold("/usr/share/doc/x"));
+
+  // A link that leads into the packaged system elsewhere is recorded; its target is not.
+  std::filesystem::remove(root_ + "/etc/localtime");
+  std::filesystem::create_symlink("/usr/lib/os-release", root_ + "/etc/localtime");
+  std::filesystem::create_directories(root_ + "/usr/lib");
+  ASSERT_TRUE(sys::write_file(root_ + "/usr/lib/os-release", "ID=debian").ok());
+  tree.clear();
+  guest::collect_tree(root_, {}, {}, {}, &tree);
+  ASSERT_TRUE(packfmt::check_tree(tree).ok()) << packfmt::check_tree(tree).error().message;
+  EXPECT_EQ(find(tree, "/usr/lib/os-release", &e), "missing");
+  EXPECT_FALSE(TreeView(tree).reads("/etc/localtime"));
+}
+
 TEST_F(TreeOnDisk, FilesTooDeepForAPackAreRecordedWithoutTheirContents) {
   // A build tree as a test's working directory: deeper than a pack's entry names go.
   const std::string deep = "/srv/a/b/c/d/e/f";
