@@ -205,8 +205,9 @@ TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
   EXPECT_LE(cache_after, cache / 4) << "most of the page cache went";
   EXPECT_LE(mem.usage().value(), usage_before - cache / 2);
   EXPECT_GE(mem.usage().value(), static_cast<int64_t>(kHogBytes)) << "the anonymous memory stayed";
-  if (swap_before && mem.swap_usage().value())
+  if (swap_before && mem.swap_usage().value()) {
     EXPECT_LE(*mem.swap_usage().value() - *swap_before, 8 << 20) << "nothing was swapped out";
+  }
   EXPECT_EQ(mem.limit().value(), std::nullopt) << "limit restored";
   EXPECT_EQ(sys::read_file(dir_ + "/memory.swappiness").value(), swappiness) << "swappiness restored";
 
