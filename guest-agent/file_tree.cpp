@@ -84,10 +84,7 @@ class Walker {
     auto at = resolve(path);
     struct stat st {};
     if (!at || outside_tree(*at) || ::lstat((root_ + *at).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
-    TreeEntry* f = record(*at, st, TreeEntry::Kind::File);
-    if (f && !f->content && f->size <= packfmt::kMaxTreeContent && packfmt::contents_fit_a_pack(*at) &&
-        contents_ + f->size <= packfmt::kTreeContentBudget)
-      read_contents(f);
+    if (TreeEntry* f = record(*at, st, TreeEntry::Kind::File)) read_contents(f);
   }
 
  private:
@@ -230,9 +227,7 @@ class Walker {
       } else if (S_ISREG(s.st_mode)) {
         TreeEntry* f = record(p, s, TreeEntry::Kind::File);
         complete = f && complete;
-        if (f && !f->content && f->size <= packfmt::kMaxTreeContent && packfmt::contents_fit_a_pack(p) &&
-            contents_ + f->size <= packfmt::kTreeContentBudget)
-          read_contents(f);
+        if (f) read_contents(f);
       } else if (S_ISLNK(s.st_mode)) {
         auto target = sys::read_link(root_ + p);
         complete = target.ok() && !target->empty() && record(p, s, TreeEntry::Kind::Link, *target) && complete;
@@ -246,8 +241,12 @@ class Walker {
     for (const auto& l : linked) add_root(l, false);
   }
 
-  // Small files come with their contents, read without following a link.
+  // Small files come with their contents (when a pack can name them and the budget has
+  // room), read without following a link.
   void read_contents(TreeEntry* f) {
+    if (f->content || f->size > packfmt::kMaxTreeContent || !packfmt::contents_fit_a_pack(f->path) ||
+        contents_ + f->size > packfmt::kTreeContentBudget)
+      return;
     UniqueFd fd(::open((root_ + f->path).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st {};
     if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != f->size) return;
