@@ -140,13 +140,26 @@ Result<void> DirectDomain::save_to_disk() {
   launch += "]}";
   SL_TRY(sys::write_file(launch_file(save_dir_, name_), launch, 0600));
 
-  SL_TRY(qmp::execute(*qmp_, qmp::Migrate{"exec:cat > '" + file + "'"}));
-  for (Deadline d(Millis(600000));; std::this_thread::sleep_for(Millis(50))) {
-    auto info = SL_TRY(qmp::execute(*qmp_, qmp::QueryMigrate{}));
-    if (info.status == "completed") break;
-    if (info.status == "failed" || info.status == "cancelled")
-      return make_error(ErrorKind::Remote, "saving `", name_, "` failed: ", info.error.value_or(info.status));
-    if (d.expired()) return make_error(ErrorKind::Timeout, "saving `", name_, "` did not finish in 10 minutes");
+  // Paused first, as libvirt's save does: the state is one instant, not a live migration
+  // racing the guest's writes (under TCG a live save once restored a guest whose timer
+  // list was torn). The relaunched QEMU comes up paused too; restore continues it.
+  SL_TRY_CTX(qmp::execute(*qmp_, qmp::Stop{}), "pausing `", name_, "` to save it");
+  auto saved = [&]() -> Result<void> {
+    SL_TRY(qmp::execute(*qmp_, qmp::Migrate{"exec:cat > '" + file + "'"}));
+    for (Deadline d(Millis(600000));; std::this_thread::sleep_for(Millis(50))) {
+      auto info = SL_TRY(qmp::execute(*qmp_, qmp::QueryMigrate{}));
+      if (info.status == "completed") return ok();
+      if (info.status == "failed" || info.status == "cancelled")
+        return make_error(ErrorKind::Remote, "saving `", name_, "` failed: ", info.error.value_or(info.status));
+      if (d.expired()) return make_error(ErrorKind::Timeout, "saving `", name_, "` did not finish in 10 minutes");
+    }
+  }();
+  if (!saved.ok()) {
+    (void)qmp::execute(*qmp_, qmp::MigrateCancel{});
+    (void)qmp::execute(*qmp_, qmp::Cont{});  // undo: the VM runs on as before
+    std::filesystem::remove(file);
+    std::filesystem::remove(launch_file(save_dir_, name_));
+    return saved.error();
   }
   (void)qmp::execute(*qmp_, qmp::Quit{});  // QEMU may close the socket before it answers
   for (Deadline d(Millis(30000)); !gone(pid); std::this_thread::sleep_for(Millis(20))) {
@@ -190,6 +203,9 @@ Result<void> DirectDomain::restore_from_disk() {
   for (;; std::this_thread::sleep_for(Millis(50))) {
     auto st = SL_TRY(qmp::execute(*qmp_, qmp::QueryStatus{}));
     if (st.running) break;
+    // Saved paused, loaded paused: once the state is in, run it.
+    if (st.status == "paused" || st.status == "postmigrate")
+      SL_TRY_CTX(qmp::execute(*qmp_, qmp::Cont{}), "resuming `", name_, "` after loading its state");
     if (deadline.expired())
       return make_error(ErrorKind::Timeout, "`", name_, "` did not run after loading its state (", st.status, ")");
   }

@@ -126,6 +126,11 @@ struct QueryMigrate {
   using Reply = MigrationInfo;
   std::string args() const { return {}; }
 };
+struct MigrateCancel {
+  static constexpr const char* kName = "migrate_cancel";
+  using Reply = NoReply;
+  std::string args() const { return {}; }
+};
 struct Quit {
   static constexpr const char* kName = "quit";
   using Reply = NoReply;

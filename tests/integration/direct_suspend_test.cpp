@@ -2,7 +2,8 @@
 // Integration: the suspend engine on plain QEMU (its own QMP/QGA sockets, its own
 // memory cgroup). Each mode round-trips with the guest's uptime continuing and its SSH
 // service answering; swap reclaims at least 80% of the guest's RAM; disk mode saves to a
-// file, QEMU exits, and resume relaunches it from that file.
+// file (paused first), QEMU exits, and resume relaunches it from that file; a save that
+// fails leaves the guest running.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -96,6 +97,32 @@ TEST_F(DirectSuspend, DiskSavesQuitsAndRelaunches) {
   auto new_pid = dynamic_cast<qmp::QmpSocket&>(domain_->monitor()).peer_pid();
   ASSERT_TRUE(new_pid.ok());
   EXPECT_NE(*new_pid, *old_pid) << "a new QEMU process carries the restored guest";
+}
+
+// A save that cannot be written (its file's name is taken by a directory) fails with
+// QEMU's reason and leaves the guest running where it was, with nothing left behind.
+TEST_F(DirectSuspend, AFailedDiskSaveLeavesTheGuestRunning) {
+  double before = uptime();
+  ASSERT_GT(before, 0);
+  auto old_pid = dynamic_cast<qmp::QmpSocket&>(domain_->monitor()).peer_pid();
+  ASSERT_TRUE(old_pid.ok());
+  const std::string blocker = vm_->dir() + "/save/sl-direct-suspend.state";
+  std::filesystem::create_directories(blocker);
+  Options opts;
+  opts.mode = Mode::Disk;
+  auto parked = suspend(*domain_, opts);
+  std::filesystem::remove(blocker);
+  ASSERT_FALSE(parked.ok()) << "a save into a directory cannot succeed";
+  EXPECT_NE(parked.error().message.find("saving `sl-direct-suspend`"), std::string::npos) << parked.error().message;
+  auto st = qmp::execute(domain_->monitor(), qmp::QueryStatus{});
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_TRUE(st->running) << "the pause before the save was undone (" << st->status << ")";
+  auto pid = dynamic_cast<qmp::QmpSocket&>(domain_->monitor()).peer_pid();
+  ASSERT_TRUE(pid.ok());
+  EXPECT_EQ(*pid, *old_pid) << "the same QEMU goes on";
+  EXPECT_FALSE(std::filesystem::exists(vm_->dir() + "/save/sl-direct-suspend.launch.json"));
+  EXPECT_GT(uptime(), before);
+  EXPECT_TRUE(ssh_answers());
 }
 
 TEST_F(DirectSuspend, SwapReclaimsMemory) {
