@@ -60,9 +60,11 @@ Result<Config> parse_config(const std::string& text, const std::string& origin) 
       c.prefetch_room_mib = SL_TRY(check(number(value, 0, 1 << 20)));
     } else if (key == "dump-attempts") {
       c.dump_attempts = int(SL_TRY(check(number(value, 1, 100))));
-    } else if (key == "auto-wake" || key == "wake-sink-first") {
+    } else if (key == "auto-wake" || key == "wake-sink-first" || key == "wake-deflate-early") {
       if (value != "yes" && value != "no") return make_error(ErrorKind::Invalid, where(), key, " takes yes or no");
-      (key == "auto-wake" ? c.auto_wake : c.wake_sink_first) = value == "yes";
+      (key == "auto-wake"         ? c.auto_wake
+       : key == "wake-sink-first" ? c.wake_sink_first
+                                  : c.wake_deflate_early) = value == "yes";
     } else if (key == "socket") {
       if (value[0] != '/') return make_error(ErrorKind::Invalid, where(), "socket must be an absolute path");
       c.socket = value;

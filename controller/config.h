@@ -13,6 +13,11 @@
 //                        while the sink hands a gateway back, the waking VM runs at the
 //                        lowest CPU weight, its own again once the hand-back is done (no:
 //                        measured slower on a 2-core TCG host, see the README)
+//   wake-deflate-early yes|no
+//                        a waking swap-mode VM's balloon gives all its memory back while
+//                        the sink hands the gateway back, not only room for the restore
+//                        with the rest after the wake (no: the guest's deflation slowed
+//                        the hand-back on a 2-core TCG host, see the README)
 //   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
 //   connect URI          libvirt URI (qemu:///system)
 #pragma once
@@ -38,6 +43,7 @@ struct Config {
   int dump_attempts = 5;
   bool auto_wake = true;
   bool wake_sink_first = false;
+  bool wake_deflate_early = false;
   std::string socket = kDefaultSocket;
   std::string uri = "qemu:///system";
 };

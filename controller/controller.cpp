@@ -186,7 +186,11 @@ void Controller::unwatch(const std::string& domain) {
 }
 
 Controller::Controller(Config config, virt::Connection& conn, Switch& sw)
-    : cfg_(std::move(config)), wake_sink_first_(cfg_.wake_sink_first), conn_(conn), switch_(sw) {}
+    : cfg_(std::move(config)),
+      wake_sink_first_(cfg_.wake_sink_first),
+      wake_deflate_early_(cfg_.wake_deflate_early),
+      conn_(conn),
+      switch_(sw) {}
 
 Controller::~Controller() {
   stop_ = true;
@@ -621,9 +625,14 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
 
   // Whatever failed after the VM runs again: the VM comes home with the gateway it parked
   // with (its pack is still in the guest), its traffic back, the sink's copy gone.
+  auto deflate_rest = [&] {
+    if (auto d = suspend::deflate_rest(*ldom, parked); !d.ok())
+      SL_LOG(Warn, kModule, "`", name, "`: ", d.error().message);
+  };
   auto fallback = [&]() -> Result<void> {
     result.fallback = true;
     SL_TRY(cont_and_announce(ldom->monitor()));
+    deflate_rest();
     if (!home) SL_TRY_CTX(helper.restore(kGuestPark), "restoring the gateway the VM parked with");
     SL_TRY(switch_.clear(st.cookie));
     (void)ldom->monitor().call("announce-self", kAnnounce, Millis(30000));
@@ -668,7 +677,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
         auto resumed = std::async(std::launch::async, [&]() -> Result<void> {
           const auto t0 = Clock::now();
           if (auto put = suspend::put_back_limits(*ldom, limits_record(name)); !put.ok()) return std::move(put).error();
-          auto r = suspend::resume(*ldom, parked);
+          auto r = suspend::resume(*ldom, parked, nullptr,
+                                   wake_deflate_early_ ? suspend::Deflate::Full : suspend::Deflate::Room);
           result.resume = seconds_since(t0);
           return r;
         });
@@ -737,6 +747,12 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
       if (auto rm = qmp::guest_run(agent, "/bin/rm", args); !rm.ok())
         SL_LOG(Warn, kModule, "removing the packs in sink `", sink_name, "`: ", rm.error().message);
     });
+    return ok();
+  });
+  p.step("deflate", [&]() -> Result<void> {
+    // The rest of the guest's memory, now that the client has its answer. The VM is home
+    // either way: a balloon that is slow to give back is logged, not a failed wake.
+    deflate_rest();
     return ok();
   });
   p.step("clear", [&]() -> Result<void> { return dom.set_metadata(kMetadataKey, kMetadataUri, ""); });

@@ -94,6 +94,8 @@ class Controller {
   // The configuration's wake-sink-first, changed for the next wakes (the park-wake
   // benchmark compares the two in one run).
   void set_wake_sink_first(bool on) { wake_sink_first_ = on; }
+  // The configuration's wake-deflate-early, likewise.
+  void set_wake_deflate_early(bool on) { wake_deflate_early_ = on; }
   // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.
   void fail_at(std::string where) { fail_at_ = std::move(where); }
   std::string sinks_json();
@@ -116,6 +118,7 @@ class Controller {
 
   Config cfg_;
   std::atomic<bool> wake_sink_first_;
+  std::atomic<bool> wake_deflate_early_;
   virt::Connection& conn_;
   Switch& switch_;
   std::string fail_at_;

@@ -365,7 +365,7 @@ Result<Parked> suspend(Domain& domain, const Options& opts, Report* report) {
   return make_error(ErrorKind::Invalid, "unknown mode");
 }
 
-Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
+Result<void> resume(Domain& domain, const Parked& parked, Report* report, Deflate deflate) {
   Steps steps(report);
   if (parked.mode == Mode::Disk) {
     SL_TRY_CTX(domain.restore_from_disk(), "restoring `", domain.name(), "` from disk");
@@ -379,21 +379,34 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report) {
   SL_TRY_CTX(qmp::execute(monitor, qmp::Cont{}), "resuming `", domain.name(), "`");
   steps.done("cont");
   if (parked.mode == Mode::Swap && parked.balloon_before > 0) {
-    SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{parked.balloon_before}), "deflating the balloon of `", domain.name(),
-               "`");
     // The guest has its use plus a margin until the driver has given the rest back: what
     // runs first (a gateway's restore) would make it reclaim its own cache, the prefetched
     // pages among it, and page them in again from the disk. The wake overlaps this wait
     // with the sink's hand-back.
     // Room for that (kResumeRoom) is waited for, not the whole deflation: under TCG the
-    // driver gives back about half a GiB a second, and the rest follows while it runs.
+    // driver gives back about half a GiB a second, and the rest follows while it runs
+    // (Deflate::Full) or when the caller asks for it (Deflate::Room).
     constexpr int64_t kResumeRoom = 512 * kMiB;
     const int64_t enough = std::min(parked.balloon_before, held_before + kResumeRoom);
+    const int64_t target = deflate == Deflate::Full ? parked.balloon_before : std::max(enough, held_before);
+    SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{target}), "deflating the balloon of `", domain.name(), "`");
     auto actual = wait_balloon(monitor, enough, Millis(15000), true);
     if (actual.ok() && *actual < enough - kMiB)
       SL_LOG(Info, "suspend", "`", domain.name(), "` resumed with ", mib(*actual), " of ", mib(parked.balloon_before));
     steps.done("deflate");
   }
+  return ok();
+}
+
+Result<void> deflate_rest(Domain& domain, const Parked& parked, Millis timeout) {
+  if (parked.mode != Mode::Swap || parked.balloon_before <= 0) return ok();
+  auto& monitor = domain.monitor();
+  SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{parked.balloon_before}), "deflating the balloon of `", domain.name(),
+             "`");
+  const int64_t actual = SL_TRY(wait_balloon(monitor, parked.balloon_before, timeout, true));
+  if (actual < parked.balloon_before - kMiB)
+    return make_error(ErrorKind::Timeout, "the balloon of `", domain.name(), "` gave back ", mib(actual), " of ",
+                      mib(parked.balloon_before), " within ", timeout.count(), " ms");
   return ok();
 }
 

@@ -97,6 +97,18 @@ Result<void> precheck(Domain& domain, const Options& opts, const HostMemory& hos
 // How many it wrote (0: none were left).
 Result<size_t> put_back_limits(Domain& domain, const std::string& record);
 Result<Parked> suspend(Domain& domain, const Options& opts, Report* report = nullptr);
-Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr);
+// How much memory a swap-mode resume gives back before it returns.
+enum class Deflate {
+  Full,  // all the guest had before the park (the balloon deflates on while it runs)
+  // Only room for what runs first (held + 512 MiB); deflate_rest() gives the rest later.
+  // A wake uses it: the guest's driver, emulated under TCG, then does not give back
+  // gigabytes beside the sink's hand-back on the same host.
+  Room,
+};
+Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr, Deflate deflate = Deflate::Full);
+// After resume(..., Deflate::Room): the balloon goes back to what the guest had before the
+// park, waited for up to `timeout` (a later park reads it as the guest's size). Nothing
+// for other modes.
+Result<void> deflate_rest(Domain& domain, const Parked& parked, Millis timeout = Millis(30000));
 
 }  // namespace seamless::suspend

@@ -5,10 +5,13 @@
 // triggers by itself on that request. Per parked run also the wake's breakdown (its wall
 // time against its critical path: hand-back and resume overlap) and the host memory the
 // parked VM holds. Park and wake run through the controller library, as seamlessd does.
-// Every mode wakes with wake-sink-first (the VM at the lowest CPU weight while the sink
-// hands back); a mode MODE-even (e.g. swap-even) wakes without it, as seamlessd does by
-// default; the ratios compare the two.
-//   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...] [--modes ram,swap,disk]
+// A mode wakes as seamlessd does by default; MODE+VARIANT wakes with one setting changed,
+// side by side in the same rounds: +sink-first (wake-sink-first: the VM at the lowest CPU
+// weight while the sink hands back) or +deflate-early (wake-deflate-early: the balloon
+// gives the guest all its memory back during the hand-back, not after the wake). The
+// ratios compare each variant of swap mode with the default.
+//   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...]
+//                   [--modes ram,swap,disk,swap+sink-first,swap+deflate-early] [--rounds N]
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -100,6 +103,12 @@ int64_t tcg_cache_bytes(pid_t pid) {
   return total;
 }
 
+std::string fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
 int die(const Error& e) {
   std::fprintf(stderr, "bench_park_wake: %s\n", e.message.c_str());
   return 1;
@@ -134,6 +143,14 @@ int main(int argc, char** argv) {
                    "[--rounds N]\n");
       return a == "-h" || a == "--help" ? 0 : 2;
     }
+  }
+  for (const auto& m : modes) {
+    const std::string base = m.substr(0, m.find('+'));
+    const std::string variant = m.size() > base.size() ? m.substr(base.size() + 1) : "";
+    if ((base != "ram" && base != "swap" && base != "disk") ||
+        (!variant.empty() && variant != "sink-first" && variant != "deflate-early"))
+      return die(make_error(ErrorKind::Invalid, "unknown mode `", m,
+                            "` (ram, swap or disk, optionally +sink-first or +deflate-early)"));
   }
   auto bed = test::Testbed::load();
   if (!bed.ok()) return die(bed.error());
@@ -183,17 +200,16 @@ int main(int argc, char** argv) {
         Row row{gw->name, mode, round};
         // Idle first: apache2 tops up its spare children for a second after a request.
         std::this_thread::sleep_for(Millis(3000));
-        // MODE-even: the wake without wake-sink-first (the VM keeps its CPU weight while
-        // the sink hands back), for a side-by-side comparison.
-        const bool even = mode.size() > 5 && mode.ends_with("-even");
-        controller.set_wake_sink_first(!even);
+        // MODE+VARIANT: the wake with that one setting changed from seamlessd's default.
         ctl::ParkOptions po;
-        po.mode = even ? mode.substr(0, mode.size() - 5) : mode;
+        po.mode = mode.substr(0, mode.find('+'));
+        controller.set_wake_sink_first(mode.ends_with("+sink-first"));
+        controller.set_wake_deflate_early(mode.ends_with("+deflate-early"));
         auto parked = controller.park(guest.name, po);
         if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
         row.park_s = parked->report.seconds;
         std::this_thread::sleep_for(Millis(2000));
-        if (mode != "disk") {
+        if (po.mode != "disk") {
           if (auto pid = cgroup::qemu_pid(guest.name); pid.ok()) {
             auto group = cgroup::for_pid(*pid);
             int64_t usage = 0;
@@ -273,10 +289,16 @@ int main(int argc, char** argv) {
         r.gateway.c_str(), r.mode.c_str(), r.round, r.reaction_s, r.park_s, r.wake_s, r.critical_s,
         r.critical_s > 0 ? r.wake_s / r.critical_s : 0, r.hand_back_s, r.resume_s, r.transfer_s, r.restore_s,
         r.switch_s, r.release_s, r.held_mib, r.held_rss_mib, r.tcg_mib, r.held_pct);
-  std::printf(
-      "\nReaction ratios per gateway (medians over %d round(s)):\n\n| gateway | swap / ram | swap / disk | ram / "
-      "running | swap / swap-even | hand-back swap / swap-even |\n|---|---|---|---|---|---|\n",
-      rounds);
+  std::vector<std::string> variants;
+  for (const auto& m : modes)
+    if (m.starts_with("swap+")) variants.push_back(m);
+  std::string head = "| gateway | swap / ram | swap / disk | ram / running |", rule = "|---|---|---|---|";
+  for (const auto& v : variants) {
+    head += cat(" ", v, " / swap | its hand-back / swap's |");
+    rule += "---|---|";
+  }
+  std::printf("\nReaction ratios per gateway (medians over %d round(s)):\n\n%s\n%s\n", rounds, head.c_str(),
+              rule.c_str());
   for (const auto& name : gateways) {
     auto median = [&](const std::string& mode, double Row::*field = &Row::reaction_s) {
       std::vector<double> v;
@@ -287,11 +309,13 @@ int main(int argc, char** argv) {
       return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
     };
     const double run = median("running"), ram = median("ram"), swap = median("swap"), disk = median("disk");
-    const double even = median("swap-even"), hb = median("swap", &Row::hand_back_s),
-                 hb_even = median("swap-even", &Row::hand_back_s);
-    std::printf("| %s | %.2f | %.2f | %.1f | %.2f | %.2f |\n", name.c_str(), ram > 0 ? swap / ram : 0,
-                disk > 0 ? swap / disk : 0, run > 0 ? ram / run : 0, even > 0 ? swap / even : 0,
-                hb_even > 0 ? hb / hb_even : 0);
+    const double hb = median("swap", &Row::hand_back_s);
+    std::string line = cat("| ", name, " | ", fixed(ram > 0 ? swap / ram : 0, 2), " | ",
+                           fixed(disk > 0 ? swap / disk : 0, 2), " | ", fixed(run > 0 ? ram / run : 0, 1), " |");
+    for (const auto& v : variants)
+      line += cat(" ", fixed(swap > 0 ? median(v) / swap : 0, 2), " | ",
+                  fixed(hb > 0 ? median(v, &Row::hand_back_s) / hb : 0, 2), " |");
+    std::printf("%s\n", line.c_str());
   }
   return 0;
 }

@@ -273,6 +273,12 @@ TEST(Config, ReadsSinksAndDefaults) {
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_TRUE(d->wake_sink_first);
   EXPECT_FALSE(parse_config("wake-sink-first maybe\n", "t.conf").ok());
+  EXPECT_FALSE(d->wake_deflate_early);
+  d = parse_config("wake-deflate-early yes\n", "t.conf");
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_TRUE(d->wake_deflate_early);
+  EXPECT_FALSE(d->wake_sink_first);
+  EXPECT_FALSE(parse_config("wake-deflate-early 1\n", "t.conf").ok());
   d = parse_config("", "t.conf");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->mode, "swap");

@@ -271,6 +271,32 @@ TEST(Suspend, SwapRunsTheStepsInOrderAndResumeUndoesThem) {
   EXPECT_TRUE(q.running);
 }
 
+// A wake's resume gives a 2 GiB guest room for its restore (what it holds + 512 MiB) and
+// the rest only when asked: the balloon does not deflate gigabytes beside the hand-back.
+TEST(Suspend, AWakeGivesRoomFirstAndTheRestWhenAsked) {
+  FakeQemu q;
+  q.actual = 2048 * kMiB;
+  FakeDomain d(q, nullptr);
+  auto parked = suspend(d, fast_swap());
+  ASSERT_TRUE(parked.ok()) << parked.error().message;
+  EXPECT_EQ(parked->balloon_before, 2048 * kMiB);
+  ASSERT_TRUE(resume(d, *parked, nullptr, Deflate::Room).ok());
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop", "cont", "balloon 660"}));
+  ASSERT_TRUE(deflate_rest(d, *parked, Millis(300)).ok());
+  EXPECT_EQ(q.events().back(), "balloon 2048");
+  EXPECT_EQ(q.actual, 2048 * kMiB);
+  // A balloon that no longer moves is named, with what it reached.
+  q.balloon_stuck = true;
+  q.actual = 700 * kMiB;
+  auto stuck = deflate_rest(d, *parked, Millis(300));
+  ASSERT_FALSE(stuck.ok());
+  EXPECT_NE(stuck.error().message.find("gave back 700 MiB of 2048 MiB"), std::string::npos) << stuck.error().message;
+  // Nothing to give back in other modes.
+  q.log.clear();
+  EXPECT_TRUE(deflate_rest(d, Parked{Mode::Ram, 2048 * kMiB}).ok());
+  EXPECT_TRUE(q.events().empty());
+}
+
 TEST(Suspend, CgroupFailureRollsBack) {
   FakeQemu q;
   FakeDomain d(q, nullptr);
