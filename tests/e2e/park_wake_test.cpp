@@ -370,7 +370,7 @@ TEST_F(ParkWake, AFailureAtEachParkStepRollsBack) {
 // A failure at each wake step after the VM runs again brings it home all the same (with
 // the gateway it parked with): running, serving, nothing left behind.
 TEST_F(ParkWake, AFailureAtEachWakeStepStillBringsTheVmHome) {
-  for (const char* step : {"transfer", "restore", "switch", "release", "drop-container", "clear"}) {
+  for (const char* step : {"transfer", "restore", "switch", "release", "drop-container", "deflate", "clear"}) {
     SCOPED_TRACE(step);
     ASSERT_TRUE(park_ok().ok());
     ASSERT_TRUE(fail_at(cat("wake:", step)).ok());
