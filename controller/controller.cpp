@@ -632,8 +632,9 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
   auto fallback = [&]() -> Result<void> {
     result.fallback = true;
     SL_TRY(cont_and_announce(ldom->monitor()));
-    deflate_rest();
+    // The resume gave room for a restore; the rest comes once the gateway is home.
     if (!home) SL_TRY_CTX(helper.restore(kGuestPark), "restoring the gateway the VM parked with");
+    deflate_rest();
     SL_TRY(switch_.clear(st.cookie));
     (void)ldom->monitor().call("announce-self", kAnnounce, Millis(30000));
     if (sink) {

@@ -15,6 +15,7 @@
 #include "common/process.h"
 #include "common/sys.h"
 #include "common/tempdir.h"
+#include "qmp/commands.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
 #include "qmp/socket.h"
@@ -278,13 +279,9 @@ TEST_F(ParkWake, ALoginWakesItAndParkWakeRepeats) {
   // squeeze, prewarm of the pack in the guest, pause.
   // The swap round's wake gives the guest room first and the rest of its memory after
   // the gateway is home: when the wake returns, the guest has all it had.
-  auto balloon = [] {
-    auto info = run_ok({"virsh", "qemu-monitor-command", kGuestName, R"({"execute":"query-balloon"})"});
-    if (!info.ok()) return int64_t(-1);
-    auto j = qmp::parse(*info);
-    if (!j.ok()) return int64_t(-1);
-    auto ret = qmp::field(j->root(), "return");
-    return ret.ok() ? qmp::opt_int(**ret, "actual").value_or(-1) : int64_t(-1);
+  auto balloon = [&] {
+    auto info = qmp::execute(*guest_->monitor, qmp::QueryBalloon{});
+    return info.ok() ? info->actual : int64_t(-1);
   };
   for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE(round);
