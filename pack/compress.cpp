@@ -3,6 +3,7 @@
 #include "pack/compress.h"
 
 #include <lzma.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -199,10 +200,14 @@ Result<std::unique_ptr<CompressedReader>> CompressedReader::open(UniqueFd fd, co
   }
   if (n < ssize_t(sizeof kGzipMagic) || std::memcmp(magic, kGzipMagic, sizeof kGzipMagic) != 0)
     return make_error(ErrorKind::Protocol, "`", path, "` is not a pack (neither gzip- nor xz-compressed)");
+  // A large input buffer for a large pack; a small pack (a hand-back of one small gateway,
+  // a damaged file) needs no 128 KiB buffer and zlib's 384 KiB of them.
+  struct stat st {};
+  const unsigned buffer = ::fstat(fd.get(), &st) == 0 && st.st_size < (1 << 17) ? 8192 : 1 << 17;
   Gz f(gzdopen(fd.get(), "rb"));
   if (!f) return make_error(ErrorKind::System, "gzdopen `", path, "`");
   fd.release();
-  gzbuffer(f.get(), 1 << 17);
+  gzbuffer(f.get(), buffer);
   return std::unique_ptr<CompressedReader>(std::make_unique<GzipReader>(std::move(f), path));
 }
 
