@@ -214,18 +214,32 @@ TEST_F(PackReader, WriterMakesEitherCompression) {
   ASSERT_TRUE(src.ok());
   std::filesystem::create_directories(*src / "gw/1");
   ASSERT_TRUE(sys::write_file(*src / "gw/1/core-1.img", std::string(50000, 'c')).ok());
+  // Incompressible bytes make a pack larger than the reader's small-pack buffer.
+  std::string noise(300000, '\0');
+  uint64_t x = 88172645463325252ull;
+  for (char& ch : noise) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    ch = char(x);
+  }
+  ASSERT_TRUE(sys::write_file(*src / "gw/1/pages-1.img.raw", noise).ok());
   for (Compression c : {Compression::Gzip, Compression::Xz}) {
-    PackOptions o;
-    o.compression = c;
-    const std::string pack = dir_ / cat("p-", to_string(c), ".pack");
-    ASSERT_TRUE(write_pack(pack, "{\"format\":1}", src->path(), {"gw/1/core-1.img"}, o).ok());
-    auto bytes = sys::read_file(pack).value();
-    EXPECT_EQ(static_cast<unsigned char>(bytes[0]), c == Compression::Xz ? 0xfd : 0x1f) << to_string(c);
-    auto m = unpack(pack, dest());
-    ASSERT_TRUE(m.ok()) << m.error().message;
-    EXPECT_EQ(*m, "{\"format\":1}");
-    EXPECT_EQ(sys::read_file(dest() + "/gw/1/core-1.img").value(), std::string(50000, 'c'));
-    std::filesystem::remove_all(dest());
+    for (bool large : {false, true}) {
+      PackOptions o;
+      o.compression = c;
+      const std::string pack = dir_ / cat("p-", to_string(c), large ? "-large" : "", ".pack");
+      std::vector<std::string> files = {"gw/1/core-1.img"};
+      if (large) files.push_back("gw/1/pages-1.img.raw");
+      ASSERT_TRUE(write_pack(pack, "{\"format\":1}", src->path(), files, o).ok());
+      auto bytes = sys::read_file(pack).value();
+      EXPECT_EQ(static_cast<unsigned char>(bytes[0]), c == Compression::Xz ? 0xfd : 0x1f) << to_string(c);
+      EXPECT_EQ(bytes.size() > noise.size(), large) << to_string(c);
+      auto m = unpack(pack, dest());
+      ASSERT_TRUE(m.ok()) << m.error().message;
+      EXPECT_EQ(*m, "{\"format\":1}");
+      EXPECT_EQ(sys::read_file(dest() + "/gw/1/core-1.img").value(), std::string(50000, 'c'));
+      if (large) EXPECT_EQ(sys::read_file(dest() + "/gw/1/pages-1.img.raw").value(), noise) << to_string(c);
+      std::filesystem::remove_all(dest());
+    }
   }
   EXPECT_EQ(parse_compression("zstd").error().message, "unknown compression `zstd` (gzip or xz)");
 }
