@@ -56,6 +56,8 @@ Result<Config> parse_config(const std::string& text, const std::string& origin) 
       c.throttle_mib = SL_TRY(check(number(value, 1, 1 << 20)));
     } else if (key == "prefetch-timeout") {
       c.prefetch_timeout = Millis(1000 * SL_TRY(check(number(value, 1, 3600))));
+    } else if (key == "wake-room-mib") {
+      c.wake_room_mib = SL_TRY(check(number(value, 0, 1 << 20)));
     } else if (key == "prefetch-room-mib") {
       c.prefetch_room_mib = SL_TRY(check(number(value, 0, 1 << 20)));
     } else if (key == "dump-attempts") {

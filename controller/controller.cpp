@@ -189,6 +189,7 @@ Controller::Controller(Config config, virt::Connection& conn, Switch& sw)
     : cfg_(std::move(config)),
       wake_sink_first_(cfg_.wake_sink_first),
       wake_deflate_early_(cfg_.wake_deflate_early),
+      wake_room_mib_(cfg_.wake_room_mib),
       conn_(conn),
       switch_(sw) {}
 
@@ -679,7 +680,8 @@ Result<WakeResult> Controller::wake(const std::string& name, const std::string& 
           const auto t0 = Clock::now();
           if (auto put = suspend::put_back_limits(*ldom, limits_record(name)); !put.ok()) return std::move(put).error();
           auto r = suspend::resume(*ldom, parked, nullptr,
-                                   wake_deflate_early_ ? suspend::Deflate::Full : suspend::Deflate::Room);
+                                   wake_deflate_early_ ? suspend::Deflate::Full : suspend::Deflate::Room,
+                                   wake_room_mib_.load() << 20);
           result.resume = seconds_since(t0);
           return r;
         });

@@ -96,6 +96,8 @@ class Controller {
   void set_wake_sink_first(bool on) { wake_sink_first_ = on; }
   // The configuration's wake-deflate-early, likewise.
   void set_wake_deflate_early(bool on) { wake_deflate_early_ = on; }
+  // The configuration's wake-room-mib, likewise.
+  void set_wake_room_mib(int64_t mib) { wake_room_mib_ = mib; }
   // Test seam: "park:STEP" or "wake:STEP" fails that step before it runs.
   void fail_at(std::string where) { fail_at_ = std::move(where); }
   std::string sinks_json();
@@ -119,6 +121,7 @@ class Controller {
   Config cfg_;
   std::atomic<bool> wake_sink_first_;
   std::atomic<bool> wake_deflate_early_;
+  std::atomic<int64_t> wake_room_mib_;
   virt::Connection& conn_;
   Switch& switch_;
   std::string fail_at_;

@@ -365,7 +365,7 @@ Result<Parked> suspend(Domain& domain, const Options& opts, Report* report) {
   return make_error(ErrorKind::Invalid, "unknown mode");
 }
 
-Result<void> resume(Domain& domain, const Parked& parked, Report* report, Deflate deflate) {
+Result<void> resume(Domain& domain, const Parked& parked, Report* report, Deflate deflate, int64_t room_bytes) {
   Steps steps(report);
   if (parked.mode == Mode::Disk) {
     SL_TRY_CTX(domain.restore_from_disk(), "restoring `", domain.name(), "` from disk");
@@ -383,11 +383,10 @@ Result<void> resume(Domain& domain, const Parked& parked, Report* report, Deflat
     // runs first (a gateway's restore) would make it reclaim its own cache, the prefetched
     // pages among it, and page them in again from the disk. The wake overlaps this wait
     // with the sink's hand-back.
-    // Room for that (kResumeRoom) is waited for, not the whole deflation: under TCG the
+    // Room for that (room_bytes) is waited for, not the whole deflation: under TCG the
     // driver gives back about half a GiB a second, and the rest follows while it runs
     // (Deflate::Full) or when the caller asks for it (Deflate::Room).
-    constexpr int64_t kResumeRoom = 512 * kMiB;
-    const int64_t enough = std::min(parked.balloon_before, held_before + kResumeRoom);
+    const int64_t enough = std::min(parked.balloon_before, held_before + std::max<int64_t>(room_bytes, 0));
     const int64_t target = deflate == Deflate::Full ? parked.balloon_before : std::max(enough, held_before);
     SL_TRY_CTX(qmp::execute(monitor, qmp::Balloon{target}), "deflating the balloon of `", domain.name(), "`");
     auto actual = wait_balloon(monitor, enough, Millis(15000), true);

@@ -100,12 +100,16 @@ Result<Parked> suspend(Domain& domain, const Options& opts, Report* report = nul
 // How much memory a swap-mode resume gives back before it returns.
 enum class Deflate {
   Full,  // all the guest had before the park (the balloon deflates on while it runs)
-  // Only room for what runs first (held + 512 MiB); deflate_rest() gives the rest later.
+  // Only room for what runs first (held + room); deflate_rest() gives the rest later.
   // A wake uses it: the guest's driver, emulated under TCG, then does not give back
   // gigabytes beside the sink's hand-back on the same host.
   Room,
 };
-Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr, Deflate deflate = Deflate::Full);
+// The room a swap-mode resume waits for (either way) before it returns: what a gateway's
+// restore needs without making the guest reclaim its own cache.
+inline constexpr int64_t kResumeRoomBytes = int64_t(512) << 20;
+Result<void> resume(Domain& domain, const Parked& parked, Report* report = nullptr, Deflate deflate = Deflate::Full,
+                    int64_t room_bytes = kResumeRoomBytes);
 // After resume(..., Deflate::Room): the balloon goes back to what the guest had before the
 // park, waited for up to `timeout` (a later park reads it as the guest's size). Nothing
 // for other modes.

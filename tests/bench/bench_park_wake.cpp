@@ -7,17 +7,19 @@
 // parked VM holds. Park and wake run through the controller library, as seamlessd does.
 // A mode wakes as seamlessd does by default; MODE+VARIANT wakes with one setting changed,
 // side by side in the same rounds: +sink-first (wake-sink-first: the VM at the lowest CPU
-// weight while the sink hands back) or +deflate-early (wake-deflate-early: the balloon
-// gives the guest all its memory back during the hand-back, not after the wake). The
-// ratios compare each variant of swap mode with the default.
+// weight while the sink hands back), +deflate-early (wake-deflate-early: the balloon
+// gives the guest all its memory back during the hand-back, not after the wake) or +roomN
+// (wake-room-mib N: the memory the guest gets back before its restore). The ratios
+// compare each variant of swap mode with the default.
 //   bench_park_wake [--json] [--json-out FILE] [--memory MIB] [--gateways dropbear,...]
-//                   [--modes ram,swap,disk,swap+sink-first,swap+deflate-early] [--rounds N]
+//                   [--modes ram,swap,disk,swap+sink-first,swap+deflate-early,swap+room128] [--rounds N]
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -109,6 +111,17 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
+// "roomN" (N MiB, 0..65536): the wake-room-mib a variant sets.
+std::optional<int64_t> room_mib(const std::string& variant) {
+  if (!variant.starts_with("room") || variant.size() == 4 || variant.size() > 9) return std::nullopt;
+  int64_t n = 0;
+  for (char c : variant.substr(4)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + (c - '0');
+  }
+  return n <= 65536 ? std::optional<int64_t>(n) : std::nullopt;
+}
+
 int die(const Error& e) {
   std::fprintf(stderr, "bench_park_wake: %s\n", e.message.c_str());
   return 1;
@@ -148,9 +161,9 @@ int main(int argc, char** argv) {
     const std::string base = m.substr(0, m.find('+'));
     const std::string variant = m.size() > base.size() ? m.substr(base.size() + 1) : "";
     if ((base != "ram" && base != "swap" && base != "disk") ||
-        (!variant.empty() && variant != "sink-first" && variant != "deflate-early"))
+        (!variant.empty() && variant != "sink-first" && variant != "deflate-early" && !room_mib(variant)))
       return die(make_error(ErrorKind::Invalid, "unknown mode `", m,
-                            "` (ram, swap or disk, optionally +sink-first or +deflate-early)"));
+                            "` (ram, swap or disk, optionally +sink-first, +deflate-early or +roomN, N in MiB)"));
   }
   auto bed = test::Testbed::load();
   if (!bed.ok()) return die(bed.error());
@@ -205,6 +218,9 @@ int main(int argc, char** argv) {
         po.mode = mode.substr(0, mode.find('+'));
         controller.set_wake_sink_first(mode.ends_with("+sink-first"));
         controller.set_wake_deflate_early(mode.ends_with("+deflate-early"));
+        const auto room =
+            mode.find('+') == std::string::npos ? std::nullopt : room_mib(mode.substr(mode.find('+') + 1));
+        controller.set_wake_room_mib(room ? *room : ctl::Config{}.wake_room_mib);
         auto parked = controller.park(guest.name, po);
         if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
         row.park_s = parked->report.seconds;

@@ -279,6 +279,13 @@ TEST(Config, ReadsSinksAndDefaults) {
   EXPECT_TRUE(d->wake_deflate_early);
   EXPECT_FALSE(d->wake_sink_first);
   EXPECT_FALSE(parse_config("wake-deflate-early 1\n", "t.conf").ok());
+  EXPECT_EQ(d->wake_room_mib, 512);
+  d = parse_config("wake-room-mib 128\n", "t.conf");
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(d->wake_room_mib, 128);
+  auto bad_room = parse_config("\nwake-room-mib lots\n", "t.conf");
+  ASSERT_FALSE(bad_room.ok());
+  EXPECT_NE(bad_room.error().message.find("t.conf:2"), std::string::npos) << bad_room.error().message;
   d = parse_config("", "t.conf");
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->mode, "swap");

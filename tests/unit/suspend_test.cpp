@@ -285,6 +285,12 @@ TEST(Suspend, AWakeGivesRoomFirstAndTheRestWhenAsked) {
   ASSERT_TRUE(deflate_rest(d, *parked, Millis(300)).ok());
   EXPECT_EQ(q.events().back(), "balloon 2048");
   EXPECT_EQ(q.actual, 2048 * kMiB);
+  // Less room when asked (wake-room-mib).
+  auto again = suspend(d, fast_swap());
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  q.log.clear();
+  ASSERT_TRUE(resume(d, *again, nullptr, Deflate::Room, 128 * kMiB).ok());
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"cont", "balloon 276"}));
   // A balloon that no longer moves is named, with what it reached.
   q.balloon_stuck = true;
   q.actual = 700 * kMiB;
