@@ -45,7 +45,8 @@ void rewrite(std::string_view in) {
   if (in.size() < 2) return;
   const size_t n = std::min<size_t>(in.size() - 2, size_t(uint8_t(in[0])) | size_t(uint8_t(in[1])) << 8);
   static const struct Scratch {
-    std::string path = "/tmp/fuzz-parsers-" + std::to_string(::getpid());
+    // TMPDIR (tests/fuzz/run: tmpfs) or /tmp.
+    std::string path = std::filesystem::temp_directory_path().string() + "/fuzz-parsers-" + std::to_string(::getpid());
     Scratch() { std::filesystem::create_directories(path); }
     ~Scratch() {
       std::error_code ec;
