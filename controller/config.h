@@ -19,7 +19,7 @@
 //                        with the rest after the wake (no: the guest's deflation slowed
 //                        the hand-back on a 2-core TCG host, see the README)
 //   wake-room-mib N      memory a waking swap-mode VM gets back before its gateway's
-//                        restore runs (512; the rest comes after the wake)
+//                        restore runs (256; the rest comes after the wake)
 //   socket PATH          seamlessd's control socket (/run/seamless/seamlessd.sock)
 //   connect URI          libvirt URI (qemu:///system)
 #pragma once
@@ -29,6 +29,7 @@
 
 #include "common/result.h"
 #include "common/time.h"
+#include "hooks/suspend.h"
 
 namespace seamless::ctl {
 
@@ -46,7 +47,7 @@ struct Config {
   bool auto_wake = true;
   bool wake_sink_first = false;
   bool wake_deflate_early = false;
-  int64_t wake_room_mib = 512;
+  int64_t wake_room_mib = suspend::kResumeRoomBytes >> 20;
   std::string socket = kDefaultSocket;
   std::string uri = "qemu:///system";
 };

@@ -326,11 +326,12 @@ int main(int argc, char** argv) {
     };
     const double run = median("running"), ram = median("ram"), swap = median("swap"), disk = median("disk");
     const double hb = median("swap", &Row::hand_back_s);
-    std::string line = cat("| ", name, " | ", fixed(ram > 0 ? swap / ram : 0, 2), " | ",
-                           fixed(disk > 0 ? swap / disk : 0, 2), " | ", fixed(run > 0 ? ram / run : 0, 1), " |");
+    // A ratio of a mode that did not run is "–", not 0.
+    auto ratio = [](double a, double b, int digits) { return a > 0 && b > 0 ? fixed(a / b, digits) : "–"; };
+    std::string line =
+        cat("| ", name, " | ", ratio(swap, ram, 2), " | ", ratio(swap, disk, 2), " | ", ratio(ram, run, 1), " |");
     for (const auto& v : variants)
-      line += cat(" ", fixed(swap > 0 ? median(v) / swap : 0, 2), " | ",
-                  fixed(hb > 0 ? median(v, &Row::hand_back_s) / hb : 0, 2), " |");
+      line += cat(" ", ratio(median(v), swap, 2), " | ", ratio(median(v, &Row::hand_back_s), hb, 2), " |");
     std::printf("%s\n", line.c_str());
   }
   return 0;

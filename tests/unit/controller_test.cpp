@@ -279,7 +279,7 @@ TEST(Config, ReadsSinksAndDefaults) {
   EXPECT_TRUE(d->wake_deflate_early);
   EXPECT_FALSE(d->wake_sink_first);
   EXPECT_FALSE(parse_config("wake-deflate-early 1\n", "t.conf").ok());
-  EXPECT_EQ(d->wake_room_mib, 512);
+  EXPECT_EQ(d->wake_room_mib, 256);
   d = parse_config("wake-room-mib 128\n", "t.conf");
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_EQ(d->wake_room_mib, 128);

@@ -281,7 +281,7 @@ TEST(Suspend, AWakeGivesRoomFirstAndTheRestWhenAsked) {
   ASSERT_TRUE(parked.ok()) << parked.error().message;
   EXPECT_EQ(parked->balloon_before, 2048 * kMiB);
   ASSERT_TRUE(resume(d, *parked, nullptr, Deflate::Room).ok());
-  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop", "cont", "balloon 660"}));
+  EXPECT_EQ(q.events(), (std::vector<std::string>{"balloon 148", "stop", "cont", "balloon 404"}));
   ASSERT_TRUE(deflate_rest(d, *parked, Millis(300)).ok());
   EXPECT_EQ(q.events().back(), "balloon 2048");
   EXPECT_EQ(q.actual, 2048 * kMiB);
