@@ -11,19 +11,12 @@
 
 #include "common/sys.h"
 #include "pack/pack.h"
+#include "tests/fuzz/scratch.h"
 
 using namespace seamless;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  // TMPDIR (tests/fuzz/run: tmpfs) or /tmp, removed at exit.
-  static const struct Scratch {
-    std::string path = std::filesystem::temp_directory_path().string() + "/fuzz-pack-" + std::to_string(::getpid());
-    Scratch() { std::filesystem::create_directories(path); }
-    ~Scratch() {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
-  } scratch;
+  static const fuzz::Scratch scratch("pack");
   const std::string& dir = scratch.path;
   const std::string pack = dir + "/in.pack", out = dir + "/out";
   if (!sys::write_file(pack, std::string_view(reinterpret_cast<const char*>(data), size)).ok()) return 0;

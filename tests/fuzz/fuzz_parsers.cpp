@@ -22,6 +22,7 @@
 #include "pack/malloc_heap.h"
 #include "sinkd/hold.h"
 #include "sinkd/policy.h"
+#include "tests/fuzz/scratch.h"
 #include "tests/support/criu_writer.h"
 
 using namespace seamless;
@@ -44,15 +45,7 @@ void messages(std::string_view msg, int depth) {
 void rewrite(std::string_view in) {
   if (in.size() < 2) return;
   const size_t n = std::min<size_t>(in.size() - 2, size_t(uint8_t(in[0])) | size_t(uint8_t(in[1])) << 8);
-  static const struct Scratch {
-    // TMPDIR (tests/fuzz/run: tmpfs) or /tmp.
-    std::string path = std::filesystem::temp_directory_path().string() + "/fuzz-parsers-" + std::to_string(::getpid());
-    Scratch() { std::filesystem::create_directories(path); }
-    ~Scratch() {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
-  } scratch;
+  static const seamless::fuzz::Scratch scratch("parsers");
   const std::string& dir = scratch.path;
   const std::string pstree("\x08\x28\x10\x00\x18\x28\x20\x28\x28\x28", 10);  // pid 40, thread 40
   (void)seamless::sys::write_file(dir + "/pstree.img", image(0x50273030, {pstree}));
