@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -111,15 +112,21 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-// "roomN" (N MiB, 0..65536): the wake-room-mib a variant sets.
-std::optional<int64_t> room_mib(const std::string& variant) {
-  if (!variant.starts_with("room") || variant.size() == 4 || variant.size() > 9) return std::nullopt;
-  int64_t n = 0;
-  for (char c : variant.substr(4)) {
-    if (c < '0' || c > '9') return std::nullopt;
-    n = n * 10 + (c - '0');
-  }
-  return n <= 65536 ? std::optional<int64_t>(n) : std::nullopt;
+// The wake settings of MODE+VARIANT: seamlessd's defaults with the one seamless.conf line
+// the variant stands for, read by the configuration's own parser (which checks it).
+Result<ctl::Config> wake_settings(const std::string& mode) {
+  const size_t plus = mode.find('+');
+  const std::string variant = plus == std::string::npos ? "" : mode.substr(plus + 1);
+  std::string line;
+  if (variant == "sink-first")
+    line = "wake-sink-first yes";
+  else if (variant == "deflate-early")
+    line = "wake-deflate-early yes";
+  else if (variant.starts_with("room"))
+    line = "wake-room-mib " + variant.substr(4);
+  else if (!variant.empty())
+    return make_error(ErrorKind::Invalid, "unknown variant `", variant, "` (sink-first, deflate-early or roomN)");
+  return ctl::parse_config(line + "\n", cat("mode `", mode, "`"));
 }
 
 int die(const Error& e) {
@@ -157,13 +164,14 @@ int main(int argc, char** argv) {
       return a == "-h" || a == "--help" ? 0 : 2;
     }
   }
+  std::map<std::string, ctl::Config> wake_of;
   for (const auto& m : modes) {
     const std::string base = m.substr(0, m.find('+'));
-    const std::string variant = m.size() > base.size() ? m.substr(base.size() + 1) : "";
-    if ((base != "ram" && base != "swap" && base != "disk") ||
-        (!variant.empty() && variant != "sink-first" && variant != "deflate-early" && !room_mib(variant)))
-      return die(make_error(ErrorKind::Invalid, "unknown mode `", m,
-                            "` (ram, swap or disk, optionally +sink-first, +deflate-early or +roomN, N in MiB)"));
+    if (base != "ram" && base != "swap" && base != "disk")
+      return die(make_error(ErrorKind::Invalid, "unknown mode `", m, "` (ram, swap or disk, optionally +VARIANT)"));
+    auto settings = wake_settings(m);
+    if (!settings.ok()) return die(settings.error());
+    wake_of[m] = *settings;
   }
   auto bed = test::Testbed::load();
   if (!bed.ok()) return die(bed.error());
@@ -216,11 +224,10 @@ int main(int argc, char** argv) {
         // MODE+VARIANT: the wake with that one setting changed from seamlessd's default.
         ctl::ParkOptions po;
         po.mode = mode.substr(0, mode.find('+'));
-        controller.set_wake_sink_first(mode.ends_with("+sink-first"));
-        controller.set_wake_deflate_early(mode.ends_with("+deflate-early"));
-        const auto room =
-            mode.find('+') == std::string::npos ? std::nullopt : room_mib(mode.substr(mode.find('+') + 1));
-        controller.set_wake_room_mib(room ? *room : ctl::Config{}.wake_room_mib);
+        const ctl::Config& settings = wake_of.at(mode);
+        controller.set_wake_sink_first(settings.wake_sink_first);
+        controller.set_wake_deflate_early(settings.wake_deflate_early);
+        controller.set_wake_room_mib(settings.wake_room_mib);
         auto parked = controller.park(guest.name, po);
         if (!parked.ok()) return die(parked.error().wrap(cat(gw->name, " ", mode, ": park")));
         row.park_s = parked->report.seconds;
