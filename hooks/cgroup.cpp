@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -341,16 +342,30 @@ Result<size_t> put_back_recorded(Knobs& knobs, const std::string& record) {
   return saved.size();
 }
 
-Result<int64_t> Memory::file_cache() {
+Result<Reclaimable> Memory::reclaimable() {
   // Read as a file: a statistics table, not a knob (libcgroup keeps one line of a value).
   const std::string path = group_.dir() + "/memory.stat";
-  if (!std::filesystem::exists(path)) return 0;
+  if (!std::filesystem::exists(path)) return Reclaimable{};
   auto stat = SL_TRY(sys::read_file(path));
-  const std::string key = group_.version == Version::V1 ? "total_cache" : "file";
+  // v1's hierarchical totals; v2's table is hierarchical already.
+  const bool v1 = group_.version == Version::V1;
+  const std::string prefix = v1 ? "total_" : "";
+  std::map<std::string, int64_t> kv;
   std::istringstream in(stat);
-  for (std::string k, v; in >> k >> v;)
-    if (k == key) return to_int(v, "memory.stat " + key);
-  return 0;
+  for (std::string k, v; in >> k >> v;) {
+    if (k.rfind(prefix, 0) != 0) continue;
+    k.erase(0, prefix.size());
+    if (k == "cache" || k == "file" || k == "shmem" || k == "rss" || k == "anon" || k == "swapcached" ||
+        k == "inactive_anon" || k == "active_anon")
+      kv[k] = SL_TRY(to_int(v, "memory.stat " + prefix + k));
+  }
+  auto at = [&](const char* k) { return kv.contains(k) ? kv[k] : 0; };
+  Reclaimable r;
+  r.file_cache = std::max<int64_t>(0, at(v1 ? "cache" : "file") - at("shmem"));
+  const int64_t unmapped = at("inactive_anon") + at("active_anon") - at(v1 ? "rss" : "anon") - at("shmem");
+  r.swap_cache = std::clamp<int64_t>(unmapped, 0, at("swapcached"));
+  r.mapped = at(v1 ? "rss" : "anon");
+  return r;
 }
 
 namespace {
@@ -378,20 +393,34 @@ Result<void> lower_limit(LimitGuard& guard, const char* knob, int64_t bytes, con
 
 }  // namespace
 
-Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout, const std::string& record) {
+Result<LimitGuard> evict_reclaimable(Memory& memory, const Reclaimable& what, Millis timeout,
+                                     const std::string& record) {
   if (memory.group().version != Version::V1)
-    return make_error(ErrorKind::Invalid, "evicting only the page cache needs cgroup v1 (", memory.knobs().describe(),
-                      ")");
+    return make_error(ErrorKind::Invalid, "evicting only the page and swap cache needs cgroup v1 (",
+                      memory.knobs().describe(), ")");
   Knobs& k = memory.knobs();
   if (!k.has("memory.swappiness")) return make_error(ErrorKind::NotFound, "no memory.swappiness in ", k.describe());
   Deadline deadline(timeout);
   LimitGuard guard(k);
   guard.keep_record(record);
-  SL_TRY(guard.set("memory.swappiness", "0"));
   SL_TRY(disable_oom_killer(k, guard));
   // Some of it may be dirty or in use: an eighth is left to spare (at least 4 MiB).
-  const int64_t slack = std::max<int64_t>(4 << 20, cache / 8);
-  SL_TRY(lower_limit(guard, "memory.limit_in_bytes", SL_TRY(memory.usage()) - cache + slack, deadline));
+  auto slack = [](int64_t bytes) { return std::max<int64_t>(4 << 20, bytes / 8); };
+  const std::string swappiness = SL_TRY(k.read("memory.swappiness"));
+  if (what.file_cache > 0) {
+    SL_TRY(guard.set("memory.swappiness", "0"));
+    SL_TRY(lower_limit(guard, "memory.limit_in_bytes",
+                       SL_TRY(memory.usage()) - what.file_cache + slack(what.file_cache), deadline));
+  }
+  if (what.swap_cache > 0) {
+    SL_TRY(guard.set("memory.swappiness", swappiness == "0" ? "100" : swappiness));
+    const int64_t step = std::max<int64_t>(2 << 20, what.swap_cache / 8);
+    const int64_t mapped = SL_TRY(memory.reclaimable()).mapped;
+    for (int64_t freed = step; freed <= what.swap_cache - slack(what.swap_cache); freed += step) {
+      SL_TRY(lower_limit(guard, "memory.limit_in_bytes", SL_TRY(memory.usage()) - step, deadline));
+      if (SL_TRY(memory.reclaimable()).mapped < mapped - (2 << 20)) break;
+    }
+  }
   return guard;
 }
 

@@ -49,6 +49,20 @@ std::unique_ptr<Knobs> file_knobs(const MemoryGroup& group);
 // libcgroup (cgroup_get_cgroup / cgroup_modify_cgroup): for real hosts.
 Result<std::unique_ptr<Knobs>> libcgroup_knobs(const MemoryGroup& group);
 
+// Memory charged to a group that is a clean copy of something stored elsewhere.
+struct Reclaimable {
+  // Page cache (v1 total_cache, v2 file) less shared memory, which has no copy on disk.
+  int64_t file_cache = 0;
+  // Swap cache no process maps: pages a swap-in's readahead read next to the one faulted
+  // in, still in swap. The anonymous LRU less the mapped anonymous pages and shmem,
+  // at most the group's swap cache (memory.stat swapcached).
+  int64_t swap_cache = 0;
+  // Not reclaimable: anonymous memory a process maps (v1 total_rss, v2 anon), which an
+  // eviction must leave in place.
+  int64_t mapped = 0;
+  int64_t total() const { return file_cache + swap_cache; }
+};
+
 // Version-neutral memory operations. Limits are bytes; nullopt means unlimited.
 class Memory {
  public:
@@ -59,9 +73,9 @@ class Memory {
   Result<std::optional<int64_t>> limit();  // memory.limit_in_bytes | memory.max
   Result<void> set_limit(std::optional<int64_t> bytes);
   Result<std::optional<int64_t>> swap_usage();  // v1: memsw - usage (if accounted); v2: memory.swap.current
-  // Page cache charged to the group (memory.stat: v1 total_cache, v2 file); 0 when the
-  // group has no memory.stat.
-  Result<int64_t> file_cache();
+  // What the group holds that the host gets back without writing anything (memory.stat;
+  // zeros when the group has none).
+  Result<Reclaimable> reclaimable();
 
  private:
   MemoryGroup group_;
@@ -119,12 +133,17 @@ Result<size_t> put_back_recorded(Knobs& knobs, const std::string& record);
 Result<LimitGuard> throttle(Memory& memory, int64_t bytes, Millis timeout = Millis(30000),
                             const std::string& record = "");
 
-// Evicts the group's page cache and nothing else: v1 only (its swappiness 0 keeps limit
-// reclaim off anonymous memory), the limit lowered to usage minus `cache` plus an eighth,
-// the OOM killer off meanwhile (an allocation waits instead). The kernel reclaims while the
-// limit is written; the returned guard puts every knob back. For a paused VM: QEMU's page
-// cache is the host's copy of what the guest read from its disk, which it caches itself.
-Result<LimitGuard> evict_file_cache(Memory& memory, int64_t cache, Millis timeout = Millis(2000),
-                                    const std::string& record = "");
+// Evicts what `what` names and nothing else (v1 only), the OOM killer off meanwhile (an
+// allocation waits instead): first the page cache, with swappiness 0 (limit reclaim stays
+// off anonymous memory) and the limit lowered to usage minus the cache plus an eighth; then
+// the unmapped swap cache, anonymous memory scanned (swappiness 100 if it was 0), the limit
+// lowered in eighths of it: reclaim drops those pages, clean and unmapped, but takes a
+// mapped page seen once in a while too (one the process touched since being scanned is
+// kept), so it stops as soon as mapped memory shrinks by 2 MiB. The kernel reclaims while
+// the limit is written; the returned guard puts every knob back. For a paused VM: QEMU's
+// page cache is the host's copy of what the guest read from its disk, which it caches
+// itself, and the swap cache a second copy of what is in swap.
+Result<LimitGuard> evict_reclaimable(Memory& memory, const Reclaimable& what, Millis timeout = Millis(2000),
+                                     const std::string& record = "");
 
 }  // namespace seamless::cgroup

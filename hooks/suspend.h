@@ -85,9 +85,8 @@ struct Report {
   int64_t balloon_target = 0;
   int64_t pressure_relief = 0;                // bytes given back to a guest under memory pressure
   int64_t usage_before = 0, usage_after = 0;  // cgroup usage (swap mode) before and at the squeeze
-  int64_t usage_parked = 0;
-  int64_t page_cache_evicted = 0;  // host page cache of QEMU's, evicted after the pause  // cgroup usage once paused:
-                                   // after the prefetch brought pages back
+  int64_t usage_parked = 0;                   // cgroup usage once paused, after the eviction below
+  int64_t evicted = 0;                        // page and swap cache evicted after the pause (usage before - after)
 };
 
 // Every pre-check for the mode, each failing with a clear error; touches nothing.

@@ -93,7 +93,7 @@ void print_report(const std::string& verb, const std::string& domain, const susp
         .num("usage_before", r.usage_before)
         .num("usage_after", r.usage_after)
         .num("usage_parked", r.usage_parked)
-        .num("page_cache_evicted", r.page_cache_evicted);
+        .num("evicted", r.evicted);
     std::printf("%s\n", w.finish().c_str());
     return;
   }

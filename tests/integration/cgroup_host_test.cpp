@@ -6,6 +6,7 @@
 // mounted (cgroup_v2_guest_test), so both versions are exercised for real.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,8 +27,11 @@ constexpr size_t kHogBytes = 192 << 20;
 
 // A child that waits for "go" (so the parent can move it into the test group before it
 // allocates: pages are charged to the group that first touches them), fills kHogBytes
-// with a seeded random pattern, says "ready", and on the next byte re-reads everything
-// and exits 0 only if the pattern is intact.
+// with a seeded random pattern, says "ready", and then obeys: 's' and 'w' (once swapped
+// out) ask for the second half with MADV_WILLNEED, which reads it into the swap cache
+// without mapping it, and read the first half back in: 's' the first half after, 'w'
+// before; each then says "ready"; 'v' re-reads everything and exits 0 only if the pattern
+// is intact.
 struct Hog {
   pid_t pid = -1;
   int to_child = -1, from_child = -1;
@@ -48,8 +52,20 @@ void hog_main(int in, int out) {
   std::mt19937_64 rng(99);
   for (auto& v : data) v = rng();
   (void)!::write(out, "r", 1);
-  char c;
-  (void)!::read(in, &c, 1);
+  char c = 0;
+  while (::read(in, &c, 1) == 1 && (c == 's' || c == 'w')) {
+    volatile uint64_t sum = 0;
+    auto read_first_half = [&] {
+      for (size_t i = 0; i < data.size() / 2; i += 512) sum = sum + data[i];
+    };
+    if (c == 'w') read_first_half();
+    const long page = ::sysconf(_SC_PAGESIZE);
+    auto* half = reinterpret_cast<char*>(data.data() + data.size() / 2);
+    auto* start = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(half) / page * page + page);
+    (void)::madvise(start, kHogBytes / 2 - 2 * page, MADV_WILLNEED);
+    if (c == 's') read_first_half();
+    (void)!::write(out, "r", 1);
+  }
   std::mt19937_64 check(99);
   for (auto v : data) {
     if (v != check()) ::_exit(3);
@@ -175,7 +191,7 @@ TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
   ASSERT_TRUE(knobs.ok()) << knobs.error().message;
   Memory mem(*group, std::move(knobs).value());
   if (self_version_ != Version::V1) {
-    auto refused = evict_file_cache(mem, 64 << 20);
+    auto refused = evict_reclaimable(mem, Reclaimable{64 << 20, 0});
     ASSERT_FALSE(refused.ok());
     EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
     return;
@@ -190,17 +206,17 @@ TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
   ASSERT_EQ(run({"sh", "-c", "sync && echo 1 > /proc/sys/vm/drop_caches"}, Millis(30000)).value().status.code, 0);
   const std::string read_in_group = "echo $$ > " + dir_ + "/cgroup.procs && cat " + file + " > /dev/null";
   ASSERT_EQ(run({"sh", "-c", read_in_group}, Millis(60000)).value().status.code, 0);
-  const int64_t cache = mem.file_cache().value();
+  const int64_t cache = mem.reclaimable().value().file_cache;
   EXPECT_GE(cache, 64 << 20) << "the file's pages are charged to the group";
   const auto swap_before = mem.swap_usage().value();
   const std::string swappiness = sys::read_file(dir_ + "/memory.swappiness").value();
   const int64_t usage_before = mem.usage().value();
   {
-    auto guard = evict_file_cache(mem, cache);
+    auto guard = evict_reclaimable(mem, Reclaimable{cache, 0});
     ASSERT_TRUE(guard.ok()) << guard.error().message;
     ASSERT_TRUE(guard->restore().ok());
   }
-  const int64_t cache_after = mem.file_cache().value();
+  const int64_t cache_after = mem.reclaimable().value().file_cache;
   std::filesystem::remove(file);
   EXPECT_LE(cache_after, cache / 4) << "most of the page cache went";
   EXPECT_LE(mem.usage().value(), usage_before - cache / 2);
@@ -210,6 +226,75 @@ TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
   }
   EXPECT_EQ(mem.limit().value(), std::nullopt) << "limit restored";
   EXPECT_EQ(sys::read_file(dir_ + "/memory.swappiness").value(), swappiness) << "swappiness restored";
+
+  ASSERT_EQ(::write(hog.to_child, "v", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(hog.pid, &status, 0), hog.pid);
+  hog.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's data is intact";
+}
+
+// After a park, the swap cache that swap-ins read ahead and nobody mapped goes, and the
+// pages that were read back stay: a child's memory, swapped out, half read back and half
+// only read into the swap cache (MADV_WILLNEED). Read back last (as a paused VM's pages
+// that the guest used until the pause), the mapped pages all stay while most of the swap
+// cache goes; read back first, reclaim reaches them too, and the eviction stops within a
+// step of that.
+TEST_F(CgroupHost, EvictingTheSwapCacheKeepsTheMappedPages) {
+  Hog hog;
+  ASSERT_TRUE(start_hog(hog, dir_));
+  auto group = for_pid(hog.pid);
+  ASSERT_TRUE(group.ok()) << group.error().message;
+  auto knobs = libcgroup_knobs(*group);
+  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
+  Memory mem(*group, std::move(knobs).value());
+  if (self_version_ != Version::V1) {
+    auto refused = evict_reclaimable(mem, Reclaimable{0, 64 << 20});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
+    return;
+  }
+  auto resident = [&] {
+    auto status = sys::read_file("/proc/" + std::to_string(hog.pid) + "/status").value();
+    return std::atoll(status.c_str() + status.find("VmRSS:") + 6) * int64_t(1024);
+  };
+  for (const char order : {'s', 'w'}) {
+    SCOPED_TRACE(order == 's' ? "mapped pages read back last" : "mapped pages read back first");
+    {
+      auto guard = throttle(mem, 10 << 20);
+      ASSERT_TRUE(guard.ok()) << guard.error().message;
+      ASSERT_TRUE(guard->restore().ok());
+    }
+    ASSERT_EQ(::write(hog.to_child, &order, 1), 1);
+    char c = 0;
+    ASSERT_EQ(::read(hog.from_child, &c, 1), 1);
+    // The readahead is asynchronous: wait for it to land.
+    Reclaimable what;
+    for (Deadline d(Millis(20000)); !d.expired(); std::this_thread::sleep_for(Millis(200))) {
+      what = mem.reclaimable().value();
+      if (what.swap_cache >= int64_t(kHogBytes) / 2 - (16 << 20)) break;
+    }
+    EXPECT_GE(what.swap_cache, int64_t(kHogBytes) / 4) << "the unmapped half is in the swap cache";
+    const int64_t rss_before = resident(), usage_before = mem.usage().value();
+    EXPECT_GE(rss_before, int64_t(kHogBytes) / 2 - (16 << 20)) << "the first half is mapped again";
+    {
+      auto guard = evict_reclaimable(mem, what);
+      ASSERT_TRUE(guard.ok()) << guard.error().message;
+      ASSERT_TRUE(guard->restore().ok());
+    }
+    const int64_t left = mem.reclaimable().value().swap_cache;
+    std::printf("%s: swap cache %lld -> %lld MiB, resident %lld -> %lld MiB\n",
+                order == 's' ? "read back last" : "read back first", (long long)(what.swap_cache >> 20),
+                (long long)(left >> 20), (long long)(rss_before >> 20), (long long)(resident() >> 20));
+    if (order == 's') {
+      EXPECT_LE(left, what.swap_cache / 4) << "most of the swap cache went";
+      EXPECT_LE(mem.usage().value(), usage_before - what.swap_cache / 2);
+      EXPECT_GE(resident(), rss_before - (2 << 20)) << "the pages read back stayed";
+    } else {
+      EXPECT_GE(resident(), rss_before - what.swap_cache / 8 - (4 << 20)) << "at most a step more went";
+    }
+    EXPECT_EQ(mem.limit().value(), std::nullopt) << "limit restored";
+  }
 
   ASSERT_EQ(::write(hog.to_child, "v", 1), 1);
   int status = 0;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "common/sys.h"
 #include "common/tempdir.h"
@@ -190,26 +191,104 @@ TEST(CgroupThrottle, AKilledRunLeavesARecordTheNextOnePutsBack) {
   }
 }
 
-// A paused VM's page cache goes and nothing else: swappiness 0 keeps limit reclaim off
-// anonymous memory (the guest's RAM), the limit is usage minus the cache plus a little.
-TEST(CgroupEvict, V1EvictsThePageCacheOnlyAndRestoresEverything) {
+// File knobs that log each limit written, with the swappiness in force then, and call
+// `after_limit` (the kernel's reclaim, played by the test) once it is written.
+class LimitLog final : public Knobs {
+ public:
+  LimitLog(const MemoryGroup& g, std::vector<std::string>& log, std::function<void()> after_limit)
+      : files_(file_knobs(g)), log_(log), after_limit_(std::move(after_limit)) {}
+  Result<std::string> read(const std::string& knob) override { return files_->read(knob); }
+  Result<void> write(const std::string& knob, const std::string& value) override {
+    if (knob != "memory.limit_in_bytes") return files_->write(knob, value);
+    log_.push_back(value + "@swappiness=" + files_->read("memory.swappiness").value());
+    auto r = files_->write(knob, value);
+    after_limit_();
+    return r;
+  }
+  bool has(const std::string& knob) override { return files_->has(knob); }
+  std::string describe() const override { return files_->describe(); }
+
+ private:
+  std::unique_ptr<Knobs> files_;
+  std::vector<std::string>& log_;
+  std::function<void()> after_limit_;
+};
+
+// A paused VM's page cache goes first with swappiness 0 (limit reclaim stays off anonymous
+// memory, the guest's RAM), the limit usage minus the cache plus an eighth; then the swap
+// cache nobody maps, anonymous memory scanned, in eighths, until mapped memory shrinks.
+TEST(CgroupEvict, V1EvictsPageCacheThenUnmappedSwapCacheAndRestoresEverything) {
   FakeGroup fake(Version::V1);
-  fake.put("memory.stat", "cache 104857600\nrss 400000000\ntotal_cache 125829120\ntotal_rss 400000000\n");
-  Memory mem(fake.group, file_knobs(fake.group));
-  ASSERT_EQ(mem.file_cache().value(), 125829120) << "the hierarchy's total";
+  fake.put("memory.swappiness", "60");
+  // The hierarchy's totals count; shmem is neither droppable page cache nor swap cache.
+  auto stat = [&](int64_t mapped) {
+    fake.put("memory.stat", cat("cache 104857600\nrss 400000000\nshmem 0\ntotal_cache 125829120\n",
+                                "total_shmem 20971520\ntotal_rss ", mapped, "\ntotal_inactive_anon 430000000\n",
+                                "total_active_anon 41943040\ntotal_swapcached 90000000\n"));
+  };
+  stat(400000000);
+  std::vector<std::string> limits;
+  int reclaimed = 0, mapped_goes_at = 0;  // the limit written last at which mapped memory shrinks (0: never)
+  Memory mem(fake.group, std::make_unique<LimitLog>(fake.group, limits, [&] {
+               if (++reclaimed == mapped_goes_at) stat(400000000 - (3 << 20));
+             }));
+  auto what = mem.reclaimable();
+  ASSERT_TRUE(what.ok()) << what.error().message;
+  EXPECT_EQ(what->file_cache, 125829120 - 20971520);
+  EXPECT_EQ(what->swap_cache, 430000000 + 41943040 - 400000000 - 20971520) << "anonymous LRU less mapped and shmem";
+  EXPECT_EQ(what->mapped, 400000000);
   {
-    auto guard = evict_file_cache(mem, 125829120);
+    // The swap cache counted is at most what the group has in its swap cache.
+    FakeGroup few(Version::V1);
+    few.put("memory.stat", "total_rss 100\ntotal_inactive_anon 5000\ntotal_swapcached 300\n");
+    Memory m(few.group, file_knobs(few.group));
+    EXPECT_EQ(m.reclaimable().value().swap_cache, 300);
+    few.put("memory.stat", "total_rss 9000\ntotal_inactive_anon 5000\ntotal_swapcached 300\n");
+    EXPECT_EQ(m.reclaimable().value().swap_cache, 0) << "never negative";
+  }
+  {
+    auto guard = evict_reclaimable(mem, *what);
     ASSERT_TRUE(guard.ok()) << guard.error().message;
-    EXPECT_EQ(fake.get("memory.swappiness"), "0");
-    EXPECT_EQ(fake.get("memory.limit_in_bytes"), std::to_string(536870912 - 125829120 + 125829120 / 8));
     EXPECT_EQ(fake.get("memory.oom_control"), "1") << "an allocation waits instead of killing QEMU";
   }
+  // The fake's usage stays 512 MiB: each step lowers the limit from the usage it reads.
+  // Page cache: all but an eighth at once; swap cache: eighths, all but the last.
+  const int64_t step = what->swap_cache / 8;
+  std::vector<std::string> expected{std::to_string(536870912 - what->file_cache + what->file_cache / 8) +
+                                    "@swappiness=0"};
+  for (int i = 0; i < 7; ++i) expected.push_back(std::to_string(536870912 - step) + "@swappiness=60");
+  expected.push_back("9223372036854771712@swappiness=60");  // put back
+  EXPECT_EQ(limits, expected);
   EXPECT_EQ(fake.get("memory.limit_in_bytes"), "9223372036854771712");
+  EXPECT_EQ(fake.get("memory.swappiness"), "60");
   EXPECT_EQ(fake.get("memory.oom_control"), "0");
+
+  // Reclaim that takes 3 MiB of mapped memory at the swap cache's third step stops there.
+  limits.clear();
+  reclaimed = 0;
+  mapped_goes_at = 3;
+  ASSERT_TRUE(evict_reclaimable(mem, Reclaimable{0, what->swap_cache, 400000000}).ok());
+  EXPECT_EQ(limits.size(), 4u) << "three steps, then the limit put back";
+  stat(400000000);
+
+  // A group whose swappiness is 0 gets 100 for the swap cache (else nothing anonymous is
+  // scanned), and 0 back.
+  fake.put("memory.swappiness", "0");
+  limits.clear();
+  mapped_goes_at = 0;
+  ASSERT_TRUE(evict_reclaimable(mem, Reclaimable{0, 64 << 20, 400000000}).ok());
+  ASSERT_EQ(limits.size(), 8u) << "seven eighths of 64 MiB, then the limit put back";
+  EXPECT_EQ(limits[0], std::to_string(536870912 - (8 << 20)) + "@swappiness=100");
+  EXPECT_EQ(fake.get("memory.swappiness"), "0");
+
   FakeGroup v2(Version::V2);
   Memory mem2(v2.group, file_knobs(v2.group));
-  EXPECT_EQ(mem2.file_cache().value(), 0) << "no memory.stat";
-  auto refused = evict_file_cache(mem2, 1 << 20);
+  EXPECT_EQ(mem2.reclaimable().value().total(), 0) << "no memory.stat";
+  v2.put("memory.stat", "anon 100\nfile 7000\nshmem 1000\ninactive_anon 400\nswapcached 4096\n");
+  EXPECT_EQ(mem2.reclaimable().value().file_cache, 6000) << "v2's names";
+  EXPECT_EQ(mem2.reclaimable().value().swap_cache, 0) << "all of the anonymous LRU is mapped or shmem";
+  EXPECT_EQ(mem2.reclaimable().value().mapped, 100);
+  auto refused = evict_reclaimable(mem2, Reclaimable{1 << 20, 0});
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
 }
