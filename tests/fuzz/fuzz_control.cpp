@@ -18,10 +18,12 @@ using namespace seamless;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
+  // What the handlers use outlives the server, whose workers may still run them after
+  // serve() returns (as sinkd's sink does: it waits for them before the sink goes).
+  const std::string empty = "{}";
   qmp::ControlServer server("fuzz");
   server.answer_out_of_order(8);  // as sinkd runs it
   namespace proto = sink::proto;
-  const std::string empty = "{}";
   server.on(proto::kAddGateway, [&](const qmp::Value& a) -> Result<std::string> {
     SL_TRY(proto::AddGateway::parse(a));
     return empty;
@@ -69,6 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       read_replies();
     });
   (void)server.serve(UniqueFd(sv[1]), "fuzz");
+  server.wait_idle();
   if (buffered)
     read_replies();
   else
