@@ -120,6 +120,32 @@ class CgroupHost : public ::testing::Test {
       (void)sys::write_file(std::filesystem::path(dir_).parent_path() / "cgroup.procs", *procs);
     ::rmdir(dir_.c_str());
   }
+  // Starts the hog in the test group and opens the group as the product does (libcgroup);
+  // null, with the failure recorded, if that cannot be done.
+  std::unique_ptr<Memory> hog_memory(Hog& hog) {
+    if (!start_hog(hog, dir_)) {
+      ADD_FAILURE() << "the child did not start in " << dir_;
+      return nullptr;
+    }
+    auto group = for_pid(hog.pid);
+    if (!group.ok()) {
+      ADD_FAILURE() << group.error().message;
+      return nullptr;
+    }
+    EXPECT_EQ(group->dir(), dir_);
+    auto knobs = libcgroup_knobs(*group);
+    if (!knobs.ok()) {
+      ADD_FAILURE() << knobs.error().message;
+      return nullptr;
+    }
+    return std::make_unique<Memory>(*group, std::move(knobs).value());
+  }
+  // Evicting needs v1's swappiness: v2 refuses it by name.
+  void expect_refused_on_v2(Memory& mem, const Reclaimable& what) {
+    auto refused = evict_reclaimable(mem, what);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
+  }
   std::string dir_;
   Version self_version_ = Version::V1;
 };
@@ -128,14 +154,9 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
   RecordProperty("cgroup_version", self_version_ == Version::V1 ? "v1" : "v2");
   std::printf("cgroup version under test: %s\n", self_version_ == Version::V1 ? "v1" : "v2");
   Hog hog;
-  ASSERT_TRUE(start_hog(hog, dir_));
-
-  auto group = for_pid(hog.pid);
-  ASSERT_TRUE(group.ok()) << group.error().message;
-  EXPECT_EQ(group->dir(), dir_);
-  auto knobs = libcgroup_knobs(*group);
-  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
-  Memory mem(*group, std::move(knobs).value());
+  auto held = hog_memory(hog);
+  ASSERT_TRUE(held);
+  Memory& mem = *held;
 
   auto before = mem.usage();
   ASSERT_TRUE(before.ok()) << before.error().message;
@@ -184,18 +205,10 @@ TEST_F(CgroupHost, ThrottleSwapsOutAndRestoreBringsItBack) {
 // the group's page cache frees most of the file's pages and swaps none of the data out.
 TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
   Hog hog;
-  ASSERT_TRUE(start_hog(hog, dir_));
-  auto group = for_pid(hog.pid);
-  ASSERT_TRUE(group.ok()) << group.error().message;
-  auto knobs = libcgroup_knobs(*group);
-  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
-  Memory mem(*group, std::move(knobs).value());
-  if (self_version_ != Version::V1) {
-    auto refused = evict_reclaimable(mem, Reclaimable{64 << 20, 0});
-    ASSERT_FALSE(refused.ok());
-    EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
-    return;
-  }
+  auto held = hog_memory(hog);
+  ASSERT_TRUE(held);
+  Memory& mem = *held;
+  if (self_version_ != Version::V1) return expect_refused_on_v2(mem, Reclaimable{64 << 20, 0});
   // A file on a disk (not a tmpfs: shmem is no page cache to drop), read by a process of
   // the group so that its pages are charged there.
   const std::string file = "/var/tmp/seamless-cache-" + std::to_string(::getpid());
@@ -242,18 +255,10 @@ TEST_F(CgroupHost, EvictingThePageCacheKeepsAnonymousMemoryInPlace) {
 // step of that.
 TEST_F(CgroupHost, EvictingTheSwapCacheKeepsTheMappedPages) {
   Hog hog;
-  ASSERT_TRUE(start_hog(hog, dir_));
-  auto group = for_pid(hog.pid);
-  ASSERT_TRUE(group.ok()) << group.error().message;
-  auto knobs = libcgroup_knobs(*group);
-  ASSERT_TRUE(knobs.ok()) << knobs.error().message;
-  Memory mem(*group, std::move(knobs).value());
-  if (self_version_ != Version::V1) {
-    auto refused = evict_reclaimable(mem, Reclaimable{0, 64 << 20});
-    ASSERT_FALSE(refused.ok());
-    EXPECT_NE(refused.error().message.find("cgroup v1"), std::string::npos) << refused.error().message;
-    return;
-  }
+  auto held = hog_memory(hog);
+  ASSERT_TRUE(held);
+  Memory& mem = *held;
+  if (self_version_ != Version::V1) return expect_refused_on_v2(mem, Reclaimable{0, 64 << 20});
   auto resident = [&] {
     auto status = sys::read_file("/proc/" + std::to_string(hog.pid) + "/status").value();
     return std::atoll(status.c_str() + status.find("VmRSS:") + 6) * int64_t(1024);
