@@ -19,6 +19,7 @@
 #include "common/time.h"
 #include "qmp/guest.h"
 #include "qmp/json.h"
+#include "tests/support/gateway_client.h"
 #include "tests/support/testbed.h"
 
 using namespace seamless;
@@ -30,6 +31,10 @@ struct Gateway {
   uint16_t port;
   bool systemd_only;                                               // installed in the systemd template alone
   double thesis_dump, thesis_transfer, thesis_restore, thesis_mb;  // DESIGN.md table (0: not there)
+  // A gateway that listens before it is ready (Tomcat binds its port, then deploys its web
+  // apps: 1,396 of its 2,617 classes loaded at the first listen): the page it serves once
+  // started, asked for before its first dump. Null: ready when it listens.
+  const char* started_page = nullptr;
 };
 
 const Gateway kGateways[] = {
@@ -38,7 +43,7 @@ const Gateway kGateways[] = {
     {"openssh", 22, false, 0.13, 0.13, 0.07, 0.13},
     {"lighttpd+php", 80, false, 0.16, 0.29, 0.16, 0.29},
     {"apache2+php", 8080, false, 0.23, 0.43, 0.24, 0.43},
-    {"tomcat", 8180, false, 0.46, 1.17, 0.38, 1.17},
+    {"tomcat", 8180, false, 0.46, 1.17, 0.38, 1.17, "/"},
     {"memcached", 11211, true, 0, 0, 0, 0},
     {"beanstalkd", 11300, true, 0, 0, 0, 0},
     {"tftpd-hpa", 69, true, 0, 0, 0, 0},
@@ -53,6 +58,29 @@ const Template kTemplates[] = {
     {"init", 17, "dropbear,sshd,lighttpd,apache2,vsftpd,tomcat"},
     {"systemd", 27, "dropbear,sshd,lighttpd,apache2,vsftpd,tomcat,memcached,beanstalkd,tftpd"},
 };
+
+// Waits (10 minutes at most: a JVM under TCG) until `g` serves its started page from the
+// client namespace; the connection is closed again before the dump.
+Result<void> wait_started(const test::Testbed& bed, const std::string& ip, const Gateway& g) {
+  test::GatewayUse use;
+  use.kind = test::GatewayUse::Kind::Http;
+  use.port = g.port;
+  use.path = g.started_page;
+  use.expect = "HTTP/1.1 200";
+  Error why = make_error(ErrorKind::Timeout, g.name, " did not serve ", g.started_page, " within 10 minutes");
+  for (Deadline d(Millis(600000)); !d.expired(); std::this_thread::sleep_for(Millis(5000))) {
+    auto client = test::GatewayClient::open(bed, ip, use);
+    if (!client.ok()) {
+      why = client.error();
+      continue;
+    }
+    if (auto got = (*client)->exchange("", Millis(300000)); got.ok())
+      return ok();
+    else
+      why = got.error();
+  }
+  return why.wrap(cat(g.name, " never served ", g.started_page));
+}
 
 // "a / b", or "–" where the thesis has no figure.
 std::string ratio(double a, double b, const char* format) {
@@ -149,6 +177,8 @@ int main(int argc, char** argv) {
       if (g.systemd_only && std::string(t.name) != "systemd") continue;
       if (!only.empty() && std::find(only.begin(), only.end(), g.name) == only.end()) continue;
       std::vector<double> dump, out, in, restore, mb[kN], write_s[kN], restore_by[kN], free_heap;
+      if (g.started_page)
+        if (auto r = wait_started((*guest)->bed, (*guest)->bed.guest_ip(t.index), g); !r.ok()) return die(r.error());
       for (int r = 0; r < runs; ++r) {
         for (size_t e = 0; e < kN; ++e) {
           const std::string pack = "/run/bench.pack";
